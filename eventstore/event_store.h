@@ -1,0 +1,104 @@
+#pragma once
+// The append-only log of record, on RocksDB.
+//
+// Column families:
+//   default   unused
+//   events    position (8-byte big-endian)        -> serialized v1::Event (position and
+//                                                    stream_version filled in)
+//   streams   stream name + '\0' + version (BE)   -> position (8-byte big-endian)
+//   event_ids event_id                            -> position
+// Projections may add column families of their own through `extra_column_families`.
+//
+// Durability: an append returns only after its WriteBatch is in the WAL and the WAL is
+// fsync'd. Appends from many threads are committed by one writer thread in groups: all
+// pending appends go into one WriteBatch and one fsync (group commit), so throughput grows
+// with the number of writers.
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "domain/events.h"
+#include "domain/status.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+}  // namespace rocksdb
+
+namespace keyledger {
+
+struct EventStoreOptions {
+  // Directory of the RocksDB database; created if missing.
+  std::filesystem::path path;
+  // fsync the WAL before acknowledging. Off only in benchmarks. Default: true.
+  bool sync = true;
+  // Most appends committed in one WriteBatch. Default: 1024.
+  std::size_t max_group_size = 1024;
+  // Extra column families to create/open (used by projections); handles via column_family().
+  std::vector<std::string> extra_column_families;
+};
+
+// The version of a stream an append expects. kAny skips the check; kNoStream (0) demands an
+// empty stream.
+inline constexpr std::int64_t kAnyVersion = -1;
+inline constexpr std::int64_t kNoStream = 0;
+
+struct AppendResult {
+  std::uint64_t first_position = 0;
+  std::uint64_t last_position = 0;
+  std::uint64_t stream_version = 0;  // the stream's version after the append
+  std::vector<v1::Event> events;     // as stored: positions and stream versions filled in
+};
+
+// Called on the writer thread after each group is durable and before any of its appends
+// return, with every event of the group in position order. Keep it short: it delays acks.
+using CommitListener = std::function<void(const std::vector<v1::Event>&)>;
+
+class EventStore {
+ public:
+  // Opens (creating if needed) the store. Fails with IoError when RocksDB cannot open it,
+  // including when another process holds its lock ("lock hold by current process" / LOCK).
+  static Result<std::unique_ptr<EventStore>> open(const EventStoreOptions& options);
+  ~EventStore();  // stops the writer after draining pending appends, closes RocksDB
+  EventStore(const EventStore&) = delete;
+  EventStore& operator=(const EventStore&) = delete;
+
+  // Appends `events` to `stream` atomically, all or nothing. Each event must carry its
+  // event_id; position, stream and stream_version are assigned here. Returns the stored
+  // events, or VersionConflict if the stream's version is not `expected_version` (nothing is
+  // written), InvalidArgument for an empty list or a duplicate event_id, IoError if the write
+  // failed. Thread-safe; blocks until durable.
+  Result<AppendResult> append(std::string_view stream, std::int64_t expected_version,
+                              std::vector<v1::Event> events);
+
+  // The events of one stream with stream_version >= from_version, in order. An unknown
+  // stream yields an empty list.
+  Result<std::vector<v1::Event>> read_stream(std::string_view stream, std::uint64_t from_version = 1) const;
+  // The current version of a stream (0 if it has no events).
+  Result<std::uint64_t> stream_version(std::string_view stream) const;
+  // Up to `max_count` events with position >= from_position, in position order.
+  Result<std::vector<v1::Event>> read_all(std::uint64_t from_position, std::size_t max_count) const;
+  // The event with this id, or NotFound.
+  Result<v1::Event> read_event(std::string_view event_id) const;
+  // Position of the last acknowledged event (0 when the log is empty).
+  std::uint64_t last_position() const;
+
+  // Set before the first append (not thread-safe against concurrent appends).
+  void set_commit_listener(CommitListener listener);
+
+  // Raw access for projections that keep column families in this database.
+  rocksdb::DB* db() const;
+  rocksdb::ColumnFamilyHandle* column_family(std::string_view name) const;
+
+ private:
+  struct Impl;
+  explicit EventStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace keyledger
