@@ -1,13 +1,381 @@
-// keyledger: wires the layers together. Subcommands: serve, token create, rebuild-projections.
+// keyledger: wires the layers together. Subcommands:
+//   serve                 the HTTP API over the event store (API.md §7)
+//   token create          a service token, offline, while the server is stopped
+//   rebuild-projections   wipe and rebuild every projection from the log
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <boost/program_options.hpp>
+#include <condition_variable>
+#include <fstream>
 #include <iostream>
+#include <thread>
 
+#include "api/commands.h"
+#include "api/handlers.h"
+#include "api/idempotency.h"
+#include "api/metrics.h"
+#include "api/rate_limiter.h"
+#include "api/server.h"
+#include "api/verifier.h"
 #include "domain/key_material.h"
+#include "domain/pepper.h"
+#include "eventstore/event_store.h"
+#include "projections/projector.h"
 
-int main() {
-  if (!keyledger::crypto_init()) {
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+using namespace keyledger;
+
+namespace {
+
+constexpr std::string_view kBootstrapTokenFile = "bootstrap-token";
+constexpr auto kExpiryInterval = std::chrono::seconds(1);
+constexpr auto kUsageFlushInterval = std::chrono::seconds(10);
+
+struct Config {
+  fs::path data_dir = "keyledger-data";
+  std::string listen = "127.0.0.1:8080";
+  std::string kafka_brokers = "embedded";
+  std::optional<fs::path> pepper_file;
+  std::string tiers = "standard:50:100,elevated:500:1000";
+  bool allow_insecure_webhooks = false;
+  bool allow_private_webhooks = false;
+  bool replica = false;
+  std::size_t io_threads = 2;
+  std::size_t worker_threads = 8;
+  std::string log_level = "info";
+};
+
+// Options shared by every subcommand; --config FILE and KEYLEDGER_* environment variables
+// supply the same names (KEYLEDGER_DATA_DIR, KEYLEDGER_KAFKA_BROKERS, …).
+po::options_description common_options(Config& c, std::string& pepper_file, std::string& config_file) {
+  po::options_description o("options");
+  o.add_options()
+      ("data-dir", po::value<std::string>()->notifier([&](const std::string& v) { c.data_dir = v; }),
+       "data directory (RocksDB log, pepper, bootstrap token)")
+      ("listen", po::value(&c.listen), "host:port to serve on (port 0 picks a free one)")
+      ("kafka-brokers", po::value(&c.kafka_brokers), "embedded | none | host:port,...")
+      ("pepper-file", po::value(&pepper_file), "file holding the 32-byte pepper (hex)")
+      ("config", po::value(&config_file), "configuration file (name = value lines)")
+      ("rate-limit-tiers", po::value(&c.tiers), "tiers as name:rate_per_second:burst,...")
+      ("allow-insecure-webhooks", po::bool_switch(&c.allow_insecure_webhooks), "accept plain http webhook URLs")
+      ("allow-private-webhooks", po::bool_switch(&c.allow_private_webhooks), "allow webhooks to private addresses")
+      ("replica", po::bool_switch(&c.replica), "run as a verifier replica fed from Kafka")
+      ("io-threads", po::value(&c.io_threads), "threads serving connections")
+      ("worker-threads", po::value(&c.worker_threads), "threads running commands")
+      ("log-level", po::value(&c.log_level), "trace | debug | info | warn | error");
+  return o;
+}
+
+// Parses argv (after the subcommand), then the config file, then KEYLEDGER_* variables.
+bool parse(int argc, char** argv, po::options_description& extra, Config& c, std::string& error) {
+  std::string pepper_file;
+  std::string config_file;
+  po::options_description all = common_options(c, pepper_file, config_file);
+  all.add(extra);
+  try {
+    po::variables_map vm;
+    po::store(po::parse_command_line(argc, argv, all), vm);
+    if (vm.count("config")) {
+      std::ifstream in(vm["config"].as<std::string>());
+      if (!in) {
+        error = "cannot read config file " + vm["config"].as<std::string>();
+        return false;
+      }
+      po::store(po::parse_config_file(in, all), vm);
+    }
+    po::store(po::parse_environment(all,
+                                    [&](const std::string& env) -> std::string {
+                                      if (env.rfind("KEYLEDGER_", 0) != 0) {
+                                        return "";
+                                      }
+                                      std::string name = env.substr(10);
+                                      for (auto& ch : name) {
+                                        ch = ch == '_' ? '-' : static_cast<char>(std::tolower(ch));
+                                      }
+                                      return all.find_nothrow(name, false) != nullptr ? name : "";
+                                    }),
+              vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    error = e.what();
+    return false;
+  }
+  if (!pepper_file.empty()) {
+    c.pepper_file = pepper_file;
+  }
+  return true;
+}
+
+Result<std::unique_ptr<EventStore>> open_store(const Config& c) {
+  EventStoreOptions options;
+  options.path = c.data_dir / "log";
+  options.extra_column_families = projection_column_families();
+  options.extra_column_families.emplace_back(api::kIdempotencyColumnFamily);
+  return EventStore::open(options);
+}
+
+bool write_secret_file(const fs::path& path, const std::string& secret) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) {
+      return false;
+    }
+    fs::permissions(tmp, fs::perms::owner_read | fs::perms::owner_write);
+    out << secret << "\n";
+    if (!out.flush()) {
+      return false;
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  return !ec;
+}
+
+std::vector<std::string> all_scopes() { return {kScopes.begin(), kScopes.end()}; }
+
+// Everything `serve` and the offline commands share: store, pepper, projections, commands.
+struct Node {
+  Config config;
+  SystemClock clock;
+  SystemRandom random;
+  std::unique_ptr<EventStore> store;
+  std::optional<Pepper> pepper;
+  std::unique_ptr<KeyHasher> hasher;
+  std::unique_ptr<SecretBox> secrets;
+  std::vector<api::RateLimitTier> tiers;
+  std::unique_ptr<Projector> projector;
+  std::unique_ptr<api::CommandService> commands;
+
+  // Opens the store and loads the pepper; `start_projections` replays the tail.
+  Status open(bool start_projections) {
+    auto parsed_tiers = api::parse_tiers(config.tiers);
+    if (!parsed_tiers.ok()) {
+      return parsed_tiers.status();
+    }
+    tiers = *parsed_tiers;
+    std::error_code ec;
+    fs::create_directories(config.data_dir, ec);
+    if (ec) {
+      return Status::IoError("cannot create data directory " + config.data_dir.string() + ": " + ec.message());
+    }
+    auto opened = open_store(config);
+    if (!opened.ok()) {
+      return opened.status();
+    }
+    store = std::move(opened).value();
+    auto loaded = load_or_create_pepper(config.data_dir, config.pepper_file, store->last_position() > 0, random);
+    if (!loaded.ok()) {
+      return loaded.status();
+    }
+    pepper = *loaded;
+    hasher = std::make_unique<KeyHasher>(*pepper);
+    secrets = std::make_unique<SecretBox>(*pepper);
+    std::vector<std::string> tier_names;
+    for (const auto& t : tiers) {
+      tier_names.push_back(t.name);
+    }
+    projector = std::make_unique<Projector>(*store, tier_names);
+    api::CommandServiceOptions options;
+    options.registration.allow_insecure_webhooks = config.allow_insecure_webhooks;
+    options.registration.default_tier = tier_names.front();
+    options.tiers = tier_names;
+    commands = std::make_unique<api::CommandService>(*store, *projector, clock, random, *hasher, *secrets, options);
+    return start_projections ? projector->start() : Status::Ok();
+  }
+};
+
+int fail(const Status& s, std::string_view what) {
+  spdlog::error("{}: {}", what, s.ToString());
+  return 1;
+}
+
+int serve(Config config) {
+  Node node;
+  node.config = std::move(config);
+  if (node.config.replica) {
+    spdlog::error("--replica needs Kafka publication, which this build does not have yet");
+    return 2;
+  }
+  if (Status s = node.open(true); !s.ok()) {
+    return fail(s, "cannot start");
+  }
+  if (node.config.kafka_brokers != "none") {
+    spdlog::warn("Kafka publication is not built yet; --kafka-brokers {} is ignored", node.config.kafka_brokers);
+  }
+
+  if (node.projector->tokens().empty()) {
+    auto created = node.commands->create_token("bootstrap", all_scopes(), "system:bootstrap");
+    if (!created.ok()) {
+      return fail(created.status(), "cannot create the bootstrap token");
+    }
+    const fs::path file = node.config.data_dir / kBootstrapTokenFile;
+    if (!write_secret_file(file, created->token)) {
+      spdlog::error("cannot write {}", file.string());
+      return 1;
+    }
+    spdlog::info("bootstrap token (every scope) written to {}", fs::absolute(file).string());
+  }
+
+  api::RateLimiter limiter(node.clock);
+  api::Verifier verifier(node.projector->key_table(), *node.hasher, limiter, node.tiers, node.clock,
+                         &node.projector->key_table());
+  api::Metrics metrics;
+  EventStore& store = *node.store;
+  Projector& projector = *node.projector;
+  metrics.add_gauge("keyledger_log_position", "Position of the last acknowledged event.",
+                    [&] { return static_cast<double>(store.last_position()); });
+  metrics.add_gauge("keyledger_projection_lag_events", "Events acknowledged but not yet projected.",
+                    [&] { return static_cast<double>(store.last_position() - projector.checkpoint()); });
+  metrics.add_gauge("keyledger_keys", "Keys in the verification table.",
+                    [&] { return static_cast<double>(projector.key_table().size()); });
+  store.set_commit_listener([&](const std::vector<v1::Event>& events) {
+    projector.apply(events);
+    metrics.count_events_appended(events.size());
+  });
+  api::IdempotencyStore idempotency(store.db(), store.column_family(api::kIdempotencyColumnFamily), node.clock);
+  api::Api api({projector, *node.commands, verifier, idempotency, metrics, node.clock, *node.hasher,
+                [&] { return projector.checkpoint() >= store.last_position(); }});
+
+  api::ServerOptions server_options;
+  server_options.listen = node.config.listen;
+  server_options.io_threads = node.config.io_threads;
+  server_options.worker_threads = node.config.worker_threads;
+  api::Server server(server_options, api);
+  if (Status s = server.start(); !s.ok()) {
+    return fail(s, "cannot listen on " + node.config.listen);
+  }
+  const auto colon = node.config.listen.rfind(':');
+  const std::string host = node.config.listen.substr(0, colon);
+  // The one line tests and scripts read to find the port.
+  std::cout << "keyledger listening on " << host << ":" << server.port() << std::endl;
+  spdlog::info("serving on {}:{}, data in {}", host, server.port(), fs::absolute(node.config.data_dir).string());
+
+  // Housekeeping: expiry events and usage flushes, until shutdown.
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool stopping = false;
+  std::thread housekeeper([&] {
+    auto next_flush = std::chrono::steady_clock::now() + kUsageFlushInterval;
+    std::unique_lock lock(mutex);
+    while (!wake.wait_for(lock, kExpiryInterval, [&] { return stopping; })) {
+      lock.unlock();
+      if (auto expired = node.commands->expire_due(1000); !expired.ok()) {
+        spdlog::warn("expiry scheduler: {}", expired.status().ToString());
+      }
+      if (std::chrono::steady_clock::now() >= next_flush) {
+        if (Status s = projector.flush_usage(); !s.ok()) {
+          spdlog::warn("usage flush: {}", s.ToString());
+        }
+        next_flush += kUsageFlushInterval;
+      }
+      lock.lock();
+    }
+  });
+
+  server.run_until_signal();
+  spdlog::info("shutting down");
+  {
+    std::lock_guard lock(mutex);
+    stopping = true;
+  }
+  wake.notify_all();
+  housekeeper.join();
+  (void)projector.flush_usage();
+  return 0;
+}
+
+int token_create(Config config, const std::string& name, const std::string& scopes_csv) {
+  Node node;
+  node.config = std::move(config);
+  if (Status s = node.open(true); !s.ok()) {
+    if (s.IsIoError() && s.message().find("lock") != std::string::npos) {
+      std::cerr << "keyledger: the store in " << node.config.data_dir.string()
+                << " is held by a running server; stop it first or use POST /v1/tokens\n";
+      return 1;
+    }
+    return fail(s, "cannot open the store");
+  }
+  std::vector<std::string> scopes;
+  std::string_view rest = scopes_csv;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    scopes.emplace_back(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+  }
+  auto created = node.commands->create_token(name, scopes, "system:cli");
+  if (!created.ok()) {
+    std::cerr << "keyledger: " << created.status().message() << "\n";
+    for (const auto& d : created.status().details()) {
+      std::cerr << "  " << d.field << ": " << d.message << "\n";
+    }
+    return 1;
+  }
+  std::cout << created->token << std::endl;
+  std::cerr << "token " << created->token_id << " (" << name << ") created; it is shown only this once\n";
+  return 0;
+}
+
+int rebuild(Config config) {
+  Node node;
+  node.config = std::move(config);
+  if (Status s = node.open(false); !s.ok()) {
+    return fail(s, "cannot open the store");
+  }
+  if (Status s = node.projector->rebuild(); !s.ok()) {
+    return fail(s, "rebuild failed");
+  }
+  std::cout << "projections rebuilt up to position " << node.projector->checkpoint() << std::endl;
+  return 0;
+}
+
+void usage() {
+  std::cerr << "usage: keyledger serve [--data-dir DIR] [--listen HOST:PORT] [--kafka-brokers embedded|none|LIST]\n"
+               "                       [--pepper-file FILE] [--config FILE] [--allow-insecure-webhooks] ...\n"
+               "       keyledger token create --data-dir DIR --scope manage,audit --name NAME\n"
+               "       keyledger rebuild-projections --data-dir DIR\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!crypto_init()) {
     std::cerr << "keyledger: libsodium failed to initialise\n";
     return 1;
   }
-  std::cerr << "keyledger: not implemented yet\n";
+  spdlog::set_default_logger(spdlog::default_logger());
+  if (argc < 2) {
+    usage();
+    return 2;
+  }
+  const std::string command = argv[1];
+  Config config;
+  std::string error;
+  if (command == "serve" || command == "rebuild-projections") {
+    po::options_description none("");
+    if (!parse(argc - 1, argv + 1, none, config, error)) {
+      std::cerr << "keyledger: " << error << "\n";
+      usage();
+      return 2;
+    }
+    spdlog::set_level(spdlog::level::from_str(config.log_level));
+    return command == "serve" ? serve(config) : rebuild(config);
+  }
+  if (command == "token" && argc >= 3 && std::string(argv[2]) == "create") {
+    std::string name;
+    std::string scopes;
+    po::options_description extra("token create");
+    extra.add_options()("name", po::value(&name)->required(), "token name")(
+        "scope", po::value(&scopes)->required(), "comma-separated scopes");
+    if (!parse(argc - 2, argv + 2, extra, config, error)) {
+      std::cerr << "keyledger: " << error << "\n";
+      usage();
+      return 2;
+    }
+    return token_create(config, name, scopes);
+  }
+  usage();
   return 2;
 }

@@ -1,0 +1,120 @@
+#include "api/commands.h"
+
+namespace keyledger::api {
+
+CommandService::CommandService(EventStore& store, Projector& projector, const Clock& clock, RandomSource& random,
+                               const KeyHasher& hasher, const SecretBox& secrets, CommandServiceOptions options)
+    : store_(store),
+      projector_(projector),
+      clock_(clock),
+      random_(random),
+      hasher_(hasher),
+      secrets_(secrets),
+      options_(std::move(options)) {}
+
+CommandContext CommandService::context(const std::string& actor) const {
+  return CommandContext{clock_, random_, hasher_, secrets_, actor};
+}
+
+Result<Decision> CommandService::register_agent(const AgentProfile& profile, const std::string& actor) {
+  CommandContext ctx = context(actor);
+  auto decision = keyledger::register_agent(profile, options_.registration, ctx);
+  if (!decision.ok()) {
+    return decision;
+  }
+  auto appended = store_.append(agent_stream(decision->agent_id), kNoStream, decision->events);
+  if (!appended.ok()) {
+    return appended.status();
+  }
+  decision->events = std::move(appended->events);
+  return decision;
+}
+
+Result<Decision> CommandService::on_agent(std::string_view agent_id, const std::string& actor,
+                                          const AgentCommand& command) {
+  for (int attempt = 1;; ++attempt) {
+    auto state = projector_.load_agent(agent_id);
+    if (!state.ok()) {
+      return state.status();
+    }
+    CommandContext ctx = context(actor);
+    auto decision = command(*state, ctx);
+    if (!decision.ok()) {
+      return decision;
+    }
+    if (decision->events.empty()) {
+      return decision;
+    }
+    auto appended = store_.append(agent_stream(agent_id), static_cast<std::int64_t>(state->version), decision->events);
+    if (appended.ok()) {
+      decision->events = std::move(appended->events);
+      decision->agent_id = std::string(agent_id);
+      return decision;
+    }
+    if (!appended.status().IsVersionConflict() || attempt >= options_.max_attempts) {
+      return appended.status();
+    }
+  }
+}
+
+Result<Decision> CommandService::on_key(std::string_view key_id, const std::string& actor,
+                                        const AgentCommand& command) {
+  auto agent_id = projector_.agent_of_key(key_id);
+  if (!agent_id.ok()) {
+    return agent_id.status();
+  }
+  return on_agent(*agent_id, actor, command);
+}
+
+Result<TokenDecision> CommandService::on_tokens(const std::string& actor, const TokenCommand& command) {
+  for (int attempt = 1;; ++attempt) {
+    const TokenRegistryState state = projector_.tokens().state();
+    CommandContext ctx = context(actor);
+    auto decision = command(state, ctx);
+    if (!decision.ok()) {
+      return decision;
+    }
+    auto appended = store_.append(kTokensStream, static_cast<std::int64_t>(state.version), decision->events);
+    if (appended.ok()) {
+      decision->events = std::move(appended->events);
+      return decision;
+    }
+    if (!appended.status().IsVersionConflict() || attempt >= options_.max_attempts) {
+      return appended.status();
+    }
+  }
+}
+
+Result<TokenDecision> CommandService::create_token(const std::string& name, const std::vector<std::string>& scopes,
+                                                   const std::string& actor) {
+  return on_tokens(actor, [&](const TokenRegistryState& state, CommandContext& ctx) {
+    return create_service_token(state, name, scopes, ctx);
+  });
+}
+
+Result<TokenDecision> CommandService::revoke_token(const std::string& token_id, const std::string& actor) {
+  return on_tokens(actor, [&](const TokenRegistryState& state, CommandContext& ctx) {
+    return revoke_service_token(state, token_id, ctx);
+  });
+}
+
+Result<std::size_t> CommandService::expire_due(std::size_t limit) {
+  auto due = projector_.keys_expiring_by(clock_.now(), limit);
+  if (!due.ok()) {
+    return due.status();
+  }
+  std::size_t expired = 0;
+  for (const auto& ref : *due) {
+    auto result = on_agent(ref.agent_id, "system:expiry", [&](const AgentState& state, CommandContext& ctx) {
+      return expire_key(state, ref.key_id, ctx);
+    });
+    if (result.ok()) {
+      ++expired;
+    } else if (!result.status().IsConflict()) {
+      return result.status();  // a conflict means it was revoked or expired meanwhile
+    }
+  }
+  return expired;
+}
+
+}  // namespace keyledger::api

@@ -1,0 +1,1120 @@
+#include "api/handlers.h"
+
+#include <sodium.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+#include "api/errors.h"
+#include "api/views.h"
+#include "domain/ids.h"
+
+namespace keyledger::api {
+
+namespace {
+
+using http::Request;
+using http::Response;
+
+constexpr std::size_t kMaxLeakItems = 100;
+constexpr std::uint32_t kMaxVerifyCost = 1000;
+constexpr std::size_t kMaxAuditLimit = 1000;
+constexpr std::size_t kDefaultAuditLimit = 100;
+constexpr std::size_t kExpiryScanLimit = 1000;
+
+Response json_response(unsigned status, const Json& body) {
+  Response res;
+  res.status = status;
+  res.body = body.dump();
+  return res;
+}
+
+std::int64_t seconds_ceil(std::int64_t ms) { return (ms + 999) / 1000; }
+
+// RateLimit-Policy / RateLimit (draft-ietf-httpapi-ratelimit-headers-10) and X-RateLimit-*.
+void set_ratelimit_headers(Response& res, const RateLimitTier& tier, const RateLimitDecision& d, TimePoint now) {
+  const auto window = static_cast<std::int64_t>(std::ceil(tier.burst / tier.rate_per_second));
+  res.headers.set("RateLimit-Policy",
+                  "\"" + tier.name + "\";q=" + std::to_string(tier.burst) + ";w=" + std::to_string(window));
+  res.headers.set("RateLimit", "\"" + tier.name + "\";r=" + std::to_string(d.remaining) +
+                                   ";t=" + std::to_string(seconds_ceil(d.reset_ms)));
+  res.headers.set("X-RateLimit-Limit", std::to_string(d.limit));
+  res.headers.set("X-RateLimit-Remaining", std::to_string(d.remaining));
+  const auto reset_at =
+      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count() + seconds_ceil(d.reset_ms);
+  res.headers.set("X-RateLimit-Reset", std::to_string(reset_at));
+}
+
+std::string retry_after(const RateLimitDecision& d) {
+  return std::to_string(std::max<std::int64_t>(1, seconds_ceil(d.retry_after_ms)));
+}
+
+bool is_json_media_type(std::optional<std::string_view> content_type) {
+  if (!content_type) {
+    return false;
+  }
+  std::string_view v = *content_type;
+  const auto semi = v.find(';');
+  v = v.substr(0, semi);
+  while (!v.empty() && v.back() == ' ') {
+    v.remove_suffix(1);
+  }
+  std::string lower(v);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  return lower == "application/json";
+}
+
+// Reads typed fields of a JSON object, collecting unknown fields (422) and type errors (400).
+class FieldReader {
+ public:
+  FieldReader(const Json& object, std::initializer_list<std::string_view> allowed) : object_(object) {
+    for (const auto& [name, value] : object.items()) {
+      if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+        unknown_.push_back({name, "unknown field"});
+      }
+    }
+  }
+
+  std::optional<std::string> text(const char* name) {
+    const Json* v = find(name);
+    if (v == nullptr) {
+      return std::nullopt;
+    }
+    if (!v->is_string()) {
+      return type_error(name, "a string");
+    }
+    return v->get<std::string>();
+  }
+  std::optional<std::int64_t> integer(const char* name) {
+    const Json* v = find(name);
+    if (v == nullptr) {
+      return std::nullopt;
+    }
+    if (!v->is_number_integer()) {
+      if (v->is_number_float() && std::floor(v->get<double>()) == v->get<double>() &&
+          std::abs(v->get<double>()) < 9e15) {
+        return static_cast<std::int64_t>(v->get<double>());
+      }
+      return type_error(name, "an integer");
+    }
+    if (v->is_number_unsigned() && v->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
+      return INT64_MAX;
+    }
+    return v->get<std::int64_t>();
+  }
+  std::optional<bool> boolean(const char* name) {
+    const Json* v = find(name);
+    if (v == nullptr) {
+      return std::nullopt;
+    }
+    if (!v->is_boolean()) {
+      return type_error(name, "a boolean");
+    }
+    return v->get<bool>();
+  }
+  std::optional<std::vector<std::string>> strings(const char* name) {
+    const Json* v = find(name);
+    if (v == nullptr) {
+      return std::nullopt;
+    }
+    if (!v->is_array() || !std::all_of(v->begin(), v->end(), [](const Json& e) { return e.is_string(); })) {
+      return type_error(name, "an array of strings");
+    }
+    return v->get<std::vector<std::string>>();
+  }
+
+  // The response to send if the body broke a type or named unknown fields, else nullopt.
+  std::optional<Response> problem(const std::string& request_id) const {
+    if (!type_error_.empty()) {
+      return error_response(400, "invalid_json", type_error_, request_id);
+    }
+    if (!unknown_.empty()) {
+      return error_response(422, "validation_failed", "the request has unknown fields", request_id, unknown_);
+    }
+    return std::nullopt;
+  }
+
+ private:
+  const Json* find(const char* name) const {
+    auto it = object_.find(name);
+    return it == object_.end() || it->is_null() ? nullptr : &*it;
+  }
+  std::nullopt_t type_error(const char* name, const char* expected) {
+    if (type_error_.empty()) {
+      type_error_ = std::string("field '") + name + "' must be " + expected;
+    }
+    return std::nullopt;
+  }
+
+  const Json& object_;
+  std::vector<FieldError> unknown_;
+  std::string type_error_;
+};
+
+// Splits a path into segments: "/v1/keys/abc" -> {"v1", "keys", "abc"}.
+std::vector<std::string_view> segments(std::string_view path) {
+  std::vector<std::string_view> out;
+  std::size_t i = 0;
+  while (i < path.size()) {
+    while (i < path.size() && path[i] == '/') {
+      ++i;
+    }
+    const std::size_t start = i;
+    while (i < path.size() && path[i] != '/') {
+      ++i;
+    }
+    if (i > start) {
+      out.push_back(path.substr(start, i - start));
+    }
+  }
+  return out;
+}
+
+std::string encode_cursor(bool descending, std::uint64_t position) {
+  const std::string raw = (descending ? "d:" : "a:") + std::to_string(position);
+  std::string out(sodium_base64_encoded_len(raw.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING), '\0');
+  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(raw.data()), raw.size(),
+                    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+  out.resize(std::strlen(out.c_str()));
+  return out;
+}
+
+bool decode_cursor(const std::string& cursor, bool descending, std::uint64_t& position) {
+  std::string raw(cursor.size(), '\0');
+  std::size_t len = 0;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(raw.data()), raw.size(), cursor.data(), cursor.size(),
+                        nullptr, &len, nullptr, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) {
+    return false;
+  }
+  raw.resize(len);
+  if (raw.size() < 3 || raw.substr(0, 2) != (descending ? "d:" : "a:")) {
+    return false;
+  }
+  const auto [ptr, ec] = std::from_chars(raw.data() + 2, raw.data() + raw.size(), position);
+  return ec == std::errc() && ptr == raw.data() + raw.size();
+}
+
+bool parse_size(const std::string& text, std::size_t& out) {
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return !text.empty() && ec == std::errc() && ptr == text.data() + text.size();
+}
+
+// Who is calling: a service token or an agent's own key.
+struct Caller {
+  std::string id;     // token_id or key_id (idempotency scope)
+  std::string actor;  // recorded in events
+  std::string on_behalf_of;
+  ServiceTokenState token;
+  VerifyOutcome agent;
+};
+
+enum class Access { kPublic, kToken, kAgentKey };
+
+}  // namespace
+
+struct Api::Impl {
+  ApiContext ctx;
+
+  using Params = std::vector<std::string>;
+  using Handler = Response (Impl::*)(Request&, const Caller&, const Params&);
+  struct Route {
+    std::string method;
+    std::string pattern;
+    std::vector<std::string> parts;
+    Access access;
+    std::vector<std::string_view> scopes;  // any of these (Access::kToken)
+    Handler handler;
+    bool inline_ok;
+  };
+  std::vector<Route> routes;
+
+  explicit Impl(ApiContext c) : ctx(std::move(c)) {
+    const std::vector<std::string_view> manage = {"manage"};
+    const std::vector<std::string_view> read = {"manage", "audit"};
+    add("GET", "/healthz", Access::kPublic, {}, &Impl::healthz, true);
+    add("GET", "/readyz", Access::kPublic, {}, &Impl::readyz, true);
+    add("GET", "/metrics", Access::kPublic, {}, &Impl::metrics, true);
+    add("POST", "/v1/tokens", Access::kToken, {"admin"}, &Impl::create_token, false);
+    add("GET", "/v1/tokens", Access::kToken, {"admin"}, &Impl::list_tokens, true);
+    add("POST", "/v1/tokens/{token_id}/revoke", Access::kToken, {"admin"}, &Impl::revoke_token, false);
+    add("POST", "/v1/agents", Access::kToken, manage, &Impl::register_agent, false);
+    add("GET", "/v1/agents/{agent_id}", Access::kToken, read, &Impl::get_agent, false);
+    add("PUT", "/v1/agents/{agent_id}/rate-limit", Access::kToken, manage, &Impl::set_tier, false);
+    add("POST", "/v1/agents/{agent_id}/keys", Access::kToken, manage, &Impl::create_key, false);
+    add("GET", "/v1/agents/{agent_id}/keys", Access::kToken, read, &Impl::list_keys, false);
+    add("GET", "/v1/agents/{agent_id}/webhook-deliveries", Access::kToken, read, &Impl::agent_deliveries, false);
+    add("GET", "/v1/keys/due-for-rotation", Access::kToken, read, &Impl::due_for_rotation, false);
+    add("GET", "/v1/keys/{key_id}", Access::kToken, read, &Impl::get_key, false);
+    add("POST", "/v1/keys/{key_id}/rotate", Access::kToken, manage, &Impl::rotate_key, false);
+    add("POST", "/v1/keys/{key_id}/revoke", Access::kToken, manage, &Impl::revoke_key, false);
+    add("POST", "/v1/keys/{key_id}/compromise", Access::kToken, manage, &Impl::compromise_key, false);
+    add("POST", "/v1/verify", Access::kToken, {"verify"}, &Impl::verify, true);
+    add("GET", "/v1/auth", Access::kAgentKey, {}, &Impl::forward_auth, true);
+    add("GET", "/v1/self", Access::kAgentKey, {}, &Impl::self, false);
+    add("GET", "/v1/self/webhook-deliveries", Access::kAgentKey, {}, &Impl::self_deliveries, false);
+    add("GET", "/v1/audit", Access::kToken, {"audit"}, &Impl::audit, false);
+    add("POST", "/v1/leaks", Access::kToken, {"report_leaks"}, &Impl::leaks, false);
+  }
+
+  void add(std::string method, std::string pattern, Access access, std::vector<std::string_view> scopes,
+           Handler handler, bool inline_ok) {
+    std::vector<std::string> parts;
+    for (auto s : segments(pattern)) {
+      parts.emplace_back(s);
+    }
+    routes.push_back({std::move(method), std::move(pattern), std::move(parts), access, std::move(scopes), handler,
+                      inline_ok});
+  }
+
+  static bool matches(const Route& route, const std::vector<std::string_view>& parts, Params* params) {
+    if (route.parts.size() != parts.size()) {
+      return false;
+    }
+    Params found;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      const std::string& p = route.parts[i];
+      if (p.front() == '{') {
+        found.emplace_back(parts[i]);
+      } else if (p != parts[i]) {
+        return false;
+      }
+    }
+    if (params != nullptr) {
+      *params = std::move(found);
+    }
+    return true;
+  }
+
+  // The route for method + path; `allowed` lists the methods of routes matching the path.
+  const Route* find_route(const Request& req, Params& params, std::vector<std::string>& allowed) const {
+    const auto parts = segments(req.path);
+    const Route* hit = nullptr;
+    for (const auto& route : routes) {
+      Params p;
+      if (!matches(route, parts, &p)) {
+        continue;
+      }
+      if (route.method == req.method || (req.method == "HEAD" && route.method == "GET")) {
+        if (hit == nullptr) {
+          hit = &route;
+          params = std::move(p);
+        }
+      } else if (std::find(allowed.begin(), allowed.end(), route.method) == allowed.end()) {
+        allowed.push_back(route.method);
+      }
+    }
+    return hit;
+  }
+
+  // --- credentials
+
+  static std::optional<std::string_view> bearer(const Request& req) {
+    auto auth = req.headers.get("authorization");
+    if (!auth) {
+      return std::nullopt;
+    }
+    std::string_view v = *auth;
+    if (v.size() < 7 || !(v.substr(0, 7) == "Bearer " || v.substr(0, 7) == "bearer ")) {
+      return std::nullopt;
+    }
+    v.remove_prefix(7);
+    while (!v.empty() && v.front() == ' ') {
+      v.remove_prefix(1);
+    }
+    while (!v.empty() && v.back() == ' ') {
+      v.remove_suffix(1);
+    }
+    return v;
+  }
+
+  Response unauthorized(const Request& req, bool invalid_token = false) const {
+    Response res = error_response(401, "unauthorized", "a valid credential is required", req.request_id);
+    res.headers.set("WWW-Authenticate", invalid_token ? "Bearer realm=\"keyledger\", error=\"invalid_token\""
+                                                      : "Bearer realm=\"keyledger\"");
+    return res;
+  }
+
+  // Resolves a service token with one of `scopes`, or the 401/403/422 to send.
+  std::variant<Caller, Response> token_caller(const Request& req, const std::vector<std::string_view>& scopes) const {
+    const auto presented = bearer(req);
+    if (!presented || presented->empty()) {
+      return unauthorized(req);
+    }
+    if (presented->starts_with(kApiKeyPrefix)) {
+      // An agent key is never a service token: a working one lacks the scope, others are unknown.
+      const auto outcome = ctx.verifier.verify(*presented, 0);
+      if (outcome.code == VerifyCode::kValid || outcome.code == VerifyCode::kRateLimited) {
+        return error_response(403, "forbidden", "agent keys cannot call this route", req.request_id);
+      }
+      return unauthorized(req);
+    }
+    if (!is_well_formed_service_token(*presented)) {
+      return unauthorized(req);
+    }
+    auto token = ctx.projector.tokens().find_active(ctx.hasher.digest(*presented));
+    if (!token) {
+      return unauthorized(req);
+    }
+    const bool allowed = std::any_of(scopes.begin(), scopes.end(), [&](auto s) { return token->has_scope(s); });
+    if (!allowed) {
+      return error_response(403, "forbidden", "this token lacks the scope for this route", req.request_id);
+    }
+    Caller caller;
+    caller.id = token->token_id;
+    caller.actor = token->name;
+    if (auto x_actor = req.headers.get("x-actor"); x_actor && token->has_scope("manage")) {
+      if (x_actor->size() > kMaxActorChars) {
+        return error_response(422, "validation_failed", "X-Actor is too long", req.request_id,
+                              {{"X-Actor", "must be at most 128 characters"}});
+      }
+      caller.on_behalf_of = std::string(*x_actor);
+    }
+    caller.token = std::move(*token);
+    return caller;
+  }
+
+  static std::optional<std::string_view> presented_key(const Request& req) {
+    if (auto b = bearer(req)) {
+      return b;
+    }
+    return req.headers.get("x-api-key");
+  }
+
+  // --- helpers
+
+  std::optional<Response> json_body(const Request& req, Json& body, bool array = false) const {
+    if (req.body.empty()) {
+      body = array ? Json::array() : Json::object();
+      return std::nullopt;
+    }
+    if (!is_json_media_type(req.headers.get("content-type"))) {
+      return error_response(415, "unsupported_media_type", "POST bodies must be application/json", req.request_id);
+    }
+    body = Json::parse(req.body, nullptr, false);
+    if (body.is_discarded()) {
+      return error_response(400, "invalid_json", "the body is not valid JSON", req.request_id);
+    }
+    if (array ? !body.is_array() : !body.is_object()) {
+      return error_response(400, "invalid_json", array ? "the body must be a JSON array" : "the body must be a JSON object",
+                            req.request_id);
+    }
+    return std::nullopt;
+  }
+
+  std::string actor_of(const Caller& caller) const {
+    return caller.on_behalf_of.empty() ? caller.actor : caller.actor + " (" + caller.on_behalf_of + ")";
+  }
+
+  TimePoint now() const { return ctx.clock.now(); }
+
+  Json key_view(const KeyState& key) const { return key_json(key, now(), ctx.projector.last_used(key.key_id)); }
+
+  // Runs a POST handler under its Idempotency-Key, if the request has one.
+  Response idempotent(Request& req, const Caller& caller, const std::function<Response()>& run) {
+    auto key = req.headers.get("idempotency-key");
+    if (!key) {
+      return run();
+    }
+    if (key->empty() || key->size() > kMaxIdempotencyKeyChars) {
+      return error_response(422, "validation_failed", "Idempotency-Key must be 1-255 characters", req.request_id,
+                            {{"Idempotency-Key", "must be 1-255 characters"}});
+    }
+    const std::string scope = caller.id + "\n" + req.method + " " + req.path + "\n" + std::string(*key);
+    const std::string body_hash = sha256_hex(req.body);
+    std::lock_guard lock(ctx.idempotency.lock_for(scope));
+    if (auto stored = ctx.idempotency.find(scope)) {
+      if (stored->body_hash != body_hash) {
+        return error_response(422, "idempotency_key_reused",
+                              "this Idempotency-Key was used with a different request body", req.request_id);
+      }
+      Response replay;
+      replay.status = stored->status;
+      replay.body = stored->body;
+      replay.headers.set("Idempotent-Replayed", "true");
+      return replay;
+    }
+    Response res = run();
+    if (res.status >= 200 && res.status < 300) {
+      const Status saved = ctx.idempotency.save(scope, {body_hash, res.status, strip_secrets(res.body)});
+      if (!saved.ok()) {
+        return status_response(saved, req.request_id);
+      }
+    }
+    return res;
+  }
+
+  // --- operations
+
+  Response healthz(Request&, const Caller&, const Params&) { return json_response(200, {{"status", "ok"}}); }
+
+  Response readyz(Request& req, const Caller&, const Params&) {
+    if (ctx.ready && ctx.ready()) {
+      return json_response(200, {{"status", "ready"}});
+    }
+    return error_response(503, "not_ready", "projections are catching up", req.request_id);
+  }
+
+  Response metrics(Request&, const Caller&, const Params&) {
+    Response res;
+    res.body = ctx.metrics.render();
+    res.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    return res;
+  }
+
+  // --- service tokens
+
+  Response create_token(Request& req, const Caller& caller, const Params&) {
+    return idempotent(req, caller, [&] {
+      Json body;
+      if (auto bad = json_body(req, body)) {
+        return *bad;
+      }
+      FieldReader f(body, {"name", "scopes"});
+      auto name = f.text("name");
+      auto scopes = f.strings("scopes");
+      if (auto bad = f.problem(req.request_id)) {
+        return *bad;
+      }
+      auto decision = ctx.commands.create_token(name.value_or(""), scopes.value_or(std::vector<std::string>{}),
+                                                actor_of(caller));
+      if (!decision.ok()) {
+        return status_response(decision.status(), req.request_id);
+      }
+      const auto& created = decision->events.front().service_token_created();
+      return json_response(201, {{"token_id", created.token_id()},
+                                 {"name", created.name()},
+                                 {"scopes", std::vector<std::string>(created.scopes().begin(), created.scopes().end())},
+                                 {"created_at", format_rfc3339(from_timestamp(decision->events.front().occurred_at()))},
+                                 {"token", decision->token}});
+    });
+  }
+
+  Response list_tokens(Request&, const Caller&, const Params&) {
+    Json tokens = Json::array();
+    for (const auto& t : ctx.projector.tokens().list()) {
+      tokens.push_back(token_json(t));
+    }
+    return json_response(200, {{"tokens", tokens}});
+  }
+
+  Response revoke_token(Request& req, const Caller& caller, const Params& params) {
+    return idempotent(req, caller, [&] {
+      Json body;
+      if (auto bad = json_body(req, body)) {
+        return *bad;
+      }
+      FieldReader f(body, {});
+      if (auto bad = f.problem(req.request_id)) {
+        return *bad;
+      }
+      auto decision = ctx.commands.revoke_token(params[0], actor_of(caller));
+      if (!decision.ok()) {
+        return status_response(decision.status(), req.request_id);
+      }
+      const TokenRegistryState state = ctx.projector.tokens().state();
+      auto it = state.tokens.find(params[0]);
+      return json_response(200, it == state.tokens.end() ? Json::object() : token_json(it->second));
+    });
+  }
+
+  // --- agents
+
+  Response register_agent(Request& req, const Caller& caller, const Params&) {
+    return idempotent(req, caller, [&] {
+      Json body;
+      if (auto bad = json_body(req, body)) {
+        return *bad;
+      }
+      FieldReader f(body, {"name", "description", "skills", "languages", "webhook_url", "environment", "owner_id"});
+      AgentProfile profile;
+      profile.name = f.text("name").value_or("");
+      profile.description = f.text("description").value_or("");
+      profile.skills = f.strings("skills").value_or(std::vector<std::string>{});
+      profile.languages = f.strings("languages").value_or(std::vector<std::string>{});
+      profile.webhook_url = f.text("webhook_url").value_or("");
+      const auto environment = f.text("environment");
+      profile.owner_id = f.text("owner_id").value_or("");
+      if (auto bad = f.problem(req.request_id)) {
+        return *bad;
+      }
+      std::vector<FieldError> details;
+      if (environment && *environment != "production" && *environment != "staging") {
+        details.push_back({"environment", "must be production or staging"});
+      }
+      profile.environment = environment == "staging" ? v1::ENVIRONMENT_STAGING : v1::ENVIRONMENT_PRODUCTION;
+      auto broken = validate_profile(profile, ctx.commands.options().registration);
+      details.insert(details.end(), broken.begin(), broken.end());
+      if (!details.empty()) {
+        return error_response(422, "validation_failed", "the agent profile breaks field rules", req.request_id,
+                              details);
+      }
+      auto decision = ctx.commands.register_agent(profile, actor_of(caller));
+      if (!decision.ok()) {
+        return status_response(decision.status(), req.request_id);
+      }
+      auto agent = ctx.projector.load_agent(decision->agent_id);
+      if (!agent.ok()) {
+        return status_response(agent.status(), req.request_id);
+      }
+      Json out = agent_json(*agent, now());
+      out.erase("active_key_count");
+      out["webhook_secret"] = decision->webhook_secret;
+      return json_response(201, out);
+    });
+  }
+
+  Response get_agent(Request& req, const Caller&, const Params& params) {
+    auto agent = ctx.projector.load_agent(params[0]);
+    if (!agent.ok()) {
+      return status_response(agent.status(), req.request_id);
+    }
+    return json_response(200, agent_json(*agent, now()));
+  }
+
+  Response set_tier(Request& req, const Caller& caller, const Params& params) {
+    Json body;
+    if (auto bad = json_body(req, body)) {
+      return *bad;
+    }
+    FieldReader f(body, {"tier"});
+    auto tier = f.text("tier");
+    if (auto bad = f.problem(req.request_id)) {
+      return *bad;
+    }
+    auto decision = ctx.commands.on_agent(params[0], actor_of(caller), [&](const AgentState& s, CommandContext& c) {
+      return set_rate_limit_tier(s, tier.value_or(""), ctx.commands.options().tiers, c);
+    });
+    if (!decision.ok()) {
+      return status_response(decision.status(), req.request_id);
+    }
+    auto agent = ctx.projector.load_agent(params[0]);
+    if (!agent.ok()) {
+      return status_response(agent.status(), req.request_id);
+    }
+    return json_response(200, agent_json(*agent, now()));
+  }
+
+  // --- keys
+
+  // The response of a command that created a key: {"key", "api_key"} plus extras.
+  Response key_created(const Request& req, const Decision& decision, unsigned status,
+                       const std::function<void(const AgentState&, Json&)>& extend) {
+    auto agent = ctx.projector.load_agent(decision.agent_id);
+    if (!agent.ok()) {
+      return status_response(agent.status(), req.request_id);
+    }
+    Json out = Json::object();
+    extend(*agent, out);
+    return json_response(status, out);
+  }
+
+  Response create_key(Request& req, const Caller& caller, const Params& params) {
+    return idempotent(req, caller, [&] {
+      Json body;
+      if (auto bad = json_body(req, body)) {
+        return *bad;
+      }
+      FieldReader f(body, {"label", "expires_in_seconds"});
+      CreateKey cmd{f.text("label"), f.integer("expires_in_seconds")};
+      if (auto bad = f.problem(req.request_id)) {
+        return *bad;
+      }
+      auto decision = ctx.commands.on_agent(params[0], actor_of(caller), [&](const AgentState& s, CommandContext& c) {
+        return keyledger::create_key(s, cmd, c);
+      });
+      if (!decision.ok()) {
+        return status_response(decision.status(), req.request_id);
+      }
+      return key_created(req, *decision, 201, [&](const AgentState& agent, Json& out) {
+        out["key"] = key_view(*agent.find_key(decision->key_id));
+        out["api_key"] = decision->api_key;
+      });
+    });
+  }
+
+  Response list_keys(Request& req, const Caller&, const Params& params) {
+    auto agent = ctx.projector.load_agent(params[0]);
+    if (!agent.ok()) {
+      return status_response(agent.status(), req.request_id);
+    }
+    std::optional<KeyStatus> wanted;
+    if (auto it = req.query.find("status"); it != req.query.end()) {
+      if (it->second == "active") {
+        wanted = KeyStatus::kActive;
+      } else if (it->second == "revoked") {
+        wanted = KeyStatus::kRevoked;
+      } else if (it->second == "expired") {
+        wanted = KeyStatus::kExpired;
+      } else {
+        return error_response(422, "validation_failed", "unknown status filter", req.request_id,
+                              {{"status", "must be active, revoked or expired"}});
+      }
+    }
+    Json keys = Json::array();
+    const auto t = now();
+    for (const auto& key : agent->keys) {
+      if (!wanted || key.status_at(t) == *wanted) {
+        keys.push_back(key_view(key));
+      }
+    }
+    return json_response(200, {{"keys", keys}});
+  }
+
+  Response get_key(Request& req, const Caller&, const Params& params) {
+    auto agent_id = ctx.projector.agent_of_key(params[0]);
+    if (!agent_id.ok()) {
+      return status_response(agent_id.status(), req.request_id);
+    }
+    auto agent = ctx.projector.load_agent(*agent_id);
+    if (!agent.ok()) {
+      return status_response(agent.status(), req.request_id);
+    }
+    const KeyState* key = agent->find_key(params[0]);
+    if (key == nullptr) {
+      return status_response(Status::NotFound("key_not_found", "no such key"), req.request_id);
+    }
+    return json_response(200, key_view(*key));
+  }
+
+  Response due_for_rotation(Request& req, const Caller&, const Params&) {
+    std::size_t days = 90;
+    if (auto it = req.query.find("older_than_days"); it != req.query.end()) {
+      if (!parse_size(it->second, days) || days > 36600) {
+        return error_response(422, "validation_failed", "older_than_days must be a whole number of days",
+                              req.request_id, {{"older_than_days", "must be an integer from 0 to 36600"}});
+      }
+    }
+    const auto cutoff = now() - std::chrono::hours(24) * static_cast<long>(days);
+    auto refs = ctx.projector.keys_created_before(cutoff + std::chrono::nanoseconds(1), kMaxAuditLimit);
+    if (!refs.ok()) {
+      return status_response(refs.status(), req.request_id);
+    }
+    Json keys = Json::array();
+    const auto t = now();
+    for (const auto& ref : *refs) {
+      auto agent = ctx.projector.load_agent(ref.agent_id);
+      if (!agent.ok()) {
+        continue;
+      }
+      if (const KeyState* key = agent->find_key(ref.key_id); key != nullptr && key->is_active_at(t)) {
+        keys.push_back(key_view(*key));
+      }
+    }
+    return json_response(200, {{"keys", keys}});
+  }
+
+  Response rotate_key(Request& req, const Caller& caller, const Params& params) {
+    return idempotent(req, caller, [&] {
+      Json body;
+      if (auto bad = json_body(req, body)) {
+        return *bad;
+      }
+      FieldReader f(body, {"label", "old_key_expires_in_seconds"});
+      RotateKey cmd{params[0], f.text("label"), f.integer("old_key_expires_in_seconds")};
+      if (auto bad = f.problem(req.request_id)) {
+        return *bad;
+      }
+      auto decision = ctx.commands.on_key(params[0], actor_of(caller), [&](const AgentState& s, CommandContext& c) {
+        return keyledger::rotate_key(s, cmd, c);
+      });
+      if (!decision.ok()) {
+        return status_response(decision.status(), req.request_id);
+      }
+      return key_created(req, *decision, 201, [&](const AgentState& agent, Json& out) {
+        out["key"] = key_view(*agent.find_key(decision->key_id));
+        out["api_key"] = decision->api_key;
+        out["previous"] = key_view(*agent.find_key(params[0]));
+      });
+    });
+  }
+
+  Response revoke_key(Request& req, const Caller& caller, const Params& params) {
+    return idempotent(req, caller, [&] {
+      Json body;
+      if (auto bad = json_body(req, body)) {
+        return *bad;
+      }
+      FieldReader f(body, {"reason"});
+      RevokeKey cmd{params[0], f.text("reason").value_or("")};
+      if (auto bad = f.problem(req.request_id)) {
+        return *bad;
+      }
+      auto decision = ctx.commands.on_key(params[0], actor_of(caller), [&](const AgentState& s, CommandContext& c) {
+        return keyledger::revoke_key(s, cmd, c);
+      });
+      if (!decision.ok()) {
+        return status_response(decision.status(), req.request_id);
+      }
+      return key_created(req, *decision, 200, [&](const AgentState& agent, Json& out) {
+        out = key_view(*agent.find_key(params[0]));
+      });
+    });
+  }
+
+  Response compromise_key(Request& req, const Caller& caller, const Params& params) {
+    return idempotent(req, caller, [&] {
+      Json body;
+      if (auto bad = json_body(req, body)) {
+        return *bad;
+      }
+      FieldReader f(body, {"note", "source", "replace"});
+      ReportCompromise cmd{params[0], f.text("note").value_or(""), f.text("source").value_or(""),
+                           f.boolean("replace").value_or(false)};
+      if (auto bad = f.problem(req.request_id)) {
+        return *bad;
+      }
+      return compromise(req, caller.actor, caller.on_behalf_of, cmd);
+    });
+  }
+
+  Response compromise(const Request& req, const std::string& actor, const std::string& on_behalf_of,
+                      const ReportCompromise& cmd) {
+    const std::string who = on_behalf_of.empty() ? actor : actor + " (" + on_behalf_of + ")";
+    auto decision = ctx.commands.on_key(cmd.key_id, who, [&](const AgentState& s, CommandContext& c) {
+      return report_compromise(s, cmd, c);
+    });
+    if (!decision.ok()) {
+      return status_response(decision.status(), req.request_id);
+    }
+    return key_created(req, *decision, 200, [&](const AgentState& agent, Json& out) {
+      out["key"] = key_view(*agent.find_key(cmd.key_id));
+      if (cmd.replace && !decision->key_id.empty()) {
+        out["replacement"] = {{"key", key_view(*agent.find_key(decision->key_id))}, {"api_key", decision->api_key}};
+      }
+    });
+  }
+
+  // --- verification
+
+  Response verify(Request& req, const Caller&, const Params&) {
+    Json body;
+    if (auto bad = json_body(req, body)) {
+      return *bad;
+    }
+    FieldReader f(body, {"api_key", "cost"});
+    const auto api_key = f.text("api_key");
+    const auto cost = f.integer("cost");
+    if (auto bad = f.problem(req.request_id)) {
+      return *bad;
+    }
+    if (cost && (*cost < 0 || *cost > kMaxVerifyCost)) {
+      return error_response(422, "validation_failed", "cost is out of range", req.request_id,
+                            {{"cost", "must be an integer from 0 to 1000"}});
+    }
+    const auto started = std::chrono::steady_clock::now();
+    const auto outcome = ctx.verifier.verify(api_key.value_or(""), static_cast<std::uint32_t>(cost.value_or(1)));
+    ctx.metrics.observe_verification(outcome.code, std::chrono::steady_clock::now() - started);
+    Json out = {{"valid", outcome.valid()}, {"code", verify_code_name(outcome.code)}};
+    if (outcome.valid()) {
+      const KeyEntry& e = *outcome.entry;
+      out["agent_id"] = e.agent_id.view();
+      out["key_id"] = e.key_id.view();
+      out["environment"] = environment_name(e.environment);
+      out["expires_at"] = e.expires_at_ms == 0
+                              ? Json(nullptr)
+                              : Json(format_rfc3339(TimePoint(std::chrono::milliseconds(e.expires_at_ms))));
+    }
+    if (outcome.ratelimit) {
+      out["ratelimit"] = {{"limit", outcome.ratelimit->limit},
+                          {"remaining", outcome.ratelimit->remaining},
+                          {"reset_ms", outcome.ratelimit->reset_ms}};
+    }
+    if (outcome.code == VerifyCode::kRateLimited) {
+      out["retry_after_seconds"] = std::max<std::int64_t>(1, seconds_ceil(outcome.ratelimit->retry_after_ms));
+    }
+    return json_response(200, out);
+  }
+
+  // Verifies the caller's own key (GET /v1/auth, /v1/self…): the outcome, or the 401/429.
+  std::variant<VerifyOutcome, Response> agent_caller(const Request& req) {
+    const auto key = presented_key(req);
+    const auto started = std::chrono::steady_clock::now();
+    auto outcome = ctx.verifier.verify(key.value_or(""), 1);
+    ctx.metrics.observe_verification(outcome.code, std::chrono::steady_clock::now() - started);
+    if (outcome.code == VerifyCode::kRateLimited) {
+      Response res = error_response(429, "rate_limited", "rate limit exceeded for this key", req.request_id);
+      res.headers.set("Retry-After", retry_after(*outcome.ratelimit));
+      set_ratelimit_headers(res, *outcome.tier, *outcome.ratelimit, now());
+      return res;
+    }
+    if (!outcome.valid()) {
+      return unauthorized(req, true);
+    }
+    return outcome;
+  }
+
+  Response forward_auth(Request& req, const Caller& caller, const Params&) {
+    Response res;
+    res.status = 200;
+    res.content_type.clear();
+    const KeyEntry& e = *caller.agent.entry;
+    res.headers.set("X-Agent-Id", e.agent_id.str());
+    res.headers.set("X-Key-Id", e.key_id.str());
+    res.headers.set("X-Agent-Environment", std::string(environment_name(e.environment)));
+    set_ratelimit_headers(res, *caller.agent.tier, *caller.agent.ratelimit, now());
+    (void)req;
+    return res;
+  }
+
+  Response self(Request& req, const Caller& caller, const Params&) {
+    auto agent = ctx.projector.load_agent(caller.agent.entry->agent_id.view());
+    if (!agent.ok()) {
+      return status_response(agent.status(), req.request_id);
+    }
+    const KeyState* key = agent->find_key(caller.agent.entry->key_id.view());
+    Response res = json_response(
+        200, {{"agent", agent_json(*agent, now())}, {"key", key == nullptr ? Json(nullptr) : key_view(*key)}});
+    set_ratelimit_headers(res, *caller.agent.tier, *caller.agent.ratelimit, now());
+    return res;
+  }
+
+  Response deliveries(const Request& req, std::string_view agent_id) {
+    std::size_t limit = kDefaultAuditLimit;
+    if (auto it = req.query.find("limit"); it != req.query.end()) {
+      if (!parse_size(it->second, limit) || limit < 1 || limit > kMaxAuditLimit) {
+        return error_response(422, "validation_failed", "limit is out of range", req.request_id,
+                              {{"limit", "must be an integer from 1 to 1000"}});
+      }
+    }
+    std::optional<std::uint64_t> after;
+    if (auto it = req.query.find("cursor"); it != req.query.end()) {
+      std::uint64_t position = 0;
+      if (!decode_cursor(it->second, true, position)) {
+        return error_response(422, "validation_failed", "cursor is not valid", req.request_id,
+                              {{"cursor", "is not a cursor this API returned"}});
+      }
+      after = position;
+    }
+    auto page = ctx.projector.webhook_deliveries(agent_id, limit, after);
+    if (!page.ok()) {
+      return status_response(page.status(), req.request_id);
+    }
+    Json items = Json::array();
+    for (const auto& e : page->events) {
+      Json item = event_data_json(e);
+      item["position"] = e.position();
+      item["recorded_at"] = format_rfc3339(from_timestamp(e.occurred_at()));
+      items.push_back(item);
+    }
+    Json out = {{"deliveries", items}};
+    if (page->next_after) {
+      out["next_cursor"] = encode_cursor(true, *page->next_after);
+    }
+    return json_response(200, out);
+  }
+
+  Response agent_deliveries(Request& req, const Caller&, const Params& params) {
+    auto agent = ctx.projector.load_agent(params[0]);
+    if (!agent.ok()) {
+      return status_response(agent.status(), req.request_id);
+    }
+    return deliveries(req, params[0]);
+  }
+
+  Response self_deliveries(Request& req, const Caller& caller, const Params&) {
+    Response res = deliveries(req, caller.agent.entry->agent_id.view());
+    set_ratelimit_headers(res, *caller.agent.tier, *caller.agent.ratelimit, now());
+    return res;
+  }
+
+  // --- audit
+
+  Response audit(Request& req, const Caller&, const Params&) {
+    AuditQuery q;
+    std::vector<FieldError> details;
+    for (const auto& [name, value] : req.query) {
+      if (name == "agent_id") {
+        q.agent_id = value;
+      } else if (name == "key_id") {
+        q.key_id = value;
+      } else if (name == "type") {
+        q.type = value;
+      } else if (name == "actor") {
+        q.actor = value;
+      } else if (name == "since" || name == "until") {
+        TimePoint t;
+        if (!parse_rfc3339(value, t)) {
+          details.push_back({name, "must be an RFC 3339 time"});
+        } else {
+          (name == "since" ? q.since : q.until) = t;
+        }
+      } else if (name == "order") {
+        if (value != "asc" && value != "desc") {
+          details.push_back({"order", "must be asc or desc"});
+        }
+        q.descending = value == "desc";
+      } else if (name == "limit") {
+        if (!parse_size(value, q.limit) || q.limit < 1 || q.limit > kMaxAuditLimit) {
+          details.push_back({"limit", "must be an integer from 1 to 1000"});
+        }
+      } else if (name != "cursor") {
+        details.push_back({name, "unknown query parameter"});
+      }
+    }
+    if (auto it = req.query.find("cursor"); it != req.query.end()) {
+      std::uint64_t position = 0;
+      if (!decode_cursor(it->second, q.descending, position)) {
+        details.push_back({"cursor", "is not a cursor this API returned for this order"});
+      } else {
+        q.after_position = position;
+      }
+    }
+    if (!details.empty()) {
+      return error_response(422, "validation_failed", "the audit query breaks field rules", req.request_id, details);
+    }
+    auto page = ctx.projector.audit(q);
+    if (!page.ok()) {
+      return status_response(page.status(), req.request_id);
+    }
+    Json events = Json::array();
+    for (const auto& e : page->events) {
+      events.push_back(audit_event_json(e));
+    }
+    Json out = {{"events", events}};
+    if (page->next_after) {
+      out["next_cursor"] = encode_cursor(q.descending, *page->next_after);
+    }
+    return json_response(200, out);
+  }
+
+  // --- leaked keys (GitHub secret-scanning partner format)
+
+  Response leaks(Request& req, const Caller& caller, const Params&) {
+    Json body;
+    if (auto bad = json_body(req, body, true)) {
+      return *bad;
+    }
+    if (body.size() > kMaxLeakItems) {
+      return error_response(422, "validation_failed", "at most 100 items per report", req.request_id,
+                            {{"items", "must be at most 100"}});
+    }
+    struct Item {
+      std::string token, type, source;
+    };
+    std::vector<Item> items;
+    std::vector<FieldError> details;
+    for (std::size_t i = 0; i < body.size(); ++i) {
+      if (!body[i].is_object()) {
+        return error_response(400, "invalid_json", "every item must be an object", req.request_id);
+      }
+      FieldReader f(body[i], {"token", "type", "url", "source"});
+      Item item{f.text("token").value_or(""), f.text("type").value_or(""), f.text("source").value_or("")};
+      (void)f.text("url");
+      if (auto bad = f.problem(req.request_id)) {
+        return *bad;
+      }
+      if (item.token.empty()) {
+        details.push_back({"[" + std::to_string(i) + "].token", "is required"});
+      }
+      items.push_back(std::move(item));
+    }
+    if (!details.empty()) {
+      return error_response(422, "validation_failed", "leak report items break field rules", req.request_id, details);
+    }
+    Json results = Json::array();
+    for (const auto& item : items) {
+      Json r = {{"token_hash", sha256_hex(item.token)}, {"token_type", item.type}};
+      if (!is_well_formed_api_key(item.token)) {
+        r["label"] = "false_positive";
+        r["result"] = "malformed";
+      } else if (auto entry = ctx.projector.key_table().find(ctx.hasher.digest(item.token)); !entry) {
+        r["label"] = "false_positive";
+        r["result"] = "unknown";
+      } else {
+        r["label"] = "true_positive";
+        const auto now_ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(now().time_since_epoch()).count();
+        if (entry->condition_at(now_ms) != KeyCondition::kActive) {
+          r["result"] = "already_inactive";
+        } else {
+          const std::string source = item.source.empty() ? "unknown" : item.source;
+          ReportCompromise cmd{entry->key_id.str(), "reported by secret scanning",
+                               source.substr(0, kMaxCompromiseSourceChars), false};
+          auto decision = ctx.commands.on_key(cmd.key_id, "leak:" + source, [&](const AgentState& s, CommandContext& c) {
+            return report_compromise(s, cmd, c);
+          });
+          if (decision.ok()) {
+            r["result"] = "revoked";
+          } else if (decision.status().IsConflict()) {
+            r["result"] = "already_inactive";
+          } else {
+            return status_response(decision.status(), req.request_id);
+          }
+        }
+      }
+      results.push_back(r);
+    }
+    (void)caller;
+    return json_response(200, results);
+  }
+
+  // --- dispatch
+
+  Response dispatch(Request& req) {
+    Params params;
+    std::vector<std::string> allowed;
+    const Route* route = find_route(req, params, allowed);
+    if (route == nullptr) {
+      if (!allowed.empty()) {
+        std::string allow;
+        for (const auto& m : allowed) {
+          allow += (allow.empty() ? "" : ", ") + m;
+        }
+        Response res = error_response(405, "method_not_allowed", "this route does not take " + req.method,
+                                      req.request_id);
+        res.headers.set("Allow", allow);
+        return res;
+      }
+      return error_response(404, "not_found", "no such route", req.request_id);
+    }
+    Caller caller;
+    if (route->access == Access::kToken) {
+      auto resolved = token_caller(req, route->scopes);
+      if (auto* res = std::get_if<Response>(&resolved)) {
+        return std::move(*res);
+      }
+      caller = std::move(std::get<Caller>(resolved));
+    } else if (route->access == Access::kAgentKey) {
+      auto resolved = agent_caller(req);
+      if (auto* res = std::get_if<Response>(&resolved)) {
+        return std::move(*res);
+      }
+      caller.agent = std::move(std::get<VerifyOutcome>(resolved));
+      caller.id = caller.agent.entry->key_id.str();
+      caller.actor = "key:" + caller.id;
+    }
+    return (this->*(route->handler))(req, caller, params);
+  }
+};
+
+Api::Api(ApiContext context) : impl_(std::make_unique<Impl>(std::move(context))) {}
+Api::~Api() = default;
+
+http::Response Api::handle(http::Request& request) {
+  http::Response res = impl_->dispatch(request);
+  if (request.method == "HEAD") {
+    res.body.clear();
+  }
+  return res;
+}
+
+bool Api::runs_inline(const http::Request& request) const {
+  Impl::Params params;
+  std::vector<std::string> allowed;
+  const auto* route = impl_->find_route(request, params, allowed);
+  return route == nullptr || route->inline_ok;
+}
+
+void Api::on_response(const http::Request& request, const http::Response& response, std::chrono::nanoseconds) {
+  impl_->ctx.metrics.count_request(request.method, route_of(request), response.status);
+}
+
+std::string Api::route_of(const http::Request& request) const {
+  Impl::Params params;
+  std::vector<std::string> allowed;
+  const auto* route = impl_->find_route(request, params, allowed);
+  return route == nullptr ? "unmatched" : route->pattern;
+}
+
+}  // namespace keyledger::api

@@ -1,0 +1,48 @@
+#pragma once
+// Every route of API.md §2–§4 and §7 as transport-free handlers behind one Dispatcher.
+// Order of checks on each request: route (404/405) → credential (401/403) → media type (415)
+// → JSON (400) → field rules (422) → existence (404) → state (409).
+
+#include <functional>
+#include <memory>
+
+#include "api/commands.h"
+#include "api/idempotency.h"
+#include "api/metrics.h"
+#include "api/server.h"
+#include "api/verifier.h"
+#include "projections/projector.h"
+
+namespace keyledger::api {
+
+struct ApiContext {
+  Projector& projector;
+  CommandService& commands;
+  Verifier& verifier;
+  IdempotencyStore& idempotency;
+  Metrics& metrics;
+  const Clock& clock;
+  const KeyHasher& hasher;
+  // True once the store is open and projections have caught up (GET /readyz).
+  std::function<bool()> ready;
+};
+
+class Api final : public Dispatcher {
+ public:
+  explicit Api(ApiContext context);
+  ~Api() override;
+
+  http::Response handle(http::Request& request) override;
+  bool runs_inline(const http::Request& request) const override;
+  void on_response(const http::Request& request, const http::Response& response,
+                   std::chrono::nanoseconds elapsed) override;
+
+  // The route pattern a request matched ("/v1/keys/{key_id}"), or "unmatched" (metrics).
+  std::string route_of(const http::Request& request) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace keyledger::api

@@ -1,0 +1,106 @@
+#include "api/http.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace keyledger::http {
+
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') {
+    return c - '0';
+  }
+  if (c >= 'a' && c <= 'f') {
+    return c - 'a' + 10;
+  }
+  if (c >= 'A' && c <= 'F') {
+    return c - 'A' + 10;
+  }
+  return -1;
+}
+
+bool percent_decode(std::string_view in, std::string& out) {
+  out.clear();
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '+') {
+      out.push_back(' ');
+    } else if (in[i] == '%') {
+      if (i + 2 >= in.size()) {
+        return false;
+      }
+      const int hi = hex_value(in[i + 1]);
+      const int lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0) {
+        return false;
+      }
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+void Headers::set(std::string_view name, std::string value) {
+  const std::string key = lower(name);
+  std::erase_if(items_, [&](const auto& item) { return item.first == key; });
+  items_.emplace_back(key, std::move(value));
+}
+
+void Headers::add(std::string_view name, std::string value) { items_.emplace_back(lower(name), std::move(value)); }
+
+std::optional<std::string_view> Headers::get(std::string_view name) const {
+  const std::string key = lower(name);
+  for (const auto& [n, v] : items_) {
+    if (n == key) {
+      return std::string_view(v);
+    }
+  }
+  return std::nullopt;
+}
+
+bool parse_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query) {
+  if (target.empty() || target.front() != '/') {
+    return false;
+  }
+  const auto qpos = target.find('?');
+  if (!percent_decode(target.substr(0, qpos), path)) {
+    return false;
+  }
+  query.clear();
+  if (qpos == std::string_view::npos) {
+    return true;
+  }
+  std::string_view rest = target.substr(qpos + 1);
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+    if (pair.empty()) {
+      continue;
+    }
+    const auto eq = pair.find('=');
+    std::string name;
+    std::string value;
+    if (!percent_decode(pair.substr(0, eq), name)) {
+      return false;
+    }
+    if (eq != std::string_view::npos && !percent_decode(pair.substr(eq + 1), value)) {
+      return false;
+    }
+    query[name] = value;
+  }
+  return true;
+}
+
+}  // namespace keyledger::http

@@ -1,0 +1,47 @@
+#pragma once
+// Transport-free HTTP request and response: handlers take a Request and return a Response;
+// only api/server.cpp knows about sockets and Beast.
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace keyledger::http {
+
+// Case-insensitive header map (names compared in lowercase; stored lowercase).
+class Headers {
+ public:
+  void set(std::string_view name, std::string value);
+  void add(std::string_view name, std::string value);  // keeps earlier values of `name`
+  std::optional<std::string_view> get(std::string_view name) const;
+  const std::vector<std::pair<std::string, std::string>>& all() const { return items_; }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> items_;  // lowercase name, value
+};
+
+struct Request {
+  std::string method;  // "GET", "POST", …
+  std::string path;    // without the query string, e.g. /v1/keys/key_abc/revoke
+  std::map<std::string, std::string> query;  // decoded; last value of a repeated name wins
+  Headers headers;
+  std::string body;
+  std::string request_id;  // set by the server (X-Request-Id from the client or generated)
+  std::string remote_address;
+};
+
+struct Response {
+  unsigned status = 200;
+  Headers headers;
+  std::string body;          // JSON unless content-type says otherwise
+  std::string content_type = "application/json";
+};
+
+// Splits "/a/b?x=1&y=%20" into path and decoded query parameters (percent and '+' decoding).
+// Returns false for a malformed target (bad percent escape, not starting with '/').
+bool parse_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query);
+
+}  // namespace keyledger::http

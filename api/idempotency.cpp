@@ -1,0 +1,77 @@
+#include "api/idempotency.h"
+
+#include <rocksdb/db.h>
+
+#include <functional>
+#include <nlohmann/json.hpp>
+
+namespace keyledger::api {
+
+namespace {
+
+std::int64_t to_ms(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+void strip(nlohmann::json& j) {
+  if (j.is_object()) {
+    for (const char* secret : {"api_key", "webhook_secret", "token"}) {
+      j.erase(secret);
+    }
+    for (auto& [name, value] : j.items()) {
+      strip(value);
+    }
+  } else if (j.is_array()) {
+    for (auto& value : j) {
+      strip(value);
+    }
+  }
+}
+
+}  // namespace
+
+IdempotencyStore::IdempotencyStore(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, const Clock& clock)
+    : db_(db), cf_(cf), clock_(clock) {}
+
+std::optional<StoredResponse> IdempotencyStore::find(const std::string& scope) const {
+  std::string value;
+  if (!db_->Get(rocksdb::ReadOptions(), cf_, scope, &value).ok()) {
+    return std::nullopt;
+  }
+  const auto j = nlohmann::json::parse(value, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return std::nullopt;
+  }
+  const std::int64_t saved_ms = j.value("saved_ms", std::int64_t{0});
+  if (to_ms(clock_.now()) - saved_ms > std::chrono::duration_cast<std::chrono::milliseconds>(kIdempotencyWindow).count()) {
+    return std::nullopt;
+  }
+  return StoredResponse{j.value("body_hash", ""), j.value("status", 0u), j.value("body", "")};
+}
+
+Status IdempotencyStore::save(const std::string& scope, const StoredResponse& response) {
+  const nlohmann::json j = {{"body_hash", response.body_hash},
+                            {"status", response.status},
+                            {"body", response.body},
+                            {"saved_ms", to_ms(clock_.now())}};
+  // Synced like the events it answers for: a replay after a crash must not repeat a command.
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  const auto s = db_->Put(wo, cf_, scope, j.dump());
+  return s.ok() ? Status::Ok() : Status::IoError("idempotency record: " + s.ToString());
+}
+
+std::mutex& IdempotencyStore::lock_for(const std::string& scope) {
+  return locks_[std::hash<std::string>{}(scope) % locks_.size()];
+}
+
+std::string strip_secrets(const std::string& body) {
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (j.is_discarded()) {
+    return body;
+  }
+  strip(j);
+  return j.dump();
+}
+
+}  // namespace keyledger::api

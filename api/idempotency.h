@@ -1,0 +1,55 @@
+#pragma once
+// `Idempotency-Key` on POSTs (API.md §4): the first response to (caller, route, key) is kept
+// for 24 hours in RocksDB (column family `idempotency` of the event store's database, so it
+// survives restarts) with a hash of the request body. A repeat with the same body replays it;
+// a repeat with another body is refused. Secrets are stripped before the response is kept.
+
+#include <array>
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "domain/clock.h"
+#include "domain/status.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+}  // namespace rocksdb
+
+namespace keyledger::api {
+
+inline constexpr std::string_view kIdempotencyColumnFamily = "idempotency";
+inline constexpr std::size_t kMaxIdempotencyKeyChars = 255;
+inline constexpr std::chrono::hours kIdempotencyWindow{24};
+
+struct StoredResponse {
+  std::string body_hash;  // hex SHA-256 of the request body
+  unsigned status = 0;
+  std::string body;       // the response body, secrets removed
+};
+
+class IdempotencyStore {
+ public:
+  IdempotencyStore(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, const Clock& clock);
+
+  // The response kept for `scope` (caller + route + key) within the window, or nullopt.
+  std::optional<StoredResponse> find(const std::string& scope) const;
+  Status save(const std::string& scope, const StoredResponse& response);
+
+  // Serialises requests with the same scope so a concurrent repeat waits for the first.
+  std::mutex& lock_for(const std::string& scope);
+
+ private:
+  rocksdb::DB* db_;
+  rocksdb::ColumnFamilyHandle* cf_;
+  const Clock& clock_;
+  std::array<std::mutex, 64> locks_;
+};
+
+// Removes every secret field ("api_key", "webhook_secret", "token") from a JSON body, at any
+// depth. Returns the body unchanged if it is not JSON.
+std::string strip_secrets(const std::string& body);
+
+}  // namespace keyledger::api

@@ -1,0 +1,83 @@
+#include "api/rate_limiter.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <functional>
+
+namespace keyledger::api {
+
+std::vector<RateLimitTier> default_tiers() {
+  return {{"standard", 50, 100}, {"elevated", 500, 1000}};
+}
+
+Result<std::vector<RateLimitTier>> parse_tiers(std::string_view spec) {
+  std::vector<RateLimitTier> tiers;
+  while (!spec.empty()) {
+    const auto comma = spec.find(',');
+    const std::string_view item = spec.substr(0, comma);
+    spec = comma == std::string_view::npos ? std::string_view{} : spec.substr(comma + 1);
+    const auto c1 = item.find(':');
+    const auto c2 = c1 == std::string_view::npos ? c1 : item.find(':', c1 + 1);
+    if (c2 == std::string_view::npos) {
+      return Status::InvalidArgument("rate-limit tier '" + std::string(item) + "' is not name:rate:burst");
+    }
+    RateLimitTier tier;
+    tier.name = std::string(item.substr(0, c1));
+    const std::string rate(item.substr(c1 + 1, c2 - c1 - 1));
+    const std::string_view burst = item.substr(c2 + 1);
+    char* end = nullptr;
+    tier.rate_per_second = std::strtod(rate.c_str(), &end);
+    const bool rate_ok = end != rate.c_str() && *end == '\0' && tier.rate_per_second > 0;
+    const auto [ptr, ec] = std::from_chars(burst.data(), burst.data() + burst.size(), tier.burst);
+    if (tier.name.empty() || !rate_ok || ec != std::errc() || ptr != burst.data() + burst.size() || tier.burst == 0) {
+      return Status::InvalidArgument("rate-limit tier '" + std::string(item) + "' is not name:rate:burst");
+    }
+    tiers.push_back(std::move(tier));
+  }
+  if (tiers.empty()) {
+    return Status::InvalidArgument("no rate-limit tiers configured");
+  }
+  return tiers;
+}
+
+RateLimitDecision RateLimiter::take(std::string_view key_id, const RateLimitTier& tier, std::uint32_t cost) {
+  const std::int64_t now_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.now().time_since_epoch()).count();
+  const double burst = tier.burst;
+  const double rate = tier.rate_per_second;
+  Shard& shard = shards_[std::hash<std::string_view>{}(key_id) % kShards];
+
+  RateLimitDecision d;
+  d.limit = tier.burst;
+  double tokens = 0;
+  {
+    std::lock_guard lock(shard.mutex);
+    auto [it, fresh] = shard.buckets.try_emplace(std::string(key_id));
+    Bucket& b = it->second;
+    if (fresh) {
+      b.tokens = burst;
+    } else {
+      const double elapsed_s = std::max<std::int64_t>(0, now_ns - b.updated_ns) / 1e9;
+      b.tokens = std::min(burst, b.tokens + elapsed_s * rate);
+    }
+    b.tokens = std::min(b.tokens, burst);  // a tier change may lower the burst
+    b.updated_ns = now_ns;
+    if (b.tokens >= cost) {
+      b.tokens -= cost;
+    } else {
+      d.allowed = false;
+      d.retry_after_ms = static_cast<std::int64_t>(std::ceil((cost - b.tokens) / rate * 1000.0));
+      if (cost > burst) {
+        // Never satisfiable under this tier; say when the bucket is full, the best it gets.
+        d.retry_after_ms = static_cast<std::int64_t>(std::ceil((burst - b.tokens) / rate * 1000.0));
+      }
+    }
+    tokens = b.tokens;
+  }
+  d.remaining = static_cast<std::uint32_t>(std::floor(tokens));
+  d.reset_ms = static_cast<std::int64_t>(std::ceil((burst - tokens) / rate * 1000.0));
+  return d;
+}
+
+}  // namespace keyledger::api

@@ -1,0 +1,734 @@
+#include "api/server.h"
+
+#include <sodium.h>
+
+#include <array>
+#include <atomic>
+#include <charconv>
+#include <condition_variable>
+#include <csignal>
+#include <exception>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <spdlog/spdlog.h>
+
+#include "api/errors.h"
+
+namespace keyledger::api {
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;  // `http` is keyledger's transport-free Request/Response
+using tcp = asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+
+// How much one socket read asks for; a typical request arrives in a single read.
+constexpr std::size_t kReadChunkBytes = 16 * 1024;
+// stop() waits this long for in-flight requests before closing their connections.
+constexpr std::chrono::seconds kDrainTimeout{2};
+// After an error answer we read and discard what the client is still sending (at most this
+// much, for at most this long) before closing: closing a socket with unread input makes the
+// kernel send RST, which can destroy the answer before the client has read it.
+constexpr std::chrono::milliseconds kLingerTimeout{1'000};
+constexpr std::size_t kLingerMaxBytes = 1024 * 1024;
+// A failed accept (out of file descriptors, say) is retried after this pause, not in a spin.
+constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
+// X-Request-Id: a client's value is kept only if it is this short and made of [A-Za-z0-9._-].
+constexpr std::size_t kMaxRequestIdLength = 128;
+constexpr std::size_t kGeneratedRequestIdBytes = 8;  // 16 hex characters
+constexpr std::string_view kRequestIdHeader = "X-Request-Id";
+
+constexpr unsigned kBadRequest = 400;
+constexpr unsigned kPayloadTooLarge = 413;
+constexpr unsigned kHeadersTooLarge = 431;
+constexpr unsigned kInternalServerError = 500;
+constexpr unsigned kMinStatus = 100;  // what an HTTP status line can carry
+constexpr unsigned kMaxStatus = 999;
+
+std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
+
+bool is_sane_request_id(std::string_view id) {
+  if (id.empty() || id.size() > kMaxRequestIdLength) {
+    return false;
+  }
+  for (const char c : id) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '-';
+    if (!ok) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string new_request_id() {
+  std::array<unsigned char, kGeneratedRequestIdBytes> bytes{};
+  randombytes_buf(bytes.data(), bytes.size());
+  std::array<char, kGeneratedRequestIdBytes * 2 + 1> hex{};
+  sodium_bin2hex(hex.data(), hex.size(), bytes.data(), bytes.size());
+  return std::string(hex.data(), kGeneratedRequestIdBytes * 2);
+}
+
+// The client's X-Request-Id if it is sane, else a fresh one.
+template <class Fields>
+std::string request_id_for(const Fields& fields) {
+  const auto it = fields.find(beast::string_view(kRequestIdHeader.data(), kRequestIdHeader.size()));
+  if (it != fields.end() && is_sane_request_id(view(it->value()))) {
+    return std::string(view(it->value()));
+  }
+  return new_request_id();
+}
+
+// Every Beast parse error (bad method, bad target, bad chunk, …) shares this category.
+bool is_parse_error(const beast::error_code& ec) {
+  return ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category();
+}
+
+// "host:port" or "[v6]:port"; host is an IP literal or "localhost" (taken as 127.0.0.1, so a
+// client of "localhost" and the listener agree on the address family).
+std::optional<tcp::endpoint> parse_listen(std::string_view listen) {
+  std::string_view host;
+  std::string_view port;
+  if (!listen.empty() && listen.front() == '[') {
+    const auto close = listen.find(']');
+    if (close == std::string_view::npos || close + 1 >= listen.size() || listen[close + 1] != ':') {
+      return std::nullopt;
+    }
+    host = listen.substr(1, close - 1);
+    port = listen.substr(close + 2);
+  } else {
+    const auto colon = listen.rfind(':');
+    if (colon == std::string_view::npos) {
+      return std::nullopt;
+    }
+    host = listen.substr(0, colon);
+    port = listen.substr(colon + 1);
+  }
+  std::uint16_t port_number = 0;
+  const auto [end, errc] = std::from_chars(port.data(), port.data() + port.size(), port_number);
+  if (port.empty() || errc != std::errc{} || end != port.data() + port.size()) {
+    return std::nullopt;
+  }
+  if (host == "localhost") {
+    return tcp::endpoint(asio::ip::address_v4::loopback(), port_number);
+  }
+  beast::error_code ec;
+  const auto address = asio::ip::make_address(std::string(host), ec);
+  if (ec) {
+    return std::nullopt;
+  }
+  return tcp::endpoint(address, port_number);
+}
+
+class Session;
+
+// The live connections, so stop() can reach them. Touched on accept and on close only, never
+// per request.
+class SessionRegistry {
+ public:
+  using Handle = std::list<std::weak_ptr<Session>>::iterator;
+
+  Handle add(std::weak_ptr<Session> session) {
+    std::lock_guard lock(mutex_);
+    return sessions_.insert(sessions_.end(), std::move(session));
+  }
+
+  void remove(Handle handle) {
+    std::lock_guard lock(mutex_);
+    sessions_.erase(handle);
+    if (sessions_.empty()) {
+      empty_.notify_all();
+    }
+  }
+
+  // Strong references to the live sessions. Taken under the lock but released by the caller
+  // outside it: dropping the last reference runs ~Session, which calls remove().
+  std::vector<std::shared_ptr<Session>> live() {
+    std::vector<std::shared_ptr<Session>> out;
+    std::lock_guard lock(mutex_);
+    out.reserve(sessions_.size());
+    for (const auto& weak : sessions_) {
+      if (auto strong = weak.lock()) {
+        out.push_back(std::move(strong));
+      }
+    }
+    return out;
+  }
+
+  // True if every session ended before `deadline`.
+  bool wait_until_empty(SteadyClock::time_point deadline) {
+    std::unique_lock lock(mutex_);
+    return empty_.wait_until(lock, deadline, [&] { return sessions_.empty(); });
+  }
+
+  std::size_t size() {
+    std::lock_guard lock(mutex_);
+    return sessions_.size();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable empty_;
+  std::list<std::weak_ptr<Session>> sessions_;
+};
+
+// What every session shares with the server. Owned by Server::Impl and declared before its
+// io_context, so it outlives every session (sessions still queued in a stopped io_context are
+// destroyed with it).
+struct ServerContext {
+  ServerContext(ServerOptions options_in, Dispatcher& dispatcher_in)
+      : options(std::move(options_in)), dispatcher(dispatcher_in) {}
+
+  const ServerOptions options;
+  Dispatcher& dispatcher;
+  SessionRegistry sessions;
+  // Set by stop(): answer in-flight requests with Connection: close, start no new ones.
+  std::atomic<bool> draining{false};
+  // Handlers that may block (commands waiting on fsync). Created by start().
+  std::optional<asio::thread_pool> workers;
+};
+
+// One HTTP/1.1 connection. Everything runs on the connection's strand except the dispatcher
+// call of a non-inline request, which runs on the worker pool while no I/O is pending.
+//
+// Timeouts (API.md §3: nothing for idle_timeout, or one request taking over request_timeout,
+// closes the connection), both on the tcp_stream's expiry, which is an absolute deadline for
+// every read started before it is changed:
+//   1. Waiting for a request: one plain socket read under expires_after(idle_timeout). Its
+//      completion means the first bytes of a request have arrived.
+//   2. From those bytes on: expires_after(request_timeout) and http::async_read of the whole
+//      request. However the client dribbles its header or body, the request must be complete
+//      by then; idle_timeout no longer applies, so a slow but steady upload of a legitimate
+//      request is not cut at idle_timeout.
+//   Bytes already buffered (a pipelined next request) skip step 1: that request has begun.
+//   Writing a response gets request_timeout too, so a client that never reads is dropped.
+// The handler itself runs with no deadline (no I/O is pending then).
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, ServerContext& context) : context_(context), stream_(std::move(socket)) {
+    beast::error_code ec;
+    const tcp::endpoint remote = stream_.socket().remote_endpoint(ec);
+    if (!ec) {
+      remote_address_ = remote.address().to_string();
+    }
+    // One write per response: Nagle would only delay it.
+    stream_.socket().set_option(tcp::no_delay(true), ec);
+  }
+
+  ~Session() {
+    if (registration_) {
+      context_.sessions.remove(*registration_);
+    }
+  }
+
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Called once, right after accept.
+  void start() {
+    registration_ = context_.sessions.add(weak_from_this());
+    asio::dispatch(stream_.get_executor(), beast::bind_front_handler(&Session::do_read, shared_from_this()));
+  }
+
+  // From stop(): close now if waiting for a request; otherwise finish the current one first.
+  void drain() {
+    asio::post(stream_.get_executor(), beast::bind_front_handler(&Session::on_drain, shared_from_this()));
+  }
+
+  // Only once no thread runs the io_context any more: nothing else can touch the socket then.
+  void close_now() {
+    beast::error_code ec;
+    stream_.socket().close(ec);
+  }
+
+ private:
+  enum class Phase { kWaiting, kReading, kHandling, kWriting, kClosing };
+
+  void do_read() {
+    if (context_.draining.load()) {
+      return do_close();
+    }
+    // A fresh parser per request, so the limits are reapplied and nothing carries over.
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(context_.options.max_header_bytes));
+    parser_->body_limit(context_.options.max_body_bytes);
+    close_after_write_ = false;
+    if (buffer_.size() > 0) {
+      return read_request();
+    }
+    phase_ = Phase::kWaiting;
+    stream_.expires_after(context_.options.idle_timeout);
+    stream_.async_read_some(buffer_.prepare(kReadChunkBytes),
+                            beast::bind_front_handler(&Session::on_first_bytes, shared_from_this()));
+  }
+
+  void on_first_bytes(beast::error_code ec, std::size_t bytes) {
+    if (ec == asio::error::eof) {
+      return do_close();  // the client closed between requests: normal for keep-alive
+    }
+    if (ec == beast::error::timeout) {
+      spdlog::debug("connection from {} idle for {} ms; closing", remote_address_,
+                    context_.options.idle_timeout.count());
+      return do_close();
+    }
+    if (ec) {
+      return fail(ec, "read");
+    }
+    buffer_.commit(bytes);
+    read_request();
+  }
+
+  void read_request() {
+    phase_ = Phase::kReading;
+    request_start_ = SteadyClock::now();
+    stream_.expires_after(context_.options.request_timeout);
+    bhttp::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t /*bytes*/) {
+    if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) {
+      return do_close();  // the client gave up mid-request: nobody to answer
+    }
+    if (ec == beast::error::timeout) {
+      spdlog::debug("request from {} incomplete after {} ms; closing", remote_address_,
+                    context_.options.request_timeout.count());
+      return do_close();
+    }
+    if (ec == bhttp::error::body_limit) {
+      return answer_and_close(kPayloadTooLarge, "payload_too_large", "request body is too large");
+    }
+    if (ec == bhttp::error::header_limit) {
+      return answer_and_close(kHeadersTooLarge, "headers_too_large", "request header block is too large");
+    }
+    if (is_parse_error(ec)) {
+      return answer_and_close(kBadRequest, "bad_request", "malformed HTTP request");
+    }
+    if (ec) {
+      return fail(ec, "read");
+    }
+    handle_request();
+  }
+
+  void handle_request() {
+    phase_ = Phase::kHandling;
+    auto& message = parser_->get();
+    version_ = message.version();
+    keep_alive_ = message.keep_alive();
+
+    request_.request_id = request_id_for(message);
+    request_.method.assign(view(message.method_string()));
+    if (!http::parse_target(view(message.target()), request_.path, request_.query)) {
+      // The framing is intact, so the connection may stay open.
+      http::Request rejected;
+      rejected.method = std::move(request_.method);
+      rejected.request_id = std::move(request_.request_id);
+      rejected.remote_address = remote_address_;
+      request_ = std::move(rejected);
+      response_ = error_response(kBadRequest, "bad_request", "malformed request target", request_.request_id);
+      return write_response();
+    }
+    request_.headers = http::Headers{};
+    for (const auto& field : message) {
+      request_.headers.add(view(field.name_string()), std::string(view(field.value())));
+    }
+    request_.body = std::move(message.body());
+    request_.remote_address = remote_address_;
+
+    bool inline_handler = false;
+    try {
+      inline_handler = context_.dispatcher.runs_inline(request_);
+    } catch (...) {
+      inline_handler = false;  // the worker pool is the safe place for a handler we know nothing about
+    }
+    if (inline_handler) {
+      invoke_dispatcher();
+      return write_response();
+    }
+    // No I/O is pending on this connection while the worker has the request, so the worker
+    // may touch request_/response_; posting back to the strand orders it before the write.
+    asio::post(*context_.workers, [self = shared_from_this()]() mutable {
+      self->invoke_dispatcher();
+      const auto strand = self->stream_.get_executor();
+      asio::post(strand, beast::bind_front_handler(&Session::write_response, std::move(self)));
+    });
+  }
+
+  void invoke_dispatcher() {
+    try {
+      response_ = context_.dispatcher.handle(request_);
+    } catch (...) {
+      // Not even the exception's text is logged: it may quote the request (a JSON parser's
+      // "last read" excerpt of a body holding a key, say).
+      spdlog::warn("request {} ({} {}): handler threw; answering 500", request_.request_id, request_.method,
+                   request_.path);
+      response_ = error_response(kInternalServerError, "internal_error", "internal error", request_.request_id);
+    }
+  }
+
+  // A request we could not read to the end: answer, then close (its remaining bytes, if any,
+  // cannot be framed).
+  void answer_and_close(unsigned status, std::string_view code, std::string_view message) {
+    phase_ = Phase::kHandling;
+    close_after_write_ = true;
+    keep_alive_ = false;
+    request_ = http::Request{};
+    request_.remote_address = remote_address_;
+    if (parser_->is_header_done()) {
+      const auto& header = parser_->get();
+      version_ = header.version();
+      request_.request_id = request_id_for(header);
+      request_.method.assign(view(header.method_string()));
+    } else {
+      version_ = 11;
+      request_.request_id = new_request_id();
+    }
+    response_ = error_response(status, code, message, request_.request_id);
+    write_response();
+  }
+
+  void write_response() {
+    phase_ = Phase::kWriting;
+    bool keep_alive = keep_alive_ && !close_after_write_ && !context_.draining.load();
+
+    response_out_.clear();  // header fields of the previous response
+    response_out_.version(version_);
+    if (response_.status < kMinStatus || response_.status > kMaxStatus) {
+      spdlog::warn("request {}: handler returned status {}; answering 500", request_.request_id, response_.status);
+      response_ = error_response(kInternalServerError, "internal_error", "internal error", request_.request_id);
+    }
+    response_out_.result(response_.status);
+    for (const auto& [name, value] : response_.headers.all()) {
+      // Framing is ours (prepare_payload); a handler may only ask for the connection to end.
+      if (name == "content-length" || name == "transfer-encoding") {
+        continue;
+      }
+      if (name == "connection") {
+        keep_alive = keep_alive && !beast::iequals(value, "close");
+        continue;
+      }
+      response_out_.insert(name, value);
+    }
+    if (!response_.body.empty() && !response_.content_type.empty() &&
+        response_out_.find(bhttp::field::content_type) == response_out_.end()) {
+      response_out_.set(bhttp::field::content_type, response_.content_type);
+    }
+    response_out_.set(beast::string_view(kRequestIdHeader.data(), kRequestIdHeader.size()), request_.request_id);
+    response_out_.body() = std::move(response_.body);
+    response_out_.keep_alive(keep_alive);
+    response_out_.prepare_payload();
+
+    stream_.expires_after(context_.options.request_timeout);
+    bhttp::async_write(stream_, response_out_, beast::bind_front_handler(&Session::on_write, shared_from_this()));
+  }
+
+  void on_write(beast::error_code ec, std::size_t /*bytes*/) {
+    // Give the body back so on_response sees the whole Response (a move, not a copy).
+    response_.body = std::move(response_out_.body());
+    try {
+      context_.dispatcher.on_response(request_, response_, SteadyClock::now() - request_start_);
+    } catch (...) {
+      spdlog::warn("request {}: on_response threw", request_.request_id);
+    }
+    if (ec) {
+      return fail(ec, "write");
+    }
+    if (close_after_write_) {
+      return linger_close();
+    }
+    if (!response_out_.keep_alive()) {
+      return do_close();
+    }
+    do_read();
+  }
+
+  void linger_close() {
+    phase_ = Phase::kClosing;
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) {
+      return;  // the client is gone already; ~Session closes the socket
+    }
+    lingered_bytes_ = 0;
+    buffer_.clear();
+    stream_.expires_after(kLingerTimeout);
+    stream_.async_read_some(buffer_.prepare(kReadChunkBytes),
+                            beast::bind_front_handler(&Session::on_linger, shared_from_this()));
+  }
+
+  void on_linger(beast::error_code ec, std::size_t bytes) {
+    lingered_bytes_ += bytes;
+    if (ec || lingered_bytes_ >= kLingerMaxBytes) {
+      return;  // end of input, timeout or enough: ~Session closes the socket
+    }
+    stream_.async_read_some(buffer_.prepare(kReadChunkBytes),
+                            beast::bind_front_handler(&Session::on_linger, shared_from_this()));
+  }
+
+  void on_drain() {
+    // Waiting for a request (or discarding input after an error answer): nothing in flight.
+    // Any other phase ends by itself: write_response sees `draining` and closes afterwards.
+    if (phase_ == Phase::kWaiting || phase_ == Phase::kClosing) {
+      stream_.close();
+    }
+  }
+
+  void do_close() {
+    phase_ = Phase::kClosing;
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    // ~Session closes the socket once the last handler lets go.
+  }
+
+  void fail(beast::error_code ec, const char* what) {
+    if (ec == asio::error::operation_aborted) {
+      return;  // stop() closed the connection
+    }
+    spdlog::debug("connection from {}: {} failed: {}", remote_address_, what, ec.message());
+  }
+
+  ServerContext& context_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;  // reused for every request of the connection
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  http::Request request_;
+  http::Response response_;
+  bhttp::response<bhttp::string_body> response_out_;
+  std::string remote_address_;
+  std::optional<SessionRegistry::Handle> registration_;
+  SteadyClock::time_point request_start_{};
+  std::size_t lingered_bytes_ = 0;
+  unsigned version_ = 11;
+  bool keep_alive_ = true;
+  bool close_after_write_ = false;
+  Phase phase_ = Phase::kWaiting;
+};
+
+}  // namespace
+
+struct Server::Impl {
+  Impl(ServerOptions options, Dispatcher& dispatcher)
+      : context(std::move(options), dispatcher),
+        acceptor(asio::make_strand(ioc)),
+        accept_retry(acceptor.get_executor()) {}
+
+  enum class State { kNew, kRunning, kStopped };
+
+  Status start() {
+    std::lock_guard lifecycle(lifecycle_mutex);
+    if (state != State::kNew) {
+      return Status::Unavailable("the server was already started");
+    }
+    const ServerOptions& options = context.options;
+    if (options.io_threads == 0 || options.worker_threads == 0) {
+      return Status::InvalidArgument("io_threads and worker_threads must be at least 1");
+    }
+    // Request ids come from libsodium's CSPRNG; sodium_init() is idempotent and thread-safe.
+    if (sodium_init() < 0) {
+      return Status::Unavailable("libsodium failed to initialise");
+    }
+    const auto endpoint = parse_listen(options.listen);
+    if (!endpoint) {
+      return Status::InvalidArgument("listen address must be host:port",
+                                     {{"listen", "not an IP literal or localhost with a port: " + options.listen}});
+    }
+
+    beast::error_code ec;
+    const auto failed = [&](std::string_view step) {
+      beast::error_code ignored;
+      acceptor.close(ignored);
+      return Status::Unavailable("cannot listen on " + options.listen + " (" + std::string(step) +
+                                 "): " + ec.message());
+    };
+    if (acceptor.open(endpoint->protocol(), ec); ec) {
+      return failed("open");
+    }
+    if (acceptor.set_option(asio::socket_base::reuse_address(true), ec); ec) {
+      return failed("set_option");
+    }
+    if (acceptor.bind(*endpoint, ec); ec) {
+      return failed("bind");
+    }
+    if (acceptor.listen(asio::socket_base::max_listen_connections, ec); ec) {
+      return failed("listen");
+    }
+    const tcp::endpoint bound = acceptor.local_endpoint(ec);
+    if (ec) {
+      return failed("local_endpoint");
+    }
+    port = bound.port();
+
+    context.workers.emplace(options.worker_threads);
+    work.emplace(ioc.get_executor());
+    do_accept();
+    io_threads.reserve(options.io_threads);
+    for (std::size_t i = 0; i < options.io_threads; ++i) {
+      io_threads.emplace_back([this] { run_io(); });
+    }
+    state = State::kRunning;
+    spdlog::debug("listening on {}", options.listen);
+    return Status::Ok();
+  }
+
+  void stop() {
+    request_stop();
+    std::lock_guard lifecycle(lifecycle_mutex);
+    if (state != State::kRunning) {
+      state = State::kStopped;
+      return;
+    }
+    state = State::kStopped;
+
+    // 1. Stop accepting. Sessions accepted from now on see `draining` and close at once.
+    context.draining.store(true);
+    asio::post(acceptor.get_executor(), [this] {
+      beast::error_code ignored;
+      acceptor.close(ignored);
+      accept_retry.cancel();
+    });
+    // 2. Drain: idle connections close now, busy ones after their response.
+    for (const auto& session : context.sessions.live()) {
+      session->drain();
+    }
+    if (!context.sessions.wait_until_empty(SteadyClock::now() + kDrainTimeout)) {
+      spdlog::warn("{} connection(s) still busy after {} s; closing them", context.sessions.size(),
+                   kDrainTimeout.count());
+    }
+    // 3. Stop the threads. A handler still running on a worker finishes first (it may be in
+    // the middle of an fsync); its write is then dropped with the stopped io_context.
+    work.reset();
+    ioc.stop();
+    for (auto& thread : io_threads) {
+      thread.join();
+    }
+    io_threads.clear();
+    context.workers->join();
+    // 4. No thread touches the sockets any more: close what is left, so clients see the end
+    // now rather than when the Server is destroyed.
+    beast::error_code ignored;
+    acceptor.close(ignored);
+    for (const auto& session : context.sessions.live()) {
+      session->close_now();
+    }
+  }
+
+  void run_until_signal() {
+    {
+      std::lock_guard lifecycle(lifecycle_mutex);
+      if (state != State::kRunning) {
+        return;
+      }
+    }
+    // The handler runs on an io thread, which must not join itself: it only wakes us, and we
+    // call stop() from here.
+    asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    signals.async_wait([this](const beast::error_code& ec, int signal_number) {
+      if (ec) {
+        return;
+      }
+      spdlog::warn("signal {} received; shutting down", signal_number);
+      request_stop();
+    });
+    {
+      std::unique_lock lock(stop_request_mutex);
+      stop_request_cv.wait(lock, [&] { return stop_requested; });
+    }
+    stop();
+    // `signals` is destroyed after the io threads are joined: no concurrent use.
+  }
+
+  void request_stop() {
+    {
+      std::lock_guard lock(stop_request_mutex);
+      stop_requested = true;
+    }
+    stop_request_cv.notify_all();
+  }
+
+  void do_accept() {
+    acceptor.async_accept(asio::make_strand(ioc), beast::bind_front_handler(&Impl::on_accept, this));
+  }
+
+  void on_accept(beast::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) {
+      return;
+    }
+    if (ec) {
+      spdlog::warn("accept failed: {}; retrying", ec.message());
+      accept_retry.expires_after(kAcceptRetryDelay);
+      accept_retry.async_wait([this](beast::error_code timer_ec) {
+        if (!timer_ec && acceptor.is_open()) {
+          do_accept();
+        }
+      });
+      return;
+    }
+    if (!context.draining.load()) {
+      std::make_shared<Session>(std::move(socket), context)->start();
+    }
+    do_accept();
+  }
+
+  void run_io() {
+    // Handlers do not throw (dispatcher exceptions are caught in the session); should one
+    // anyway, keep the thread serving rather than terminate the process.
+    for (;;) {
+      try {
+        ioc.run();
+        return;
+      } catch (const std::exception& e) {
+        spdlog::warn("io thread: unexpected exception: {}", e.what());
+      }
+    }
+  }
+
+  // Declared first: sessions still queued in the io_context use it while it is destroyed.
+  ServerContext context;
+  asio::io_context ioc;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  tcp::acceptor acceptor;  // on its own strand: stop() closes it through a post
+  asio::steady_timer accept_retry;
+  std::vector<std::thread> io_threads;
+  std::atomic<std::uint16_t> port{0};
+
+  std::mutex lifecycle_mutex;  // serialises start() and stop()
+  State state = State::kNew;
+
+  std::mutex stop_request_mutex;
+  std::condition_variable stop_request_cv;
+  bool stop_requested = false;
+};
+
+Server::Server(ServerOptions options, Dispatcher& dispatcher)
+    : impl_(std::make_unique<Impl>(std::move(options), dispatcher)) {}
+
+Server::~Server() { stop(); }
+
+Status Server::start() { return impl_->start(); }
+
+std::uint16_t Server::port() const { return impl_->port.load(); }
+
+void Server::stop() { impl_->stop(); }
+
+void Server::run_until_signal() { impl_->run_until_signal(); }
+
+}  // namespace keyledger::api

@@ -1,0 +1,48 @@
+#pragma once
+// Key verification (API.md §4), shared by POST /v1/verify, GET /v1/auth and /v1/self…:
+// format check, keyed digest, table lookup, state at the current second, rate limit.
+// Never blocks; safe from any thread.
+
+#include <optional>
+#include <string_view>
+
+#include "api/rate_limiter.h"
+#include "projections/active_key_table.h"
+
+namespace keyledger::api {
+
+enum class VerifyCode { kValid, kMalformed, kNotFound, kRevoked, kExpired, kCompromised, kRateLimited };
+std::string_view verify_code_name(VerifyCode code);  // "VALID", "MALFORMED", …
+
+struct VerifyOutcome {
+  VerifyCode code = VerifyCode::kMalformed;
+  std::optional<KeyEntry> entry;              // set from kRevoked on (the key is known)
+  std::optional<RateLimitDecision> ratelimit;  // set for kValid and kRateLimited
+  const RateLimitTier* tier = nullptr;         // the key's tier, when known
+  bool valid() const { return code == VerifyCode::kValid; }
+};
+
+class Verifier {
+ public:
+  // `tiers` must list every tier name the table may hold (unknown ones fall back to the first).
+  Verifier(const ActiveKeyTable& table, const KeyHasher& hasher, RateLimiter& limiter,
+           std::vector<RateLimitTier> tiers, const Clock& clock, ActiveKeyTable* usage = nullptr);
+
+  // `cost` tokens are taken from a valid key's bucket (0 only reads it). Records the key's
+  // last use on success.
+  VerifyOutcome verify(std::string_view api_key, std::uint32_t cost) const;
+
+  const std::vector<RateLimitTier>& tiers() const { return tiers_; }
+
+ private:
+  const RateLimitTier& tier_of(const KeyEntry& entry) const;
+
+  const ActiveKeyTable& table_;
+  const KeyHasher& hasher_;
+  RateLimiter& limiter_;
+  std::vector<RateLimitTier> tiers_;
+  const Clock& clock_;
+  ActiveKeyTable* usage_;
+};
+
+}  // namespace keyledger::api

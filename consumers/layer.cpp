@@ -1,0 +1,1 @@
+// Placeholder translation unit until this layer's first source lands.

@@ -1,0 +1,453 @@
+#include "eventstore/event_store.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/utilities/options_util.h>
+#include <rocksdb/write_batch.h>
+
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace keyledger {
+
+namespace {
+
+constexpr std::string_view kEventsCf = "events";
+constexpr std::string_view kStreamsCf = "streams";
+constexpr std::string_view kEventIdsCf = "event_ids";
+
+std::string encode_u64(std::uint64_t v) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    out[static_cast<std::size_t>(i)] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  return out;
+}
+
+std::uint64_t decode_u64(std::string_view bytes) {
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < 8 && i < bytes.size(); ++i) {
+    v = (v << 8) | static_cast<std::uint8_t>(bytes[i]);
+  }
+  return v;
+}
+
+std::string stream_key(std::string_view stream, std::uint64_t version) {
+  std::string key(stream);
+  key.push_back('\0');
+  key += encode_u64(version);
+  return key;
+}
+
+Status from_rocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) {
+    return Status::Ok();
+  }
+  if (s.IsCorruption()) {
+    return Status::Corruption(std::string(what) + ": " + s.ToString());
+  }
+  return Status::IoError(std::string(what) + ": " + s.ToString());
+}
+
+struct PendingAppend {
+  std::string stream;
+  std::int64_t expected_version;
+  std::vector<v1::Event> events;
+  std::promise<Result<AppendResult>> done;
+};
+
+}  // namespace
+
+struct EventStore::Impl {
+  EventStoreOptions options;
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  std::map<std::string, rocksdb::ColumnFamilyHandle*, std::less<>> cf_by_name;
+  rocksdb::ColumnFamilyHandle* events_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* streams_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* event_ids_cf = nullptr;
+
+  // Owned by the writer thread once it runs.
+  std::uint64_t next_position = 1;
+  std::unordered_map<std::string, std::uint64_t> version_cache;
+  CommitListener listener;
+
+  std::atomic<std::uint64_t> last_position{0};
+
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::deque<std::unique_ptr<PendingAppend>> queue;
+  bool stopping = false;
+  std::thread writer;
+
+  ~Impl() {
+    {
+      std::lock_guard lock(mutex);
+      stopping = true;
+    }
+    wake.notify_all();
+    if (writer.joinable()) {
+      writer.join();
+    }
+    for (auto* h : handles) {
+      db->DestroyColumnFamilyHandle(h);
+    }
+    if (db) {
+      db->Close();
+    }
+  }
+
+  Result<std::uint64_t> stored_stream_version(std::string_view stream) const {
+    rocksdb::ReadOptions ro;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, streams_cf));
+    const std::string upper = stream_key(stream, UINT64_MAX);
+    it->SeekForPrev(upper);
+    if (!it->status().ok()) {
+      return from_rocks(it->status(), "read stream version");
+    }
+    if (!it->Valid()) {
+      return std::uint64_t{0};
+    }
+    const rocksdb::Slice key = it->key();
+    const std::string prefix = std::string(stream) + '\0';
+    if (key.size() != prefix.size() + 8 || !key.starts_with(prefix)) {
+      return std::uint64_t{0};
+    }
+    return decode_u64(std::string_view(key.data() + prefix.size(), 8));
+  }
+
+  void run_writer() {
+    std::vector<std::unique_ptr<PendingAppend>> group;
+    for (;;) {
+      {
+        std::unique_lock lock(mutex);
+        wake.wait(lock, [&] { return stopping || !queue.empty(); });
+        if (queue.empty()) {
+          return;  // stopping and drained
+        }
+        while (!queue.empty() && group.size() < options.max_group_size) {
+          group.push_back(std::move(queue.front()));
+          queue.pop_front();
+        }
+      }
+      commit_group(group);
+      group.clear();
+    }
+  }
+
+  // Validates each append against the current stream versions, writes every accepted one in
+  // one WriteBatch with one fsync, then answers all of them.
+  void commit_group(std::vector<std::unique_ptr<PendingAppend>>& group) {
+    rocksdb::WriteBatch batch;
+    const std::uint64_t first_position_of_group = next_position;
+    std::unordered_map<std::string, std::uint64_t> touched;  // stream -> version before group
+    std::unordered_set<std::string> group_event_ids;
+    std::vector<std::optional<Result<AppendResult>>> outcomes(group.size());
+    std::vector<v1::Event> committed;
+
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      PendingAppend& p = *group[i];
+      auto current = current_version(p.stream);
+      if (!current.ok()) {
+        outcomes[i] = current.status();
+        continue;
+      }
+      if (p.expected_version != kAnyVersion &&
+          static_cast<std::uint64_t>(p.expected_version) != *current) {
+        outcomes[i] = Status::VersionConflict("stream " + p.stream + " is at version " +
+                                              std::to_string(*current) + ", expected " +
+                                              std::to_string(p.expected_version));
+        continue;
+      }
+      Status ids_ok = check_event_ids(p.events, group_event_ids);
+      if (!ids_ok.ok()) {
+        outcomes[i] = ids_ok;
+        continue;
+      }
+
+      touched.try_emplace(p.stream, *current);
+      AppendResult result;
+      result.first_position = next_position;
+      std::uint64_t version = *current;
+      std::string value;
+      for (auto& e : p.events) {
+        const std::uint64_t position = next_position++;
+        e.set_position(position);
+        e.set_stream(p.stream);
+        e.set_stream_version(++version);
+        e.SerializeToString(&value);
+        const std::string pos_key = encode_u64(position);
+        batch.Put(events_cf, pos_key, value);
+        batch.Put(streams_cf, stream_key(p.stream, version), pos_key);
+        batch.Put(event_ids_cf, e.event_id(), pos_key);
+        group_event_ids.insert(e.event_id());
+      }
+      version_cache[p.stream] = version;
+      result.last_position = next_position - 1;
+      result.stream_version = version;
+      result.events = p.events;
+      committed.insert(committed.end(), p.events.begin(), p.events.end());
+      outcomes[i] = std::move(result);
+    }
+
+    if (batch.Count() > 0) {
+      rocksdb::WriteOptions wo;
+      wo.sync = options.sync;
+      const rocksdb::Status s = db->Write(wo, &batch);
+      if (!s.ok()) {
+        // Nothing of this group is durable: forget the positions and versions it took.
+        next_position = first_position_of_group;
+        for (const auto& [stream, before] : touched) {
+          version_cache[stream] = before;
+        }
+        const Status failed = from_rocks(s, "append");
+        for (auto& o : outcomes) {
+          if (o && o->ok()) {
+            o = failed;
+          }
+        }
+        committed.clear();
+      } else {
+        last_position.store(next_position - 1, std::memory_order_release);
+      }
+    }
+
+    if (!committed.empty() && listener) {
+      listener(committed);
+    }
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      group[i]->done.set_value(std::move(*outcomes[i]));
+    }
+  }
+
+  Result<std::uint64_t> current_version(const std::string& stream) {
+    if (auto it = version_cache.find(stream); it != version_cache.end()) {
+      return it->second;
+    }
+    auto stored = stored_stream_version(stream);
+    if (stored.ok()) {
+      version_cache.emplace(stream, *stored);
+    }
+    return stored;
+  }
+
+  Status check_event_ids(const std::vector<v1::Event>& events,
+                         const std::unordered_set<std::string>& group_event_ids) const {
+    std::unordered_set<std::string_view> own;
+    for (const auto& e : events) {
+      if (e.event_id().empty()) {
+        return Status::InvalidArgument("every event needs an event_id");
+      }
+      if (group_event_ids.contains(e.event_id()) || !own.insert(e.event_id()).second) {
+        return Status::InvalidArgument("duplicate event_id " + e.event_id());
+      }
+      std::string ignored;
+      const rocksdb::Status s = db->Get(rocksdb::ReadOptions(), event_ids_cf, e.event_id(), &ignored);
+      if (s.ok()) {
+        return Status::InvalidArgument("duplicate event_id " + e.event_id());
+      }
+      if (!s.IsNotFound()) {
+        return from_rocks(s, "check event id");
+      }
+    }
+    return Status::Ok();
+  }
+};
+
+EventStore::EventStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+EventStore::~EventStore() = default;
+
+Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& options) {
+  std::error_code ec;
+  std::filesystem::create_directories(options.path, ec);
+  if (ec) {
+    return Status::IoError("cannot create " + options.path.string() + ": " + ec.message());
+  }
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  // A crash can leave a torn record at the WAL's tail. Every acknowledged batch was fsync'd
+  // whole before its append returned, so a torn tail can only belong to an append that was
+  // never acknowledged. kPointInTimeRecovery replays up to the last intact batch and stops
+  // there: nothing acknowledged is lost, nothing after a hole is replayed (which
+  // kSkipAnyCorruptedRecords could do), and a torn tail does not refuse to open (as
+  // kAbsoluteConsistency would).
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  db_options.max_background_jobs = 2;
+
+  rocksdb::ColumnFamilyOptions cf_options;
+  std::vector<std::string> names = {rocksdb::kDefaultColumnFamilyName, std::string(kEventsCf),
+                                    std::string(kStreamsCf), std::string(kEventIdsCf)};
+  for (const auto& extra : options.extra_column_families) {
+    names.push_back(extra);
+  }
+  // Column families that exist on disk must all be opened, including ones this build does
+  // not name (for instance created by a newer projection).
+  std::vector<std::string> existing;
+  if (rocksdb::DB::ListColumnFamilies(db_options, options.path.string(), &existing).ok()) {
+    for (const auto& name : existing) {
+      if (std::find(names.begin(), names.end(), name) == names.end()) {
+        names.push_back(name);
+      }
+    }
+  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const auto& name : names) {
+    descriptors.emplace_back(name, cf_options);
+  }
+
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  rocksdb::DB* raw = nullptr;
+  const rocksdb::Status s =
+      rocksdb::DB::Open(db_options, options.path.string(), descriptors, &impl->handles, &raw);
+  if (!s.ok()) {
+    return Status::IoError("cannot open event store at " + options.path.string() + ": " + s.ToString());
+  }
+  impl->db.reset(raw);
+  for (auto* h : impl->handles) {
+    impl->cf_by_name.emplace(h->GetName(), h);
+  }
+  impl->events_cf = impl->cf_by_name.at(std::string(kEventsCf));
+  impl->streams_cf = impl->cf_by_name.at(std::string(kStreamsCf));
+  impl->event_ids_cf = impl->cf_by_name.at(std::string(kEventIdsCf));
+
+  // The next position follows the last event that survived recovery.
+  std::unique_ptr<rocksdb::Iterator> it(impl->db->NewIterator(rocksdb::ReadOptions(), impl->events_cf));
+  it->SeekToLast();
+  if (!it->status().ok()) {
+    return from_rocks(it->status(), "read last position");
+  }
+  const std::uint64_t last = it->Valid() ? decode_u64(it->key().ToStringView()) : 0;
+  impl->last_position = last;
+  impl->next_position = last + 1;
+  it.reset();
+
+  impl->writer = std::thread([p = impl.get()] { p->run_writer(); });
+  return std::unique_ptr<EventStore>(new EventStore(std::move(impl)));
+}
+
+Result<AppendResult> EventStore::append(std::string_view stream, std::int64_t expected_version,
+                                        std::vector<v1::Event> events) {
+  if (events.empty()) {
+    return Status::InvalidArgument("an append needs at least one event");
+  }
+  if (stream.empty() || stream.find('\0') != std::string_view::npos) {
+    return Status::InvalidArgument("invalid stream name");
+  }
+  if (expected_version < kAnyVersion) {
+    return Status::InvalidArgument("invalid expected version");
+  }
+  auto pending = std::make_unique<PendingAppend>();
+  pending->stream = std::string(stream);
+  pending->expected_version = expected_version;
+  pending->events = std::move(events);
+  auto done = pending->done.get_future();
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->stopping) {
+      return Status::Unavailable("event store is closing");
+    }
+    impl_->queue.push_back(std::move(pending));
+  }
+  impl_->wake.notify_one();
+  return done.get();
+}
+
+Result<std::vector<v1::Event>> EventStore::read_stream(std::string_view stream,
+                                                       std::uint64_t from_version) const {
+  std::vector<v1::Event> out;
+  const std::string prefix = std::string(stream) + '\0';
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->streams_cf));
+  std::string value;
+  for (it->Seek(stream_key(stream, from_version)); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    const rocksdb::Status s =
+        impl_->db->Get(rocksdb::ReadOptions(), impl_->events_cf, it->value(), &value);
+    if (!s.ok()) {
+      return from_rocks(s, "read stream event");
+    }
+    v1::Event e;
+    if (!e.ParseFromString(value)) {
+      return Status::Corruption("unreadable event in stream " + std::string(stream));
+    }
+    out.push_back(std::move(e));
+  }
+  if (!it->status().ok()) {
+    return from_rocks(it->status(), "read stream");
+  }
+  return out;
+}
+
+Result<std::uint64_t> EventStore::stream_version(std::string_view stream) const {
+  return impl_->stored_stream_version(stream);
+}
+
+Result<std::vector<v1::Event>> EventStore::read_all(std::uint64_t from_position, std::size_t max_count) const {
+  std::vector<v1::Event> out;
+  rocksdb::ReadOptions ro;
+  // Never read past what has been acknowledged.
+  const std::uint64_t last = last_position();
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->events_cf));
+  for (it->Seek(encode_u64(from_position)); it->Valid() && out.size() < max_count; it->Next()) {
+    if (decode_u64(it->key().ToStringView()) > last) {
+      break;
+    }
+    v1::Event e;
+    if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Status::Corruption("unreadable event at position " +
+                                std::to_string(decode_u64(it->key().ToStringView())));
+    }
+    out.push_back(std::move(e));
+  }
+  if (!it->status().ok()) {
+    return from_rocks(it->status(), "read log");
+  }
+  return out;
+}
+
+Result<v1::Event> EventStore::read_event(std::string_view event_id) const {
+  std::string pos;
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->event_ids_cf, event_id, &pos);
+  if (s.IsNotFound()) {
+    return Status::NotFound("event_not_found", "no event " + std::string(event_id));
+  }
+  if (!s.ok()) {
+    return from_rocks(s, "read event id");
+  }
+  std::string value;
+  s = impl_->db->Get(rocksdb::ReadOptions(), impl_->events_cf, pos, &value);
+  if (!s.ok()) {
+    return from_rocks(s, "read event");
+  }
+  v1::Event e;
+  if (!e.ParseFromString(value)) {
+    return Status::Corruption("unreadable event " + std::string(event_id));
+  }
+  return e;
+}
+
+std::uint64_t EventStore::last_position() const {
+  return impl_->last_position.load(std::memory_order_acquire);
+}
+
+void EventStore::set_commit_listener(CommitListener listener) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->listener = std::move(listener);
+}
+
+rocksdb::DB* EventStore::db() const { return impl_->db.get(); }
+
+rocksdb::ColumnFamilyHandle* EventStore::column_family(std::string_view name) const {
+  auto it = impl_->cf_by_name.find(name);
+  return it == impl_->cf_by_name.end() ? nullptr : it->second;
+}
+
+}  // namespace keyledger

@@ -1,0 +1,369 @@
+#include "projections/projector.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <set>
+
+#include "projections/audit_view.h"
+#include "projections/key_catalog.h"
+#include "projections/storage_format.h"
+
+namespace keyledger {
+
+namespace sf = storage_format;
+
+namespace {
+
+constexpr std::string_view kCheckpointCf = "proj_checkpoint";
+constexpr std::string_view kCheckpointKey = "position";
+// Usage data, not derived from events: rebuild() keeps it.
+constexpr std::string_view kKeyUsageCf = "key_usage";
+// Events read from the log per replay step (and per WriteBatch while replaying).
+constexpr std::size_t kReplayBatch = 1024;
+
+const std::vector<std::string>& column_families() {
+  static const std::vector<std::string> names = {
+      std::string(kCheckpointCf), "key_table",   "key_agent",   "key_active", "key_expiry",
+      std::string(kKeyUsageCf),   "agent_settings", "audit_agent", "audit_key", "audit_type",
+      "audit_actor",              "audit_time",  "deliveries"};
+  return names;
+}
+
+}  // namespace
+
+std::vector<std::string> projection_column_families() { return column_families(); }
+
+struct Projector::Impl {
+  Impl(EventStore& s, std::vector<std::string> t, ActiveKeyTable& keys, ServiceTokenTable& toks)
+      : store(s), tiers(std::move(t)), key_table(keys), tokens(toks), catalog(s), audit(s) {
+    checkpoint_cf = store.column_family(kCheckpointCf);
+  }
+
+  EventStore& store;
+  const std::vector<std::string> tiers;
+  ActiveKeyTable& key_table;
+  ServiceTokenTable& tokens;
+  KeyCatalog catalog;
+  AuditView audit;
+  rocksdb::ColumnFamilyHandle* checkpoint_cf = nullptr;
+
+  // Serialises apply (the store's writer thread) with start() and rebuild().
+  std::mutex apply_mutex;
+  std::atomic<std::uint64_t> applied{0};
+  // Index writes not yet in RocksDB. Normally empty between calls; after a failed write it
+  // keeps the failed group's writes so the next group's write carries them (the checkpoint
+  // in it only ever moves forward with them).
+  rocksdb::WriteBatch pending;
+  bool listening = false;
+
+  Status open_status() const {
+    if (checkpoint_cf == nullptr) {
+      return Status::IoError("column family proj_checkpoint is missing: open the store with "
+                             "projection_column_families()");
+    }
+    if (!catalog.open_status().ok()) {
+      return catalog.open_status();
+    }
+    return audit.open_status();
+  }
+
+  Result<std::uint64_t> read_checkpoint() const {
+    std::string value;
+    const rocksdb::Status s = store.db()->Get(rocksdb::ReadOptions(), checkpoint_cf, kCheckpointKey, &value);
+    if (s.IsNotFound()) {
+      return std::uint64_t{0};
+    }
+    if (!s.ok()) {
+      return sf::from_rocks(s, "read projection checkpoint");
+    }
+    if (value.size() != sf::kPositionBytes) {
+      return Status::Corruption("unreadable projection checkpoint");
+    }
+    return sf::decode_be64(value);
+  }
+
+  // Applies one event at position applied + 1 to the tables and adds its index writes.
+  void project(const v1::Event& event, std::set<Digest>& changed_entries) {
+    const std::string key_id = event_key_id(event);
+    std::optional<KeyEntry> before;
+    if (!key_id.empty()) {
+      before = key_table.find_key(key_id);
+    }
+    std::vector<Digest> changed;
+    key_table.apply(event, &changed);
+    tokens.apply(event);
+    changed_entries.insert(changed.begin(), changed.end());
+
+    if (!key_id.empty()) {
+      catalog.record_key_change(pending, key_id, before, key_table.find_key(key_id));
+    }
+    if (event.has_agent_registered() || event.has_rate_limit_tier_changed()) {
+      const std::string agent_id = event_agent_id(event);
+      if (auto defaults = key_table.agent_defaults(agent_id)) {
+        catalog.record_agent(pending, agent_id, defaults->environment, key_table.tier_name(defaults->tier));
+      }
+    }
+    audit.record(pending, event);
+    applied.store(event.position(), std::memory_order_release);
+  }
+
+  // Applies `events` (position order) past the checkpoint, reading any gap before them from
+  // the log, and writes the group's index changes with the new checkpoint in one batch.
+  Status apply_locked(const std::vector<v1::Event>& events) {
+    std::set<Digest> changed_entries;
+    Status status;
+    for (const v1::Event& event : events) {
+      const std::uint64_t position = event.position();
+      if (position <= applied.load(std::memory_order_relaxed)) {
+        continue;
+      }
+      if (position != applied.load(std::memory_order_relaxed) + 1) {
+        status = fill_gap(position, changed_entries);
+        if (!status.ok()) {
+          break;
+        }
+      }
+      project(event, changed_entries);
+    }
+    Status written = write_pending(changed_entries);
+    return status.ok() ? written : status;
+  }
+
+  // Events between the checkpoint and `next_position` that never reached apply (a listener
+  // installed late, a failed read): read them from the log.
+  Status fill_gap(std::uint64_t next_position, std::set<Digest>& changed_entries) {
+    while (applied.load(std::memory_order_relaxed) + 1 < next_position) {
+      const std::uint64_t from = applied.load(std::memory_order_relaxed) + 1;
+      Result<std::vector<v1::Event>> missing =
+          store.read_all(from, std::min<std::uint64_t>(kReplayBatch, next_position - from));
+      if (!missing.ok()) {
+        return missing.status();
+      }
+      if (missing->empty() || missing->front().position() != from) {
+        return Status::Corruption("the log has no event at position " + std::to_string(from));
+      }
+      for (const v1::Event& event : *missing) {
+        if (event.position() != applied.load(std::memory_order_relaxed) + 1 || event.position() >= next_position) {
+          break;
+        }
+        project(event, changed_entries);
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status write_pending(const std::set<Digest>& changed_entries) {
+    for (const Digest& digest : changed_entries) {
+      if (std::optional<KeyEntry> entry = key_table.find(digest)) {
+        catalog.record_entry(pending, digest, *entry, key_table.tier_name(entry->tier));
+      }
+    }
+    if (pending.Count() == 0) {
+      return Status::Ok();
+    }
+    pending.Put(checkpoint_cf, kCheckpointKey, sf::encode_be64(applied.load(std::memory_order_relaxed)));
+    // The log is the source of truth: after a crash the tail since the checkpoint is replayed.
+    rocksdb::WriteOptions wo;
+    wo.sync = false;
+    const rocksdb::Status s = store.db()->Write(wo, &pending);
+    if (!s.ok()) {
+      return sf::from_rocks(s, "write projections");
+    }
+    pending.Clear();
+    return Status::Ok();
+  }
+
+  // Applies every event after the checkpoint that the log holds.
+  Status replay_tail() {
+    for (;;) {
+      Result<std::vector<v1::Event>> batch = store.read_all(applied.load() + 1, kReplayBatch);
+      if (!batch.ok()) {
+        return batch.status();
+      }
+      if (batch->empty()) {
+        return Status::Ok();
+      }
+      if (Status s = apply_locked(*batch); !s.ok()) {
+        return s;
+      }
+    }
+  }
+
+  // Deletes every entry of the projection column families except key_usage, and the checkpoint.
+  Status wipe() {
+    rocksdb::DB* db = store.db();
+    rocksdb::WriteBatch batch;
+    for (const std::string& name : column_families()) {
+      if (name == kKeyUsageCf) {
+        continue;
+      }
+      rocksdb::ColumnFamilyHandle* cf = store.column_family(name);
+      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf));
+      it->SeekToFirst();
+      if (!it->Valid()) {
+        if (!it->status().ok()) {
+          return sf::from_rocks(it->status(), "read " + name);
+        }
+        continue;
+      }
+      const std::string first = it->key().ToString();
+      it->SeekToLast();
+      if (!it->status().ok()) {
+        return sf::from_rocks(it->status(), "read " + name);
+      }
+      std::string end = it->key().ToString();
+      end.push_back('\0');  // the smallest key after the last one: the range is [first, end)
+      batch.DeleteRange(cf, first, end);
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = false;
+    return sf::from_rocks(db->Write(wo, &batch), "wipe projections");
+  }
+};
+
+Projector::Projector(EventStore& store, std::vector<std::string> tiers)
+    : key_table_(std::make_unique<ActiveKeyTable>(tiers)), tokens_(std::make_unique<ServiceTokenTable>()) {
+  impl_ = std::make_unique<Impl>(store, std::move(tiers), *key_table_, *tokens_);
+}
+
+Projector::~Projector() {
+  if (impl_->listening) {
+    impl_->store.set_commit_listener(nullptr);
+  }
+}
+
+Status Projector::start() {
+  Impl& p = *impl_;
+  std::lock_guard lock(p.apply_mutex);
+  if (p.listening) {
+    return Status::Conflict("projector_started", "the projector is already started");
+  }
+  if (Status s = p.open_status(); !s.ok()) {
+    return s;
+  }
+  Result<std::uint64_t> checkpoint = p.read_checkpoint();
+  if (!checkpoint.ok()) {
+    return checkpoint.status();
+  }
+  if (*checkpoint > p.store.last_position()) {
+    return Status::Corruption("the projection checkpoint " + std::to_string(*checkpoint) +
+                              " is ahead of the log (" + std::to_string(p.store.last_position()) +
+                              "): rebuild the projections");
+  }
+  key_table_->clear();
+  tokens_->clear();
+  p.pending.Clear();
+  p.applied.store(*checkpoint);
+  if (Status s = p.catalog.load(*key_table_); !s.ok()) {
+    return s;
+  }
+  if (Status s = p.audit.load_time_watermark(); !s.ok()) {
+    return s;
+  }
+  // Service tokens are few and have no snapshot of their own: fold their stream up to the
+  // checkpoint; the tail replay applies the rest.
+  Result<std::vector<v1::Event>> token_events = p.store.read_stream(kTokensStream);
+  if (!token_events.ok()) {
+    return token_events.status();
+  }
+  for (const v1::Event& event : *token_events) {
+    if (event.position() <= *checkpoint) {
+      tokens_->apply(event);
+    }
+  }
+
+  if (Status s = p.replay_tail(); !s.ok()) {
+    return s;
+  }
+  p.store.set_commit_listener([this](const std::vector<v1::Event>& events) { apply(events); });
+  p.listening = true;
+  // Anything committed between the replay and the listener (there should be nothing: the
+  // listener is installed before serving) is picked up here.
+  return p.replay_tail();
+}
+
+void Projector::apply(const std::vector<v1::Event>& events) {
+  std::lock_guard lock(impl_->apply_mutex);
+  // A failed write stays pending and goes out with the next group; the tables are already
+  // current, and after a crash the log replays what the indexes missed.
+  (void)impl_->apply_locked(events);
+}
+
+std::uint64_t Projector::checkpoint() const { return impl_->applied.load(std::memory_order_acquire); }
+
+Result<std::string> Projector::agent_of_key(std::string_view key_id) const {
+  if (std::optional<KeyEntry> entry = key_table_->find_key(key_id)) {
+    return entry->agent_id.str();
+  }
+  return impl_->catalog.agent_of_key(key_id);
+}
+
+Result<AgentState> Projector::load_agent(std::string_view agent_id) const {
+  Result<std::vector<v1::Event>> events = impl_->store.read_stream(agent_stream(agent_id));
+  if (!events.ok()) {
+    return events.status();
+  }
+  AgentState state = fold_agent(*events);
+  if (!state.exists()) {
+    return Status::NotFound("agent_not_found", "no agent " + std::string(agent_id));
+  }
+  return state;
+}
+
+Result<std::vector<KeyRef>> Projector::keys_created_before(TimePoint created_before, std::size_t limit) const {
+  return impl_->catalog.created_before(sf::unix_ms(created_before), limit);
+}
+
+Result<std::vector<KeyRef>> Projector::keys_expiring_by(TimePoint now, std::size_t limit) const {
+  return impl_->catalog.expiring_by(sf::unix_ms(now), limit);
+}
+
+std::optional<TimePoint> Projector::last_used(std::string_view key_id) const {
+  std::optional<std::int64_t> seconds = key_table_->last_used(key_id);
+  if (!seconds) {
+    Result<std::optional<std::int64_t>> flushed = impl_->catalog.last_used(key_id);
+    if (flushed.ok()) {
+      seconds = *flushed;
+    }
+  }
+  if (!seconds) {
+    return std::nullopt;
+  }
+  return TimePoint(std::chrono::seconds(*seconds));
+}
+
+Status Projector::flush_usage() { return impl_->catalog.write_usage(key_table_->take_usage()); }
+
+Result<AuditPage> Projector::audit(const AuditQuery& query) const { return impl_->audit.query(query); }
+
+Result<AuditPage> Projector::webhook_deliveries(std::string_view agent_id, std::size_t limit,
+                                                std::optional<std::uint64_t> after_position) const {
+  return impl_->audit.deliveries(agent_id, limit, after_position);
+}
+
+Status Projector::rebuild() {
+  Impl& p = *impl_;
+  std::lock_guard lock(p.apply_mutex);
+  if (p.listening) {
+    return Status::Conflict("projector_started", "rebuild needs a projector that is not started");
+  }
+  if (Status s = p.open_status(); !s.ok()) {
+    return s;
+  }
+  if (Status s = p.wipe(); !s.ok()) {
+    return s;
+  }
+  key_table_->clear();
+  tokens_->clear();
+  p.pending.Clear();
+  p.audit.reset_time_watermark();
+  p.applied.store(0);
+  return p.replay_tail();
+}
+
+}  // namespace keyledger

@@ -1,0 +1,655 @@
+// The session over a real loopback socket: limits, timeouts, keep-alive, request ids, the
+// worker pool and shutdown. The dispatcher here is a stand-in; real routes are tested
+// without sockets.
+#include "api/server.h"
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+namespace keyledger::api {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+// No client operation waits longer than this: a broken server fails the test, never hangs it.
+constexpr auto kClientTimeout = 5s;
+// How long a test handler waits for its peers before giving up (only on failure).
+constexpr auto kHandlerWaitLimit = 5s;
+constexpr std::size_t kTestMaxBody = 1024;
+
+ServerOptions test_options() {
+  ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.io_threads = 2;
+  options.worker_threads = 4;
+  options.max_body_bytes = kTestMaxBody;
+  options.max_header_bytes = 8 * 1024;
+  options.idle_timeout = 300ms;
+  options.request_timeout = 1000ms;
+  return options;
+}
+
+// Routes: /inline/... runs on the io thread; /throw throws (inline); /rendezvous blocks until
+// `rendezvous_expected` handlers are inside it at once; /gate blocks until open_gate();
+// everything else echoes the request from the worker pool.
+class TestDispatcher final : public Dispatcher {
+ public:
+  http::Response handle(http::Request& request) override {
+    if (request.path == "/throw") {
+      throw std::runtime_error("handler failed with a secret: cg_live_abc");
+    }
+    if (request.path == "/rendezvous") {
+      return rendezvous();
+    }
+    if (request.path == "/gate") {
+      wait_at_gate();
+    }
+    nlohmann::json query = nlohmann::json::object();
+    for (const auto& [name, value] : request.query) {
+      query[name] = value;
+    }
+    nlohmann::json headers = nlohmann::json::object();
+    for (const auto& [name, value] : request.headers.all()) {
+      headers[name] = value;
+    }
+    http::Response response;
+    response.headers.set("X-Route", request.path);
+    response.body = nlohmann::json{{"method", request.method},
+                                   {"path", request.path},
+                                   {"query", query},
+                                   {"headers", headers},
+                                   {"body", request.body},
+                                   {"request_id", request.request_id},
+                                   {"remote_address", request.remote_address}}
+                        .dump();
+    return response;
+  }
+
+  bool runs_inline(const http::Request& request) const override {
+    return request.path.starts_with("/inline") || request.path == "/throw";
+  }
+
+  void on_response(const http::Request& /*request*/, const http::Response& response,
+                   std::chrono::nanoseconds /*elapsed*/) override {
+    std::lock_guard lock(mutex_);
+    statuses_.push_back(response.status);
+  }
+
+  std::vector<unsigned> statuses() {
+    std::lock_guard lock(mutex_);
+    return statuses_;
+  }
+
+  void expect_rendezvous(int handlers) {
+    std::lock_guard lock(mutex_);
+    rendezvous_expected_ = handlers;
+  }
+
+  // True once a /gate handler is waiting (the test then knows the request is in flight).
+  bool wait_until_at_gate() {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, kHandlerWaitLimit, [&] { return at_gate_ > 0; });
+  }
+
+  void open_gate() {
+    {
+      std::lock_guard lock(mutex_);
+      gate_open_ = true;
+    }
+    changed_.notify_all();
+  }
+
+ private:
+  http::Response rendezvous() {
+    std::unique_lock lock(mutex_);
+    ++rendezvous_arrived_;
+    changed_.notify_all();
+    const bool together =
+        changed_.wait_for(lock, kHandlerWaitLimit, [&] { return rendezvous_arrived_ >= rendezvous_expected_; });
+    http::Response response;
+    response.body = nlohmann::json{{"together", together}}.dump();
+    return response;
+  }
+
+  void wait_at_gate() {
+    std::unique_lock lock(mutex_);
+    ++at_gate_;
+    changed_.notify_all();
+    changed_.wait_for(lock, kHandlerWaitLimit, [&] { return gate_open_; });
+  }
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<unsigned> statuses_;
+  int rendezvous_expected_ = 1;
+  int rendezvous_arrived_ = 0;
+  int at_gate_ = 0;
+  bool gate_open_ = false;
+};
+
+struct TestServer {
+  explicit TestServer(ServerOptions options = test_options()) : server(std::move(options), dispatcher) {
+    const Status status = server.start();
+    INFO(status.ToString());
+    REQUIRE(status.ok());
+    REQUIRE(server.port() != 0);
+  }
+
+  TestDispatcher dispatcher;
+  Server server;
+};
+
+using Response = bhttp::response<bhttp::string_body>;
+
+bhttp::request<bhttp::string_body> make_request(bhttp::verb verb, const std::string& target,
+                                                const std::string& body = {}) {
+  bhttp::request<bhttp::string_body> request{verb, target, 11};
+  request.set(bhttp::field::host, "127.0.0.1");
+  if (!body.empty()) {
+    request.set(bhttp::field::content_type, "application/json");
+    request.body() = body;
+  }
+  request.prepare_payload();
+  return request;
+}
+
+// A blocking client whose every operation has a deadline (async operations on a private
+// io_context, run to completion).
+class Client {
+ public:
+  explicit Client(std::uint16_t port) {
+    beast::error_code result;
+    stream_.expires_after(kClientTimeout);
+    stream_.async_connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port),
+                          [&](beast::error_code ec) { result = ec; });
+    run();
+    INFO(result.message());
+    REQUIRE_FALSE(result);
+  }
+
+  beast::error_code send_raw(const std::string& bytes) {
+    beast::error_code result;
+    stream_.expires_after(kClientTimeout);
+    asio::async_write(stream_, asio::buffer(bytes), [&](beast::error_code ec, std::size_t) { result = ec; });
+    run();
+    return result;
+  }
+
+  beast::error_code send(bhttp::request<bhttp::string_body> request) {
+    beast::error_code result;
+    stream_.expires_after(kClientTimeout);
+    bhttp::async_write(stream_, request, [&](beast::error_code ec, std::size_t) { result = ec; });
+    run();
+    return result;
+  }
+
+  Response receive() {
+    beast::error_code result;
+    bhttp::response_parser<bhttp::string_body> parser;
+    stream_.expires_after(kClientTimeout);
+    bhttp::async_read(stream_, buffer_, parser, [&](beast::error_code ec, std::size_t) { result = ec; });
+    run();
+    INFO(result.message());
+    REQUIRE_FALSE(result);
+    return parser.release();
+  }
+
+  Response round_trip(bhttp::request<bhttp::string_body> request) {
+    REQUIRE_FALSE(send(std::move(request)));
+    return receive();
+  }
+
+  // Reads until the server ends the connection; returns how (eof, reset, or timeout if it
+  // never does) and how many bytes came before that.
+  beast::error_code read_until_closed(std::size_t* bytes_before = nullptr) {
+    beast::error_code result;
+    std::size_t total = buffer_.size();
+    std::array<char, 4096> sink{};
+    stream_.expires_after(kClientTimeout);
+    for (;;) {
+      std::size_t got = 0;
+      stream_.async_read_some(asio::buffer(sink), [&](beast::error_code ec, std::size_t n) {
+        result = ec;
+        got = n;
+      });
+      run();
+      total += got;
+      if (result) {
+        break;
+      }
+    }
+    if (bytes_before != nullptr) {
+      *bytes_before = total;
+    }
+    return result;
+  }
+
+  asio::io_context& io() { return ioc_; }
+  tcp::socket& socket() { return stream_.socket(); }
+
+  void run() {
+    ioc_.restart();
+    ioc_.run();
+  }
+
+ private:
+  asio::io_context ioc_;
+  beast::tcp_stream stream_{ioc_};
+  beast::flat_buffer buffer_;
+};
+
+bool closed_by_peer(const beast::error_code& ec) {
+  return ec == asio::error::eof || ec == asio::error::connection_reset;
+}
+
+nlohmann::json json_of(const Response& response) { return nlohmann::json::parse(response.body()); }
+
+std::string header(const Response& response, std::string_view name) {
+  const auto it = response.find(beast::string_view(name.data(), name.size()));
+  return it == response.end() ? std::string() : std::string(it->value());
+}
+
+bool is_generated_request_id(const std::string& id) { return std::regex_match(id, std::regex("[0-9a-f]{16}")); }
+
+}  // namespace
+
+TEST_CASE("server answers a request and generates an X-Request-Id", "[server]") {
+  TestServer test;
+  Client client(test.server.port());
+
+  auto request = make_request(bhttp::verb::get, "/inline/echo?name=a%20b&x=1");
+  request.set("X-Test", "hello");
+  const Response response = client.round_trip(std::move(request));
+
+  CHECK(response.result_int() == 200);
+  CHECK(header(response, "Content-Type") == "application/json");
+  CHECK(header(response, "X-Route") == "/inline/echo");
+  const std::string request_id = header(response, "X-Request-Id");
+  CHECK(is_generated_request_id(request_id));
+  const auto echo = json_of(response);
+  CHECK(echo.at("method") == "GET");
+  CHECK(echo.at("path") == "/inline/echo");
+  CHECK(echo.at("query").at("name") == "a b");
+  CHECK(echo.at("query").at("x") == "1");
+  CHECK(echo.at("headers").at("x-test") == "hello");
+  CHECK(echo.at("request_id") == request_id);
+  CHECK(echo.at("remote_address") == "127.0.0.1");
+}
+
+TEST_CASE("server keeps a sane client X-Request-Id and replaces others", "[server]") {
+  TestServer test;
+  Client client(test.server.port());
+
+  auto sane = make_request(bhttp::verb::get, "/inline/echo");
+  sane.set("X-Request-Id", "Client-Id_1.2-3");
+  CHECK(header(client.round_trip(std::move(sane)), "X-Request-Id") == "Client-Id_1.2-3");
+
+  for (const std::string& bad : {std::string("has space"), std::string("semi;colon"), std::string(129, 'a')}) {
+    auto request = make_request(bhttp::verb::get, "/worker/echo");
+    request.set("X-Request-Id", bad);
+    const Response response = client.round_trip(std::move(request));
+    CHECK(is_generated_request_id(header(response, "X-Request-Id")));
+    CHECK(json_of(response).at("request_id") == header(response, "X-Request-Id"));
+  }
+}
+
+TEST_CASE("server keeps the connection alive between requests", "[server]") {
+  TestServer test;
+  Client client(test.server.port());
+
+  SECTION("one after the other, inline and on the workers") {
+    const Response first = client.round_trip(make_request(bhttp::verb::get, "/inline/one"));
+    const Response second = client.round_trip(make_request(bhttp::verb::post, "/worker/two", R"({"a":1})"));
+    const Response third = client.round_trip(make_request(bhttp::verb::get, "/inline/three"));
+    CHECK(first.keep_alive());
+    CHECK(json_of(first).at("path") == "/inline/one");
+    CHECK(json_of(second).at("path") == "/worker/two");
+    CHECK(json_of(second).at("body") == R"({"a":1})");
+    CHECK(json_of(third).at("path") == "/inline/three");
+    CHECK(header(first, "X-Request-Id") != header(second, "X-Request-Id"));
+  }
+  SECTION("pipelined in one write") {
+    REQUIRE_FALSE(client.send_raw(
+        "GET /inline/one HTTP/1.1\r\nHost: x\r\n\r\n"
+        "POST /worker/two HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"));
+    CHECK(json_of(client.receive()).at("path") == "/inline/one");
+    const Response second = client.receive();
+    CHECK(json_of(second).at("path") == "/worker/two");
+    CHECK(json_of(second).at("body") == "{}");
+  }
+  SECTION("until the client asks to close") {
+    auto request = make_request(bhttp::verb::get, "/inline/last");
+    request.keep_alive(false);
+    const Response response = client.round_trip(std::move(request));
+    CHECK_FALSE(response.keep_alive());
+    CHECK(closed_by_peer(client.read_until_closed()));
+  }
+  SECTION("HTTP/1.0 closes by default") {
+    REQUIRE_FALSE(client.send_raw("GET /inline/old HTTP/1.0\r\n\r\n"));
+    const Response response = client.receive();
+    CHECK(response.result_int() == 200);
+    CHECK(closed_by_peer(client.read_until_closed()));
+  }
+}
+
+TEST_CASE("server answers 413 payload_too_large and closes", "[server]") {
+  TestServer test;
+  Client client(test.server.port());
+
+  SECTION("declared by Content-Length") {
+    auto request = make_request(bhttp::verb::post, "/inline/echo", std::string(kTestMaxBody + 1, 'x'));
+    request.set("X-Request-Id", "big-body");
+    const Response response = client.round_trip(std::move(request));
+    CHECK(response.result_int() == 413);
+    CHECK(json_of(response).at("error").at("code") == "payload_too_large");
+    CHECK(json_of(response).at("error").at("request_id") == "big-body");
+    CHECK(header(response, "X-Request-Id") == "big-body");
+    CHECK_FALSE(response.keep_alive());
+  }
+  SECTION("discovered in a chunked body") {
+    const std::string chunk(600, 'y');
+    const std::string chunk_line = "258\r\n" + chunk + "\r\n";  // 0x258 = 600
+    REQUIRE_FALSE(client.send_raw("POST /inline/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                                  chunk_line + chunk_line + "0\r\n\r\n"));
+    const Response response = client.receive();
+    CHECK(response.result_int() == 413);
+    CHECK(json_of(response).at("error").at("code") == "payload_too_large");
+    CHECK(is_generated_request_id(header(response, "X-Request-Id")));
+  }
+  CHECK(closed_by_peer(client.read_until_closed()));
+
+  // A body exactly at the limit is fine.
+  Client other(test.server.port());
+  CHECK(other.round_trip(make_request(bhttp::verb::post, "/inline/echo", std::string(kTestMaxBody, 'x')))
+            .result_int() == 200);
+}
+
+TEST_CASE("server answers 431 headers_too_large and closes", "[server]") {
+  TestServer test;
+  Client client(test.server.port());
+
+  auto request = make_request(bhttp::verb::get, "/inline/echo");
+  request.set("X-Padding", std::string(9000, 'p'));
+  const Response response = client.round_trip(std::move(request));
+
+  CHECK(response.result_int() == 431);
+  CHECK(json_of(response).at("error").at("code") == "headers_too_large");
+  CHECK(is_generated_request_id(header(response, "X-Request-Id")));
+  CHECK(closed_by_peer(client.read_until_closed()));
+}
+
+TEST_CASE("server answers 400 bad_request to malformed requests", "[server]") {
+  TestServer test;
+
+  SECTION("unparseable HTTP: answered, then closed") {
+    Client client(test.server.port());
+    REQUIRE_FALSE(client.send_raw("THIS IS NOT HTTP\r\n\r\n"));
+    const Response response = client.receive();
+    CHECK(response.result_int() == 400);
+    CHECK(json_of(response).at("error").at("code") == "bad_request");
+    CHECK(closed_by_peer(client.read_until_closed()));
+  }
+  SECTION("malformed target: answered, connection stays usable") {
+    Client client(test.server.port());
+    const Response response = client.round_trip(make_request(bhttp::verb::get, "/inline/%zz"));
+    CHECK(response.result_int() == 400);
+    CHECK(json_of(response).at("error").at("code") == "bad_request");
+    CHECK(client.round_trip(make_request(bhttp::verb::get, "/inline/next")).result_int() == 200);
+  }
+}
+
+TEST_CASE("server closes a connection idle for idle_timeout", "[server]") {
+  const ServerOptions options = test_options();
+  TestServer test(options);
+  Client client(test.server.port());
+
+  const auto start = std::chrono::steady_clock::now();
+  std::size_t bytes = 0;
+  CHECK(client.read_until_closed(&bytes) == asio::error::eof);
+  CHECK(bytes == 0);
+  // Lower bound only (timers never fire early); half, since the server's clock starts at its
+  // accept, which may precede our connect completion.
+  CHECK(std::chrono::steady_clock::now() - start >= options.idle_timeout / 2);
+}
+
+TEST_CASE("server closes a connection idle after a response", "[server]") {
+  TestServer test;
+  Client client(test.server.port());
+  CHECK(client.round_trip(make_request(bhttp::verb::get, "/inline/echo")).result_int() == 200);
+  CHECK(client.read_until_closed() == asio::error::eof);
+}
+
+TEST_CASE("server closes a request still incomplete after request_timeout", "[server]") {
+  const ServerOptions options = test_options();
+  TestServer test(options);
+  Client client(test.server.port());
+
+  // Dribble header lines, each well within idle_timeout of the last: only the whole-request
+  // deadline can end this.
+  constexpr auto kDribbleInterval = 100ms;
+  constexpr int kMaxLines = 50;  // 5 s: far beyond request_timeout
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE_FALSE(client.send_raw("GET /inline/slow HTTP/1.1\r\nHost: x\r\n"));
+
+  tcp::socket& socket = client.socket();
+  asio::steady_timer timer(client.io());
+  std::array<char, 256> sink{};
+  beast::error_code read_result;
+  bool closed = false;
+  int lines_sent = 0;
+  const std::string line = "X-Slow: 1\r\n";
+  socket.async_read_some(asio::buffer(sink), [&](beast::error_code ec, std::size_t) {
+    read_result = ec;
+    closed = true;
+    timer.cancel();
+  });
+  std::function<void()> dribble = [&] {
+    timer.expires_after(kDribbleInterval);
+    timer.async_wait([&](beast::error_code ec) {
+      if (ec || closed) {
+        return;
+      }
+      if (lines_sent >= kMaxLines) {
+        beast::error_code ignored;
+        socket.close(ignored);  // give up: the read completes with operation_aborted
+        return;
+      }
+      asio::async_write(socket, asio::buffer(line), [&](beast::error_code write_ec, std::size_t) {
+        ++lines_sent;
+        if (!write_ec) {
+          dribble();
+        }
+      });
+    });
+  };
+  dribble();
+  client.run();
+
+  INFO("read ended with: " << read_result.message() << " after " << lines_sent << " lines");
+  CHECK(closed_by_peer(read_result));
+  // Outlived idle_timeout twice over: idle_timeout does not cut a request in progress.
+  CHECK(std::chrono::steady_clock::now() - start >= 2 * options.idle_timeout);
+}
+
+TEST_CASE("server runs blocking handlers on the worker pool concurrently", "[server]") {
+  TestServer test;
+  constexpr int kClients = 4;  // == worker_threads
+  test.dispatcher.expect_rendezvous(kClients);
+
+  std::vector<std::thread> clients;
+  std::array<std::string, kClients> bodies;
+  std::array<unsigned, kClients> statuses{};
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back([&, i] {
+      // No Catch assertions off the main thread: record, check below.
+      try {
+        Client client(test.server.port());
+        const Response response = client.round_trip(make_request(bhttp::verb::get, "/rendezvous"));
+        statuses[i] = response.result_int();
+        bodies[i] = response.body();
+      } catch (...) {
+        statuses[i] = 0;
+      }
+    });
+  }
+  // Meanwhile the io threads still serve inline requests.
+  Client inline_client(test.server.port());
+  CHECK(inline_client.round_trip(make_request(bhttp::verb::get, "/inline/ping")).result_int() == 200);
+
+  for (auto& thread : clients) {
+    thread.join();
+  }
+  for (int i = 0; i < kClients; ++i) {
+    CHECK(statuses[i] == 200);
+    CHECK(bodies[i] == R"({"together":true})");  // every handler saw all four in flight at once
+  }
+}
+
+TEST_CASE("server answers 500 internal_error when the dispatcher throws", "[server]") {
+  TestServer test;
+  Client client(test.server.port());
+
+  const Response response = client.round_trip(make_request(bhttp::verb::get, "/throw"));
+  CHECK(response.result_int() == 500);
+  const auto error = json_of(response).at("error");
+  CHECK(error.at("code") == "internal_error");
+  CHECK(error.at("request_id") == header(response, "X-Request-Id"));
+  CHECK(response.body().find("secret") == std::string::npos);
+  // The connection survives.
+  CHECK(client.round_trip(make_request(bhttp::verb::get, "/inline/after")).result_int() == 200);
+}
+
+TEST_CASE("server reports every written response to on_response", "[server]") {
+  TestServer test;
+  {
+    Client client(test.server.port());
+    client.round_trip(make_request(bhttp::verb::get, "/inline/a"));
+    client.round_trip(make_request(bhttp::verb::get, "/worker/b"));
+    client.round_trip(make_request(bhttp::verb::get, "/throw"));
+    client.round_trip(make_request(bhttp::verb::post, "/inline/c", std::string(kTestMaxBody + 1, 'x')));
+  }
+  test.server.stop();  // on_response runs after the write completes; stop() joins those threads
+  CHECK(test.dispatcher.statuses() == std::vector<unsigned>{200, 200, 500, 413});
+}
+
+TEST_CASE("server stop() drains in-flight requests and closes idle connections", "[server]") {
+  ServerOptions options = test_options();
+  options.idle_timeout = 30s;  // so only stop() can close the idle connection within the test
+  TestServer test(options);
+  Client busy(test.server.port());
+  Client idle(test.server.port());
+
+  REQUIRE_FALSE(busy.send(make_request(bhttp::verb::get, "/gate")));
+  REQUIRE(test.dispatcher.wait_until_at_gate());
+
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    test.server.stop();
+    stopped = true;
+  });
+  // The idle connection is closed at once; the busy one waits for its handler...
+  CHECK(closed_by_peer(idle.read_until_closed()));
+  CHECK_FALSE(stopped.load());
+  // ...whose response still arrives, marked as the connection's last.
+  test.dispatcher.open_gate();
+  const Response response = busy.receive();
+  CHECK(response.result_int() == 200);
+  CHECK_FALSE(response.keep_alive());
+  CHECK(closed_by_peer(busy.read_until_closed()));
+  stopper.join();
+  CHECK(stopped.load());
+
+  // Nothing listens any more.
+  asio::io_context ioc;
+  tcp::socket socket(ioc);
+  beast::error_code ec;
+  socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), test.server.port()), ec);
+  CHECK(ec);
+}
+
+TEST_CASE("server stop() returns while a client is mid-request", "[server]") {
+  ServerOptions options = test_options();
+  options.request_timeout = 30s;
+  TestServer test(options);
+  Client client(test.server.port());
+  REQUIRE_FALSE(client.send_raw("GET /inline/echo HTTP/1.1\r\nHost: x\r\n"));  // never finished
+
+  test.server.stop();
+  test.server.stop();  // idempotent
+  CHECK(closed_by_peer(client.read_until_closed()));
+}
+
+TEST_CASE("server run_until_signal() returns when stop() is called elsewhere", "[server]") {
+  TestServer test;
+  std::thread waiter([&] { test.server.run_until_signal(); });
+  Client client(test.server.port());
+  CHECK(client.round_trip(make_request(bhttp::verb::get, "/inline/echo")).result_int() == 200);
+  test.server.stop();
+  waiter.join();  // hangs (and the suite times out) if run_until_signal missed the stop
+  CHECK(closed_by_peer(client.read_until_closed()));
+}
+
+TEST_CASE("server start() reports unusable listen addresses", "[server]") {
+  TestDispatcher dispatcher;
+
+  for (const std::string listen : {"127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000", "example.com:80", ":80"}) {
+    ServerOptions options = test_options();
+    options.listen = listen;
+    Server server(options, dispatcher);
+    INFO(listen);
+    CHECK_FALSE(server.start().ok());
+  }
+
+  SECTION("port already taken") {
+    TestServer first;
+    ServerOptions options = test_options();
+    options.listen = "127.0.0.1:" + std::to_string(first.server.port());
+    Server second(options, dispatcher);
+    const Status status = second.start();
+    CHECK_FALSE(status.ok());
+    CHECK(status.code() == Status::Code::kUnavailable);
+  }
+  SECTION("IPv6 loopback and localhost") {
+    for (const std::string listen : {"[::1]:0", "localhost:0"}) {
+      ServerOptions options = test_options();
+      options.listen = listen;
+      Server server(options, dispatcher);
+      INFO(listen);
+      const Status status = server.start();
+      // Hosts without IPv6 cannot bind ::1; that is the environment, not the parser.
+      if (status.ok()) {
+        CHECK(server.port() != 0);
+      } else {
+        CHECK(status.code() == Status::Code::kUnavailable);
+      }
+    }
+  }
+  SECTION("a second start() fails") {
+    TestServer test;
+    CHECK_FALSE(test.server.start().ok());
+  }
+}
+
+}  // namespace keyledger::api

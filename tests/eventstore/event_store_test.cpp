@@ -1,0 +1,220 @@
+#include "eventstore/event_store.h"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "support/temp_dir.h"
+
+namespace keyledger {
+namespace {
+
+v1::Event make_event(const std::string& id, const std::string& key_id = "key_x") {
+  v1::Event e;
+  e.set_event_id(id);
+  e.set_type("key.created");
+  e.mutable_key_created()->set_key_id(key_id);
+  return e;
+}
+
+std::unique_ptr<EventStore> open_store(const std::filesystem::path& dir) {
+  auto store = EventStore::open({.path = dir});
+  REQUIRE(store.ok());
+  return std::move(store).value();
+}
+
+}  // namespace
+
+TEST_CASE("append assigns gap-free positions and stream versions", "[eventstore]") {
+  testing::TempDir dir;
+  auto store = open_store(dir.path());
+  CHECK(store->last_position() == 0);
+
+  auto first = store->append("agent-a", kNoStream, {make_event("e1"), make_event("e2")});
+  REQUIRE(first.ok());
+  CHECK(first->first_position == 1);
+  CHECK(first->last_position == 2);
+  CHECK(first->stream_version == 2);
+  CHECK(first->events[1].stream() == "agent-a");
+  CHECK(first->events[1].stream_version() == 2);
+
+  auto second = store->append("agent-b", kNoStream, {make_event("e3")});
+  REQUIRE(second.ok());
+  CHECK(second->first_position == 3);
+  CHECK(second->stream_version == 1);
+  CHECK(store->last_position() == 3);
+
+  auto third = store->append("agent-a", 2, {make_event("e4")});
+  REQUIRE(third.ok());
+  CHECK(third->first_position == 4);
+  CHECK(third->stream_version == 3);
+}
+
+TEST_CASE("a stale expected version is a conflict and writes nothing", "[eventstore]") {
+  testing::TempDir dir;
+  auto store = open_store(dir.path());
+  REQUIRE(store->append("agent-a", kNoStream, {make_event("e1")}).ok());
+
+  auto stale = store->append("agent-a", kNoStream, {make_event("e2")});
+  REQUIRE_FALSE(stale.ok());
+  CHECK(stale.status().IsVersionConflict());
+  CHECK(stale.status().reason() == "version_conflict");
+  CHECK(store->last_position() == 1);
+  CHECK(store->read_stream("agent-a")->size() == 1);
+  CHECK_FALSE(store->read_event("e2").ok());
+
+  auto ahead = store->append("agent-a", 5, {make_event("e3")});
+  CHECK(ahead.status().IsVersionConflict());
+
+  // kAny skips the check.
+  auto any = store->append("agent-a", kAnyVersion, {make_event("e4")});
+  REQUIRE(any.ok());
+  CHECK(any->stream_version == 2);
+  CHECK(any->first_position == 2);
+}
+
+TEST_CASE("bad appends are refused without writing", "[eventstore]") {
+  testing::TempDir dir;
+  auto store = open_store(dir.path());
+  REQUIRE(store->append("agent-a", kNoStream, {make_event("e1")}).ok());
+
+  CHECK(store->append("agent-a", 1, {}).status().IsInvalidArgument());
+  CHECK(store->append("agent-a", 1, {make_event("")}).status().IsInvalidArgument());
+  CHECK(store->append("agent-a", 1, {make_event("e1")}).status().IsInvalidArgument());
+  CHECK(store->append("agent-a", 1, {make_event("e2"), make_event("e2")}).status().IsInvalidArgument());
+  CHECK(store->append(std::string("bad\0name", 8), kAnyVersion, {make_event("e9")}).status().IsInvalidArgument());
+  CHECK(store->last_position() == 1);
+  CHECK(*store->stream_version("agent-a") == 1);
+}
+
+TEST_CASE("reads: one stream, the whole log in batches, an event by id", "[eventstore]") {
+  testing::TempDir dir;
+  auto store = open_store(dir.path());
+  for (int i = 0; i < 10; ++i) {
+    const std::string stream = i % 2 == 0 ? "agent-even" : "agent-odd";
+    REQUIRE(store->append(stream, kAnyVersion, {make_event("e" + std::to_string(i), "k" + std::to_string(i))}).ok());
+  }
+  // A stream whose name is a prefix of another stays separate.
+  REQUIRE(store->append("agent-eve", kNoStream, {make_event("x")}).ok());
+
+  auto even = store->read_stream("agent-even");
+  REQUIRE(even.ok());
+  REQUIRE(even->size() == 5);
+  for (std::size_t i = 0; i < even->size(); ++i) {
+    CHECK((*even)[i].stream_version() == i + 1);
+    CHECK((*even)[i].event_id() == "e" + std::to_string(2 * i));
+  }
+  CHECK(store->read_stream("agent-even", 4)->size() == 2);
+  CHECK(store->read_stream("agent-none")->empty());
+  CHECK(*store->stream_version("agent-eve") == 1);
+  CHECK(*store->stream_version("agent-none") == 0);
+
+  std::vector<std::uint64_t> positions;
+  for (std::uint64_t from = 1;;) {
+    auto batch = store->read_all(from, 3);
+    REQUIRE(batch.ok());
+    if (batch->empty()) {
+      break;
+    }
+    for (const auto& e : *batch) {
+      positions.push_back(e.position());
+    }
+    from = batch->back().position() + 1;
+  }
+  REQUIRE(positions.size() == 11);
+  for (std::size_t i = 0; i < positions.size(); ++i) {
+    CHECK(positions[i] == i + 1);
+  }
+
+  auto e7 = store->read_event("e7");
+  REQUIRE(e7.ok());
+  CHECK(e7->key_created().key_id() == "k7");
+  CHECK(e7->position() == 8);
+  CHECK(store->read_event("nope").status().IsNotFound());
+}
+
+TEST_CASE("reopening keeps every event and continues positions and versions", "[eventstore]") {
+  testing::TempDir dir;
+  {
+    auto store = open_store(dir.path());
+    REQUIRE(store->append("agent-a", kNoStream, {make_event("e1"), make_event("e2")}).ok());
+    REQUIRE(store->append("agent-b", kNoStream, {make_event("e3")}).ok());
+  }
+  auto store = open_store(dir.path());
+  CHECK(store->last_position() == 3);
+  auto stale = store->append("agent-a", 1, {make_event("e4")});
+  CHECK(stale.status().IsVersionConflict());
+  auto next = store->append("agent-a", 2, {make_event("e4")});
+  REQUIRE(next.ok());
+  CHECK(next->first_position == 4);
+  CHECK(next->stream_version == 3);
+  // The event-id index survived too.
+  CHECK(store->append("agent-c", kNoStream, {make_event("e1")}).status().IsInvalidArgument());
+}
+
+TEST_CASE("a second open of the same directory fails while the first holds it", "[eventstore]") {
+  testing::TempDir dir;
+  auto store = open_store(dir.path());
+  auto second = EventStore::open({.path = dir.path()});
+  REQUIRE_FALSE(second.ok());
+  CHECK(second.status().IsIoError());
+}
+
+TEST_CASE("concurrent appenders get distinct gap-free positions; conflicts lose cleanly", "[eventstore]") {
+  testing::TempDir dir;
+  auto store = open_store(dir.path());
+  std::vector<v1::Event> seen;
+  std::mutex seen_mutex;
+  store->set_commit_listener([&](const std::vector<v1::Event>& events) {
+    std::lock_guard lock(seen_mutex);
+    seen.insert(seen.end(), events.begin(), events.end());
+  });
+
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 50;
+  std::atomic<int> conflicts{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        // Own stream with exact versions, plus a contended shared stream.
+        auto own = store->append("agent-" + std::to_string(t), i, {make_event(std::to_string(t) + "-" + std::to_string(i))});
+        REQUIRE(own.ok());
+        auto version = store->stream_version("agent-shared");
+        auto shared = store->append("agent-shared", static_cast<std::int64_t>(*version),
+                                    {make_event("s" + std::to_string(t) + "-" + std::to_string(i))});
+        if (!shared.ok()) {
+          REQUIRE(shared.status().IsVersionConflict());
+          ++conflicts;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  const std::uint64_t shared_version = *store->stream_version("agent-shared");
+  CHECK(shared_version + static_cast<std::uint64_t>(conflicts.load()) == kThreads * kPerThread);
+  const std::uint64_t total = kThreads * kPerThread + shared_version;
+  CHECK(store->last_position() == total);
+
+  auto all = store->read_all(1, 100000);
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == total);
+  for (std::size_t i = 0; i < all->size(); ++i) {
+    REQUIRE((*all)[i].position() == i + 1);
+  }
+  // The listener saw every committed event exactly once, in position order.
+  REQUIRE(seen.size() == total);
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    REQUIRE(seen[i].position() == i + 1);
+  }
+  auto shared = store->read_stream("agent-shared");
+  for (std::size_t i = 0; i < shared->size(); ++i) {
+    REQUIRE((*shared)[i].stream_version() == i + 1);
+  }
+}
+
+}  // namespace keyledger
