@@ -27,8 +27,8 @@ using std::chrono::seconds;
 
 // --- Validation helpers -----------------------------------------------------------------
 
-void check_list(std::vector<FieldError>& errors, const std::string& field, const std::vector<std::string>& items,
-                std::size_t max_items) {
+void check_list(std::vector<FieldError>& errors, const std::string& field,
+                const std::vector<std::string>& items, std::size_t max_items) {
   if (items.empty() || items.size() > max_items) {
     errors.push_back({field, "must hold 1 to " + std::to_string(max_items) + " items"});
   }
@@ -116,7 +116,8 @@ std::string webhook_url_problem(std::string_view url, bool allow_insecure) {
     }
   }
   if (!port.empty()) {
-    if (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    if (port.size() > 5 ||
+        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
       return "has an invalid port";
     }
     const int number = std::stoi(std::string(port));
@@ -163,8 +164,9 @@ Status key_not_active(const KeyState& key, TimePoint now) {
 }
 
 Status too_many_active_keys() {
-  return Status::Conflict("too_many_active_keys", "an agent may hold at most " +
-                                                      std::to_string(kMaxActiveKeysPerAgent) + " active keys");
+  return Status::Conflict(
+      "too_many_active_keys",
+      "an agent may hold at most " + std::to_string(kMaxActiveKeysPerAgent) + " active keys");
 }
 
 struct NewKey {
@@ -449,7 +451,8 @@ Result<Decision> create_key(const AgentState& state, const CreateKey& cmd, Comma
   if (cmd.label) {
     check_text_length(errors, "label", *cmd.label, 0, kMaxLabelChars);
   }
-  if (cmd.expires_in_seconds && (*cmd.expires_in_seconds < 1 || *cmd.expires_in_seconds > kMaxKeyLifetimeSeconds)) {
+  if (cmd.expires_in_seconds &&
+      (*cmd.expires_in_seconds < 1 || *cmd.expires_in_seconds > kMaxKeyLifetimeSeconds)) {
     errors.push_back({"expires_in_seconds", "must be 1 to " + std::to_string(kMaxKeyLifetimeSeconds)});
   }
   if (!errors.empty()) {
@@ -484,7 +487,8 @@ Result<Decision> rotate_key(const AgentState& state, const RotateKey& cmd, Comma
   }
   const std::optional<std::int64_t>& overlap = cmd.old_key_expires_in_seconds;
   if (overlap && (*overlap < 0 || *overlap > kMaxRotationOverlapSeconds)) {
-    errors.push_back({"old_key_expires_in_seconds", "must be 0 to " + std::to_string(kMaxRotationOverlapSeconds)});
+    errors.push_back(
+        {"old_key_expires_in_seconds", "must be 0 to " + std::to_string(kMaxRotationOverlapSeconds)});
   }
   if (!errors.empty()) {
     return invalid("the rotation request is invalid", std::move(errors));
@@ -559,7 +563,8 @@ Result<Decision> revoke_key(const AgentState& state, const RevokeKey& cmd, Comma
   return decision;
 }
 
-Result<Decision> report_compromise(const AgentState& state, const ReportCompromise& cmd, CommandContext& ctx) {
+Result<Decision> report_compromise(const AgentState& state, const ReportCompromise& cmd,
+                                   CommandContext& ctx) {
   const KeyState* key = state.find_key(cmd.key_id);
   if (key == nullptr) {
     return key_not_found(cmd.key_id);
@@ -571,7 +576,8 @@ Result<Decision> report_compromise(const AgentState& state, const ReportCompromi
     return invalid("the compromise report is invalid", std::move(errors));
   }
   if (key->compromised_at) {
-    return Status::Conflict("key_already_compromised", "key " + key->key_id + " is already marked compromised");
+    return Status::Conflict("key_already_compromised",
+                            "key " + key->key_id + " is already marked compromised");
   }
   const TimePoint now = ctx.clock.now();
   const bool was_active = key->is_active_at(now);

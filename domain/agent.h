@@ -18,7 +18,7 @@
 namespace keyledger {
 
 inline constexpr std::size_t kMaxActiveKeysPerAgent = 10;
-inline constexpr std::int64_t kMaxRotationOverlapSeconds = 604800;   // 7 days
+inline constexpr std::int64_t kMaxRotationOverlapSeconds = 604800;  // 7 days
 inline constexpr std::int64_t kMaxKeyLifetimeSeconds = 10LL * 366 * 24 * 3600;
 inline constexpr std::size_t kMaxLabelChars = 100;
 inline constexpr std::size_t kMaxRevocationReasonChars = 200;
@@ -27,9 +27,9 @@ inline constexpr std::size_t kMaxCompromiseSourceChars = 200;
 inline constexpr std::size_t kMaxActorChars = 128;
 
 enum class KeyStatus { kActive, kRevoked, kExpired };
-std::string_view key_status_name(KeyStatus status);                // active | revoked | expired
-std::string_view revocation_reason_name(v1::RevocationReason r);   // manual | rotated | … | ""
-std::string_view environment_name(v1::Environment e);              // production | staging
+std::string_view key_status_name(KeyStatus status);               // active | revoked | expired
+std::string_view revocation_reason_name(v1::RevocationReason r);  // manual | rotated | … | ""
+std::string_view environment_name(v1::Environment e);             // production | staging
 
 struct KeyState {
   std::string key_id;
@@ -98,9 +98,9 @@ struct CommandContext {
 struct Decision {
   std::vector<v1::Event> events;  // stream, event_id, occurred_at, actor and type are set
   std::string agent_id;
-  std::string key_id;           // the key created (create, rotate, compromise with replace)
-  std::string api_key;          // the new full key, if one was created
-  std::string webhook_secret;   // on registration only
+  std::string key_id;          // the key created (create, rotate, compromise with replace)
+  std::string api_key;         // the new full key, if one was created
+  std::string webhook_secret;  // on registration only
 };
 
 // --- Commands. Each returns the Decision, or a Status with the contract's error code:
@@ -122,7 +122,7 @@ Result<Decision> register_agent(const AgentProfile& profile, const RegisterAgent
                                 CommandContext& ctx);
 
 struct CreateKey {
-  std::optional<std::string> label;               // ≤ 100 chars
+  std::optional<std::string> label;                // ≤ 100 chars
   std::optional<std::int64_t> expires_in_seconds;  // 1 … kMaxKeyLifetimeSeconds
 };
 Result<Decision> create_key(const AgentState& state, const CreateKey& cmd, CommandContext& ctx);
@@ -152,8 +152,7 @@ struct ReportCompromise {
 // Revokes at once if active; marks compromised even if already revoked or expired;
 // recorded once (a second report is key_already_compromised). With `replace`, a new key is
 // created (rotated_from = the compromised key).
-Result<Decision> report_compromise(const AgentState& state, const ReportCompromise& cmd,
-                                   CommandContext& ctx);
+Result<Decision> report_compromise(const AgentState& state, const ReportCompromise& cmd, CommandContext& ctx);
 
 // Records the expiry of a key past its expires_at (the scheduler's command). Conflict
 // key_not_active if the key is not (recorded as) active or not yet past its expiry.

@@ -6,9 +6,7 @@
 
 namespace keyledger {
 
-void SystemRandom::fill(std::span<std::uint8_t> out) {
-  randombytes_buf(out.data(), out.size());
-}
+void SystemRandom::fill(std::span<std::uint8_t> out) { randombytes_buf(out.data(), out.size()); }
 
 SeededRandom::SeededRandom(std::uint64_t seed) : seed_(seed) {}
 

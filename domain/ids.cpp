@@ -14,7 +14,8 @@ constexpr std::size_t kIdHexChars = 2 * kIdRandomBytes;
 std::string new_id(std::string_view prefix, RandomSource& random) {
   std::array<std::uint8_t, kIdRandomBytes> bytes{};
   random.fill(bytes);
-  return std::string(prefix) + to_hex(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  return std::string(prefix) +
+         to_hex(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 }  // namespace

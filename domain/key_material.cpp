@@ -26,8 +26,7 @@ static_assert(sodium_base64_ENCODED_LEN(kTokenRandomBytes, sodium_base64_VARIANT
 bool is_lower_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
 bool is_url_safe(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '_';
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
 }
 
 std::string base64url(const std::uint8_t* bytes, std::size_t size) {
@@ -135,8 +134,7 @@ std::string to_hex(const Digest& digest) { return hex(digest.data(), digest.size
 
 std::string sha256_hex(std::string_view data) {
   std::array<std::uint8_t, crypto_hash_sha256_BYTES> out{};
-  if (crypto_hash_sha256(out.data(), reinterpret_cast<const unsigned char*>(data.data()), data.size()) !=
-      0) {
+  if (crypto_hash_sha256(out.data(), reinterpret_cast<const unsigned char*>(data.data()), data.size()) != 0) {
     crypto_failure();
   }
   return hex(out.data(), out.size());

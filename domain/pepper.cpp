@@ -124,7 +124,8 @@ Result<Pepper> create_pepper_file(const fs::path& data_dir, const fs::path& file
   std::string temp = (data_dir / ".pepper.tmp-XXXXXX").string();
   FileDescriptor fd(::mkstemp(temp.data()));
   if (fd.get() < 0) {
-    return Status::IoError("cannot create a temporary file in " + data_dir.string() + ": " + errno_text(errno));
+    return Status::IoError("cannot create a temporary file in " + data_dir.string() + ": " +
+                           errno_text(errno));
   }
   const fs::path temp_path(temp);
   auto fail = [&](Status status) -> Result<Pepper> {
@@ -201,7 +202,8 @@ Result<Pepper> read_pepper_file(const fs::path& file) {
   }
   std::size_t decoded = 0;
   // Without an `ignore` set or `hex_end`, any non-hex character makes sodium_hex2bin fail.
-  if (sodium_hex2bin(bytes.data(), bytes.size(), content.data(), hex_chars, nullptr, &decoded, nullptr) != 0 ||
+  if (sodium_hex2bin(bytes.data(), bytes.size(), content.data(), hex_chars, nullptr, &decoded, nullptr) !=
+          0 ||
       decoded != Pepper::kSize) {
     return Status::Corruption(malformed);
   }

@@ -23,8 +23,7 @@ class SecretBox {
 
   // `associated` binds the ciphertext to its owner (the agent id): a sealed secret copied to
   // another agent does not open.
-  v1::SealedSecret seal(std::string_view plaintext, std::string_view associated,
-                        RandomSource& random) const;
+  v1::SealedSecret seal(std::string_view plaintext, std::string_view associated, RandomSource& random) const;
   // Corruption when the ciphertext, nonce or associated data do not match.
   Result<std::string> open(const v1::SealedSecret& sealed, std::string_view associated) const;
 

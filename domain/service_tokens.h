@@ -4,9 +4,9 @@
 
 #include <array>
 #include <map>
-#include <string_view>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "domain/agent.h"
@@ -14,8 +14,8 @@
 namespace keyledger {
 
 // The scopes of API.md §2.
-inline constexpr std::array<std::string_view, 5> kScopes = {"manage", "verify", "audit",
-                                                            "report_leaks", "admin"};
+inline constexpr std::array<std::string_view, 5> kScopes = {"manage", "verify", "audit", "report_leaks",
+                                                            "admin"};
 inline constexpr std::size_t kMaxTokenNameChars = 100;
 
 struct ServiceTokenState {
@@ -47,10 +47,9 @@ struct TokenDecision {
 
 // Rules: name 1–100 chars; scopes 1–5 unique members of kScopes. All broken fields reported.
 Result<TokenDecision> create_service_token(const TokenRegistryState& state, const std::string& name,
-                                           const std::vector<std::string>& scopes,
-                                           CommandContext& ctx);
+                                           const std::vector<std::string>& scopes, CommandContext& ctx);
 // NotFound token_not_found; Conflict token_not_active if already revoked.
-Result<TokenDecision> revoke_service_token(const TokenRegistryState& state,
-                                           const std::string& token_id, CommandContext& ctx);
+Result<TokenDecision> revoke_service_token(const TokenRegistryState& state, const std::string& token_id,
+                                           CommandContext& ctx);
 
 }  // namespace keyledger

@@ -20,13 +20,13 @@ class Status {
  public:
   enum class Code {
     kOk,
-    kInvalidArgument,   // field rules broken; details() lists every broken field
-    kNotFound,          // the agent, key or token does not exist
-    kConflict,          // the state forbids the command (reason() says which)
-    kVersionConflict,   // optimistic concurrency: the stream moved on
-    kIoError,           // storage failed
-    kCorruption,        // stored data cannot be read back
-    kUnavailable,       // a dependency is not there (lock held, broker down)
+    kInvalidArgument,  // field rules broken; details() lists every broken field
+    kNotFound,         // the agent, key or token does not exist
+    kConflict,         // the state forbids the command (reason() says which)
+    kVersionConflict,  // optimistic concurrency: the stream moved on
+    kIoError,          // storage failed
+    kCorruption,       // stored data cannot be read back
+    kUnavailable,      // a dependency is not there (lock held, broker down)
   };
 
   Status() = default;
@@ -45,9 +45,7 @@ class Status {
     return {Code::kVersionConflict, "version_conflict", std::move(msg), {}};
   }
   static Status IoError(std::string msg) { return {Code::kIoError, "io_error", std::move(msg), {}}; }
-  static Status Corruption(std::string msg) {
-    return {Code::kCorruption, "corruption", std::move(msg), {}};
-  }
+  static Status Corruption(std::string msg) { return {Code::kCorruption, "corruption", std::move(msg), {}}; }
   static Status Unavailable(std::string msg) {
     return {Code::kUnavailable, "unavailable", std::move(msg), {}};
   }

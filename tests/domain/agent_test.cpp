@@ -20,8 +20,8 @@ constexpr std::int64_t kDay = 24 * 3600;
 
 void check_envelope(const v1::Event& e, const std::string& stream, TimePoint now, const std::string& actor,
                     std::string_view type) {
-  CHECK(std::regex_match(e.event_id(),
-                         std::regex("^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")));
+  CHECK(std::regex_match(
+      e.event_id(), std::regex("^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")));
   CHECK(e.stream() == stream);
   CHECK(from_timestamp(e.occurred_at()) == now);
   CHECK(e.actor() == actor);
@@ -33,9 +33,11 @@ void check_envelope(const v1::Event& e, const std::string& stream, TimePoint now
 // Everything a fold produces, as text, so two states can be compared whole.
 std::string fingerprint(const AgentState& s) {
   std::ostringstream out;
-  auto tp = [](std::optional<TimePoint> t) { return t ? format_rfc3339(*t) + "/" + std::to_string(t->time_since_epoch().count()) : "-"; };
-  out << s.agent_id << '|' << s.profile.name << '|' << s.profile.description << '|' << s.profile.webhook_url << '|'
-      << s.profile.environment << '|' << s.profile.owner_id << '|' << s.rate_limit_tier << '|'
+  auto tp = [](std::optional<TimePoint> t) {
+    return t ? format_rfc3339(*t) + "/" + std::to_string(t->time_since_epoch().count()) : "-";
+  };
+  out << s.agent_id << '|' << s.profile.name << '|' << s.profile.description << '|' << s.profile.webhook_url
+      << '|' << s.profile.environment << '|' << s.profile.owner_id << '|' << s.rate_limit_tier << '|'
       << s.webhook_secret.SerializeAsString().size() << '|' << to_hex(s.webhook_secret.nonce()) << '|'
       << tp(s.created_at) << '|' << s.version << '\n';
   for (const auto& v : {s.profile.skills, s.profile.languages}) {
@@ -46,9 +48,9 @@ std::string fingerprint(const AgentState& s) {
   }
   for (const KeyState& k : s.keys) {
     out << k.key_id << '|' << k.agent_id << '|' << k.label << '|' << k.hint << '|' << to_hex(k.digest) << '|'
-        << k.environment << '|' << key_status_name(k.status) << '|' << tp(k.created_at) << '|' << tp(k.expires_at)
-        << '|' << tp(k.revoked_at) << '|' << k.revocation_reason << '|' << k.rotated_from << '|' << k.rotated_to
-        << '|' << tp(k.compromised_at) << '\n';
+        << k.environment << '|' << key_status_name(k.status) << '|' << tp(k.created_at) << '|'
+        << tp(k.expires_at) << '|' << tp(k.revoked_at) << '|' << k.revocation_reason << '|' << k.rotated_from
+        << '|' << k.rotated_to << '|' << tp(k.compromised_at) << '\n';
   }
   return out.str();
 }
@@ -120,7 +122,8 @@ TEST_CASE("an empty state is no agent", "[domain][agent]") {
   CHECK(state.version == 0);
 }
 
-TEST_CASE("validate_profile accepts the contract's example and boundary values", "[domain][agent][validation]") {
+TEST_CASE("validate_profile accepts the contract's example and boundary values",
+          "[domain][agent][validation]") {
   const RegisterAgentOptions options;
   CHECK(validate_profile(valid_profile(), options).empty());
 
@@ -158,12 +161,30 @@ TEST_CASE("validate_profile checks each field", "[domain][agent][validation]") {
   AgentProfile p = valid_profile();
   std::string expected_field;
 
-  SECTION("name empty") { p.name = ""; expected_field = "name"; }
-  SECTION("name 101 chars") { p.name = std::string(101, 'n'); expected_field = "name"; }
-  SECTION("name invalid UTF-8") { p.name = "bad \xC0\x80"; expected_field = "name"; }
-  SECTION("description 19 chars") { p.description = std::string(19, 'd'); expected_field = "description"; }
-  SECTION("description 2001 chars") { p.description = std::string(2001, 'd'); expected_field = "description"; }
-  SECTION("no skills") { p.skills.clear(); expected_field = "skills"; }
+  SECTION("name empty") {
+    p.name = "";
+    expected_field = "name";
+  }
+  SECTION("name 101 chars") {
+    p.name = std::string(101, 'n');
+    expected_field = "name";
+  }
+  SECTION("name invalid UTF-8") {
+    p.name = "bad \xC0\x80";
+    expected_field = "name";
+  }
+  SECTION("description 19 chars") {
+    p.description = std::string(19, 'd');
+    expected_field = "description";
+  }
+  SECTION("description 2001 chars") {
+    p.description = std::string(2001, 'd');
+    expected_field = "description";
+  }
+  SECTION("no skills") {
+    p.skills.clear();
+    expected_field = "skills";
+  }
   SECTION("51 skills") {
     p.skills.clear();
     for (int i = 0; i < 51; ++i) {
@@ -171,10 +192,22 @@ TEST_CASE("validate_profile checks each field", "[domain][agent][validation]") {
     }
     expected_field = "skills";
   }
-  SECTION("empty skill") { p.skills = {"pdf", "", "ocr"}; expected_field = "skills[1]"; }
-  SECTION("65-char skill") { p.skills = {"pdf", "ocr", std::string(65, 's')}; expected_field = "skills[2]"; }
-  SECTION("duplicate skill") { p.skills = {"pdf", "ocr", "pdf"}; expected_field = "skills[2]"; }
-  SECTION("no languages") { p.languages.clear(); expected_field = "languages"; }
+  SECTION("empty skill") {
+    p.skills = {"pdf", "", "ocr"};
+    expected_field = "skills[1]";
+  }
+  SECTION("65-char skill") {
+    p.skills = {"pdf", "ocr", std::string(65, 's')};
+    expected_field = "skills[2]";
+  }
+  SECTION("duplicate skill") {
+    p.skills = {"pdf", "ocr", "pdf"};
+    expected_field = "skills[2]";
+  }
+  SECTION("no languages") {
+    p.languages.clear();
+    expected_field = "languages";
+  }
   SECTION("21 languages") {
     p.languages.clear();
     for (int i = 0; i < 21; ++i) {
@@ -182,25 +215,82 @@ TEST_CASE("validate_profile checks each field", "[domain][agent][validation]") {
     }
     expected_field = "languages";
   }
-  SECTION("duplicate language") { p.languages = {"en", "en"}; expected_field = "languages[1]"; }
-  SECTION("empty language") { p.languages = {""}; expected_field = "languages[0]"; }
-  SECTION("unspecified environment") { p.environment = v1::ENVIRONMENT_UNSPECIFIED; expected_field = "environment"; }
-  SECTION("owner_id 129 chars") { p.owner_id = std::string(129, 'o'); expected_field = "owner_id"; }
-  SECTION("plain http webhook") { p.webhook_url = "http://agent.example.com/hook"; expected_field = "webhook_url"; }
-  SECTION("empty webhook") { p.webhook_url = ""; expected_field = "webhook_url"; }
-  SECTION("relative webhook") { p.webhook_url = "/hooks/clawgig"; expected_field = "webhook_url"; }
-  SECTION("scheme-relative webhook") { p.webhook_url = "//agent.example.com/hook"; expected_field = "webhook_url"; }
-  SECTION("webhook without host") { p.webhook_url = "https:///hooks"; expected_field = "webhook_url"; }
-  SECTION("webhook with only a scheme") { p.webhook_url = "https://"; expected_field = "webhook_url"; }
-  SECTION("ftp webhook") { p.webhook_url = "ftp://agent.example.com/"; expected_field = "webhook_url"; }
-  SECTION("webhook missing //") { p.webhook_url = "https:agent.example.com"; expected_field = "webhook_url"; }
-  SECTION("webhook with credentials") { p.webhook_url = "https://user:pw@agent.example.com/"; expected_field = "webhook_url"; }
-  SECTION("webhook with a space") { p.webhook_url = "https://agent.example.com/a b"; expected_field = "webhook_url"; }
-  SECTION("webhook with port 0") { p.webhook_url = "https://agent.example.com:0/"; expected_field = "webhook_url"; }
-  SECTION("webhook with port 70000") { p.webhook_url = "https://agent.example.com:70000/"; expected_field = "webhook_url"; }
-  SECTION("webhook with empty port") { p.webhook_url = "https://agent.example.com:/"; expected_field = "webhook_url"; }
-  SECTION("webhook with bad host") { p.webhook_url = "https://agent_example!.com/"; expected_field = "webhook_url"; }
-  SECTION("webhook with unterminated IPv6") { p.webhook_url = "https://[::1/hook"; expected_field = "webhook_url"; }
+  SECTION("duplicate language") {
+    p.languages = {"en", "en"};
+    expected_field = "languages[1]";
+  }
+  SECTION("empty language") {
+    p.languages = {""};
+    expected_field = "languages[0]";
+  }
+  SECTION("unspecified environment") {
+    p.environment = v1::ENVIRONMENT_UNSPECIFIED;
+    expected_field = "environment";
+  }
+  SECTION("owner_id 129 chars") {
+    p.owner_id = std::string(129, 'o');
+    expected_field = "owner_id";
+  }
+  SECTION("plain http webhook") {
+    p.webhook_url = "http://agent.example.com/hook";
+    expected_field = "webhook_url";
+  }
+  SECTION("empty webhook") {
+    p.webhook_url = "";
+    expected_field = "webhook_url";
+  }
+  SECTION("relative webhook") {
+    p.webhook_url = "/hooks/clawgig";
+    expected_field = "webhook_url";
+  }
+  SECTION("scheme-relative webhook") {
+    p.webhook_url = "//agent.example.com/hook";
+    expected_field = "webhook_url";
+  }
+  SECTION("webhook without host") {
+    p.webhook_url = "https:///hooks";
+    expected_field = "webhook_url";
+  }
+  SECTION("webhook with only a scheme") {
+    p.webhook_url = "https://";
+    expected_field = "webhook_url";
+  }
+  SECTION("ftp webhook") {
+    p.webhook_url = "ftp://agent.example.com/";
+    expected_field = "webhook_url";
+  }
+  SECTION("webhook missing //") {
+    p.webhook_url = "https:agent.example.com";
+    expected_field = "webhook_url";
+  }
+  SECTION("webhook with credentials") {
+    p.webhook_url = "https://user:pw@agent.example.com/";
+    expected_field = "webhook_url";
+  }
+  SECTION("webhook with a space") {
+    p.webhook_url = "https://agent.example.com/a b";
+    expected_field = "webhook_url";
+  }
+  SECTION("webhook with port 0") {
+    p.webhook_url = "https://agent.example.com:0/";
+    expected_field = "webhook_url";
+  }
+  SECTION("webhook with port 70000") {
+    p.webhook_url = "https://agent.example.com:70000/";
+    expected_field = "webhook_url";
+  }
+  SECTION("webhook with empty port") {
+    p.webhook_url = "https://agent.example.com:/";
+    expected_field = "webhook_url";
+  }
+  SECTION("webhook with bad host") {
+    p.webhook_url = "https://agent_example!.com/";
+    expected_field = "webhook_url";
+  }
+  SECTION("webhook with unterminated IPv6") {
+    p.webhook_url = "https://[::1/hook";
+    expected_field = "webhook_url";
+  }
 
   const auto errors = validate_profile(p, options);
   INFO(expected_field);
@@ -212,9 +302,10 @@ TEST_CASE("validate_profile checks each field", "[domain][agent][validation]") {
 TEST_CASE("webhook URLs that are fine", "[domain][agent][validation]") {
   const RegisterAgentOptions options;
   AgentProfile p = valid_profile();
-  for (const char* url : {"https://agent.example.com", "https://agent.example.com/", "HTTPS://Agent.Example.com/x",
-                          "https://agent.example.com:8443/hooks?x=1#f", "https://10.0.0.1/hook",
-                          "https://[2001:db8::1]:443/hook", "https://localhost/hook"}) {
+  for (const char* url :
+       {"https://agent.example.com", "https://agent.example.com/", "HTTPS://Agent.Example.com/x",
+        "https://agent.example.com:8443/hooks?x=1#f", "https://10.0.0.1/hook",
+        "https://[2001:db8::1]:443/hook", "https://localhost/hook"}) {
     p.webhook_url = url;
     INFO(url);
     CHECK(validate_profile(p, options).empty());
@@ -246,9 +337,9 @@ TEST_CASE("register_agent reports all broken fields together", "[domain][agent][
   REQUIRE_FALSE(decision.ok());
   CHECK(decision.status().IsInvalidArgument());
   CHECK(decision.status().reason() == "validation_failed");
-  CHECK(error_fields(decision.status()) == std::vector<std::string>{"name", "description", "skills[1]", "skills[2]",
-                                                                    "languages", "webhook_url", "environment",
-                                                                    "owner_id"});
+  CHECK(error_fields(decision.status()) == std::vector<std::string>{"name", "description", "skills[1]",
+                                                                    "skills[2]", "languages", "webhook_url",
+                                                                    "environment", "owner_id"});
 }
 
 // ---------------------------------------------------------------------------------------
@@ -407,8 +498,10 @@ TEST_CASE("rotate_key with overlap keeps the old key active", "[domain][agent][r
   CHECK(is_well_formed_api_key(decision->api_key));
   CHECK(decision->api_key != old_key.api_key);
   REQUIRE(decision->events.size() == 2);
-  check_envelope(decision->events[0], agent_stream(state.agent_id), w.clock.now(), "dashboard", "key.created");
-  check_envelope(decision->events[1], agent_stream(state.agent_id), w.clock.now(), "dashboard", "key.rotated");
+  check_envelope(decision->events[0], agent_stream(state.agent_id), w.clock.now(), "dashboard",
+                 "key.created");
+  check_envelope(decision->events[1], agent_stream(state.agent_id), w.clock.now(), "dashboard",
+                 "key.rotated");
   const auto& created = decision->events[0].key_created();
   CHECK(created.key_id() == decision->key_id);
   CHECK(created.rotated_from() == old_key.key_id);
@@ -445,7 +538,8 @@ TEST_CASE("rotate_key with 0 revokes the old key at once", "[domain][agent][rota
   CHECK(decision->events[1].type() == "key.rotated");
   CHECK_FALSE(decision->events[1].key_rotated().has_old_key_expires_at());
   REQUIRE(decision->events[2].has_key_revoked());
-  check_envelope(decision->events[2], agent_stream(state.agent_id), w.clock.now(), "dashboard", "key.revoked");
+  check_envelope(decision->events[2], agent_stream(state.agent_id), w.clock.now(), "dashboard",
+                 "key.revoked");
   CHECK(decision->events[2].key_revoked().key_id() == old_key.key_id);
   CHECK(decision->events[2].key_revoked().reason() == v1::REVOCATION_REASON_ROTATED);
 
@@ -510,7 +604,8 @@ TEST_CASE("the rotated key inherits the old key's lifetime", "[domain][agent][ro
   CHECK(from_timestamp(created.expires_at()) == w.clock.now() + std::chrono::seconds(90 * kDay));
 }
 
-TEST_CASE("rotate_key validates old_key_expires_in_seconds and label", "[domain][agent][rotate][validation]") {
+TEST_CASE("rotate_key validates old_key_expires_in_seconds and label",
+          "[domain][agent][rotate][validation]") {
   DomainWorld w;
   AgentState state = w.registered_agent();
   const Decision old_key = w.add_key(state);
@@ -538,7 +633,8 @@ TEST_CASE("only an active key can be rotated", "[domain][agent][rotate]") {
     CHECK(r.status().reason() == "key_not_found");
   }
   SECTION("unknown agent") {
-    auto r = rotate_key(AgentState{}, RotateKey{"key_000000000000000000000000", std::nullopt, std::nullopt}, w.ctx);
+    auto r = rotate_key(AgentState{}, RotateKey{"key_000000000000000000000000", std::nullopt, std::nullopt},
+                        w.ctx);
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().reason() == "key_not_found");
   }
@@ -571,7 +667,8 @@ TEST_CASE("rotation respects the active-key limit", "[domain][agent][rotate]") {
       first = d.key_id;
     }
   }
-  for (std::optional<std::int64_t> overlap : {std::optional<std::int64_t>{}, std::optional<std::int64_t>{60}}) {
+  for (std::optional<std::int64_t> overlap :
+       {std::optional<std::int64_t>{}, std::optional<std::int64_t>{60}}) {
     auto r = rotate_key(state, RotateKey{first, std::nullopt, overlap}, w.ctx);
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().reason() == "too_many_active_keys");
@@ -593,7 +690,8 @@ TEST_CASE("revoke_key revokes an active key with reason manual", "[domain][agent
   auto decision = revoke_key(state, RevokeKey{key.key_id, "leaked in CI logs"}, w.ctx);
   REQUIRE(decision.ok());
   REQUIRE(decision->events.size() == 1);
-  check_envelope(decision->events[0], agent_stream(state.agent_id), w.clock.now(), "gateway-eu", "key.revoked");
+  check_envelope(decision->events[0], agent_stream(state.agent_id), w.clock.now(), "gateway-eu",
+                 "key.revoked");
   const auto& r = decision->events[0].key_revoked();
   CHECK(r.agent_id() == state.agent_id);
   CHECK(r.key_id() == key.key_id);
@@ -642,7 +740,8 @@ TEST_CASE("report_compromise revokes an active key and marks it", "[domain][agen
   w.clock.advance(1min);
   w.ctx.actor = "leak:github";
 
-  auto decision = report_compromise(state, ReportCompromise{key.key_id, "found in a gist", "github", false}, w.ctx);
+  auto decision =
+      report_compromise(state, ReportCompromise{key.key_id, "found in a gist", "github", false}, w.ctx);
   REQUIRE(decision.ok());
   REQUIRE(decision->events.size() == 1);
   check_envelope(decision->events[0], agent_stream(state.agent_id), w.clock.now(), "leak:github",
@@ -669,7 +768,8 @@ TEST_CASE("report_compromise revokes an active key and marks it", "[domain][agen
   CHECK(again.status().reason() == "key_already_compromised");
 }
 
-TEST_CASE("report_compromise marks an inactive key without changing its revocation", "[domain][agent][compromise]") {
+TEST_CASE("report_compromise marks an inactive key without changing its revocation",
+          "[domain][agent][compromise]") {
   DomainWorld w;
   AgentState state = w.registered_agent();
   const Decision key = w.add_key(state, 100);
@@ -709,7 +809,8 @@ TEST_CASE("report_compromise with replace issues a successor key", "[domain][age
   const Decision key = w.add_key(state, 30 * kDay, "prod");
   w.clock.advance(std::chrono::seconds(kDay));
 
-  auto decision = report_compromise(state, ReportCompromise{key.key_id, "pasted in chat", "support", true}, w.ctx);
+  auto decision =
+      report_compromise(state, ReportCompromise{key.key_id, "pasted in chat", "support", true}, w.ctx);
   REQUIRE(decision.ok());
   REQUIRE(decision->events.size() == 2);
   CHECK(decision->events[0].type() == "key.compromised");
@@ -734,12 +835,13 @@ TEST_CASE("report_compromise validation and limits", "[domain][agent][compromise
   AgentState state = w.registered_agent();
   const Decision key = w.add_key(state);
 
-  auto unknown = report_compromise(state, ReportCompromise{"key_000000000000000000000000", "", "", false}, w.ctx);
+  auto unknown =
+      report_compromise(state, ReportCompromise{"key_000000000000000000000000", "", "", false}, w.ctx);
   REQUIRE_FALSE(unknown.ok());
   CHECK(unknown.status().reason() == "key_not_found");
 
-  CHECK(report_compromise(state, ReportCompromise{key.key_id, std::string(2000, 'n'), std::string(200, 's'), false},
-                          w.ctx)
+  CHECK(report_compromise(
+            state, ReportCompromise{key.key_id, std::string(2000, 'n'), std::string(200, 's'), false}, w.ctx)
             .ok());
   auto both = report_compromise(
       state, ReportCompromise{key.key_id, std::string(2001, 'n'), std::string(201, 's'), false}, w.ctx);
@@ -944,7 +1046,8 @@ TEST_CASE("the folded history has the expected shape", "[domain][agent][fold]") 
   CHECK(s.rate_limit_tier == "elevated");
 }
 
-TEST_CASE("apply ignores other streams and unknown payloads but tracks the version", "[domain][agent][fold]") {
+TEST_CASE("apply ignores other streams and unknown payloads but tracks the version",
+          "[domain][agent][fold]") {
   DomainWorld w;
   AgentState state = w.registered_agent();
   w.add_key(state);

@@ -42,7 +42,10 @@ inline AgentProfile valid_profile() {
 
 struct DomainWorld {
   explicit DomainWorld(std::uint64_t seed = 7)
-      : clock(test_start()), random(seed), hasher(test_pepper()), secrets(test_pepper()),
+      : clock(test_start()),
+        random(seed),
+        hasher(test_pepper()),
+        secrets(test_pepper()),
         ctx{clock, random, hasher, secrets, "dashboard"} {}
 
   // Appends `events` the way the store would: stream_version continues from `version`.

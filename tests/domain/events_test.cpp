@@ -115,12 +115,26 @@ TEST_CASE("parse_rfc3339 accepts Z, offsets and fractions", "[domain][events]") 
 
 TEST_CASE("parse_rfc3339 rejects malformed text and leaves the output alone", "[domain][events]") {
   const TimePoint sentinel = at_seconds(42);
-  for (const char* text :
-       {"", "2026-11-26", "2026-11-26T10:36:23", "2026-11-26 10:36:23Z", "2026-11-26T10:36Z",
-        "2026-13-01T00:00:00Z", "2026-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-11-26T24:00:00Z",
-        "2026-11-26T10:60:00Z", "2026-11-26T10:36:61Z", "2026-11-26T10:36:23.Z", "2026-11-26T10:36:23+0200",
-        "2026-11-26T10:36:23+24:00", "2026-11-26T10:36:23Zjunk", "26-11-26T10:36:23Z", "2026-1-26T10:36:23Z",
-        "+2026-11-26T10:36:23Z", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z"}) {
+  for (const char* text : {"",
+                           "2026-11-26",
+                           "2026-11-26T10:36:23",
+                           "2026-11-26 10:36:23Z",
+                           "2026-11-26T10:36Z",
+                           "2026-13-01T00:00:00Z",
+                           "2026-02-29T00:00:00Z",
+                           "2026-04-31T00:00:00Z",
+                           "2026-11-26T24:00:00Z",
+                           "2026-11-26T10:60:00Z",
+                           "2026-11-26T10:36:61Z",
+                           "2026-11-26T10:36:23.Z",
+                           "2026-11-26T10:36:23+0200",
+                           "2026-11-26T10:36:23+24:00",
+                           "2026-11-26T10:36:23Zjunk",
+                           "26-11-26T10:36:23Z",
+                           "2026-1-26T10:36:23Z",
+                           "+2026-11-26T10:36:23Z",
+                           "9999-12-31T23:59:59Z",
+                           "0001-01-01T00:00:00Z"}) {
     TimePoint t = sentinel;
     INFO(text);
     CHECK_FALSE(parse_rfc3339(text, t));
@@ -129,7 +143,8 @@ TEST_CASE("parse_rfc3339 rejects malformed text and leaves the output alone", "[
 }
 
 TEST_CASE("format and parse round-trip", "[domain][events]") {
-  for (TimePoint t : {at_seconds(1795689383), at_seconds(1795689383) + 7ms, at_seconds(0), at_seconds(4102444799)}) {
+  for (TimePoint t :
+       {at_seconds(1795689383), at_seconds(1795689383) + 7ms, at_seconds(0), at_seconds(4102444799)}) {
     TimePoint back;
     REQUIRE(parse_rfc3339(format_rfc3339(t), back));
     CHECK(back == t);

@@ -55,7 +55,9 @@ TEST_CASE("is_well_formed_api_key is strict", "[domain][key_material]") {
 }
 
 TEST_CASE("api_key_hint shows the first and last four hex characters", "[domain][key_material]") {
-  CHECK(api_key_hint("cg_a1b2c3d4e5f6789012345678abcdef90") == "cg_a1b2\xE2\x80\xA6" "ef90");
+  CHECK(api_key_hint("cg_a1b2c3d4e5f6789012345678abcdef90") ==
+        "cg_a1b2\xE2\x80\xA6"
+        "ef90");
   SeededRandom random(1);
   const std::string key = generate_api_key(random);
   const std::string hint = api_key_hint(key);
@@ -76,7 +78,7 @@ TEST_CASE("service tokens are kls_ plus 43 base64url characters", "[domain][key_
 TEST_CASE("is_well_formed_service_token checks prefix, length and alphabet", "[domain][key_material]") {
   const std::string body(43, 'A');
   CHECK(is_well_formed_service_token("kls_" + body));
-  CHECK(is_well_formed_service_token("kls_" + body + "-_9z"));  // longer is fine
+  CHECK(is_well_formed_service_token("kls_" + body + "-_9z"));         // longer is fine
   CHECK_FALSE(is_well_formed_service_token("kls_" + body.substr(1)));  // 42
   CHECK_FALSE(is_well_formed_service_token("klz_" + body));
   CHECK_FALSE(is_well_formed_service_token("KLS_" + body));
@@ -104,16 +106,18 @@ TEST_CASE("KeyHasher computes keyed BLAKE2b-256 with the pepper", "[domain][key_
   const std::string key = "cg_a1b2c3d4e5f6789012345678abcdef90";
 
   Digest expected{};
-  REQUIRE(crypto_generichash(expected.data(), expected.size(), reinterpret_cast<const unsigned char*>(key.data()),
-                             key.size(), pepper.bytes().data(), pepper.bytes().size()) == 0);
+  REQUIRE(crypto_generichash(expected.data(), expected.size(),
+                             reinterpret_cast<const unsigned char*>(key.data()), key.size(),
+                             pepper.bytes().data(), pepper.bytes().size()) == 0);
   const Digest digest = hasher.digest(key);
   CHECK(digest == expected);
   CHECK(digest_equal(digest, expected));
 
   SECTION("an unkeyed hash is different") {
     Digest unkeyed{};
-    REQUIRE(crypto_generichash(unkeyed.data(), unkeyed.size(), reinterpret_cast<const unsigned char*>(key.data()),
-                               key.size(), nullptr, 0) == 0);
+    REQUIRE(crypto_generichash(unkeyed.data(), unkeyed.size(),
+                               reinterpret_cast<const unsigned char*>(key.data()), key.size(), nullptr,
+                               0) == 0);
     CHECK_FALSE(digest_equal(digest, unkeyed));
   }
   SECTION("another pepper gives another digest") {
@@ -122,9 +126,7 @@ TEST_CASE("KeyHasher computes keyed BLAKE2b-256 with the pepper", "[domain][key_
   SECTION("another key gives another digest") {
     CHECK_FALSE(digest_equal(digest, hasher.digest("cg_a1b2c3d4e5f6789012345678abcdef91")));
   }
-  SECTION("hashing is deterministic") {
-    CHECK(digest_equal(digest, KeyHasher(test_pepper()).digest(key)));
-  }
+  SECTION("hashing is deterministic") { CHECK(digest_equal(digest, KeyHasher(test_pepper()).digest(key))); }
 }
 
 TEST_CASE("digest_equal compares every byte", "[domain][key_material]") {

@@ -52,7 +52,8 @@ TEST_CASE("a pepper is generated into <data-dir>/pepper with mode 0600", "[domai
   const std::string content = read_file(file);
   CHECK(content.size() == 65);
   CHECK(content.back() == '\n');
-  CHECK(content.substr(0, 64) == to_hex(std::string_view(reinterpret_cast<const char*>(pepper->bytes().data()), 32)));
+  CHECK(content.substr(0, 64) ==
+        to_hex(std::string_view(reinterpret_cast<const char*>(pepper->bytes().data()), 32)));
 
   // No temporary file is left behind.
   int entries = 0;
@@ -122,17 +123,14 @@ TEST_CASE("read_pepper_file accepts hex in either case and raw bytes", "[domain]
   TempDir dir;
   const fs::path file = dir.path() / "pepper";
 
-  SECTION("lowercase hex without newline") {
-    write_file(file, kHex);
-  }
+  SECTION("lowercase hex without newline") { write_file(file, kHex); }
   SECTION("uppercase hex with newline") {
     std::string upper = kHex;
-    std::transform(upper.begin(), upper.end(), upper.begin(), [](unsigned char c) { return std::toupper(c); });
+    std::transform(upper.begin(), upper.end(), upper.begin(),
+                   [](unsigned char c) { return std::toupper(c); });
     write_file(file, upper + "\n");
   }
-  SECTION("hex with CRLF") {
-    write_file(file, kHex + "\r\n");
-  }
+  SECTION("hex with CRLF") { write_file(file, kHex + "\r\n"); }
   SECTION("32 raw bytes") {
     const auto bytes = counting_bytes();
     write_file(file, std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));

@@ -102,16 +102,12 @@ TEST_CASE("opening fails on tampering, another owner or another pepper", "[domai
     sealed.set_ciphertext(sealed.ciphertext().substr(0, 10));
     CHECK(box.open(sealed, kAgent).status().code() == Status::Code::kCorruption);
   }
-  SECTION("an empty record") {
-    CHECK_FALSE(box.open(v1::SealedSecret{}, kAgent).ok());
-  }
+  SECTION("an empty record") { CHECK_FALSE(box.open(v1::SealedSecret{}, kAgent).ok()); }
   SECTION("another pepper") {
     SecretBox other(test_pepper(0x77));
     CHECK(other.open(sealed, kAgent).status().code() == Status::Code::kCorruption);
   }
-  SECTION("the untouched record still opens") {
-    CHECK(box.open(sealed, kAgent).ok());
-  }
+  SECTION("the untouched record still opens") { CHECK(box.open(sealed, kAgent).ok()); }
 }
 
 }  // namespace

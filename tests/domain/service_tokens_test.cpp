@@ -35,7 +35,8 @@ TEST_CASE("create_service_token issues a kls_ token and records its digest", "[d
   const auto& c = e.service_token_created();
   CHECK(c.token_id() == decision->token_id);
   CHECK(c.name() == "gateway-eu");
-  CHECK(std::vector<std::string>(c.scopes().begin(), c.scopes().end()) == std::vector<std::string>{"verify", "audit"});
+  CHECK(std::vector<std::string>(c.scopes().begin(), c.scopes().end()) ==
+        std::vector<std::string>{"verify", "audit"});
   const Digest digest = w.hasher.digest(decision->token);
   CHECK(c.digest() == std::string(reinterpret_cast<const char*>(digest.data()), digest.size()));
   CHECK(c.hint() == service_token_hint(decision->token));
@@ -72,13 +73,34 @@ TEST_CASE("create_service_token validates name and scopes", "[domain][tokens][va
   std::string name = "ok";
   std::vector<std::string> scopes = {"manage"};
 
-  SECTION("empty name") { name = ""; expected = {"name"}; }
-  SECTION("101-char name") { name = std::string(101, 'n'); expected = {"name"}; }
-  SECTION("invalid UTF-8 name") { name = "\xFF"; expected = {"name"}; }
-  SECTION("no scopes") { scopes = {}; expected = {"scopes"}; }
-  SECTION("unknown scope") { scopes = {"manage", "root"}; expected = {"scopes[1]"}; }
-  SECTION("scope in the wrong case") { scopes = {"Manage"}; expected = {"scopes[0]"}; }
-  SECTION("duplicate scope") { scopes = {"audit", "verify", "audit"}; expected = {"scopes[2]"}; }
+  SECTION("empty name") {
+    name = "";
+    expected = {"name"};
+  }
+  SECTION("101-char name") {
+    name = std::string(101, 'n');
+    expected = {"name"};
+  }
+  SECTION("invalid UTF-8 name") {
+    name = "\xFF";
+    expected = {"name"};
+  }
+  SECTION("no scopes") {
+    scopes = {};
+    expected = {"scopes"};
+  }
+  SECTION("unknown scope") {
+    scopes = {"manage", "root"};
+    expected = {"scopes[1]"};
+  }
+  SECTION("scope in the wrong case") {
+    scopes = {"Manage"};
+    expected = {"scopes[0]"};
+  }
+  SECTION("duplicate scope") {
+    scopes = {"audit", "verify", "audit"};
+    expected = {"scopes[2]"};
+  }
   SECTION("six scopes") {
     scopes = {"manage", "verify", "audit", "report_leaks", "admin", "admin"};
     expected = {"scopes", "scopes[5]"};

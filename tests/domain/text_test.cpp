@@ -16,9 +16,9 @@ TEST_CASE("count_code_points counts code points, not bytes", "[domain][text]") {
 }
 
 TEST_CASE("count_code_points rejects invalid UTF-8", "[domain][text]") {
-  for (const char* bad : {"\x80", "a\xBF", "\xC0\x80", "\xC1\xBF", "\xE0\x80\x80", "\xED\xA0\x80",
-                          "\xF0\x80\x80\x80", "\xF4\x90\x80\x80", "\xF8\x88\x80\x80\x80", "\xFF", "\xE2\x82",
-                          "abc\xC3", "\xC3\x28"}) {
+  for (const char* bad :
+       {"\x80", "a\xBF", "\xC0\x80", "\xC1\xBF", "\xE0\x80\x80", "\xED\xA0\x80", "\xF0\x80\x80\x80",
+        "\xF4\x90\x80\x80", "\xF8\x88\x80\x80\x80", "\xFF", "\xE2\x82", "abc\xC3", "\xC3\x28"}) {
     INFO(bad);
     CHECK_FALSE(count_code_points(bad).has_value());
   }
