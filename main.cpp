@@ -1,12 +1,18 @@
 // keyledger: wires the layers together. Subcommands:
-//   serve                 the HTTP API over the event store (API.md §7)
+//   serve                 the HTTP API over the event store, publishing to Kafka (API.md §7)
+//   serve --replica       a verifier replica fed from Kafka alone
 //   token create          a service token, offline, while the server is stopped
 //   rebuild-projections   wipe and rebuild every projection from the log
+//   consume revocations   print revocation events from Kafka as JSON lines (a consumer group)
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+#include <atomic>
 #include <boost/program_options.hpp>
 #include <condition_variable>
+#include <csignal>
 #include <fstream>
 #include <iostream>
 #include <thread>
@@ -18,6 +24,11 @@
 #include "api/rate_limiter.h"
 #include "api/server.h"
 #include "api/verifier.h"
+#include "consumers/embedded_broker.h"
+#include "consumers/outbox_relay.h"
+#include "consumers/replica.h"
+#include "consumers/replica_feed.h"
+#include "consumers/revocation_feed.h"
 #include "domain/key_material.h"
 #include "domain/pepper.h"
 #include "eventstore/event_store.h"
@@ -37,6 +48,8 @@ struct Config {
   fs::path data_dir = "keyledger-data";
   std::string listen = "127.0.0.1:8080";
   std::string kafka_brokers = "embedded";
+  std::string kafka_topic = consumers::kEventsTopic;
+  std::string kafka_state_topic = consumers::kStateTopic;
   std::optional<fs::path> pepper_file;
   std::string tiers = "standard:50:100,elevated:500:1000";
   bool allow_insecure_webhooks = false;
@@ -51,20 +64,23 @@ struct Config {
 // supply the same names (KEYLEDGER_DATA_DIR, KEYLEDGER_KAFKA_BROKERS, …).
 po::options_description common_options(Config& c, std::string& pepper_file, std::string& config_file) {
   po::options_description o("options");
-  o.add_options()
-      ("data-dir", po::value<std::string>()->notifier([&](const std::string& v) { c.data_dir = v; }),
-       "data directory (RocksDB log, pepper, bootstrap token)")
-      ("listen", po::value(&c.listen), "host:port to serve on (port 0 picks a free one)")
-      ("kafka-brokers", po::value(&c.kafka_brokers), "embedded | none | host:port,...")
-      ("pepper-file", po::value(&pepper_file), "file holding the 32-byte pepper (hex)")
-      ("config", po::value(&config_file), "configuration file (name = value lines)")
-      ("rate-limit-tiers", po::value(&c.tiers), "tiers as name:rate_per_second:burst,...")
-      ("allow-insecure-webhooks", po::bool_switch(&c.allow_insecure_webhooks), "accept plain http webhook URLs")
-      ("allow-private-webhooks", po::bool_switch(&c.allow_private_webhooks), "allow webhooks to private addresses")
-      ("replica", po::bool_switch(&c.replica), "run as a verifier replica fed from Kafka")
-      ("io-threads", po::value(&c.io_threads), "threads serving connections")
-      ("worker-threads", po::value(&c.worker_threads), "threads running commands")
-      ("log-level", po::value(&c.log_level), "trace | debug | info | warn | error");
+  o.add_options()("data-dir",
+                  po::value<std::string>()->notifier([&](const std::string& v) { c.data_dir = v; }),
+                  "data directory (RocksDB log, pepper, bootstrap token)")(
+      "listen", po::value(&c.listen), "host:port to serve on (port 0 picks a free one)")(
+      "kafka-brokers", po::value(&c.kafka_brokers), "embedded | none | host:port,...")(
+      "kafka-topic", po::value(&c.kafka_topic), "topic of every event (default keyledger.key-events)")(
+      "kafka-state-topic", po::value(&c.kafka_state_topic), "compacted topic of the latest key states")(
+      "pepper-file", po::value(&pepper_file), "file holding the 32-byte pepper (hex)")(
+      "config", po::value(&config_file), "configuration file (name = value lines)")(
+      "rate-limit-tiers", po::value(&c.tiers), "tiers as name:rate_per_second:burst,...")(
+      "allow-insecure-webhooks", po::bool_switch(&c.allow_insecure_webhooks),
+      "accept plain http webhook URLs")("allow-private-webhooks", po::bool_switch(&c.allow_private_webhooks),
+                                        "allow webhooks to private addresses")(
+      "replica", po::bool_switch(&c.replica), "run as a verifier replica fed from Kafka")(
+      "io-threads", po::value(&c.io_threads), "threads serving connections")(
+      "worker-threads", po::value(&c.worker_threads), "threads running commands")(
+      "log-level", po::value(&c.log_level), "trace | debug | info | warn | error");
   return o;
 }
 
@@ -113,6 +129,9 @@ Result<std::unique_ptr<EventStore>> open_store(const Config& c) {
   options.path = c.data_dir / "log";
   options.extra_column_families = projection_column_families();
   options.extra_column_families.emplace_back(api::kIdempotencyColumnFamily);
+  for (auto& name : consumers::consumer_column_families()) {
+    options.extra_column_families.push_back(std::move(name));
+  }
   return EventStore::open(options);
 }
 
@@ -159,14 +178,16 @@ struct Node {
     std::error_code ec;
     fs::create_directories(config.data_dir, ec);
     if (ec) {
-      return Status::IoError("cannot create data directory " + config.data_dir.string() + ": " + ec.message());
+      return Status::IoError("cannot create data directory " + config.data_dir.string() + ": " +
+                             ec.message());
     }
     auto opened = open_store(config);
     if (!opened.ok()) {
       return opened.status();
     }
     store = std::move(opened).value();
-    auto loaded = load_or_create_pepper(config.data_dir, config.pepper_file, store->last_position() > 0, random);
+    auto loaded =
+        load_or_create_pepper(config.data_dir, config.pepper_file, store->last_position() > 0, random);
     if (!loaded.ok()) {
       return loaded.status();
     }
@@ -182,7 +203,8 @@ struct Node {
     options.registration.allow_insecure_webhooks = config.allow_insecure_webhooks;
     options.registration.default_tier = tier_names.front();
     options.tiers = tier_names;
-    commands = std::make_unique<api::CommandService>(*store, *projector, clock, random, *hasher, *secrets, options);
+    commands =
+        std::make_unique<api::CommandService>(*store, *projector, clock, random, *hasher, *secrets, options);
     return start_projections ? projector->start() : Status::Ok();
   }
 };
@@ -192,18 +214,146 @@ int fail(const Status& s, std::string_view what) {
   return 1;
 }
 
+// `serve --replica`: verification from tables fed by Kafka; no event store of record.
+int serve_replica(const Config& config) {
+  if (config.kafka_brokers == "none" || config.kafka_brokers == "embedded") {
+    spdlog::error("--replica needs --kafka-brokers with the primary's Kafka bootstrap address");
+    return 2;
+  }
+  std::optional<fs::path> pepper_file = config.pepper_file;
+  if (!pepper_file && fs::exists(config.data_dir / "pepper")) {
+    pepper_file = config.data_dir / "pepper";
+  }
+  if (!pepper_file) {
+    spdlog::error("--replica needs --pepper-file with the primary's pepper");
+    return 2;
+  }
+  auto pepper = read_pepper_file(*pepper_file);
+  if (!pepper.ok()) {
+    return fail(pepper.status(), "cannot read the pepper");
+  }
+  auto tiers = api::parse_tiers(config.tiers);
+  if (!tiers.ok()) {
+    return fail(tiers.status(), "bad --rate-limit-tiers");
+  }
+  std::vector<std::string> tier_names;
+  for (const auto& t : *tiers) {
+    tier_names.push_back(t.name);
+  }
+  SystemClock clock;
+  KeyHasher hasher(*pepper);
+  ActiveKeyTable keys(tier_names);
+  ServiceTokenTable tokens;
+  consumers::ReplicaOptions options;
+  options.brokers = config.kafka_brokers;
+  options.events_topic = config.kafka_topic;
+  options.state_topic = config.kafka_state_topic;
+  consumers::ReplicaFeed feed(keys, tokens, options);
+  if (Status s = feed.start(); !s.ok()) {
+    return fail(s, "cannot start the Kafka consumer");
+  }
+  // Rate limits are per node: each replica keeps its own buckets.
+  api::RateLimiter limiter(clock);
+  api::Verifier verifier(keys, hasher, limiter, *tiers, clock);
+  api::Metrics metrics;
+  metrics.add_gauge("keyledger_replica_position", "Highest log position applied from Kafka.",
+                    [&] { return static_cast<double>(feed.last_position()); });
+  metrics.add_gauge("keyledger_replica_ready", "1 once caught up with Kafka at start-up.",
+                    [&] { return feed.ready() ? 1.0 : 0.0; });
+  metrics.add_gauge("keyledger_keys", "Keys in the verification table.",
+                    [&] { return static_cast<double>(keys.size()); });
+  consumers::ReplicaApi api({tokens, verifier, hasher, metrics, clock, [&] { return feed.ready(); }});
+  api::ServerOptions server_options;
+  server_options.listen = config.listen;
+  server_options.io_threads = config.io_threads;
+  server_options.worker_threads = 1;
+  api::Server server(server_options, api);
+  if (Status s = server.start(); !s.ok()) {
+    return fail(s, "cannot listen on " + config.listen);
+  }
+  const auto colon = config.listen.rfind(':');
+  const std::string host = config.listen.substr(0, colon);
+  std::cout << "keyledger listening on " << host << ":" << server.port() << std::endl;
+  spdlog::info("verifier replica serving on {}:{}, following {} at {}", host, server.port(),
+               config.kafka_topic, config.kafka_brokers);
+  server.run_until_signal();
+  spdlog::info("shutting down");
+  feed.stop();
+  return 0;
+}
+
+std::atomic<bool> g_stop_consuming{false};
+
+void request_stop(int) { g_stop_consuming = true; }
+
+// `consume revocations`: one JSON line per revocation on stdout; logs go to stderr.
+int consume_revocations(const Config& config, const std::string& group, const std::string& from) {
+  if (config.kafka_brokers == "none" || config.kafka_brokers == "embedded") {
+    std::cerr << "keyledger: consume needs --kafka-brokers with the Kafka bootstrap address\n";
+    return 2;
+  }
+  consumers::RevocationFeedOptions options;
+  options.brokers = config.kafka_brokers;
+  options.group = group;
+  options.topic = config.kafka_topic;
+  options.start_from = from;
+  auto feed = consumers::RevocationFeed::create(options);
+  if (!feed.ok()) {
+    return fail(feed.status(), "cannot consume");
+  }
+  struct sigaction action {};
+  action.sa_handler = request_stop;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+  spdlog::info("consuming revocations from {} as group {}", config.kafka_topic, group);
+  auto lines = (*feed)->run(std::cout, g_stop_consuming);
+  if (!lines.ok()) {
+    return fail(lines.status(), "consume");
+  }
+  return 0;
+}
+
 int serve(Config config) {
   Node node;
   node.config = std::move(config);
   if (node.config.replica) {
-    spdlog::error("--replica needs Kafka publication, which this build does not have yet");
-    return 2;
+    return serve_replica(node.config);
   }
   if (Status s = node.open(true); !s.ok()) {
     return fail(s, "cannot start");
   }
+
+  // Kafka: the embedded broker (default), a real cluster, or none. Declared before the relay
+  // so it outlives it; both go before the store (declared in `node`).
+  std::unique_ptr<consumers::EmbeddedBroker> broker;
+  std::unique_ptr<consumers::OutboxRelay> relay;
   if (node.config.kafka_brokers != "none") {
-    spdlog::warn("Kafka publication is not built yet; --kafka-brokers {} is ignored", node.config.kafka_brokers);
+    consumers::PublisherOptions publisher;
+    publisher.brokers = node.config.kafka_brokers;
+    publisher.events_topic = node.config.kafka_topic;
+    publisher.state_topic = node.config.kafka_state_topic;
+    if (node.config.kafka_brokers == "embedded") {
+      consumers::EmbeddedBrokerOptions embedded;
+      embedded.topics = {node.config.kafka_topic, node.config.kafka_state_topic};
+      auto started = consumers::EmbeddedBroker::start(embedded);
+      if (!started.ok()) {
+        return fail(started.status(), "cannot start the embedded Kafka broker");
+      }
+      broker = std::move(started).value();
+      publisher.brokers = broker->bootstrap_servers();
+      // The embedded broker starts empty: publish the whole log again.
+      publisher.republish_from_start = true;
+      // The line tests and scripts read to find the broker.
+      std::cout << "keyledger kafka bootstrap " << broker->bootstrap_servers() << std::endl;
+      spdlog::info("embedded Kafka broker on {} (one machine and tests only; try kcat -b {} -t {} -C)",
+                   broker->bootstrap_servers(), broker->bootstrap_servers(), node.config.kafka_topic);
+    }
+    auto created = consumers::OutboxRelay::create(*node.store, *node.projector, publisher);
+    if (!created.ok()) {
+      return fail(created.status(), "cannot start publishing to Kafka");
+    }
+    relay = std::move(created).value();
   }
 
   if (node.projector->tokens().empty()) {
@@ -231,11 +381,25 @@ int serve(Config config) {
                     [&] { return static_cast<double>(store.last_position() - projector.checkpoint()); });
   metrics.add_gauge("keyledger_keys", "Keys in the verification table.",
                     [&] { return static_cast<double>(projector.key_table().size()); });
+  if (relay) {
+    metrics.add_gauge("keyledger_kafka_publication_lag_events",
+                      "Events acknowledged but not yet confirmed published to Kafka.",
+                      [&] { return static_cast<double>(relay->lag()); });
+    metrics.add_gauge("keyledger_kafka_published_position", "Last position confirmed published to Kafka.",
+                      [&] { return static_cast<double>(relay->published_position()); });
+  }
   store.set_commit_listener([&](const std::vector<v1::Event>& events) {
     projector.apply(events);
     metrics.count_events_appended(events.size());
+    if (relay) {
+      relay->notify();
+    }
   });
-  api::IdempotencyStore idempotency(store.db(), store.column_family(api::kIdempotencyColumnFamily), node.clock);
+  if (relay) {
+    relay->start();
+  }
+  api::IdempotencyStore idempotency(store.db(), store.column_family(api::kIdempotencyColumnFamily),
+                                    node.clock);
   api::Api api({projector, *node.commands, verifier, idempotency, metrics, node.clock, *node.hasher,
                 [&] { return projector.checkpoint() >= store.last_position(); }});
 
@@ -251,7 +415,8 @@ int serve(Config config) {
   const std::string host = node.config.listen.substr(0, colon);
   // The one line tests and scripts read to find the port.
   std::cout << "keyledger listening on " << host << ":" << server.port() << std::endl;
-  spdlog::info("serving on {}:{}, data in {}", host, server.port(), fs::absolute(node.config.data_dir).string());
+  spdlog::info("serving on {}:{}, data in {}", host, server.port(),
+               fs::absolute(node.config.data_dir).string());
 
   // Housekeeping: expiry events and usage flushes, until shutdown.
   std::mutex mutex;
@@ -283,6 +448,9 @@ int serve(Config config) {
   }
   wake.notify_all();
   housekeeper.join();
+  if (relay) {
+    relay->stop();  // flushes the producer and persists the published position
+  }
   (void)projector.flush_usage();
   return 0;
 }
@@ -332,10 +500,15 @@ int rebuild(Config config) {
 }
 
 void usage() {
-  std::cerr << "usage: keyledger serve [--data-dir DIR] [--listen HOST:PORT] [--kafka-brokers embedded|none|LIST]\n"
-               "                       [--pepper-file FILE] [--config FILE] [--allow-insecure-webhooks] ...\n"
-               "       keyledger token create --data-dir DIR --scope manage,audit --name NAME\n"
-               "       keyledger rebuild-projections --data-dir DIR\n";
+  std::cerr
+      << "usage: keyledger serve [--data-dir DIR] [--listen HOST:PORT] [--kafka-brokers embedded|none|LIST]\n"
+         "                       [--pepper-file FILE] [--config FILE] [--allow-insecure-webhooks] ...\n"
+         "       keyledger serve --replica --kafka-brokers HOST:PORT,... --pepper-file FILE [--listen "
+         "HOST:PORT]\n"
+         "       keyledger token create --data-dir DIR --scope manage,audit --name NAME\n"
+         "       keyledger rebuild-projections --data-dir DIR\n"
+         "       keyledger consume revocations --kafka-brokers HOST:PORT,... --group NAME [--from "
+         "earliest|latest]\n";
 }
 
 }  // namespace
@@ -345,7 +518,9 @@ int main(int argc, char** argv) {
     std::cerr << "keyledger: libsodium failed to initialise\n";
     return 1;
   }
-  spdlog::set_default_logger(spdlog::default_logger());
+  // stdout carries only what scripts read (the listening line, a created token, JSON lines);
+  // every log line goes to stderr.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("keyledger"));
   if (argc < 2) {
     usage();
     return 2;
@@ -375,6 +550,20 @@ int main(int argc, char** argv) {
       return 2;
     }
     return token_create(config, name, scopes);
+  }
+  if (command == "consume" && argc >= 3 && std::string(argv[2]) == "revocations") {
+    std::string group;
+    std::string from = "earliest";
+    po::options_description extra("consume revocations");
+    extra.add_options()("group", po::value(&group)->required(), "consumer group name")(
+        "from", po::value(&from), "where a new group starts: earliest | latest");
+    if (!parse(argc - 2, argv + 2, extra, config, error)) {
+      std::cerr << "keyledger: " << error << "\n";
+      usage();
+      return 2;
+    }
+    spdlog::set_level(spdlog::level::from_str(config.log_level));
+    return consume_revocations(config, group, from);
   }
   usage();
   return 2;

@@ -1,7 +1,7 @@
 #include "api/errors.h"
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 namespace keyledger::api {
 

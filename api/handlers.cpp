@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "api/errors.h"
+#include "api/verify_responses.h"
 #include "api/views.h"
 #include "domain/ids.h"
 
@@ -18,139 +19,9 @@ using http::Request;
 using http::Response;
 
 constexpr std::size_t kMaxLeakItems = 100;
-constexpr std::uint32_t kMaxVerifyCost = 1000;
 constexpr std::size_t kMaxAuditLimit = 1000;
 constexpr std::size_t kDefaultAuditLimit = 100;
 constexpr std::size_t kExpiryScanLimit = 1000;
-
-Response json_response(unsigned status, const Json& body) {
-  Response res;
-  res.status = status;
-  res.body = body.dump();
-  return res;
-}
-
-std::int64_t seconds_ceil(std::int64_t ms) { return (ms + 999) / 1000; }
-
-// RateLimit-Policy / RateLimit (draft-ietf-httpapi-ratelimit-headers-10) and X-RateLimit-*.
-void set_ratelimit_headers(Response& res, const RateLimitTier& tier, const RateLimitDecision& d, TimePoint now) {
-  const auto window = static_cast<std::int64_t>(std::ceil(tier.burst / tier.rate_per_second));
-  res.headers.set("RateLimit-Policy",
-                  "\"" + tier.name + "\";q=" + std::to_string(tier.burst) + ";w=" + std::to_string(window));
-  res.headers.set("RateLimit", "\"" + tier.name + "\";r=" + std::to_string(d.remaining) +
-                                   ";t=" + std::to_string(seconds_ceil(d.reset_ms)));
-  res.headers.set("X-RateLimit-Limit", std::to_string(d.limit));
-  res.headers.set("X-RateLimit-Remaining", std::to_string(d.remaining));
-  const auto reset_at =
-      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count() + seconds_ceil(d.reset_ms);
-  res.headers.set("X-RateLimit-Reset", std::to_string(reset_at));
-}
-
-std::string retry_after(const RateLimitDecision& d) {
-  return std::to_string(std::max<std::int64_t>(1, seconds_ceil(d.retry_after_ms)));
-}
-
-bool is_json_media_type(std::optional<std::string_view> content_type) {
-  if (!content_type) {
-    return false;
-  }
-  std::string_view v = *content_type;
-  const auto semi = v.find(';');
-  v = v.substr(0, semi);
-  while (!v.empty() && v.back() == ' ') {
-    v.remove_suffix(1);
-  }
-  std::string lower(v);
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-  return lower == "application/json";
-}
-
-// Reads typed fields of a JSON object, collecting unknown fields (422) and type errors (400).
-class FieldReader {
- public:
-  FieldReader(const Json& object, std::initializer_list<std::string_view> allowed) : object_(object) {
-    for (const auto& [name, value] : object.items()) {
-      if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
-        unknown_.push_back({name, "unknown field"});
-      }
-    }
-  }
-
-  std::optional<std::string> text(const char* name) {
-    const Json* v = find(name);
-    if (v == nullptr) {
-      return std::nullopt;
-    }
-    if (!v->is_string()) {
-      return type_error(name, "a string");
-    }
-    return v->get<std::string>();
-  }
-  std::optional<std::int64_t> integer(const char* name) {
-    const Json* v = find(name);
-    if (v == nullptr) {
-      return std::nullopt;
-    }
-    if (!v->is_number_integer()) {
-      if (v->is_number_float() && std::floor(v->get<double>()) == v->get<double>() &&
-          std::abs(v->get<double>()) < 9e15) {
-        return static_cast<std::int64_t>(v->get<double>());
-      }
-      return type_error(name, "an integer");
-    }
-    if (v->is_number_unsigned() && v->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
-      return INT64_MAX;
-    }
-    return v->get<std::int64_t>();
-  }
-  std::optional<bool> boolean(const char* name) {
-    const Json* v = find(name);
-    if (v == nullptr) {
-      return std::nullopt;
-    }
-    if (!v->is_boolean()) {
-      return type_error(name, "a boolean");
-    }
-    return v->get<bool>();
-  }
-  std::optional<std::vector<std::string>> strings(const char* name) {
-    const Json* v = find(name);
-    if (v == nullptr) {
-      return std::nullopt;
-    }
-    if (!v->is_array() || !std::all_of(v->begin(), v->end(), [](const Json& e) { return e.is_string(); })) {
-      return type_error(name, "an array of strings");
-    }
-    return v->get<std::vector<std::string>>();
-  }
-
-  // The response to send if the body broke a type or named unknown fields, else nullopt.
-  std::optional<Response> problem(const std::string& request_id) const {
-    if (!type_error_.empty()) {
-      return error_response(400, "invalid_json", type_error_, request_id);
-    }
-    if (!unknown_.empty()) {
-      return error_response(422, "validation_failed", "the request has unknown fields", request_id, unknown_);
-    }
-    return std::nullopt;
-  }
-
- private:
-  const Json* find(const char* name) const {
-    auto it = object_.find(name);
-    return it == object_.end() || it->is_null() ? nullptr : &*it;
-  }
-  std::nullopt_t type_error(const char* name, const char* expected) {
-    if (type_error_.empty()) {
-      type_error_ = std::string("field '") + name + "' must be " + expected;
-    }
-    return std::nullopt;
-  }
-
-  const Json& object_;
-  std::vector<FieldError> unknown_;
-  std::string type_error_;
-};
 
 // Splits a path into segments: "/v1/keys/abc" -> {"v1", "keys", "abc"}.
 std::vector<std::string_view> segments(std::string_view path) {
@@ -183,8 +54,9 @@ std::string encode_cursor(bool descending, std::uint64_t position) {
 bool decode_cursor(const std::string& cursor, bool descending, std::uint64_t& position) {
   std::string raw(cursor.size(), '\0');
   std::size_t len = 0;
-  if (sodium_base642bin(reinterpret_cast<unsigned char*>(raw.data()), raw.size(), cursor.data(), cursor.size(),
-                        nullptr, &len, nullptr, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) {
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(raw.data()), raw.size(), cursor.data(),
+                        cursor.size(), nullptr, &len, nullptr,
+                        sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) {
     return false;
   }
   raw.resize(len);
@@ -243,7 +115,8 @@ struct Api::Impl {
     add("PUT", "/v1/agents/{agent_id}/rate-limit", Access::kToken, manage, &Impl::set_tier, false);
     add("POST", "/v1/agents/{agent_id}/keys", Access::kToken, manage, &Impl::create_key, false);
     add("GET", "/v1/agents/{agent_id}/keys", Access::kToken, read, &Impl::list_keys, false);
-    add("GET", "/v1/agents/{agent_id}/webhook-deliveries", Access::kToken, read, &Impl::agent_deliveries, false);
+    add("GET", "/v1/agents/{agent_id}/webhook-deliveries", Access::kToken, read, &Impl::agent_deliveries,
+        false);
     add("GET", "/v1/keys/due-for-rotation", Access::kToken, read, &Impl::due_for_rotation, false);
     add("GET", "/v1/keys/{key_id}", Access::kToken, read, &Impl::get_key, false);
     add("POST", "/v1/keys/{key_id}/rotate", Access::kToken, manage, &Impl::rotate_key, false);
@@ -263,8 +136,8 @@ struct Api::Impl {
     for (auto s : segments(pattern)) {
       parts.emplace_back(s);
     }
-    routes.push_back({std::move(method), std::move(pattern), std::move(parts), access, std::move(scopes), handler,
-                      inline_ok});
+    routes.push_back({std::move(method), std::move(pattern), std::move(parts), access, std::move(scopes),
+                      handler, inline_ok});
   }
 
   static bool matches(const Route& route, const std::vector<std::string_view>& parts, Params* params) {
@@ -309,97 +182,26 @@ struct Api::Impl {
 
   // --- credentials
 
-  static std::optional<std::string_view> bearer(const Request& req) {
-    auto auth = req.headers.get("authorization");
-    if (!auth) {
-      return std::nullopt;
-    }
-    std::string_view v = *auth;
-    if (v.size() < 7 || !(v.substr(0, 7) == "Bearer " || v.substr(0, 7) == "bearer ")) {
-      return std::nullopt;
-    }
-    v.remove_prefix(7);
-    while (!v.empty() && v.front() == ' ') {
-      v.remove_prefix(1);
-    }
-    while (!v.empty() && v.back() == ' ') {
-      v.remove_suffix(1);
-    }
-    return v;
-  }
-
-  Response unauthorized(const Request& req, bool invalid_token = false) const {
-    Response res = error_response(401, "unauthorized", "a valid credential is required", req.request_id);
-    res.headers.set("WWW-Authenticate", invalid_token ? "Bearer realm=\"keyledger\", error=\"invalid_token\""
-                                                      : "Bearer realm=\"keyledger\"");
-    return res;
-  }
-
   // Resolves a service token with one of `scopes`, or the 401/403/422 to send.
-  std::variant<Caller, Response> token_caller(const Request& req, const std::vector<std::string_view>& scopes) const {
-    const auto presented = bearer(req);
-    if (!presented || presented->empty()) {
-      return unauthorized(req);
+  std::variant<Caller, Response> token_caller(const Request& req,
+                                              const std::vector<std::string_view>& scopes) const {
+    auto resolved = authenticate_service_token(req, scopes, ctx.projector.tokens(), ctx.hasher, ctx.verifier);
+    if (auto* res = std::get_if<Response>(&resolved)) {
+      return std::move(*res);
     }
-    if (presented->starts_with(kApiKeyPrefix)) {
-      // An agent key is never a service token: a working one lacks the scope, others are unknown.
-      const auto outcome = ctx.verifier.verify(*presented, 0);
-      if (outcome.code == VerifyCode::kValid || outcome.code == VerifyCode::kRateLimited) {
-        return error_response(403, "forbidden", "agent keys cannot call this route", req.request_id);
-      }
-      return unauthorized(req);
-    }
-    if (!is_well_formed_service_token(*presented)) {
-      return unauthorized(req);
-    }
-    auto token = ctx.projector.tokens().find_active(ctx.hasher.digest(*presented));
-    if (!token) {
-      return unauthorized(req);
-    }
-    const bool allowed = std::any_of(scopes.begin(), scopes.end(), [&](auto s) { return token->has_scope(s); });
-    if (!allowed) {
-      return error_response(403, "forbidden", "this token lacks the scope for this route", req.request_id);
-    }
+    TokenCaller& token = std::get<TokenCaller>(resolved);
     Caller caller;
-    caller.id = token->token_id;
-    caller.actor = token->name;
-    if (auto x_actor = req.headers.get("x-actor"); x_actor && token->has_scope("manage")) {
-      if (x_actor->size() > kMaxActorChars) {
-        return error_response(422, "validation_failed", "X-Actor is too long", req.request_id,
-                              {{"X-Actor", "must be at most 128 characters"}});
-      }
-      caller.on_behalf_of = std::string(*x_actor);
-    }
-    caller.token = std::move(*token);
+    caller.id = token.token.token_id;
+    caller.actor = token.token.name;
+    caller.on_behalf_of = std::move(token.on_behalf_of);
+    caller.token = std::move(token.token);
     return caller;
-  }
-
-  static std::optional<std::string_view> presented_key(const Request& req) {
-    if (auto b = bearer(req)) {
-      return b;
-    }
-    return req.headers.get("x-api-key");
   }
 
   // --- helpers
 
   std::optional<Response> json_body(const Request& req, Json& body, bool array = false) const {
-    if (req.body.empty()) {
-      body = array ? Json::array() : Json::object();
-      return std::nullopt;
-    }
-    if (!is_json_media_type(req.headers.get("content-type"))) {
-      return error_response(415, "unsupported_media_type", "POST bodies must be application/json", req.request_id);
-    }
-    body = Json::parse(req.body, nullptr, false);
-    if (body.is_discarded()) {
-      return error_response(400, "invalid_json", "the body is not valid JSON", req.request_id);
-    }
-    if (array ? !body.is_array() : !body.is_object()) {
-      return error_response(400, "invalid_json", array ? "the body must be a JSON array" : "the body must be a JSON object",
-                            req.request_id);
-    }
-    return std::nullopt;
+    return read_json_body(req, body, array);
   }
 
   std::string actor_of(const Caller& caller) const {
@@ -408,7 +210,9 @@ struct Api::Impl {
 
   TimePoint now() const { return ctx.clock.now(); }
 
-  Json key_view(const KeyState& key) const { return key_json(key, now(), ctx.projector.last_used(key.key_id)); }
+  Json key_view(const KeyState& key) const {
+    return key_json(key, now(), ctx.projector.last_used(key.key_id));
+  }
 
   // Runs a POST handler under its Idempotency-Key, if the request has one.
   Response idempotent(Request& req, const Caller& caller, const std::function<Response()>& run) {
@@ -417,8 +221,8 @@ struct Api::Impl {
       return run();
     }
     if (key->empty() || key->size() > kMaxIdempotencyKeyChars) {
-      return error_response(422, "validation_failed", "Idempotency-Key must be 1-255 characters", req.request_id,
-                            {{"Idempotency-Key", "must be 1-255 characters"}});
+      return error_response(422, "validation_failed", "Idempotency-Key must be 1-255 characters",
+                            req.request_id, {{"Idempotency-Key", "must be 1-255 characters"}});
     }
     const std::string scope = caller.id + "\n" + req.method + " " + req.path + "\n" + std::string(*key);
     const std::string body_hash = sha256_hex(req.body);
@@ -446,21 +250,13 @@ struct Api::Impl {
 
   // --- operations
 
-  Response healthz(Request&, const Caller&, const Params&) { return json_response(200, {{"status", "ok"}}); }
+  Response healthz(Request&, const Caller&, const Params&) { return healthz_response(); }
 
   Response readyz(Request& req, const Caller&, const Params&) {
-    if (ctx.ready && ctx.ready()) {
-      return json_response(200, {{"status", "ready"}});
-    }
-    return error_response(503, "not_ready", "projections are catching up", req.request_id);
+    return readyz_response(req, ctx.ready && ctx.ready(), "projections are catching up");
   }
 
-  Response metrics(Request&, const Caller&, const Params&) {
-    Response res;
-    res.body = ctx.metrics.render();
-    res.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    return res;
-  }
+  Response metrics(Request&, const Caller&, const Params&) { return metrics_response(ctx.metrics); }
 
   // --- service tokens
 
@@ -476,17 +272,18 @@ struct Api::Impl {
       if (auto bad = f.problem(req.request_id)) {
         return *bad;
       }
-      auto decision = ctx.commands.create_token(name.value_or(""), scopes.value_or(std::vector<std::string>{}),
-                                                actor_of(caller));
+      auto decision = ctx.commands.create_token(
+          name.value_or(""), scopes.value_or(std::vector<std::string>{}), actor_of(caller));
       if (!decision.ok()) {
         return status_response(decision.status(), req.request_id);
       }
       const auto& created = decision->events.front().service_token_created();
-      return json_response(201, {{"token_id", created.token_id()},
-                                 {"name", created.name()},
-                                 {"scopes", std::vector<std::string>(created.scopes().begin(), created.scopes().end())},
-                                 {"created_at", format_rfc3339(from_timestamp(decision->events.front().occurred_at()))},
-                                 {"token", decision->token}});
+      return json_response(
+          201, {{"token_id", created.token_id()},
+                {"name", created.name()},
+                {"scopes", std::vector<std::string>(created.scopes().begin(), created.scopes().end())},
+                {"created_at", format_rfc3339(from_timestamp(decision->events.front().occurred_at()))},
+                {"token", decision->token}});
     });
   }
 
@@ -526,7 +323,8 @@ struct Api::Impl {
       if (auto bad = json_body(req, body)) {
         return *bad;
       }
-      FieldReader f(body, {"name", "description", "skills", "languages", "webhook_url", "environment", "owner_id"});
+      FieldReader f(body,
+                    {"name", "description", "skills", "languages", "webhook_url", "environment", "owner_id"});
       AgentProfile profile;
       profile.name = f.text("name").value_or("");
       profile.description = f.text("description").value_or("");
@@ -546,8 +344,8 @@ struct Api::Impl {
       auto broken = validate_profile(profile, ctx.commands.options().registration);
       details.insert(details.end(), broken.begin(), broken.end());
       if (!details.empty()) {
-        return error_response(422, "validation_failed", "the agent profile breaks field rules", req.request_id,
-                              details);
+        return error_response(422, "validation_failed", "the agent profile breaks field rules",
+                              req.request_id, details);
       }
       auto decision = ctx.commands.register_agent(profile, actor_of(caller));
       if (!decision.ok()) {
@@ -582,9 +380,10 @@ struct Api::Impl {
     if (auto bad = f.problem(req.request_id)) {
       return *bad;
     }
-    auto decision = ctx.commands.on_agent(params[0], actor_of(caller), [&](const AgentState& s, CommandContext& c) {
-      return set_rate_limit_tier(s, tier.value_or(""), ctx.commands.options().tiers, c);
-    });
+    auto decision =
+        ctx.commands.on_agent(params[0], actor_of(caller), [&](const AgentState& s, CommandContext& c) {
+          return set_rate_limit_tier(s, tier.value_or(""), ctx.commands.options().tiers, c);
+        });
     if (!decision.ok()) {
       return status_response(decision.status(), req.request_id);
     }
@@ -620,9 +419,9 @@ struct Api::Impl {
       if (auto bad = f.problem(req.request_id)) {
         return *bad;
       }
-      auto decision = ctx.commands.on_agent(params[0], actor_of(caller), [&](const AgentState& s, CommandContext& c) {
-        return keyledger::create_key(s, cmd, c);
-      });
+      auto decision = ctx.commands.on_agent(
+          params[0], actor_of(caller),
+          [&](const AgentState& s, CommandContext& c) { return keyledger::create_key(s, cmd, c); });
       if (!decision.ok()) {
         return status_response(decision.status(), req.request_id);
       }
@@ -715,9 +514,9 @@ struct Api::Impl {
       if (auto bad = f.problem(req.request_id)) {
         return *bad;
       }
-      auto decision = ctx.commands.on_key(params[0], actor_of(caller), [&](const AgentState& s, CommandContext& c) {
-        return keyledger::rotate_key(s, cmd, c);
-      });
+      auto decision = ctx.commands.on_key(
+          params[0], actor_of(caller),
+          [&](const AgentState& s, CommandContext& c) { return keyledger::rotate_key(s, cmd, c); });
       if (!decision.ok()) {
         return status_response(decision.status(), req.request_id);
       }
@@ -740,9 +539,9 @@ struct Api::Impl {
       if (auto bad = f.problem(req.request_id)) {
         return *bad;
       }
-      auto decision = ctx.commands.on_key(params[0], actor_of(caller), [&](const AgentState& s, CommandContext& c) {
-        return keyledger::revoke_key(s, cmd, c);
-      });
+      auto decision = ctx.commands.on_key(
+          params[0], actor_of(caller),
+          [&](const AgentState& s, CommandContext& c) { return keyledger::revoke_key(s, cmd, c); });
       if (!decision.ok()) {
         return status_response(decision.status(), req.request_id);
       }
@@ -780,7 +579,8 @@ struct Api::Impl {
     return key_created(req, *decision, 200, [&](const AgentState& agent, Json& out) {
       out["key"] = key_view(*agent.find_key(cmd.key_id));
       if (cmd.replace && !decision->key_id.empty()) {
-        out["replacement"] = {{"key", key_view(*agent.find_key(decision->key_id))}, {"api_key", decision->api_key}};
+        out["replacement"] = {{"key", key_view(*agent.find_key(decision->key_id))},
+                              {"api_key", decision->api_key}};
       }
     });
   }
@@ -788,73 +588,16 @@ struct Api::Impl {
   // --- verification
 
   Response verify(Request& req, const Caller&, const Params&) {
-    Json body;
-    if (auto bad = json_body(req, body)) {
-      return *bad;
-    }
-    FieldReader f(body, {"api_key", "cost"});
-    const auto api_key = f.text("api_key");
-    const auto cost = f.integer("cost");
-    if (auto bad = f.problem(req.request_id)) {
-      return *bad;
-    }
-    if (cost && (*cost < 0 || *cost > kMaxVerifyCost)) {
-      return error_response(422, "validation_failed", "cost is out of range", req.request_id,
-                            {{"cost", "must be an integer from 0 to 1000"}});
-    }
-    const auto started = std::chrono::steady_clock::now();
-    const auto outcome = ctx.verifier.verify(api_key.value_or(""), static_cast<std::uint32_t>(cost.value_or(1)));
-    ctx.metrics.observe_verification(outcome.code, std::chrono::steady_clock::now() - started);
-    Json out = {{"valid", outcome.valid()}, {"code", verify_code_name(outcome.code)}};
-    if (outcome.valid()) {
-      const KeyEntry& e = *outcome.entry;
-      out["agent_id"] = e.agent_id.view();
-      out["key_id"] = e.key_id.view();
-      out["environment"] = environment_name(e.environment);
-      out["expires_at"] = e.expires_at_ms == 0
-                              ? Json(nullptr)
-                              : Json(format_rfc3339(TimePoint(std::chrono::milliseconds(e.expires_at_ms))));
-    }
-    if (outcome.ratelimit) {
-      out["ratelimit"] = {{"limit", outcome.ratelimit->limit},
-                          {"remaining", outcome.ratelimit->remaining},
-                          {"reset_ms", outcome.ratelimit->reset_ms}};
-    }
-    if (outcome.code == VerifyCode::kRateLimited) {
-      out["retry_after_seconds"] = std::max<std::int64_t>(1, seconds_ceil(outcome.ratelimit->retry_after_ms));
-    }
-    return json_response(200, out);
+    return verify_response(req, ctx.verifier, ctx.metrics);
   }
 
   // Verifies the caller's own key (GET /v1/auth, /v1/self…): the outcome, or the 401/429.
   std::variant<VerifyOutcome, Response> agent_caller(const Request& req) {
-    const auto key = presented_key(req);
-    const auto started = std::chrono::steady_clock::now();
-    auto outcome = ctx.verifier.verify(key.value_or(""), 1);
-    ctx.metrics.observe_verification(outcome.code, std::chrono::steady_clock::now() - started);
-    if (outcome.code == VerifyCode::kRateLimited) {
-      Response res = error_response(429, "rate_limited", "rate limit exceeded for this key", req.request_id);
-      res.headers.set("Retry-After", retry_after(*outcome.ratelimit));
-      set_ratelimit_headers(res, *outcome.tier, *outcome.ratelimit, now());
-      return res;
-    }
-    if (!outcome.valid()) {
-      return unauthorized(req, true);
-    }
-    return outcome;
+    return authenticate_agent_key(req, ctx.verifier, ctx.metrics, now());
   }
 
-  Response forward_auth(Request& req, const Caller& caller, const Params&) {
-    Response res;
-    res.status = 200;
-    res.content_type.clear();
-    const KeyEntry& e = *caller.agent.entry;
-    res.headers.set("X-Agent-Id", e.agent_id.str());
-    res.headers.set("X-Key-Id", e.key_id.str());
-    res.headers.set("X-Agent-Environment", std::string(environment_name(e.environment)));
-    set_ratelimit_headers(res, *caller.agent.tier, *caller.agent.ratelimit, now());
-    (void)req;
-    return res;
+  Response forward_auth(Request&, const Caller& caller, const Params&) {
+    return forward_auth_response(caller.agent, now());
   }
 
   Response self(Request& req, const Caller& caller, const Params&) {
@@ -863,8 +606,8 @@ struct Api::Impl {
       return status_response(agent.status(), req.request_id);
     }
     const KeyState* key = agent->find_key(caller.agent.entry->key_id.view());
-    Response res = json_response(
-        200, {{"agent", agent_json(*agent, now())}, {"key", key == nullptr ? Json(nullptr) : key_view(*key)}});
+    Response res = json_response(200, {{"agent", agent_json(*agent, now())},
+                                       {"key", key == nullptr ? Json(nullptr) : key_view(*key)}});
     set_ratelimit_headers(res, *caller.agent.tier, *caller.agent.ratelimit, now());
     return res;
   }
@@ -961,7 +704,8 @@ struct Api::Impl {
       }
     }
     if (!details.empty()) {
-      return error_response(422, "validation_failed", "the audit query breaks field rules", req.request_id, details);
+      return error_response(422, "validation_failed", "the audit query breaks field rules", req.request_id,
+                            details);
     }
     auto page = ctx.projector.audit(q);
     if (!page.ok()) {
@@ -1010,7 +754,8 @@ struct Api::Impl {
       items.push_back(std::move(item));
     }
     if (!details.empty()) {
-      return error_response(422, "validation_failed", "leak report items break field rules", req.request_id, details);
+      return error_response(422, "validation_failed", "leak report items break field rules", req.request_id,
+                            details);
     }
     Json results = Json::array();
     for (const auto& item : items) {
@@ -1031,9 +776,9 @@ struct Api::Impl {
           const std::string source = item.source.empty() ? "unknown" : item.source;
           ReportCompromise cmd{entry->key_id.str(), "reported by secret scanning",
                                source.substr(0, kMaxCompromiseSourceChars), false};
-          auto decision = ctx.commands.on_key(cmd.key_id, "leak:" + source, [&](const AgentState& s, CommandContext& c) {
-            return report_compromise(s, cmd, c);
-          });
+          auto decision = ctx.commands.on_key(
+              cmd.key_id, "leak:" + source,
+              [&](const AgentState& s, CommandContext& c) { return report_compromise(s, cmd, c); });
           if (decision.ok()) {
             r["result"] = "revoked";
           } else if (decision.status().IsConflict()) {
@@ -1106,7 +851,8 @@ bool Api::runs_inline(const http::Request& request) const {
   return route == nullptr || route->inline_ok;
 }
 
-void Api::on_response(const http::Request& request, const http::Response& response, std::chrono::nanoseconds) {
+void Api::on_response(const http::Request& request, const http::Response& response,
+                      std::chrono::nanoseconds) {
   impl_->ctx.metrics.count_request(request.method, route_of(request), response.status);
 }
 

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -28,7 +29,6 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <spdlog/spdlog.h>
 
 #include "api/errors.h"
 
@@ -56,7 +56,7 @@ constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 // X-Request-Id: a client's value is kept only if it is this short and made of [A-Za-z0-9._-].
 constexpr std::size_t kMaxRequestIdLength = 128;
 constexpr std::size_t kGeneratedRequestIdBytes = 8;  // 16 hex characters
-constexpr std::string_view kRequestIdHeader = "X-Request-Id";
+constexpr beast::string_view kRequestIdHeader{"X-Request-Id"};
 
 constexpr unsigned kBadRequest = 400;
 constexpr unsigned kPayloadTooLarge = 413;
@@ -66,6 +66,10 @@ constexpr unsigned kMinStatus = 100;  // what an HTTP status line can carry
 constexpr unsigned kMaxStatus = 999;
 
 std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
+
+http::Response internal_error(const std::string& request_id) {
+  return error_response(kInternalServerError, "internal_error", "internal error", request_id);
+}
 
 bool is_sane_request_id(std::string_view id) {
   if (id.empty() || id.size() > kMaxRequestIdLength) {
@@ -92,7 +96,7 @@ std::string new_request_id() {
 // The client's X-Request-Id if it is sane, else a fresh one.
 template <class Fields>
 std::string request_id_for(const Fields& fields) {
-  const auto it = fields.find(beast::string_view(kRequestIdHeader.data(), kRequestIdHeader.size()));
+  const auto it = fields.find(kRequestIdHeader);
   if (it != fields.end() && is_sane_request_id(view(it->value()))) {
     return std::string(view(it->value()));
   }
@@ -302,7 +306,8 @@ class Session : public std::enable_shared_from_this<Session> {
     phase_ = Phase::kReading;
     request_start_ = SteadyClock::now();
     stream_.expires_after(context_.options.request_timeout);
-    bhttp::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      beast::bind_front_handler(&Session::on_read, shared_from_this()));
   }
 
   void on_read(beast::error_code ec, std::size_t /*bytes*/) {
@@ -381,7 +386,7 @@ class Session : public std::enable_shared_from_this<Session> {
       // "last read" excerpt of a body holding a key, say).
       spdlog::warn("request {} ({} {}): handler threw; answering 500", request_.request_id, request_.method,
                    request_.path);
-      response_ = error_response(kInternalServerError, "internal_error", "internal error", request_.request_id);
+      response_ = internal_error(request_.request_id);
     }
   }
 
@@ -393,15 +398,12 @@ class Session : public std::enable_shared_from_this<Session> {
     keep_alive_ = false;
     request_ = http::Request{};
     request_.remote_address = remote_address_;
-    if (parser_->is_header_done()) {
-      const auto& header = parser_->get();
-      version_ = header.version();
-      request_.request_id = request_id_for(header);
-      request_.method.assign(view(header.method_string()));
-    } else {
-      version_ = 11;
-      request_.request_id = new_request_id();
-    }
+    // Whatever the parser got to (its start line, complete fields) is already in the message,
+    // even when the header as a whole was refused (a Content-Length over the limit, say).
+    const auto& partial = parser_->get();
+    version_ = partial.version() == 10 ? 10 : 11;
+    request_.request_id = request_id_for(partial);
+    request_.method.assign(view(partial.method_string()));
     response_ = error_response(status, code, message, request_.request_id);
     write_response();
   }
@@ -413,8 +415,9 @@ class Session : public std::enable_shared_from_this<Session> {
     response_out_.clear();  // header fields of the previous response
     response_out_.version(version_);
     if (response_.status < kMinStatus || response_.status > kMaxStatus) {
-      spdlog::warn("request {}: handler returned status {}; answering 500", request_.request_id, response_.status);
-      response_ = error_response(kInternalServerError, "internal_error", "internal error", request_.request_id);
+      spdlog::warn("request {}: handler returned status {}; answering 500", request_.request_id,
+                   response_.status);
+      response_ = internal_error(request_.request_id);
     }
     response_out_.result(response_.status);
     for (const auto& [name, value] : response_.headers.all()) {
@@ -432,13 +435,14 @@ class Session : public std::enable_shared_from_this<Session> {
         response_out_.find(bhttp::field::content_type) == response_out_.end()) {
       response_out_.set(bhttp::field::content_type, response_.content_type);
     }
-    response_out_.set(beast::string_view(kRequestIdHeader.data(), kRequestIdHeader.size()), request_.request_id);
+    response_out_.set(kRequestIdHeader, request_.request_id);
     response_out_.body() = std::move(response_.body);
     response_out_.keep_alive(keep_alive);
     response_out_.prepare_payload();
 
     stream_.expires_after(context_.options.request_timeout);
-    bhttp::async_write(stream_, response_out_, beast::bind_front_handler(&Session::on_write, shared_from_this()));
+    bhttp::async_write(stream_, response_out_,
+                       beast::bind_front_handler(&Session::on_write, shared_from_this()));
   }
 
   void on_write(beast::error_code ec, std::size_t /*bytes*/) {
@@ -548,8 +552,9 @@ struct Server::Impl {
     }
     const auto endpoint = parse_listen(options.listen);
     if (!endpoint) {
-      return Status::InvalidArgument("listen address must be host:port",
-                                     {{"listen", "not an IP literal or localhost with a port: " + options.listen}});
+      return Status::InvalidArgument(
+          "listen address must be host:port",
+          {{"listen", "not an IP literal or localhost with a port: " + options.listen}});
     }
 
     beast::error_code ec;

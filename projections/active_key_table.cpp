@@ -14,7 +14,9 @@ std::int64_t to_unix_ms(const google::protobuf::Timestamp& ts) {
 }
 
 // 0 means "never" in KeyEntry, so an expiry at or before the epoch is kept as 1 ms.
-std::int64_t expiry_ms(const google::protobuf::Timestamp& ts) { return std::max<std::int64_t>(1, to_unix_ms(ts)); }
+std::int64_t expiry_ms(const google::protobuf::Timestamp& ts) {
+  return std::max<std::int64_t>(1, to_unix_ms(ts));
+}
 
 std::optional<Digest> digest_from_bytes(const std::string& bytes) {
   Digest d{};
@@ -54,7 +56,9 @@ std::size_t ActiveKeyTable::DigestHash::operator()(const Digest& d) const noexce
 
 // Bytes independent of DigestHash's, so each shard's buckets stay evenly filled.
 ActiveKeyTable::Shard& ActiveKeyTable::shard_for(const Digest& d) { return shards_[d[8] % kShards]; }
-const ActiveKeyTable::Shard& ActiveKeyTable::shard_for(const Digest& d) const { return shards_[d[8] % kShards]; }
+const ActiveKeyTable::Shard& ActiveKeyTable::shard_for(const Digest& d) const {
+  return shards_[d[8] % kShards];
+}
 
 ActiveKeyTable::ActiveKeyTable(std::vector<std::string> tiers) : tiers_(std::move(tiers)) {}
 

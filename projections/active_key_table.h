@@ -39,11 +39,11 @@ enum class KeyCondition : std::uint8_t { kActive, kRevoked, kExpired, kCompromis
 struct KeyEntry {
   InlineId key_id;
   InlineId agent_id;
-  std::int64_t created_at_ms = 0;  // occurred_at of KeyCreated (the key indexes need it)
-  std::int64_t expires_at_ms = 0;  // 0: never
+  std::int64_t created_at_ms = 0;                  // occurred_at of KeyCreated (the key indexes need it)
+  std::int64_t expires_at_ms = 0;                  // 0: never
   KeyCondition condition = KeyCondition::kActive;  // as recorded by events
   v1::Environment environment = v1::ENVIRONMENT_PRODUCTION;
-  std::uint8_t tier = 0;           // index into the table's tier names
+  std::uint8_t tier = 0;  // index into the table's tier names
 
   // What verification answers at `now_ms`: an active key past its expiry is kExpired.
   KeyCondition condition_at(std::int64_t now_ms) const {
@@ -133,8 +133,8 @@ class ActiveKeyTable {
   mutable std::shared_mutex tiers_mutex_;
   std::vector<std::string> tiers_;
   mutable std::mutex usage_mutex_;
-  std::unordered_map<std::string, std::int64_t> usage_;        // since last take_usage()
-  std::unordered_map<std::string, std::int64_t> last_used_;    // all, in memory
+  std::unordered_map<std::string, std::int64_t> usage_;      // since last take_usage()
+  std::unordered_map<std::string, std::int64_t> last_used_;  // all, in memory
 };
 
 }  // namespace keyledger

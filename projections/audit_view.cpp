@@ -131,9 +131,9 @@ AuditView::AuditView(const EventStore& store) : db_(store.db()) {
     std::string_view name;
     rocksdb::ColumnFamilyHandle** handle;
   };
-  const Family families[] = {{"events", &events_},         {"audit_agent", &by_agent_},
-                             {"audit_key", &by_key_},      {"audit_type", &by_type_},
-                             {"audit_actor", &by_actor_},  {"audit_time", &by_time_},
+  const Family families[] = {{"events", &events_},        {"audit_agent", &by_agent_},
+                             {"audit_key", &by_key_},     {"audit_type", &by_type_},
+                             {"audit_actor", &by_actor_}, {"audit_time", &by_time_},
                              {"deliveries", &deliveries_}};
   for (const Family& f : families) {
     *f.handle = store.column_family(f.name);
@@ -239,7 +239,10 @@ Result<AuditPage> AuditView::query(const AuditQuery& query) const {
   }
   // The most selective index first: a key has few events, an agent more, and so on.
   const std::pair<const std::optional<std::string>*, rocksdb::ColumnFamilyHandle*> indexes[] = {
-      {&query.key_id, by_key_}, {&query.agent_id, by_agent_}, {&query.actor, by_actor_}, {&query.type, by_type_}};
+      {&query.key_id, by_key_},
+      {&query.agent_id, by_agent_},
+      {&query.actor, by_actor_},
+      {&query.type, by_type_}};
   for (const auto& [filter, cf] : indexes) {
     if (*filter) {
       if ((*filter)->empty()) {

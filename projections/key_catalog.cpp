@@ -76,8 +76,8 @@ void KeyCatalog::record_entry(rocksdb::WriteBatch& batch, const Digest& digest, 
   batch.Put(key_table_, key, sf::pack_key_entry(entry, tier_name));
 }
 
-void KeyCatalog::record_agent(rocksdb::WriteBatch& batch, std::string_view agent_id, v1::Environment environment,
-                              std::string_view tier_name) const {
+void KeyCatalog::record_agent(rocksdb::WriteBatch& batch, std::string_view agent_id,
+                              v1::Environment environment, std::string_view tier_name) const {
   batch.Put(agent_settings_, agent_id, sf::pack_agent_settings(environment, tier_name));
 }
 
@@ -87,7 +87,8 @@ Status KeyCatalog::write_usage(const std::unordered_map<std::string, std::int64_
   }
   rocksdb::WriteBatch batch;
   for (const auto& [key_id, seconds] : usage) {
-    batch.Put(key_usage_, key_id, sf::encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, seconds))));
+    batch.Put(key_usage_, key_id,
+              sf::encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, seconds))));
   }
   rocksdb::WriteOptions wo;
   wo.sync = false;
@@ -102,7 +103,8 @@ Status KeyCatalog::load(ActiveKeyTable& table) const {
     if (!sf::unpack_agent_settings(agents->value().ToStringView(), environment, tier)) {
       return Status::Corruption("unreadable agent_settings entry for " + agents->key().ToString());
     }
-    table.put_agent(agents->key().ToStringView(), {.tier = table.tier_index(tier), .environment = environment});
+    table.put_agent(agents->key().ToStringView(),
+                    {.tier = table.tier_index(tier), .environment = environment});
   }
   if (!agents->status().ok()) {
     return sf::from_rocks(agents->status(), "load agent settings");
@@ -141,8 +143,9 @@ Result<std::vector<KeyRef>> KeyCatalog::expiring_by(std::int64_t by_ms, std::siz
   return scan_time_index(key_expiry_, by_ms, /*inclusive=*/true, limit);
 }
 
-Result<std::vector<KeyRef>> KeyCatalog::scan_time_index(rocksdb::ColumnFamilyHandle* cf, std::int64_t bound_ms,
-                                                        bool inclusive, std::size_t limit) const {
+Result<std::vector<KeyRef>> KeyCatalog::scan_time_index(rocksdb::ColumnFamilyHandle* cf,
+                                                        std::int64_t bound_ms, bool inclusive,
+                                                        std::size_t limit) const {
   std::vector<KeyRef> out;
   if (bound_ms < 0 || (bound_ms == 0 && !inclusive)) {
     return out;  // time keys start at 0
@@ -158,7 +161,8 @@ Result<std::vector<KeyRef>> KeyCatalog::scan_time_index(rocksdb::ColumnFamilyHan
     if (ms > bound || (ms == bound && !inclusive)) {
       break;
     }
-    out.push_back({.agent_id = it->value().ToString(), .key_id = std::string(key.substr(sf::kPositionBytes))});
+    out.push_back(
+        {.agent_id = it->value().ToString(), .key_id = std::string(key.substr(sf::kPositionBytes))});
   }
   if (!it->status().ok()) {
     return sf::from_rocks(it->status(), "scan key index");

@@ -35,8 +35,8 @@ class KeyCatalog {
   // The index entries of one key, moved from its entry `before` an event to `after` it
   // (nullopt: the key is not known): key_agent once, key_active while active, key_expiry
   // while active with an expiry.
-  void record_key_change(rocksdb::WriteBatch& batch, std::string_view key_id, const std::optional<KeyEntry>& before,
-                         const std::optional<KeyEntry>& after) const;
+  void record_key_change(rocksdb::WriteBatch& batch, std::string_view key_id,
+                         const std::optional<KeyEntry>& before, const std::optional<KeyEntry>& after) const;
   // The table snapshot of one entry.
   void record_entry(rocksdb::WriteBatch& batch, const Digest& digest, const KeyEntry& entry,
                     std::string_view tier_name) const;

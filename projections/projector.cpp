@@ -26,26 +26,31 @@ constexpr std::string_view kKeyUsageCf = "key_usage";
 // Events read from the log per replay step (and per WriteBatch while replaying).
 constexpr std::size_t kReplayBatch = 1024;
 
-const std::vector<std::string>& column_families() {
-  static const std::vector<std::string> names = {
-      std::string(kCheckpointCf), "key_table",   "key_agent",   "key_active", "key_expiry",
-      std::string(kKeyUsageCf),   "agent_settings", "audit_agent", "audit_key", "audit_type",
-      "audit_actor",              "audit_time",  "deliveries"};
-  return names;
-}
-
 }  // namespace
 
-std::vector<std::string> projection_column_families() { return column_families(); }
+std::vector<std::string> projection_column_families() {
+  return {std::string(kCheckpointCf),
+          "key_table",
+          "key_agent",
+          "key_active",
+          "key_expiry",
+          std::string(kKeyUsageCf),
+          "agent_settings",
+          "audit_agent",
+          "audit_key",
+          "audit_type",
+          "audit_actor",
+          "audit_time",
+          "deliveries"};
+}
 
 struct Projector::Impl {
-  Impl(EventStore& s, std::vector<std::string> t, ActiveKeyTable& keys, ServiceTokenTable& toks)
-      : store(s), tiers(std::move(t)), key_table(keys), tokens(toks), catalog(s), audit(s) {
+  Impl(EventStore& s, ActiveKeyTable& keys, ServiceTokenTable& toks)
+      : store(s), key_table(keys), tokens(toks), catalog(s), audit(s) {
     checkpoint_cf = store.column_family(kCheckpointCf);
   }
 
   EventStore& store;
-  const std::vector<std::string> tiers;
   ActiveKeyTable& key_table;
   ServiceTokenTable& tokens;
   KeyCatalog catalog;
@@ -63,8 +68,9 @@ struct Projector::Impl {
 
   Status open_status() const {
     if (checkpoint_cf == nullptr) {
-      return Status::IoError("column family proj_checkpoint is missing: open the store with "
-                             "projection_column_families()");
+      return Status::IoError(
+          "column family proj_checkpoint is missing: open the store with "
+          "projection_column_families()");
     }
     if (!catalog.open_status().ok()) {
       return catalog.open_status();
@@ -148,7 +154,8 @@ struct Projector::Impl {
         return Status::Corruption("the log has no event at position " + std::to_string(from));
       }
       for (const v1::Event& event : *missing) {
-        if (event.position() != applied.load(std::memory_order_relaxed) + 1 || event.position() >= next_position) {
+        if (event.position() != applied.load(std::memory_order_relaxed) + 1 ||
+            event.position() >= next_position) {
           break;
         }
         project(event, changed_entries);
@@ -198,7 +205,7 @@ struct Projector::Impl {
   Status wipe() {
     rocksdb::DB* db = store.db();
     rocksdb::WriteBatch batch;
-    for (const std::string& name : column_families()) {
+    for (const std::string& name : projection_column_families()) {
       if (name == kKeyUsageCf) {
         continue;
       }
@@ -227,8 +234,9 @@ struct Projector::Impl {
 };
 
 Projector::Projector(EventStore& store, std::vector<std::string> tiers)
-    : key_table_(std::make_unique<ActiveKeyTable>(tiers)), tokens_(std::make_unique<ServiceTokenTable>()) {
-  impl_ = std::make_unique<Impl>(store, std::move(tiers), *key_table_, *tokens_);
+    : key_table_(std::make_unique<ActiveKeyTable>(std::move(tiers))),
+      tokens_(std::make_unique<ServiceTokenTable>()) {
+  impl_ = std::make_unique<Impl>(store, *key_table_, *tokens_);
 }
 
 Projector::~Projector() {
@@ -315,7 +323,8 @@ Result<AgentState> Projector::load_agent(std::string_view agent_id) const {
   return state;
 }
 
-Result<std::vector<KeyRef>> Projector::keys_created_before(TimePoint created_before, std::size_t limit) const {
+Result<std::vector<KeyRef>> Projector::keys_created_before(TimePoint created_before,
+                                                           std::size_t limit) const {
   return impl_->catalog.created_before(sf::unix_ms(created_before), limit);
 }
 

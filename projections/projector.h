@@ -41,17 +41,18 @@ namespace keyledger {
 // The column families to pass as EventStoreOptions::extra_column_families.
 std::vector<std::string> projection_column_families();
 
+// Members all have initializers, so designated initializers may name only the filters used.
 struct AuditQuery {
-  std::optional<std::string> agent_id;
-  std::optional<std::string> key_id;
-  std::optional<std::string> type;
-  std::optional<std::string> actor;
-  std::optional<TimePoint> since;  // occurred_at >= since
-  std::optional<TimePoint> until;  // occurred_at <= until
+  std::optional<std::string> agent_id{};
+  std::optional<std::string> key_id{};
+  std::optional<std::string> type{};
+  std::optional<std::string> actor{};
+  std::optional<TimePoint> since{};  // occurred_at >= since
+  std::optional<TimePoint> until{};  // occurred_at <= until
   bool descending = false;
   std::size_t limit = 100;
   // Continue after this position (exclusive), in the query's order (from a cursor).
-  std::optional<std::uint64_t> after_position;
+  std::optional<std::uint64_t> after_position{};
 };
 
 struct AuditPage {

@@ -1,6 +1,5 @@
 #include "projections/service_token_table.h"
 
-#include <algorithm>
 #include <mutex>
 
 namespace keyledger {
@@ -49,7 +48,8 @@ std::optional<ServiceTokenState> ServiceTokenTable::find_active(const Digest& di
     return std::nullopt;
   }
   auto token = state_.tokens.find(id->second);
-  if (token == state_.tokens.end() || !digest_equal(token->second.digest, digest) || !token->second.active()) {
+  if (token == state_.tokens.end() || !digest_equal(token->second.digest, digest) ||
+      !token->second.active()) {
     return std::nullopt;
   }
   return token->second;

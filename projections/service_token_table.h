@@ -32,7 +32,7 @@ class ServiceTokenTable {
   mutable std::shared_mutex mutex_;
   TokenRegistryState state_;
   std::unordered_map<std::string, std::string> id_by_digest_;  // digest bytes -> token_id
-  std::vector<std::string> creation_order_;                     // token ids, oldest first
+  std::vector<std::string> creation_order_;                    // token ids, oldest first
 };
 
 }  // namespace keyledger

@@ -79,7 +79,9 @@ std::int64_t unix_ms(TimePoint t) {
   return std::chrono::floor<std::chrono::milliseconds>(t).time_since_epoch().count();
 }
 
-std::string time_key(std::int64_t ms) { return encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, ms))); }
+std::string time_key(std::int64_t ms) {
+  return encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, ms)));
+}
 
 std::string value_position_key(std::string_view value, std::uint64_t position) {
   std::string key = value_prefix(value);
@@ -127,7 +129,8 @@ bool unpack_key_entry(std::string_view bytes, KeyEntry& entry, std::string& tier
       !in.short_string(tier) || !in.done()) {
     return false;
   }
-  if (condition > static_cast<std::uint8_t>(KeyCondition::kCompromised) || !v1::Environment_IsValid(environment)) {
+  if (condition > static_cast<std::uint8_t>(KeyCondition::kCompromised) ||
+      !v1::Environment_IsValid(environment)) {
     return false;
   }
   out.key_id = InlineId(key_id);
@@ -152,8 +155,8 @@ bool unpack_agent_settings(std::string_view bytes, v1::Environment& environment,
   std::uint8_t format = 0;
   std::uint8_t env = 0;
   std::string_view tier;
-  if (!in.u8(format) || format != kAgentSettingsFormat || !in.u8(env) || !in.short_string(tier) || !in.done() ||
-      !v1::Environment_IsValid(env)) {
+  if (!in.u8(format) || format != kAgentSettingsFormat || !in.u8(env) || !in.short_string(tier) ||
+      !in.done() || !v1::Environment_IsValid(env)) {
     return false;
   }
   environment = static_cast<v1::Environment>(env);

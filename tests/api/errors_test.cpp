@@ -26,7 +26,8 @@ TEST_CASE("error_response has the documented shape and omits empty details", "[e
 }
 
 TEST_CASE("error_response lists every field error", "[errors]") {
-  const std::vector<FieldError> details = {{"name", "must be 1-100 characters"}, {"skills", "must not be empty"}};
+  const std::vector<FieldError> details = {{"name", "must be 1-100 characters"},
+                                           {"skills", "must not be empty"}};
   const auto body = body_of(error_response(422, "validation_failed", "invalid request", "req-2", details));
 
   const auto& listed = body.at("error").at("details");

@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s DIR THREADS\n", argv[0]);
     return 2;
   }
-  auto store = keyledger::EventStore::open({.path = argv[1]});
+  auto store = keyledger::EventStore::open(keyledger::EventStoreOptions{.path = argv[1], .sync = true, .max_group_size = 1024, .extra_column_families = {}});
   if (!store.ok()) {
     std::fprintf(stderr, "open: %s\n", store.status().ToString().c_str());
     return 1;

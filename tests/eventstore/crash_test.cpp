@@ -100,7 +100,7 @@ TEST_CASE("SIGKILL mid-append loses no acknowledged event and leaves no gap", "[
     INFO("round " << round << ", " << acks.size() << " acknowledged appends");
     REQUIRE_FALSE(acks.empty());
 
-    auto store = EventStore::open({.path = dir.path()});
+    auto store = EventStore::open(keyledger::EventStoreOptions{.path = dir.path(), .sync = true, .max_group_size = 1024, .extra_column_families = {}});
     REQUIRE(store.ok());
     auto& s = **store;
 

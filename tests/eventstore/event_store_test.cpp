@@ -20,7 +20,7 @@ v1::Event make_event(const std::string& id, const std::string& key_id = "key_x")
 }
 
 std::unique_ptr<EventStore> open_store(const std::filesystem::path& dir) {
-  auto store = EventStore::open({.path = dir});
+  auto store = EventStore::open(keyledger::EventStoreOptions{.path = dir, .sync = true, .max_group_size = 1024, .extra_column_families = {}});
   REQUIRE(store.ok());
   return std::move(store).value();
 }
@@ -157,7 +157,7 @@ TEST_CASE("reopening keeps every event and continues positions and versions", "[
 TEST_CASE("a second open of the same directory fails while the first holds it", "[eventstore]") {
   testing::TempDir dir;
   auto store = open_store(dir.path());
-  auto second = EventStore::open({.path = dir.path()});
+  auto second = EventStore::open(keyledger::EventStoreOptions{.path = dir.path(), .sync = true, .max_group_size = 1024, .extra_column_families = {}});
   REQUIRE_FALSE(second.ok());
   CHECK(second.status().IsIoError());
 }

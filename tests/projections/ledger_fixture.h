@@ -48,7 +48,8 @@ class Ledger {
 
   // Opens the store; with `with_projector`, also a started projector over it.
   void open(bool with_projector = true) {
-    auto opened = EventStore::open({.path = dir.path() / "store", .extra_column_families = projection_column_families()});
+    auto opened = EventStore::open(
+        {.path = dir.path() / "store", .extra_column_families = projection_column_families()});
     REQUIRE(opened.ok());
     store = std::move(opened).value();
     if (with_projector) {
@@ -88,11 +89,13 @@ class Ledger {
     return decision->agent_id;
   }
 
-  IssuedKey create_key(const std::string& agent_id, std::optional<std::int64_t> expires_in_seconds = std::nullopt,
+  IssuedKey create_key(const std::string& agent_id,
+                       std::optional<std::int64_t> expires_in_seconds = std::nullopt,
                        const std::string& actor = "dashboard") {
     auto ctx = context(actor);
     const AgentState state = agent(agent_id);
-    auto decision = keyledger::create_key(state, {.label = "test", .expires_in_seconds = expires_in_seconds}, ctx);
+    auto decision =
+        keyledger::create_key(state, {.label = "test", .expires_in_seconds = expires_in_seconds}, ctx);
     commit(state, decision);
     return issued(*decision);
   }
@@ -103,13 +106,15 @@ class Ledger {
     auto ctx = context(actor);
     const AgentState state = agent(agent_id);
     auto decision = keyledger::rotate_key(
-        state, {.key_id = key_id, .label = std::nullopt, .old_key_expires_in_seconds = old_key_expires_in_seconds},
+        state,
+        {.key_id = key_id, .label = std::nullopt, .old_key_expires_in_seconds = old_key_expires_in_seconds},
         ctx);
     commit(state, decision);
     return issued(*decision);
   }
 
-  void revoke_key(const std::string& agent_id, const std::string& key_id, const std::string& actor = "dashboard") {
+  void revoke_key(const std::string& agent_id, const std::string& key_id,
+                  const std::string& actor = "dashboard") {
     auto ctx = context(actor);
     const AgentState state = agent(agent_id);
     auto decision = keyledger::revoke_key(state, {.key_id = key_id, .reason = "no longer needed"}, ctx);
@@ -121,7 +126,8 @@ class Ledger {
     auto ctx = context(actor);
     const AgentState state = agent(agent_id);
     auto decision = keyledger::report_compromise(
-        state, {.key_id = key_id, .note = "found in a public repo", .source = "github", .replace = replace}, ctx);
+        state, {.key_id = key_id, .note = "found in a public repo", .source = "github", .replace = replace},
+        ctx);
     commit(state, decision);
     if (!replace) {
       return std::nullopt;
@@ -232,8 +238,8 @@ class Ledger {
 inline std::map<std::string, std::string> dump(const ActiveKeyTable& table) {
   std::map<std::string, std::string> out;
   table.for_each([&](const Digest& digest, const KeyEntry& e) {
-    out[to_hex(digest)] = e.key_id.str() + "|" + e.agent_id.str() + "|" + std::to_string(e.created_at_ms) + "|" +
-                          std::to_string(e.expires_at_ms) + "|" +
+    out[to_hex(digest)] = e.key_id.str() + "|" + e.agent_id.str() + "|" + std::to_string(e.created_at_ms) +
+                          "|" + std::to_string(e.expires_at_ms) + "|" +
                           std::to_string(static_cast<int>(e.condition)) + "|" +
                           std::to_string(static_cast<int>(e.environment)) + "|" + table.tier_name(e.tier);
   });

@@ -6,7 +6,7 @@
 #include <chrono>
 #include <thread>
 
-#include "projections/ledger_fixture.h"
+#include "ledger_fixture.h"
 
 namespace keyledger {
 namespace {
@@ -466,7 +466,9 @@ TEST_CASE("readers never see a torn entry while events are applied", "[projectio
 
 TEST_CASE("start refuses a store opened without the projection column families", "[projections]") {
   testing::TempDir dir;
-  auto store = EventStore::open({.path = dir.path()});
+  EventStoreOptions options;
+  options.path = dir.path();
+  auto store = EventStore::open(options);
   REQUIRE(store.ok());
   Projector projector(**store, Ledger::kTiers);
   const Status s = projector.start();

@@ -97,8 +97,8 @@ void report(const char* name, std::vector<double> samples) {
     const auto i = static_cast<std::size_t>(q * static_cast<double>(samples.size() - 1) + 0.5);
     return samples[std::min(i, samples.size() - 1)];
   };
-  std::printf("%-28s n=%zu  p50=%.2f ms  p90=%.2f ms  p99=%.2f ms  max=%.2f ms\n", name, samples.size(), at(0.5),
-              at(0.9), at(0.99), samples.back());
+  std::printf("%-28s n=%zu  p50=%.2f ms  p90=%.2f ms  p99=%.2f ms  max=%.2f ms\n", name, samples.size(),
+              at(0.5), at(0.9), at(0.99), samples.back());
 }
 
 template <typename Done>
@@ -216,7 +216,8 @@ int main(int argc, char** argv) {
       }
       keys.push_back({key->key_id, hasher.digest(key->api_key)});
     }
-    if (!wait_until([&] { return feed.ready() && replica_keys.size() == keys.size(); }, std::chrono::seconds(120))) {
+    if (!wait_until([&] { return feed.ready() && replica_keys.size() == keys.size(); },
+                    std::chrono::seconds(120))) {
       std::cerr << "bench_propagation: the replica did not learn every key\n";
       return 1;
     }
@@ -293,10 +294,11 @@ int main(int argc, char** argv) {
       return 1;
     }
     const double seconds = std::chrono::duration<double>(Steady::now() - t0).count();
-    std::printf("relay publish throughput       %llu events (+ key-state snapshots) in %.2f s = %.0f events/s "
-                "(%llu Kafka messages)\n",
-                static_cast<unsigned long long>(total), seconds, static_cast<double>(total) / seconds,
-                static_cast<unsigned long long>(relay->messages_delivered()));
+    std::printf(
+        "relay publish throughput       %llu events (+ key-state snapshots) in %.2f s = %.0f events/s "
+        "(%llu Kafka messages)\n",
+        static_cast<unsigned long long>(total), seconds, static_cast<double>(total) / seconds,
+        static_cast<unsigned long long>(relay->messages_delivered()));
     relay->stop();
     store->set_commit_listener([](const std::vector<v1::Event>&) {});
   }

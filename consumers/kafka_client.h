@@ -1,0 +1,42 @@
+#pragma once
+// What every librdkafka client of this layer shares: configuration from name/value pairs with
+// every return code checked, librdkafka's log lines routed to spdlog, and owning handles.
+
+#include <librdkafka/rdkafka.h>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "domain/status.h"
+
+namespace keyledger::consumers {
+
+struct KafkaDeleter {
+  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+  void operator()(rd_kafka_conf_t* conf) const { rd_kafka_conf_destroy(conf); }
+  void operator()(rd_kafka_topic_partition_list_t* list) const {
+    rd_kafka_topic_partition_list_destroy(list);
+  }
+  void operator()(rd_kafka_message_t* message) const { rd_kafka_message_destroy(message); }
+  void operator()(rd_kafka_headers_t* headers) const { rd_kafka_headers_destroy(headers); }
+  void operator()(rd_kafka_queue_t* queue) const { rd_kafka_queue_destroy(queue); }
+  void operator()(const rd_kafka_metadata_t* metadata) const { rd_kafka_metadata_destroy(metadata); }
+};
+using KafkaHandle = std::unique_ptr<rd_kafka_t, KafkaDeleter>;
+using KafkaConf = std::unique_ptr<rd_kafka_conf_t, KafkaDeleter>;
+using KafkaPartitionList = std::unique_ptr<rd_kafka_topic_partition_list_t, KafkaDeleter>;
+using KafkaMessage = std::unique_ptr<rd_kafka_message_t, KafkaDeleter>;
+using KafkaMetadata = std::unique_ptr<const rd_kafka_metadata_t, KafkaDeleter>;
+
+// A configuration with every one of `properties` set and librdkafka's log lines going to
+// spdlog. InvalidArgument naming the property librdkafka refused.
+Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& properties);
+
+// A client of `type` from `conf` (consumed on success). Unavailable with librdkafka's reason.
+Result<KafkaHandle> make_kafka_client(rd_kafka_type_t type, KafkaConf conf);
+
+// "Broker: Leader not available (LEADER_NOT_AVAILABLE)" style text for logs.
+std::string kafka_error_text(rd_kafka_resp_err_t err);
+
+}  // namespace keyledger::consumers

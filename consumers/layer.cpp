@@ -1,1 +1,0 @@
-// Placeholder translation unit until this layer's first source lands.

@@ -1,0 +1,47 @@
+#pragma once
+// The HTTP API of a verifier replica (`keyledger serve --replica`, API.md §7): verification
+// from tables fed by Kafka (ReplicaFeed), nothing else.
+//   POST /v1/verify, GET /v1/auth      as on the primary (api/verify_responses.h), same codes
+//   GET /healthz, /readyz, /metrics    /readyz is 200 once the feed caught up at start-up
+//   every other route of the contract  503 read_only_replica (commands go to the primary)
+//   anything else                      404 not_found; 405 for a wrong method on a served route
+// Rate limits are per node: each replica keeps its own token buckets, so a key spread over N
+// replicas may get up to N times its tier's rate.
+
+#include <functional>
+
+#include "api/metrics.h"
+#include "api/server.h"
+#include "api/verifier.h"
+#include "projections/service_token_table.h"
+
+namespace keyledger::consumers {
+
+struct ReplicaApiContext {
+  const ServiceTokenTable& tokens;
+  const api::Verifier& verifier;
+  const KeyHasher& hasher;
+  api::Metrics& metrics;
+  const Clock& clock;
+  // True once the replica caught up with the topics at start-up (GET /readyz).
+  std::function<bool()> ready;
+};
+
+class ReplicaApi final : public api::Dispatcher {
+ public:
+  explicit ReplicaApi(ReplicaApiContext context);
+
+  http::Response handle(http::Request& request) override;
+  // Every route answers from memory.
+  bool runs_inline(const http::Request&) const override { return true; }
+  void on_response(const http::Request& request, const http::Response& response,
+                   std::chrono::nanoseconds elapsed) override;
+
+  // The route pattern a request matched ("/v1/keys/{key_id}"), or "unmatched" (metrics).
+  std::string route_of(const http::Request& request) const;
+
+ private:
+  ReplicaApiContext ctx_;
+};
+
+}  // namespace keyledger::consumers

@@ -1,0 +1,288 @@
+#include "consumers/replica_feed.h"
+
+#include <spdlog/spdlog.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+
+namespace keyledger::consumers {
+
+namespace {
+
+constexpr int kPollTimeoutMs = 100;
+constexpr int kMetadataTimeoutMs = 5000;
+
+std::string unique_suffix() {
+  std::random_device random;
+  return std::to_string(::getpid()) + "-" + std::to_string(random());
+}
+
+struct TopicDeleter {
+  void operator()(rd_kafka_topic_t* topic) const { rd_kafka_topic_destroy(topic); }
+};
+
+}  // namespace
+
+ReplicaFeed::ReplicaFeed(ActiveKeyTable& keys, ServiceTokenTable& tokens, ReplicaOptions options)
+    : keys_(keys), tokens_(tokens), options_(std::move(options)) {}
+
+ReplicaFeed::~ReplicaFeed() { stop(); }
+
+Status ReplicaFeed::start() {
+  if (consumer_) {
+    return Status::Conflict("feed_started", "the replica feed is already running");
+  }
+  if (options_.brokers.empty() || options_.events_topic.empty()) {
+    return Status::InvalidArgument("the replica needs Kafka brokers and an events topic");
+  }
+  std::map<std::string, std::string> config = {
+      {"bootstrap.servers", options_.brokers},
+      {"client.id", "keyledger-replica"},
+      // Every replica reads every partition itself (assign, never subscribe) and commits
+      // nothing; librdkafka still wants a group id for assign(), so each gets its own.
+      {"group.id", "keyledger-replica-" + unique_suffix()},
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"enable.partition.eof", "true"},
+      {"auto.offset.reset", "earliest"},
+      {"fetch.wait.max.ms", std::to_string(options_.fetch_wait_ms)},
+      {"fetch.error.backoff.ms", "50"},
+      {"reconnect.backoff.max.ms", "1000"},
+      {"socket.nagle.disable", "true"},
+  };
+  for (const auto& [name, value] : options_.consumer_config) {
+    config[name] = value;
+  }
+  auto conf = make_kafka_conf(config);
+  if (!conf.ok()) {
+    return conf.status();
+  }
+  auto client = make_kafka_client(RD_KAFKA_CONSUMER, std::move(conf).value());
+  if (!client.ok()) {
+    return client.status();
+  }
+  consumer_ = std::move(client).value();
+  const rd_kafka_resp_err_t err = rd_kafka_poll_set_consumer(consumer_.get());
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    consumer_.reset();
+    return Status::Unavailable("cannot set up the replica consumer: " + kafka_error_text(err));
+  }
+  thread_ = std::thread([this] { run(); });
+  return Status::Ok();
+}
+
+void ReplicaFeed::stop() {
+  stopping_ = true;
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+  if (consumer_) {
+    const rd_kafka_resp_err_t err = rd_kafka_consumer_close(consumer_.get());
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      spdlog::warn("replica: closing the consumer: {}", kafka_error_text(err));
+    }
+    consumer_.reset();
+  }
+}
+
+void ReplicaFeed::apply(const v1::Event& event) {
+  switch (event.payload_case()) {
+    case v1::Event::kAgentRegistered:
+    case v1::Event::kRateLimitTierChanged: {
+      // Settings are replaced, not folded monotonically: only a newer event may change them.
+      std::uint64_t& applied = agent_settings_position_[event_agent_id(event)];
+      if (event.position() <= applied) {
+        break;
+      }
+      applied = event.position();
+      keys_.apply(event);
+      break;
+    }
+    case v1::Event::kServiceTokenCreated:
+    case v1::Event::kServiceTokenRevoked:
+      tokens_.apply(event);
+      break;
+    default:
+      keys_.apply(event);
+      break;
+  }
+  std::uint64_t seen = last_position_.load();
+  while (event.position() > seen && !last_position_.compare_exchange_weak(seen, event.position())) {
+  }
+}
+
+bool ReplicaFeed::sleep_unless_stopped(std::chrono::milliseconds d) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (!stopping_ && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(d, std::chrono::milliseconds(20)));
+  }
+  return !stopping_;
+}
+
+bool ReplicaFeed::wait_for_partitions(const std::string& topic, std::vector<Partition>& out) {
+  std::string last_problem;
+  while (!stopping_) {
+    std::string problem;
+    std::unique_ptr<rd_kafka_topic_t, TopicDeleter> handle(
+        rd_kafka_topic_new(consumer_.get(), topic.c_str(), nullptr));
+    const rd_kafka_metadata_t* raw = nullptr;
+    rd_kafka_resp_err_t err =
+        handle ? rd_kafka_metadata(consumer_.get(), 0, handle.get(), &raw, kMetadataTimeoutMs)
+               : rd_kafka_last_error();
+    KafkaMetadata metadata(raw);
+    out.clear();
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      problem = "metadata: " + kafka_error_text(err);
+    } else if (metadata->topic_cnt != 1 || metadata->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR ||
+               metadata->topics[0].partition_cnt == 0) {
+      problem =
+          metadata->topic_cnt == 1 ? "topic: " + kafka_error_text(metadata->topics[0].err) : "no such topic";
+    } else {
+      for (int i = 0; i < metadata->topics[0].partition_cnt && problem.empty(); ++i) {
+        Partition p;
+        p.id = metadata->topics[0].partitions[i].id;
+        err = rd_kafka_query_watermark_offsets(consumer_.get(), topic.c_str(), p.id, &p.low, &p.end,
+                                               kMetadataTimeoutMs);
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+          problem = "end offsets: " + kafka_error_text(err);
+        }
+        out.push_back(p);
+      }
+    }
+    if (problem.empty()) {
+      std::sort(out.begin(), out.end(), [](const Partition& a, const Partition& b) { return a.id < b.id; });
+      return true;
+    }
+    if (problem != last_problem) {
+      spdlog::warn("replica: waiting for topic {} ({})", topic, problem);
+      last_problem = problem;
+    }
+    if (!sleep_unless_stopped(options_.retry_backoff)) {
+      break;
+    }
+  }
+  return false;
+}
+
+bool ReplicaFeed::assign(const std::string& topic, std::vector<Partition>& partitions, bool from_beginning) {
+  KafkaPartitionList list(rd_kafka_topic_partition_list_new(static_cast<int>(partitions.size())));
+  for (auto& p : partitions) {
+    rd_kafka_topic_partition_t* tp = rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), p.id);
+    tp->offset = from_beginning ? RD_KAFKA_OFFSET_BEGINNING : p.end;
+    p.caught_up = !from_beginning || p.end <= p.low;
+  }
+  const rd_kafka_resp_err_t err = rd_kafka_assign(consumer_.get(), list.get());
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    spdlog::error("replica: cannot assign the partitions of {}: {}", topic, kafka_error_text(err));
+    return false;
+  }
+  return true;
+}
+
+void ReplicaFeed::handle(const rd_kafka_message_t* message, bool is_state) {
+  const void* data = message->payload;
+  const int size = static_cast<int>(message->len);
+  if (is_state) {
+    v1::StateSnapshot snapshot;
+    if (!snapshot.ParseFromArray(data, size)) {
+      ++messages_rejected_;
+      return;
+    }
+    for (const auto& event : snapshot.events()) {
+      apply(event);
+    }
+  } else {
+    v1::Event event;
+    if (!event.ParseFromArray(data, size)) {
+      ++messages_rejected_;
+      return;
+    }
+    apply(event);
+  }
+  ++messages_applied_;
+}
+
+bool ReplicaFeed::consume_until_caught_up(std::vector<Partition>& partitions, bool is_state) {
+  auto all_caught_up = [&] {
+    return std::all_of(partitions.begin(), partitions.end(), [](const Partition& p) { return p.caught_up; });
+  };
+  auto find = [&](std::int32_t id) -> Partition* {
+    for (auto& p : partitions) {
+      if (p.id == id) {
+        return &p;
+      }
+    }
+    return nullptr;
+  };
+  rd_kafka_resp_err_t last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+  while (!stopping_ && !all_caught_up()) {
+    KafkaMessage message(rd_kafka_consumer_poll(consumer_.get(), kPollTimeoutMs));
+    if (!message) {
+      continue;
+    }
+    Partition* p = find(message->partition);
+    if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      if (p != nullptr) {
+        p->caught_up = true;
+      }
+      continue;
+    }
+    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (message->err != last_error) {
+        spdlog::warn("replica: {}", kafka_error_text(message->err));
+        last_error = message->err;
+      }
+      continue;
+    }
+    handle(message.get(), is_state);
+    if (p != nullptr && message->offset + 1 >= p->end) {
+      p->caught_up = true;
+    }
+  }
+  return !stopping_;
+}
+
+void ReplicaFeed::run() {
+  std::vector<Partition> state_partitions;
+  std::vector<Partition> event_partitions;
+  // The events' end offsets are taken before the state is read, so that the state covers
+  // everything before them (what replay_event_history = false relies on).
+  if (!wait_for_partitions(options_.events_topic, event_partitions)) {
+    return;
+  }
+  if (!options_.state_topic.empty()) {
+    if (!wait_for_partitions(options_.state_topic, state_partitions) ||
+        !assign(options_.state_topic, state_partitions, true) ||
+        !consume_until_caught_up(state_partitions, true)) {
+      return;
+    }
+    spdlog::info("replica: read {} state records of {}", messages_applied_.load(), options_.state_topic);
+  }
+  if (!assign(options_.events_topic, event_partitions, options_.replay_event_history) ||
+      !consume_until_caught_up(event_partitions, false)) {
+    return;
+  }
+  ready_ = true;
+  spdlog::info("replica: caught up with {} at position {}; ready", options_.events_topic,
+               last_position_.load());
+  rd_kafka_resp_err_t last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+  while (!stopping_) {
+    KafkaMessage message(rd_kafka_consumer_poll(consumer_.get(), kPollTimeoutMs));
+    if (!message || message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      continue;
+    }
+    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (message->err != last_error) {
+        spdlog::warn("replica: {}", kafka_error_text(message->err));
+        last_error = message->err;
+      }
+      continue;
+    }
+    last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+    handle(message.get(), false);
+  }
+}
+
+}  // namespace keyledger::consumers

@@ -1,0 +1,181 @@
+#include "harness.h"
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+namespace keyledger::e2e {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+std::string binary() { return KEYLEDGER_BINARY; }
+
+HttpResult http_request(std::uint16_t port, const std::string& method, const std::string& target,
+                        const std::string& body, const std::map<std::string, std::string>& headers) {
+  net::io_context ioc;
+  beast::tcp_stream stream(ioc);
+  stream.expires_after(std::chrono::seconds(20));
+  stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  bhttp::request<bhttp::string_body> req(bhttp::string_to_verb(method), target, 11);
+  req.set(bhttp::field::host, "127.0.0.1");
+  for (const auto& [name, value] : headers) {
+    req.set(name, value);
+  }
+  if (!body.empty()) {
+    req.body() = body;
+  }
+  req.prepare_payload();
+  bhttp::write(stream, req);
+  beast::flat_buffer buffer;
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.body_limit(64 * 1024 * 1024);
+  parser.skip(method == "HEAD");
+  bhttp::read(stream, buffer, parser);
+  const auto& res = parser.get();
+  HttpResult out;
+  out.status = res.result_int();
+  for (const auto& field : res) {
+    std::string name(field.name_string());
+    for (auto& c : name) {
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    out.headers[name] = std::string(field.value());
+  }
+  out.body = res.body();
+  beast::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  return out;
+}
+
+ServerProcess::ServerProcess(const std::filesystem::path& data_dir, std::vector<std::string> extra_args,
+                             const std::string& kafka_brokers)
+    : data_dir_(data_dir), log_file_(data_dir.string() + ".log") {
+  std::vector<std::string> args = {binary(), "serve", "--data-dir", data_dir.string(), "--listen", "127.0.0.1:0",
+                                   "--kafka-brokers", kafka_brokers};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  std::vector<char*> argv;
+  for (auto& a : args) {
+    argv.push_back(a.data());
+  }
+  argv.push_back(nullptr);
+
+  int out[2];
+  if (pipe(out) != 0) {
+    throw std::runtime_error("pipe failed");
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_file_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  if (rc != 0) {
+    close(out[0]);
+    throw std::runtime_error("cannot start " + binary());
+  }
+  // Read stdout until the "listening on host:port" line.
+  std::string line;
+  char c = 0;
+  while (read(out[0], &c, 1) == 1) {
+    if (c != '\n') {
+      line.push_back(c);
+      continue;
+    }
+    if (const auto kafka = line.find("kafka bootstrap "); kafka != std::string::npos) {
+      kafka_bootstrap_ = line.substr(kafka + 16);
+    }
+    const auto pos = line.rfind("keyledger listening on ", 0);
+    if (pos != std::string::npos) {
+      port_ = static_cast<std::uint16_t>(std::stoi(line.substr(line.rfind(':') + 1)));
+      break;
+    }
+    line.clear();
+  }
+  // Keep draining stdout in the background so the server never blocks on it.
+  std::thread([fd = out[0]] {
+    char buf[4096];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+    close(fd);
+  }).detach();
+  if (port_ == 0) {
+    kill_hard();
+    throw std::runtime_error("keyledger did not start; log:\n" + log());
+  }
+}
+
+ServerProcess::~ServerProcess() { kill_hard(); }
+
+int ServerProcess::stop() {
+  if (pid_ <= 0) {
+    return -1;
+  }
+  ::kill(pid_, SIGTERM);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void ServerProcess::kill_hard() {
+  if (pid_ <= 0) {
+    return;
+  }
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+std::string ServerProcess::log() const {
+  std::ifstream in(log_file_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string ServerProcess::bootstrap_token() const {
+  std::ifstream in(data_dir_ / "bootstrap-token");
+  std::string token;
+  std::getline(in, token);
+  return token;
+}
+
+HttpResult ServerProcess::request(const std::string& method, const std::string& target, const Json& body,
+                                  const std::string& token, std::map<std::string, std::string> headers) const {
+  if (!token.empty()) {
+    headers["Authorization"] = "Bearer " + token;
+  }
+  std::string text;
+  if (!body.is_null()) {
+    headers.emplace("Content-Type", "application/json");
+    text = body.dump();
+  }
+  return http_request(port_, method, target, text, headers);
+}
+
+HttpResult ServerProcess::get(const std::string& target, const std::string& token,
+                              std::map<std::string, std::string> headers) const {
+  return request("GET", target, Json(), token, std::move(headers));
+}
+
+}  // namespace keyledger::e2e

@@ -1,0 +1,69 @@
+#pragma once
+// Starts the real keyledger binary on 127.0.0.1:0 with a temporary data directory and talks
+// to it over loopback HTTP.
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "support/temp_dir.h"
+
+namespace keyledger::e2e {
+
+using Json = nlohmann::json;
+
+struct HttpResult {
+  unsigned status = 0;
+  std::map<std::string, std::string> headers;  // lowercase names
+  std::string body;
+
+  Json json() const { return Json::parse(body, nullptr, false); }
+  std::string header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+};
+
+// One HTTP/1.1 request on a fresh connection.
+HttpResult http_request(std::uint16_t port, const std::string& method, const std::string& target,
+                        const std::string& body = "", const std::map<std::string, std::string>& headers = {});
+
+class ServerProcess {
+ public:
+  // Starts `keyledger serve --data-dir DIR --listen 127.0.0.1:0 --kafka-brokers BROKERS` plus
+  // `extra_args`, and waits for its "listening on" line.
+  explicit ServerProcess(const std::filesystem::path& data_dir, std::vector<std::string> extra_args = {},
+                         const std::string& kafka_brokers = "none");
+  ~ServerProcess();  // SIGKILL if still running
+
+  std::uint16_t port() const { return port_; }
+  // The embedded Kafka broker's bootstrap address ("" unless started with "embedded").
+  const std::string& kafka_bootstrap() const { return kafka_bootstrap_; }
+  // SIGTERM and wait; returns the exit status (0 on a clean shutdown).
+  int stop();
+  void kill_hard();
+  // Everything the server wrote to stderr so far.
+  std::string log() const;
+  std::string bootstrap_token() const;
+
+  HttpResult request(const std::string& method, const std::string& target, const Json& body,
+                     const std::string& token, std::map<std::string, std::string> headers = {}) const;
+  HttpResult get(const std::string& target, const std::string& token,
+                 std::map<std::string, std::string> headers = {}) const;
+
+ private:
+  std::filesystem::path data_dir_;
+  std::filesystem::path log_file_;
+  pid_t pid_ = -1;
+  std::uint16_t port_ = 0;
+  std::string kafka_bootstrap_;
+};
+
+// Path of the keyledger binary under test.
+std::string binary();
+
+}  // namespace keyledger::e2e

@@ -1,0 +1,238 @@
+#include "projections/active_key_table.h"
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+
+namespace keyledger {
+namespace {
+
+const TimePoint kT0 = TimePoint(std::chrono::seconds(1'800'000'000));
+
+Digest digest_of(std::uint8_t seed) {
+  Digest d{};
+  for (std::size_t i = 0; i < d.size(); ++i) {
+    d[i] = static_cast<std::uint8_t>(seed * 31 + i);
+  }
+  return d;
+}
+
+v1::Event envelope(std::uint64_t position, TimePoint at = kT0) {
+  v1::Event e;
+  e.set_position(position);
+  *e.mutable_occurred_at() = to_timestamp(at);
+  return e;
+}
+
+v1::Event registered(const std::string& agent, const std::string& tier,
+                     v1::Environment env = v1::ENVIRONMENT_PRODUCTION) {
+  v1::Event e = envelope(1);
+  e.mutable_agent_registered()->set_agent_id(agent);
+  e.mutable_agent_registered()->set_rate_limit_tier(tier);
+  e.mutable_agent_registered()->set_environment(env);
+  return e;
+}
+
+v1::Event created(const std::string& agent, const std::string& key, const Digest& d,
+                  std::optional<TimePoint> expires_at = std::nullopt) {
+  v1::Event e = envelope(2);
+  v1::KeyCreated* c = e.mutable_key_created();
+  c->set_agent_id(agent);
+  c->set_key_id(key);
+  c->set_digest(d.data(), d.size());
+  if (expires_at) {
+    *c->mutable_expires_at() = to_timestamp(*expires_at);
+  }
+  return e;
+}
+
+v1::Event revoked(const std::string& agent, const std::string& key,
+                  v1::RevocationReason reason = v1::REVOCATION_REASON_MANUAL) {
+  v1::Event e = envelope(3);
+  e.mutable_key_revoked()->set_agent_id(agent);
+  e.mutable_key_revoked()->set_key_id(key);
+  e.mutable_key_revoked()->set_reason(reason);
+  return e;
+}
+
+v1::Event compromised(const std::string& agent, const std::string& key) {
+  v1::Event e = envelope(4);
+  e.mutable_key_compromised()->set_agent_id(agent);
+  e.mutable_key_compromised()->set_key_id(key);
+  return e;
+}
+
+v1::Event expired(const std::string& agent, const std::string& key) {
+  v1::Event e = envelope(5);
+  e.mutable_key_expired()->set_agent_id(agent);
+  e.mutable_key_expired()->set_key_id(key);
+  return e;
+}
+
+v1::Event rotated(const std::string& agent, const std::string& key, TimePoint old_expires_at) {
+  v1::Event e = envelope(6);
+  e.mutable_key_rotated()->set_agent_id(agent);
+  e.mutable_key_rotated()->set_key_id(key);
+  e.mutable_key_rotated()->set_new_key_id(key + "_next");
+  *e.mutable_key_rotated()->mutable_old_key_expires_at() = to_timestamp(old_expires_at);
+  return e;
+}
+
+v1::Event tier_changed(const std::string& agent, const std::string& tier) {
+  v1::Event e = envelope(7);
+  e.mutable_rate_limit_tier_changed()->set_agent_id(agent);
+  e.mutable_rate_limit_tier_changed()->set_tier(tier);
+  return e;
+}
+
+KeyCondition condition(const ActiveKeyTable& table, const Digest& d) {
+  auto e = table.find(d);
+  REQUIRE(e);
+  return e->condition;
+}
+
+}  // namespace
+
+TEST_CASE("InlineId holds ids without allocation and truncates long ones", "[projections]") {
+  const InlineId id("key_0123456789abcdef01234567");
+  CHECK(id.view() == "key_0123456789abcdef01234567");
+  CHECK(id == InlineId(std::string("key_0123456789abcdef01234567")));
+  CHECK(InlineId(std::string(40, 'x')).view().size() == InlineId::kCapacity);
+  CHECK(InlineId().view().empty());
+}
+
+TEST_CASE("a key gets its agent's tier and environment", "[projections]") {
+  ActiveKeyTable table({"standard", "elevated"});
+  table.apply(registered("agt_a", "elevated", v1::ENVIRONMENT_STAGING));
+  table.apply(created("agt_a", "key_1", digest_of(1), kT0 + std::chrono::seconds(60)));
+  auto e = table.find(digest_of(1));
+  REQUIRE(e);
+  CHECK(e->key_id.view() == "key_1");
+  CHECK(e->agent_id.view() == "agt_a");
+  CHECK(table.tier_name(e->tier) == "elevated");
+  CHECK(e->environment == v1::ENVIRONMENT_STAGING);  // unset on the event: the agent's
+  CHECK(e->created_at_ms == 1'800'000'000'000);
+  CHECK(e->expires_at_ms == 1'800'000'060'000);
+  CHECK(table.find_key("key_1")->key_id.view() == "key_1");
+  CHECK_FALSE(table.find_key("key_2"));
+  CHECK_FALSE(table.find(digest_of(2)));
+
+  // Unknown agents get the default tier; unknown tier names are appended.
+  table.apply(created("agt_unknown", "key_2", digest_of(2)));
+  CHECK(table.tier_name(table.find(digest_of(2))->tier) == "standard");
+  CHECK(table.tier_index("premium") == 2);
+  CHECK(table.tier_name(2) == "premium");
+  CHECK(table.tier_name(200).empty());
+}
+
+TEST_CASE("applying an event twice changes nothing more", "[projections]") {
+  ActiveKeyTable table({"standard"});
+  std::vector<Digest> changed;
+  table.apply(registered("agt_a", "standard"));
+  table.apply(created("agt_a", "key_1", digest_of(1)), &changed);
+  CHECK(changed.size() == 1);
+  changed.clear();
+  table.apply(created("agt_a", "key_1", digest_of(1)), &changed);
+  CHECK(changed.empty());
+  CHECK(table.size() == 1);
+
+  table.apply(revoked("agt_a", "key_1"), &changed);
+  CHECK(changed.size() == 1);
+  changed.clear();
+  table.apply(revoked("agt_a", "key_1"), &changed);
+  CHECK(changed.empty());
+  CHECK(condition(table, digest_of(1)) == KeyCondition::kRevoked);
+}
+
+TEST_CASE("terminal conditions are never undone; compromised wins", "[projections]") {
+  ActiveKeyTable table({"standard"});
+  table.apply(created("agt_a", "key_1", digest_of(1)));
+  table.apply(created("agt_a", "key_2", digest_of(2)));
+  table.apply(created("agt_a", "key_3", digest_of(3)));
+
+  // A redelivered KeyCreated after the revocation does not bring the key back.
+  table.apply(revoked("agt_a", "key_1"));
+  table.apply(created("agt_a", "key_1", digest_of(1)));
+  CHECK(condition(table, digest_of(1)) == KeyCondition::kRevoked);
+  table.apply(expired("agt_a", "key_1"));
+  CHECK(condition(table, digest_of(1)) == KeyCondition::kRevoked);
+  table.apply(compromised("agt_a", "key_1"));
+  CHECK(condition(table, digest_of(1)) == KeyCondition::kCompromised);
+  table.apply(revoked("agt_a", "key_1"));
+  CHECK(condition(table, digest_of(1)) == KeyCondition::kCompromised);
+
+  table.apply(revoked("agt_a", "key_2", v1::REVOCATION_REASON_COMPROMISED));
+  CHECK(condition(table, digest_of(2)) == KeyCondition::kCompromised);
+
+  table.apply(expired("agt_a", "key_3"));
+  CHECK(condition(table, digest_of(3)) == KeyCondition::kExpired);
+}
+
+TEST_CASE("a rotation's old-key expiry only ever shortens the lifetime", "[projections]") {
+  ActiveKeyTable table({"standard"});
+  table.apply(created("agt_a", "key_1", digest_of(1)));
+  table.apply(rotated("agt_a", "key_1", kT0 + std::chrono::seconds(100)));
+  CHECK(table.find(digest_of(1))->expires_at_ms == 1'800'000'100'000);
+  table.apply(rotated("agt_a", "key_1", kT0 + std::chrono::seconds(500)));
+  CHECK(table.find(digest_of(1))->expires_at_ms == 1'800'000'100'000);
+  table.apply(rotated("agt_a", "key_1", kT0 + std::chrono::seconds(50)));
+  CHECK(table.find(digest_of(1))->expires_at_ms == 1'800'000'050'000);
+  CHECK(table.find(digest_of(1))->condition_at(1'800'000'049'999) == KeyCondition::kActive);
+  CHECK(table.find(digest_of(1))->condition_at(1'800'000'050'000) == KeyCondition::kExpired);
+}
+
+TEST_CASE("a tier change reaches every key of the agent and only those", "[projections]") {
+  ActiveKeyTable table({"standard", "elevated"});
+  table.apply(registered("agt_a", "standard"));
+  table.apply(registered("agt_b", "standard"));
+  table.apply(created("agt_a", "key_1", digest_of(1)));
+  table.apply(created("agt_a", "key_2", digest_of(2)));
+  table.apply(created("agt_b", "key_3", digest_of(3)));
+  std::vector<Digest> changed;
+  table.apply(tier_changed("agt_a", "elevated"), &changed);
+  CHECK(changed.size() == 2);
+  CHECK(table.tier_name(table.find(digest_of(1))->tier) == "elevated");
+  CHECK(table.tier_name(table.find(digest_of(2))->tier) == "elevated");
+  CHECK(table.tier_name(table.find(digest_of(3))->tier) == "standard");
+  CHECK(table.agent_defaults("agt_a")->tier == 1);
+  CHECK_FALSE(table.agent_defaults("agt_c"));
+}
+
+TEST_CASE("put loads entries that later events still find by key and agent", "[projections]") {
+  ActiveKeyTable table({"standard", "elevated"});
+  KeyEntry entry;
+  entry.key_id = InlineId("key_1");
+  entry.agent_id = InlineId("agt_a");
+  table.put(digest_of(1), entry);
+  table.put_agent("agt_a", {.tier = 0, .environment = v1::ENVIRONMENT_STAGING});
+  table.apply(tier_changed("agt_a", "elevated"));
+  table.apply(revoked("agt_a", "key_1"));
+  auto e = table.find(digest_of(1));
+  REQUIRE(e);
+  CHECK(table.tier_name(e->tier) == "elevated");
+  CHECK(e->condition == KeyCondition::kRevoked);
+  table.apply(created("agt_a", "key_2", digest_of(2)));
+  CHECK(table.find(digest_of(2))->environment == v1::ENVIRONMENT_STAGING);
+
+  table.clear();
+  CHECK(table.size() == 0);
+  CHECK_FALSE(table.find_key("key_1"));
+  CHECK_FALSE(table.agent_defaults("agt_a"));
+}
+
+TEST_CASE("usage is recorded per key and drained by take_usage", "[projections]") {
+  ActiveKeyTable table({"standard"});
+  table.apply(created("agt_a", "key_1", digest_of(1)));
+  table.touch(digest_of(1), 100);
+  table.touch(digest_of(1), 90);   // an older time never moves last_used back
+  table.touch(digest_of(9), 100);  // unknown digest: ignored
+  CHECK(table.last_used("key_1") == 100);
+  auto usage = table.take_usage();
+  CHECK(usage.size() == 1);
+  CHECK(usage["key_1"] == 100);
+  CHECK(table.take_usage().empty());
+  CHECK(table.last_used("key_1") == 100);
+  CHECK_FALSE(table.last_used("key_2"));
+}
+
+}  // namespace keyledger
