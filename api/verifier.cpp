@@ -17,9 +17,19 @@ std::string_view verify_code_name(VerifyCode code) {
 
 Verifier::Verifier(const ActiveKeyTable& table, const KeyHasher& hasher, RateLimiter& limiter,
                    std::vector<RateLimitTier> tiers, const Clock& clock, ActiveKeyTable* usage)
-    : table_(table), hasher_(hasher), limiter_(limiter), tiers_(std::move(tiers)), clock_(clock), usage_(usage) {}
+    : table_(table), hasher_(hasher), limiter_(limiter), tiers_(std::move(tiers)), clock_(clock), usage_(usage) {
+  // The table numbers tiers in configuration order; when it agrees with ours, an entry's tier
+  // index picks the tier with no lookup by name on the hot path.
+  aligned_ = true;
+  for (std::size_t i = 0; i < tiers_.size(); ++i) {
+    aligned_ = aligned_ && table_.tier_name(static_cast<std::uint8_t>(i)) == tiers_[i].name;
+  }
+}
 
 const RateLimitTier& Verifier::tier_of(const KeyEntry& entry) const {
+  if (aligned_ && entry.tier < tiers_.size()) {
+    return tiers_[entry.tier];
+  }
   const std::string name = table_.tier_name(entry.tier);
   for (const auto& t : tiers_) {
     if (t.name == name) {

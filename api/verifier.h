@@ -43,6 +43,7 @@ class Verifier {
   std::vector<RateLimitTier> tiers_;
   const Clock& clock_;
   ActiveKeyTable* usage_;
+  bool aligned_ = false;
 };
 
 }  // namespace keyledger::api

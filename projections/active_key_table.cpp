@@ -303,31 +303,54 @@ std::uint8_t ActiveKeyTable::tier_index(std::string_view name) {
 }
 
 void ActiveKeyTable::touch(const Digest& digest, std::int64_t now_s) {
-  std::optional<KeyEntry> entry = find(digest);
-  if (!entry) {
-    return;
+  Shard& shard = shard_for(digest);
+  {
+    std::shared_lock lock(shard.mutex);
+    auto it = shard.last_used.find(digest);
+    if (it != shard.last_used.end() && it->second >= now_s) {
+      return;  // already recorded this second
+    }
+    if (it == shard.last_used.end() && !shard.map.contains(digest)) {
+      return;
+    }
   }
-  std::string key_id = entry->key_id.str();
-  std::lock_guard lock(usage_mutex_);
-  std::int64_t& last = last_used_[key_id];
+  std::unique_lock lock(shard.mutex);
+  std::int64_t& last = shard.last_used[digest];
   last = std::max(last, now_s);
-  std::int64_t& pending = usage_[std::move(key_id)];
+  std::int64_t& pending = shard.unflushed[digest];
   pending = std::max(pending, now_s);
 }
 
 std::optional<std::int64_t> ActiveKeyTable::last_used(std::string_view key_id) const {
-  std::lock_guard lock(usage_mutex_);
-  auto it = last_used_.find(std::string(key_id));
-  if (it == last_used_.end()) {
+  Digest digest{};
+  {
+    std::shared_lock lock(index_mutex_);
+    auto it = digest_by_key_.find(std::string(key_id));
+    if (it == digest_by_key_.end()) {
+      return std::nullopt;
+    }
+    digest = it->second;
+  }
+  const Shard& shard = shard_for(digest);
+  std::shared_lock lock(shard.mutex);
+  auto it = shard.last_used.find(digest);
+  if (it == shard.last_used.end()) {
     return std::nullopt;
   }
   return it->second;
 }
 
 std::unordered_map<std::string, std::int64_t> ActiveKeyTable::take_usage() {
-  std::lock_guard lock(usage_mutex_);
   std::unordered_map<std::string, std::int64_t> out;
-  out.swap(usage_);
+  for (auto& shard : shards_) {
+    std::unique_lock lock(shard.mutex);
+    for (const auto& [digest, seconds] : shard.unflushed) {
+      if (auto it = shard.map.find(digest); it != shard.map.end()) {
+        out[it->second.key_id.str()] = seconds;
+      }
+    }
+    shard.unflushed.clear();
+  }
   return out;
 }
 

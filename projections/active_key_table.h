@@ -118,6 +118,10 @@ class ActiveKeyTable {
   struct Shard {
     mutable std::shared_mutex mutex;
     std::unordered_map<Digest, KeyEntry, DigestHash> map;
+    // Usage lives beside the entries so recording it takes no global lock; a key verified
+    // again within the same second only takes the shared lock.
+    std::unordered_map<Digest, std::int64_t, DigestHash> last_used;  // seconds, all keys seen
+    std::unordered_map<Digest, std::int64_t, DigestHash> unflushed;  // since take_usage()
   };
   static constexpr std::size_t kShards = 64;
   Shard& shard_for(const Digest& d);
@@ -132,9 +136,6 @@ class ActiveKeyTable {
   std::unordered_map<std::string, v1::Environment> agent_environment_;
   mutable std::shared_mutex tiers_mutex_;
   std::vector<std::string> tiers_;
-  mutable std::mutex usage_mutex_;
-  std::unordered_map<std::string, std::int64_t> usage_;      // since last take_usage()
-  std::unordered_map<std::string, std::int64_t> last_used_;  // all, in memory
 };
 
 }  // namespace keyledger
