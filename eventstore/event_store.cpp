@@ -1,10 +1,13 @@
 #include "eventstore/event_store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
 #include <rocksdb/options.h>
 #include <rocksdb/utilities/options_util.h>
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <future>
@@ -63,6 +66,13 @@ struct PendingAppend {
   std::promise<Result<AppendResult>> done;
 };
 
+// One group after its WriteBatch went to the WAL: answered once an fsync covers it.
+struct WrittenGroup {
+  std::vector<std::unique_ptr<PendingAppend>> appends;
+  std::vector<std::optional<Result<AppendResult>>> outcomes;
+  std::vector<v1::Event> committed;  // in position order; empty if nothing was written
+};
+
 }  // namespace
 
 struct EventStore::Impl {
@@ -87,6 +97,16 @@ struct EventStore::Impl {
   bool stopping = false;
   std::thread writer;
 
+  // Groups written to the WAL (unsynced) and waiting for the fsync that makes them durable.
+  std::mutex sync_mutex;
+  std::condition_variable sync_wake;
+  std::deque<WrittenGroup> written;
+  bool sync_stopping = false;
+  std::thread syncer;
+  // Set when a WAL sync failed: what was written since is of unknown durability, so the
+  // store refuses appends until it is reopened (recovery then decides).
+  std::atomic<bool> broken{false};
+
   ~Impl() {
     {
       std::lock_guard lock(mutex);
@@ -95,6 +115,14 @@ struct EventStore::Impl {
     wake.notify_all();
     if (writer.joinable()) {
       writer.join();
+    }
+    {
+      std::lock_guard lock(sync_mutex);
+      sync_stopping = true;
+    }
+    sync_wake.notify_all();
+    if (syncer.joinable()) {
+      syncer.join();
     }
     for (auto* h : handles) {
       db->DestroyColumnFamilyHandle(h);
@@ -137,14 +165,22 @@ struct EventStore::Impl {
           queue.pop_front();
         }
       }
-      commit_group(group);
+      commit_group(group);  // hands the group on (or answers it)
       group.clear();
     }
   }
 
-  // Validates each append against the current stream versions, writes every accepted one in
-  // one WriteBatch with one fsync, then answers all of them.
+  // Validates each append against the current stream versions and writes every accepted one
+  // in one WriteBatch; the syncer answers them once they are fsync'd.
   void commit_group(std::vector<std::unique_ptr<PendingAppend>>& group) {
+    if (broken) {
+      const Status failed = Status::IoError("a WAL sync failed; reopen the event store to recover");
+      for (auto& p : group) {
+        p->done.set_value(failed);
+      }
+      group.clear();
+      return;
+    }
     rocksdb::WriteBatch batch;
     const std::uint64_t first_position_of_group = next_position;
     std::unordered_map<std::string, std::uint64_t> touched;  // stream -> version before group
@@ -198,11 +234,12 @@ struct EventStore::Impl {
     }
 
     if (batch.Count() > 0) {
-      rocksdb::WriteOptions wo;
-      wo.sync = options.sync;
-      const rocksdb::Status s = db->Write(wo, &batch);
+      // Pipelined group commit: the batch goes to the WAL now, unsynced, and the syncer thread
+      // fsyncs it (with every group written meanwhile) before anyone is answered. While one
+      // fsync runs, the next groups are already being validated and written.
+      const rocksdb::Status s = db->Write(rocksdb::WriteOptions(), &batch);
       if (!s.ok()) {
-        // Nothing of this group is durable: forget the positions and versions it took.
+        // Nothing of this group was written: forget the positions and versions it took.
         next_position = first_position_of_group;
         for (const auto& [stream, before] : touched) {
           version_cache[stream] = before;
@@ -214,16 +251,56 @@ struct EventStore::Impl {
           }
         }
         committed.clear();
-      } else {
-        last_position.store(next_position - 1, std::memory_order_release);
       }
     }
 
-    if (!committed.empty() && listener) {
-      listener(committed);
+    {
+      std::lock_guard lock(sync_mutex);
+      written.push_back(WrittenGroup{std::move(group), std::move(outcomes), std::move(committed)});
     }
-    for (std::size_t i = 0; i < group.size(); ++i) {
-      group[i]->done.set_value(std::move(*outcomes[i]));
+    sync_wake.notify_one();
+  }
+
+  void run_syncer() {
+    std::deque<WrittenGroup> groups;
+    for (;;) {
+      {
+        std::unique_lock lock(sync_mutex);
+        sync_wake.wait(lock, [&] { return sync_stopping || !written.empty(); });
+        if (written.empty()) {
+          return;  // stopping and drained
+        }
+        groups.swap(written);
+      }
+      const bool wrote = std::any_of(groups.begin(), groups.end(), [](const auto& g) { return !g.committed.empty(); });
+      Status synced = Status::Ok();
+      if (wrote && options.sync) {
+        const rocksdb::Status s = db->SyncWAL();
+        if (!s.ok()) {
+          broken = true;
+          synced = from_rocks(s, "sync WAL");
+        }
+      }
+      for (auto& g : groups) {
+        if (!g.committed.empty()) {
+          if (synced.ok()) {
+            last_position.store(g.committed.back().position(), std::memory_order_release);
+            if (listener) {
+              listener(g.committed);
+            }
+          } else {
+            for (auto& o : g.outcomes) {
+              if (o && o->ok()) {
+                o = synced;
+              }
+            }
+          }
+        }
+        for (std::size_t i = 0; i < g.appends.size(); ++i) {
+          g.appends[i]->done.set_value(std::move(*g.outcomes[i]));
+        }
+      }
+      groups.clear();
     }
   }
 
@@ -284,6 +361,11 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
   db_options.max_background_jobs = 2;
 
   rocksdb::ColumnFamilyOptions cf_options;
+  // Point lookups of absent keys (a new event id, a new stream) are on the append path: a
+  // Bloom filter answers them without reading every SST file's index.
+  rocksdb::BlockBasedTableOptions table_options;
+  table_options.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
   std::vector<std::string> names = {rocksdb::kDefaultColumnFamilyName, std::string(kEventsCf),
                                     std::string(kStreamsCf), std::string(kEventIdsCf)};
   for (const auto& extra : options.extra_column_families) {
@@ -332,6 +414,7 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
   it.reset();
 
   impl->writer = std::thread([p = impl.get()] { p->run_writer(); });
+  impl->syncer = std::thread([p = impl.get()] { p->run_syncer(); });
   return std::unique_ptr<EventStore>(new EventStore(std::move(impl)));
 }
 

@@ -11,7 +11,9 @@
 //
 // Durability: an append returns only after its WriteBatch is in the WAL and the WAL is
 // fsync'd. Appends from many threads are committed by one writer thread in groups: all
-// pending appends go into one WriteBatch and one fsync (group commit), so throughput grows
+// pending appends go into one WriteBatch, written to the WAL unsynced; a syncer thread then
+// fsyncs every group written so far in one go and answers them (pipelined group commit: the
+// next groups are validated and written while an fsync runs), so throughput grows
 // with the number of writers.
 
 #include <cstdint>
@@ -55,7 +57,7 @@ struct AppendResult {
   std::vector<v1::Event> events;     // as stored: positions and stream versions filled in
 };
 
-// Called on the writer thread after each group is durable and before any of its appends
+// Called on the syncer thread after each group is durable and before any of its appends
 // return, with every event of the group in position order. Keep it short: it delays acks.
 using CommitListener = std::function<void(const std::vector<v1::Event>&)>;
 
