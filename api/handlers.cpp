@@ -87,6 +87,7 @@ enum class Access { kPublic, kToken, kAgentKey };
 
 struct Api::Impl {
   ApiContext ctx;
+  Api::WebhookRetry webhook_retry;
 
   using Params = std::vector<std::string>;
   using Handler = Response (Impl::*)(Request&, const Caller&, const Params&);
@@ -117,6 +118,8 @@ struct Api::Impl {
     add("GET", "/v1/agents/{agent_id}/keys", Access::kToken, read, &Impl::list_keys, false);
     add("GET", "/v1/agents/{agent_id}/webhook-deliveries", Access::kToken, read, &Impl::agent_deliveries,
         false);
+    add("POST", "/v1/agents/{agent_id}/webhook-deliveries/{event_id}/retry", Access::kToken, manage,
+        &Impl::retry_delivery, false);
     add("GET", "/v1/keys/due-for-rotation", Access::kToken, read, &Impl::due_for_rotation, false);
     add("GET", "/v1/keys/{key_id}", Access::kToken, read, &Impl::get_key, false);
     add("POST", "/v1/keys/{key_id}/rotate", Access::kToken, manage, &Impl::rotate_key, false);
@@ -655,6 +658,31 @@ struct Api::Impl {
     return deliveries(req, params[0]);
   }
 
+  Response retry_delivery(Request& req, const Caller& caller, const Params& params) {
+    return idempotent(req, caller, [&] {
+      Json body;
+      if (auto bad = json_body(req, body)) {
+        return *bad;
+      }
+      FieldReader f(body, {});
+      if (auto bad = f.problem(req.request_id)) {
+        return *bad;
+      }
+      if (auto agent = ctx.projector.load_agent(params[0]); !agent.ok()) {
+        return status_response(agent.status(), req.request_id);
+      }
+      if (!webhook_retry) {
+        return error_response(503, "webhooks_disabled", "webhook delivery is not running on this node",
+                              req.request_id);
+      }
+      const Status s = webhook_retry(params[0], params[1]);
+      if (!s.ok()) {
+        return status_response(s, req.request_id);
+      }
+      return json_response(202, {{"agent_id", params[0]}, {"event_id", params[1]}, {"status", "queued"}});
+    });
+  }
+
   Response self_deliveries(Request& req, const Caller& caller, const Params&) {
     Response res = deliveries(req, caller.agent.entry->agent_id.view());
     set_ratelimit_headers(res, *caller.agent.tier, *caller.agent.ratelimit, now());
@@ -843,6 +871,8 @@ http::Response Api::handle(http::Request& request) {
   }
   return res;
 }
+
+void Api::set_webhook_retry(WebhookRetry retry) { impl_->webhook_retry = std::move(retry); }
 
 bool Api::runs_inline(const http::Request& request) const {
   Impl::Params params;

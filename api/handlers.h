@@ -37,6 +37,11 @@ class Api final : public Dispatcher {
   void on_response(const http::Request& request, const http::Response& response,
                    std::chrono::nanoseconds elapsed) override;
 
+  // Re-queues a failed webhook delivery (POST /v1/agents/{id}/webhook-deliveries/{event_id}/retry):
+  // Ok, NotFound (event_not_found) or Conflict. Without it the route answers 503.
+  using WebhookRetry = std::function<Status(const std::string& agent_id, const std::string& event_id)>;
+  void set_webhook_retry(WebhookRetry retry);
+
   // The route pattern a request matched ("/v1/keys/{key_id}"), or "unmatched" (metrics).
   std::string route_of(const http::Request& request) const;
 

@@ -1,0 +1,632 @@
+#include "consumers/webhook_dispatcher.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+#include <sodium.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <thread>
+#include <tuple>
+
+#include "api/commands.h"
+#include "api/views.h"
+#include "domain/agent.h"
+#include "domain/ids.h"
+
+namespace keyledger::consumers {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr std::string_view kColumnFamily = "webhooks";
+constexpr std::string_view kCursorKey = "cursor";
+constexpr char kPendingPrefix = 'p';
+constexpr std::string_view kDelivered = "delivered";
+constexpr std::string_view kRetrying = "retrying";
+constexpr std::string_view kFailed = "failed";
+
+bool is_key_event(const v1::Event& event) {
+  switch (event.payload_case()) {
+    case v1::Event::kKeyCreated:
+    case v1::Event::kKeyRotated:
+    case v1::Event::kKeyRevoked:
+    case v1::Event::kKeyExpired:
+    case v1::Event::kKeyCompromised:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string encode_be64(std::uint64_t v) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    out[static_cast<std::size_t>(i)] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  return out;
+}
+
+std::uint64_t decode_be64(std::string_view s) {
+  std::uint64_t v = 0;
+  for (char c : s) {
+    v = (v << 8) | static_cast<std::uint8_t>(c);
+  }
+  return v;
+}
+
+std::int64_t to_unix_ms(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+TimePoint from_unix_ms(std::int64_t ms) {
+  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(std::chrono::milliseconds(ms)));
+}
+
+// One delivery waiting for its next attempt (or making it).
+struct Pending {
+  std::string event_id;
+  std::string agent_id;
+  std::uint64_t position = 0;
+  std::uint32_t attempt = 1;        // the number of the next attempt
+  std::uint32_t first_attempt = 1;  // where this round's budget started (a manual retry resets it)
+  TimePoint due{};
+};
+
+std::string pending_key(std::string_view event_id) {
+  std::string key(1, kPendingPrefix);
+  key += event_id;
+  return key;
+}
+
+std::string encode_pending(const Pending& p) {
+  return Json{{"agent_id", p.agent_id},
+              {"position", p.position},
+              {"attempt", p.attempt},
+              {"first_attempt", p.first_attempt},
+              {"due_ms", to_unix_ms(p.due)}}
+      .dump();
+}
+
+bool decode_pending(std::string_view event_id, std::string_view value, Pending& out) {
+  const Json j = Json::parse(value, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("agent_id") || !j["agent_id"].is_string() || !j.contains("position") ||
+      !j["position"].is_number_unsigned() || !j.contains("attempt") || !j["attempt"].is_number_unsigned() ||
+      !j.contains("first_attempt") || !j["first_attempt"].is_number_unsigned() || !j.contains("due_ms") ||
+      !j["due_ms"].is_number_integer()) {
+    return false;
+  }
+  out.event_id = std::string(event_id);
+  out.agent_id = j["agent_id"].get<std::string>();
+  out.position = j["position"].get<std::uint64_t>();
+  out.attempt = j["attempt"].get<std::uint32_t>();
+  out.first_attempt = j["first_attempt"].get<std::uint32_t>();
+  out.due = from_unix_ms(j["due_ms"].get<std::int64_t>());
+  return true;
+}
+
+// The last recorded attempt of one delivery in an agent's stream.
+struct Recorded {
+  std::uint32_t attempt = 0;  // 0: none recorded
+  std::string outcome;
+};
+
+Recorded last_recorded(const std::vector<v1::Event>& stream, std::string_view event_id) {
+  Recorded out;
+  for (const auto& e : stream) {
+    if (e.payload_case() != v1::Event::kWebhookDeliveryRecorded) {
+      continue;
+    }
+    const auto& d = e.webhook_delivery_recorded();
+    if (d.event_id() == event_id && d.attempt() >= out.attempt) {
+      out.attempt = d.attempt();
+      out.outcome = d.outcome();
+    }
+  }
+  return out;
+}
+
+Status from_rocks(const rocksdb::Status& s, std::string_view what) {
+  return s.ok() ? Status::Ok() : Status::IoError(std::string(what) + ": " + s.ToString());
+}
+
+// Ordered by due time, then log position (so one agent's events go out in order).
+using QueueEntry = std::tuple<TimePoint, std::uint64_t, std::string>;
+
+}  // namespace
+
+std::vector<std::string> webhook_column_families() { return {std::string(kColumnFamily)}; }
+
+std::string webhook_body(const v1::Event& event) {
+  if (!is_key_event(event)) {
+    return "";
+  }
+  const Json body = {
+      {"id", event.event_id()},
+      {"type", std::string(event_type_name(event.payload_case()))},
+      {"created_at", format_rfc3339(from_timestamp(event.occurred_at()))},
+      {"data", api::event_data_json(event)},
+  };
+  return body.dump();
+}
+
+std::string webhook_signature(std::string_view secret, std::int64_t unix_seconds, std::string_view body) {
+  const std::string t = std::to_string(unix_seconds);
+  crypto_auth_hmacsha256_state state;
+  std::array<unsigned char, crypto_auth_hmacsha256_BYTES> mac{};
+  const auto* key = reinterpret_cast<const unsigned char*>(secret.data());
+  const auto* msg = reinterpret_cast<const unsigned char*>(body.data());
+  if (crypto_auth_hmacsha256_init(&state, key, secret.size()) != 0 ||
+      crypto_auth_hmacsha256_update(&state, reinterpret_cast<const unsigned char*>(t.data()), t.size()) != 0 ||
+      crypto_auth_hmacsha256_update(&state, reinterpret_cast<const unsigned char*>("."), 1) != 0 ||
+      crypto_auth_hmacsha256_update(&state, msg, body.size()) != 0 ||
+      crypto_auth_hmacsha256_final(&state, mac.data()) != 0) {
+    sodium_memzero(&state, sizeof state);
+    return "";  // libsodium's HMAC does not fail in practice; an empty header fails verification
+  }
+  sodium_memzero(&state, sizeof state);
+  std::array<char, crypto_auth_hmacsha256_BYTES * 2 + 1> hex{};
+  sodium_bin2hex(hex.data(), hex.size(), mac.data(), mac.size());
+  return "t=" + t + ",v1=" + std::string(hex.data());
+}
+
+DeliveryRecorder record_with(api::CommandService& commands, std::string actor) {
+  return [&commands, actor = std::move(actor)](const std::string& agent_id,
+                                               const v1::WebhookDeliveryRecorded& record) -> Status {
+    auto decision = commands.on_agent(
+        agent_id, actor, [&record](const AgentState& state, CommandContext& ctx) -> Result<Decision> {
+          Decision d;
+          d.agent_id = state.agent_id;
+          v1::Event e;
+          e.set_event_id(new_event_id(ctx.random));
+          *e.mutable_occurred_at() = to_timestamp(ctx.clock.now());
+          e.set_actor(ctx.actor);
+          e.set_type("webhook.delivery_recorded");
+          *e.mutable_webhook_delivery_recorded() = record;
+          d.events.push_back(std::move(e));
+          return d;
+        });
+    return decision.ok() ? Status::Ok() : decision.status();
+  };
+}
+
+struct WebhookDispatcher::Impl {
+  Impl(EventStore& s, const SecretBox& b, const Clock& c, DeliveryRecorder r, WebhookDispatcherOptions o)
+      : store(s), secrets(b), clock(c), record(std::move(r)), options(std::move(o)) {}
+
+  EventStore& store;
+  const SecretBox& secrets;
+  const Clock& clock;
+  DeliveryRecorder record;
+  WebhookDispatcherOptions options;
+  rocksdb::ColumnFamilyHandle* cf = nullptr;
+  std::unique_ptr<WebhookClient> client;
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::string, Pending> pending;  // by event id: scheduled or in flight
+  std::set<QueueEntry> queue;              // scheduled (not in flight)
+  std::set<std::string> busy_agents;       // agents with an attempt in flight
+  bool started = false;
+  bool stopping = false;
+  std::mt19937_64 jitter_rng{std::random_device{}()};
+  std::atomic<std::uint64_t> cursor{0};
+  std::thread tailer;
+  std::vector<std::thread> workers;
+
+  // Agents folded so far, brought up to date before each attempt.
+  std::mutex agents_mu;
+  std::map<std::string, AgentState> agents;
+
+  Status load_cursor() {
+    std::string value;
+    const auto s = store.db()->Get(rocksdb::ReadOptions(), cf, kCursorKey, &value);
+    if (s.IsNotFound()) {
+      // A new dispatcher on an existing log starts at its end: history is not replayed.
+      const std::uint64_t start = options.from_beginning ? 0 : store.last_position();
+      cursor = start;
+      rocksdb::WriteOptions sync;
+      sync.sync = true;
+      return from_rocks(store.db()->Put(sync, cf, kCursorKey, encode_be64(start)), "webhooks cursor");
+    }
+    if (!s.ok()) {
+      return from_rocks(s, "webhooks cursor");
+    }
+    if (value.size() != 8) {
+      return Status::Corruption("webhooks cursor is not 8 bytes");
+    }
+    cursor = decode_be64(value);
+    return Status::Ok();
+  }
+
+  // Loads the pending deliveries and reconciles them with the attempts already recorded.
+  Status load_pending() {
+    std::vector<Pending> loaded;
+    std::unique_ptr<rocksdb::Iterator> it(store.db()->NewIterator(rocksdb::ReadOptions(), cf));
+    const std::string prefix(1, kPendingPrefix);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      const std::string_view key(it->key().data(), it->key().size());
+      Pending p;
+      if (!decode_pending(key.substr(1), std::string_view(it->value().data(), it->value().size()), p)) {
+        return Status::Corruption("webhooks: unreadable pending entry " + std::string(key.substr(1)));
+      }
+      loaded.push_back(std::move(p));
+    }
+    if (Status s = from_rocks(it->status(), "webhooks pending"); !s.ok()) {
+      return s;
+    }
+    std::map<std::string, std::vector<v1::Event>> streams;
+    rocksdb::WriteBatch batch;
+    const TimePoint now = clock.now();
+    for (Pending& p : loaded) {
+      auto found = streams.find(p.agent_id);
+      if (found == streams.end()) {
+        auto events = store.read_stream(agent_stream(p.agent_id));
+        if (!events.ok()) {
+          return events.status();
+        }
+        found = streams.emplace(p.agent_id, std::move(events).value()).first;
+      }
+      const Recorded last = last_recorded(found->second, p.event_id);
+      if (last.attempt >= p.attempt) {
+        // Recorded, but the schedule was not updated before the restart.
+        if (last.outcome == kDelivered || last.outcome == kFailed) {
+          batch.Delete(cf, pending_key(p.event_id));
+          continue;
+        }
+        p.attempt = last.attempt + 1;
+        p.due = now;
+        batch.Put(cf, pending_key(p.event_id), encode_pending(p));
+      }
+      queue.emplace(p.due, p.position, p.event_id);
+      pending.emplace(p.event_id, std::move(p));
+    }
+    return from_rocks(store.db()->Write(rocksdb::WriteOptions(), &batch), "webhooks reconcile");
+  }
+
+  bool sleep_unless_stopping(std::chrono::milliseconds d) {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, d, [&] { return stopping; });
+    return !stopping;
+  }
+
+  void tail() {
+    while (true) {
+      {
+        std::unique_lock lock(mu);
+        if (stopping) {
+          return;
+        }
+        if (pending.size() >= options.max_pending) {
+          cv.wait_for(lock, options.poll_interval);
+          continue;
+        }
+      }
+      auto events = store.read_all(cursor + 1, options.batch_size);
+      if (!events.ok()) {
+        spdlog::warn("webhooks: reading the log: {}", events.status().ToString());
+        if (!sleep_unless_stopping(options.poll_interval)) {
+          return;
+        }
+        continue;
+      }
+      if (events->empty()) {
+        if (!sleep_unless_stopping(options.poll_interval)) {
+          return;
+        }
+        continue;
+      }
+      const TimePoint now = clock.now();
+      std::vector<Pending> fresh;
+      rocksdb::WriteBatch batch;
+      std::unique_lock lock(mu);
+      for (const auto& e : *events) {
+        const std::string agent_id = event_agent_id(e);
+        // Already pending: a schedule restored on start that the cursor had not passed yet.
+        if (!is_key_event(e) || agent_id.empty() || pending.contains(e.event_id())) {
+          continue;
+        }
+        Pending p;
+        p.event_id = e.event_id();
+        p.agent_id = agent_id;
+        p.position = e.position();
+        p.due = now;
+        batch.Put(cf, pending_key(p.event_id), encode_pending(p));
+        fresh.push_back(std::move(p));
+      }
+      lock.unlock();
+      const std::uint64_t last = events->back().position();
+      batch.Put(cf, kCursorKey, encode_be64(last));
+      rocksdb::WriteOptions sync;
+      sync.sync = true;
+      if (Status s = from_rocks(store.db()->Write(sync, &batch), "webhooks cursor"); !s.ok()) {
+        spdlog::warn("webhooks: {}", s.ToString());
+        if (!sleep_unless_stopping(options.poll_interval)) {
+          return;
+        }
+        continue;
+      }
+      lock.lock();
+      for (Pending& p : fresh) {
+        queue.emplace(p.due, p.position, p.event_id);
+        pending.emplace(p.event_id, std::move(p));
+      }
+      cursor = last;
+      lock.unlock();
+      cv.notify_all();
+    }
+  }
+
+  // Picks the earliest due delivery whose agent has nothing in flight; false when stopping.
+  bool next_job(Pending& job) {
+    std::unique_lock lock(mu);
+    while (!stopping) {
+      const TimePoint now = clock.now();
+      for (auto it = queue.begin(); it != queue.end() && std::get<0>(*it) <= now; ++it) {
+        const Pending& p = pending.at(std::get<2>(*it));
+        if (busy_agents.contains(p.agent_id)) {
+          continue;
+        }
+        busy_agents.insert(p.agent_id);
+        job = p;
+        queue.erase(it);
+        return true;
+      }
+      cv.wait_for(lock, options.poll_interval);
+    }
+    return false;
+  }
+
+  std::chrono::milliseconds backoff(std::uint32_t failures) {
+    double delay = static_cast<double>(options.base_delay.count());
+    for (std::uint32_t i = 1; i < failures && delay < static_cast<double>(options.max_delay.count()); ++i) {
+      delay *= 2;
+    }
+    delay = std::min(delay, static_cast<double>(options.max_delay.count()));
+    std::uniform_real_distribution<double> stretch(1.0, 1.0 + std::max(options.jitter, 0.0));
+    delay *= stretch(jitter_rng);  // under mu
+    return std::chrono::milliseconds(static_cast<std::int64_t>(delay));
+  }
+
+  // Drops a delivery from the schedule and the column family.
+  void finish(const Pending& job) {
+    const auto s = store.db()->Delete(rocksdb::WriteOptions(), cf, pending_key(job.event_id));
+    if (!s.ok()) {
+      // Harmless: on restart the recorded outcome drops it.
+      spdlog::warn("webhooks: deleting pending {}: {}", job.event_id, s.ToString());
+    }
+    std::lock_guard lock(mu);
+    pending.erase(job.event_id);
+    busy_agents.erase(job.agent_id);
+  }
+
+  // Puts a delivery back in the schedule at `job.due`.
+  void reschedule(const Pending& job) {
+    const auto s = store.db()->Put(rocksdb::WriteOptions(), cf, pending_key(job.event_id), encode_pending(job));
+    if (!s.ok()) {
+      // The old entry stays; on restart the recorded attempts bring it up to date.
+      spdlog::warn("webhooks: persisting pending {}: {}", job.event_id, s.ToString());
+    }
+    std::lock_guard lock(mu);
+    pending[job.event_id] = job;
+    queue.emplace(job.due, job.position, job.event_id);
+    busy_agents.erase(job.agent_id);
+  }
+
+  Result<AgentState> load_agent(const std::string& agent_id) {
+    std::lock_guard lock(agents_mu);
+    AgentState& state = agents[agent_id];
+    auto events = store.read_stream(agent_stream(agent_id), state.version + 1);
+    if (!events.ok()) {
+      return events.status();
+    }
+    for (const auto& e : *events) {
+      state = apply(std::move(state), e);
+    }
+    return state;
+  }
+
+  void attempt(Pending job) {
+    const auto retry_later = [&](std::string_view why) {
+      spdlog::warn("webhooks: {} for {}: retrying later", why, job.event_id);
+      job.due = clock.now() + options.record_retry_delay;
+      reschedule(job);
+    };
+    auto event = store.read_event(job.event_id);
+    if (!event.ok()) {
+      if (event.status().IsNotFound()) {
+        spdlog::warn("webhooks: event {} is gone; dropping its delivery", job.event_id);
+        finish(job);
+        return;
+      }
+      return retry_later(event.status().ToString());
+    }
+    auto agent = load_agent(job.agent_id);
+    if (!agent.ok()) {
+      return retry_later(agent.status().ToString());
+    }
+    if (!agent->exists() || agent->profile.webhook_url.empty()) {
+      finish(job);  // nowhere to send it
+      return;
+    }
+
+    WebhookAttempt result;
+    auto secret = secrets.open(agent->webhook_secret, job.agent_id);
+    if (!secret.ok()) {
+      result.error = "secret_unavailable";
+      result.permanent = true;
+    } else {
+      const std::string body = webhook_body(*event);
+      const auto t = std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch()).count();
+      const std::vector<std::pair<std::string, std::string>> headers = {
+          {"Content-Type", "application/json"},
+          {"ClawGig-Event-Id", job.event_id},
+          {"ClawGig-Signature", webhook_signature(*secret, t, body)},
+      };
+      sodium_memzero(secret->data(), secret->size());
+      result = client->post(agent->profile.webhook_url, body, headers);
+    }
+
+    const std::uint32_t round_attempts = job.attempt - job.first_attempt + 1;
+    std::string_view outcome = kRetrying;
+    if (result.delivered()) {
+      outcome = kDelivered;
+    } else if (result.permanent || round_attempts >= options.max_attempts) {
+      outcome = kFailed;
+    }
+    v1::WebhookDeliveryRecorded record_msg;
+    record_msg.set_agent_id(job.agent_id);
+    record_msg.set_event_id(job.event_id);
+    record_msg.set_attempt(job.attempt);
+    record_msg.set_status_code(result.status_code);
+    record_msg.set_error(result.error);
+    record_msg.set_duration_ms(static_cast<std::uint32_t>(
+        std::clamp<std::int64_t>(result.duration.count(), 0, std::numeric_limits<std::uint32_t>::max())));
+    record_msg.set_outcome(std::string(outcome));
+    record_msg.set_event_type(std::string(event_type_name(event->payload_case())));
+    if (Status s = record(job.agent_id, record_msg); !s.ok()) {
+      // Not recorded: the attempt is made again (at least once; the receiver dedupes by id).
+      return retry_later("recording the attempt: " + s.ToString());
+    }
+    if (outcome != kRetrying) {
+      finish(job);
+      return;
+    }
+    job.attempt += 1;
+    {
+      std::lock_guard lock(mu);
+      job.due = clock.now() + backoff(round_attempts);
+    }
+    reschedule(job);
+  }
+
+  void work() {
+    Pending job;
+    while (next_job(job)) {
+      attempt(job);
+      cv.notify_all();
+    }
+  }
+};
+
+WebhookDispatcher::WebhookDispatcher(EventStore& store, const SecretBox& secrets, const Clock& clock,
+                                     DeliveryRecorder record, WebhookDispatcherOptions options)
+    : impl_(std::make_unique<Impl>(store, secrets, clock, std::move(record), std::move(options))) {}
+
+WebhookDispatcher::~WebhookDispatcher() { stop(); }
+
+Status WebhookDispatcher::start() {
+  Impl& m = *impl_;
+  {
+    std::lock_guard lock(m.mu);
+    if (m.started) {
+      return Status::Conflict("dispatcher_started", "the webhook dispatcher is already started");
+    }
+    m.started = true;
+  }
+  m.cf = m.store.column_family(kColumnFamily);
+  if (m.cf == nullptr) {
+    return Status::InvalidArgument("the store was not opened with webhook_column_families()");
+  }
+  auto client = WebhookClient::create(m.options.client);
+  if (!client.ok()) {
+    return client.status();
+  }
+  m.client = std::move(client).value();
+  if (Status s = m.load_cursor(); !s.ok()) {
+    return s;
+  }
+  if (Status s = m.load_pending(); !s.ok()) {
+    return s;
+  }
+  m.tailer = std::thread([&m] { m.tail(); });
+  const std::size_t workers = std::max<std::size_t>(1, m.options.workers);
+  for (std::size_t i = 0; i < workers; ++i) {
+    m.workers.emplace_back([&m] { m.work(); });
+  }
+  return Status::Ok();
+}
+
+void WebhookDispatcher::stop() {
+  Impl& m = *impl_;
+  {
+    std::lock_guard lock(m.mu);
+    m.stopping = true;
+  }
+  m.cv.notify_all();
+  if (m.tailer.joinable()) {
+    m.tailer.join();
+  }
+  for (auto& w : m.workers) {
+    if (w.joinable()) {
+      w.join();
+    }
+  }
+  m.workers.clear();
+}
+
+Status WebhookDispatcher::retry(const std::string& agent_id, const std::string& event_id) {
+  Impl& m = *impl_;
+  const auto not_found = [&] {
+    return Status::NotFound("event_not_found", "no key event " + event_id + " of agent " + agent_id);
+  };
+  auto event = m.store.read_event(event_id);
+  if (!event.ok()) {
+    return event.status().IsNotFound() ? not_found() : event.status();
+  }
+  if (!is_key_event(*event) || event_agent_id(*event) != agent_id) {
+    return not_found();
+  }
+  auto stream = m.store.read_stream(agent_stream(agent_id));
+  if (!stream.ok()) {
+    return stream.status();
+  }
+  const Recorded last = last_recorded(*stream, event_id);
+  std::lock_guard lock(m.mu);
+  if (m.pending.contains(event_id)) {
+    return Status::Conflict("delivery_pending", "the delivery of " + event_id + " is still scheduled");
+  }
+  if (last.outcome != kFailed) {
+    return Status::Conflict("delivery_not_failed", "the delivery of " + event_id + " has not failed");
+  }
+  rocksdb::ColumnFamilyHandle* cf = m.store.column_family(kColumnFamily);
+  if (cf == nullptr) {
+    return Status::InvalidArgument("the store was not opened with webhook_column_families()");
+  }
+  Pending p;
+  p.event_id = event_id;
+  p.agent_id = agent_id;
+  p.position = event->position();
+  p.attempt = last.attempt + 1;
+  p.first_attempt = p.attempt;
+  p.due = m.clock.now();
+  rocksdb::WriteOptions sync;
+  sync.sync = true;
+  if (Status s = from_rocks(m.store.db()->Put(sync, cf, pending_key(event_id), encode_pending(p)), "webhooks retry");
+      !s.ok()) {
+    return s;
+  }
+  m.queue.emplace(p.due, p.position, p.event_id);
+  m.pending.emplace(event_id, std::move(p));
+  m.cv.notify_all();
+  return Status::Ok();
+}
+
+std::uint64_t WebhookDispatcher::cursor() const { return impl_->cursor; }
+
+std::size_t WebhookDispatcher::pending() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->pending.size();
+}
+
+}  // namespace keyledger::consumers
