@@ -92,6 +92,7 @@ void ReplicaFeed::apply(const v1::Event& event) {
     case v1::Event::kAgentRegistered:
     case v1::Event::kRateLimitTierChanged: {
       // Settings are replaced, not folded monotonically: only a newer event may change them.
+      std::lock_guard lock(agent_settings_mutex_);
       std::uint64_t& applied = agent_settings_position_[event_agent_id(event)];
       if (event.position() <= applied) {
         break;

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -72,7 +73,7 @@ class ReplicaFeed {
   std::uint64_t messages_applied() const { return messages_applied_; }
   std::uint64_t messages_rejected() const { return messages_rejected_; }
 
-  // Applies one event as the feed does (the feed's thread; tests).
+  // Applies one event as the feed does (the feed's thread; tests). Thread-safe.
   void apply(const v1::Event& event);
 
  private:
@@ -99,7 +100,8 @@ class ReplicaFeed {
   std::atomic<std::uint64_t> last_position_{0};
   std::atomic<std::uint64_t> messages_applied_{0};
   std::atomic<std::uint64_t> messages_rejected_{0};
-  // Feed thread only: position of the last agent-settings event applied, per agent.
+  // Position of the last agent-settings event applied, per agent.
+  std::mutex agent_settings_mutex_;
   std::unordered_map<std::string, std::uint64_t> agent_settings_position_;
 };
 
