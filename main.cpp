@@ -29,6 +29,7 @@
 #include "consumers/replica.h"
 #include "consumers/replica_feed.h"
 #include "consumers/revocation_feed.h"
+#include "consumers/webhook_dispatcher.h"
 #include "domain/key_material.h"
 #include "domain/pepper.h"
 #include "eventstore/event_store.h"
@@ -54,6 +55,8 @@ struct Config {
   std::string tiers = "standard:50:100,elevated:500:1000";
   bool allow_insecure_webhooks = false;
   bool allow_private_webhooks = false;
+  bool disable_webhooks = false;
+  std::string webhook_ca_file;
   bool replica = false;
   std::size_t io_threads = 2;
   std::size_t worker_threads = 8;
@@ -77,6 +80,8 @@ po::options_description common_options(Config& c, std::string& pepper_file, std:
       "allow-insecure-webhooks", po::bool_switch(&c.allow_insecure_webhooks),
       "accept plain http webhook URLs")("allow-private-webhooks", po::bool_switch(&c.allow_private_webhooks),
                                         "allow webhooks to private addresses")(
+      "disable-webhooks", po::bool_switch(&c.disable_webhooks), "do not deliver webhooks from this process")(
+      "webhook-ca-file", po::value(&c.webhook_ca_file), "extra trusted CAs (PEM) for webhook TLS")(
       "replica", po::bool_switch(&c.replica), "run as a verifier replica fed from Kafka")(
       "io-threads", po::value(&c.io_threads), "threads serving connections")(
       "worker-threads", po::value(&c.worker_threads), "threads running commands")(
@@ -130,6 +135,9 @@ Result<std::unique_ptr<EventStore>> open_store(const Config& c) {
   options.extra_column_families = projection_column_families();
   options.extra_column_families.emplace_back(api::kIdempotencyColumnFamily);
   for (auto& name : consumers::consumer_column_families()) {
+    options.extra_column_families.push_back(std::move(name));
+  }
+  for (auto& name : consumers::webhook_column_families()) {
     options.extra_column_families.push_back(std::move(name));
   }
   return EventStore::open(options);
@@ -403,6 +411,23 @@ int serve(Config config) {
   api::Api api({projector, *node.commands, verifier, idempotency, metrics, node.clock, *node.hasher,
                 [&] { return projector.checkpoint() >= store.last_position(); }});
 
+  // Webhooks to agents, straight from the log; attempts are recorded as events.
+  std::unique_ptr<consumers::WebhookDispatcher> webhooks;
+  if (!node.config.disable_webhooks) {
+    consumers::WebhookDispatcherOptions hooks;
+    hooks.client.allow_insecure = node.config.allow_insecure_webhooks;
+    hooks.client.allow_private = node.config.allow_private_webhooks;
+    hooks.client.ca_file = node.config.webhook_ca_file;
+    webhooks = std::make_unique<consumers::WebhookDispatcher>(store, *node.secrets, node.clock,
+                                                              consumers::record_with(*node.commands), hooks);
+    if (Status s = webhooks->start(); !s.ok()) {
+      return fail(s, "cannot start webhook delivery");
+    }
+    api.set_webhook_retry([&](const std::string& agent_id, const std::string& event_id) {
+      return webhooks->retry(agent_id, event_id);
+    });
+  }
+
   api::ServerOptions server_options;
   server_options.listen = node.config.listen;
   server_options.io_threads = node.config.io_threads;
@@ -448,6 +473,9 @@ int serve(Config config) {
   }
   wake.notify_all();
   housekeeper.join();
+  if (webhooks) {
+    webhooks->stop();  // lets attempts in flight finish; pending retries stay persisted
+  }
   if (relay) {
     relay->stop();  // flushes the producer and persists the published position
   }
