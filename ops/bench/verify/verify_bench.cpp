@@ -1,0 +1,371 @@
+// In-process key verification throughput on one thread, against the floor of its one
+// unavoidable cost.
+//
+// For each table size (default 10 000 and 1 000 000 keys) it measures, over the same keys in
+// the same shuffled order:
+//   floor:    a bare loop of libsodium's keyed BLAKE2b-256 (crypto_generichash with the
+//             pepper), the digest every verification must compute;
+//   verifier: api::Verifier::verify(key, 1) as the server wires it (ActiveKeyTable with usage
+//             tracking, RateLimiter, SystemClock), a tier too generous ever to limit.
+// The ratio verifier/floor is what the format check, table lookup, expiry check, rate-limit
+// bucket and usage record cost on top of the hash (target: >= 0.5). Comparing the two table
+// sizes shows whether the lookup stays flat as the table outgrows the CPU caches.
+//
+//   bench_verify [--keys 10000,1000000] [--seconds S] [--out FILE]
+
+#include <sodium.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <numeric>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "api/rate_limiter.h"
+#include "api/verifier.h"
+#include "domain/clock.h"
+#include "domain/key_material.h"
+#include "projections/active_key_table.h"
+
+namespace {
+
+using Steady = std::chrono::steady_clock;
+using namespace keyledger;
+
+volatile std::uint8_t g_sink = 0;
+
+struct BenchOptions {
+  std::vector<std::size_t> key_counts = {10'000, 1'000'000};
+  double seconds = 2.0;  // measured time per loop and table size
+  std::string out_file;
+};
+
+[[noreturn]] void die(const std::string& message) {
+  std::cerr << "bench_verify: " << message << "\n";
+  std::exit(1);
+}
+
+void usage_and_exit(int code) {
+  std::cerr << "usage: bench_verify [--keys 10000,1000000] [--seconds S] [--out FILE]\n"
+               "  --keys L      comma-separated table sizes (default 10000,1000000)\n"
+               "  --seconds S   measured time per loop and size (default 2)\n"
+               "  --out FILE    also write the report to FILE\n";
+  std::exit(code);
+}
+
+std::vector<std::size_t> parse_counts(std::string_view text) {
+  std::vector<std::size_t> out;
+  while (!text.empty()) {
+    const auto comma = text.find(',');
+    const std::string_view item = text.substr(0, comma);
+    std::size_t value = 0;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
+    if (ec != std::errc() || end != item.data() + item.size() || value < 1 || value > 50'000'000) {
+      die("bad key count '" + std::string(item) + "'");
+    }
+    out.push_back(value);
+    text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
+  }
+  if (out.empty()) {
+    die("--keys needs at least one count");
+  }
+  return out;
+}
+
+BenchOptions parse_args(int argc, char** argv) {
+  BenchOptions options;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    std::optional<std::string> inline_value;
+    if (const auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
+      inline_value = std::string(arg.substr(eq + 1));
+      arg = arg.substr(0, eq);
+    }
+    auto value = [&]() -> std::string {
+      if (inline_value) {
+        return *inline_value;
+      }
+      if (i + 1 >= argc) {
+        die(std::string(arg) + " needs a value");
+      }
+      return argv[++i];
+    };
+    if (arg == "--keys") {
+      options.key_counts = parse_counts(value());
+    } else if (arg == "--seconds") {
+      const std::string text = value();
+      char* end = nullptr;
+      options.seconds = std::strtod(text.c_str(), &end);
+      if (end == text.c_str() || *end != '\0' || !(options.seconds > 0) || options.seconds > 600) {
+        die("--seconds must be a number in (0, 600]");
+      }
+    } else if (arg == "--out") {
+      options.out_file = value();
+    } else if (arg == "--help" || arg == "-h") {
+      usage_and_exit(0);
+    } else {
+      std::cerr << "bench_verify: unknown argument '" << arg << "'\n";
+      usage_and_exit(2);
+    }
+  }
+  return options;
+}
+
+// Resident set size in bytes (/proc/self/statm), 0 if unknown.
+std::size_t rss_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages_total = 0;
+  std::size_t pages_resident = 0;
+  if (!(statm >> pages_total >> pages_resident)) {
+    return 0;
+  }
+  return pages_resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// N distinct well-formed keys, stored back to back (no allocation per key).
+class KeySet {
+ public:
+  static constexpr std::size_t kStride = 35;  // "cg_" + 32 hex
+
+  explicit KeySet(std::size_t n) : bytes_(n * kStride) {
+    SeededRandom random(20261101);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string key = generate_api_key(random);
+      if (key.size() != kStride) {
+        die("unexpected key length " + std::to_string(key.size()));
+      }
+      std::copy(key.begin(), key.end(), bytes_.begin() + static_cast<std::ptrdiff_t>(i * kStride));
+    }
+  }
+  std::size_t size() const { return bytes_.size() / kStride; }
+  std::string_view operator[](std::size_t i) const { return {bytes_.data() + i * kStride, kStride}; }
+
+ private:
+  std::vector<char> bytes_;
+};
+
+std::string id_of(std::string_view prefix, std::size_t n) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.*s%024zx", static_cast<int>(prefix.size()), prefix.data(), n);
+  return buf;
+}
+
+struct LoopResult {
+  std::uint64_t ops = 0;
+  double seconds = 0;
+  double per_second() const { return seconds > 0 ? static_cast<double>(ops) / seconds : 0; }
+  double ns_per_op() const { return ops > 0 ? seconds * 1e9 / static_cast<double>(ops) : 0; }
+};
+
+// One measured loop: op(index) over `order`, round and round. op returns false on a wrong
+// answer, which ends the benchmark.
+struct Loop {
+  explicit Loop(std::function<bool(std::uint32_t)> f) : op(std::move(f)) {}
+  std::function<bool(std::uint32_t)> op;
+  std::size_t pos = 0;
+  LoopResult result;
+};
+
+// Runs the loops in turns of kSliceSeconds until each has had `seconds`: on a shared or
+// throttled machine every loop sees the same conditions, so their ratios hold even when the
+// absolute figures wander.
+void run_interleaved(const std::vector<std::uint32_t>& order, double seconds, std::vector<Loop*> loops) {
+  constexpr double kSliceSeconds = 0.05;
+  constexpr int kBatch = 256;  // calls between clock reads
+  const int rounds = std::max(1, static_cast<int>(seconds / kSliceSeconds + 0.5));
+  for (int round = 0; round < rounds; ++round) {
+    for (Loop* loop : loops) {
+      const auto start = Steady::now();
+      const auto budget = std::chrono::duration<double>(kSliceSeconds);
+      for (;;) {
+        for (int i = 0; i < kBatch; ++i) {
+          if (!loop->op(order[loop->pos])) {
+            die("a verification gave a wrong answer");
+          }
+          if (++loop->pos == order.size()) {
+            loop->pos = 0;
+          }
+        }
+        loop->result.ops += kBatch;
+        const auto elapsed = Steady::now() - start;
+        if (elapsed >= budget) {
+          loop->result.seconds += std::chrono::duration<double>(elapsed).count();
+          break;
+        }
+      }
+    }
+  }
+}
+
+struct SizeResult {
+  std::size_t keys = 0;
+  LoopResult floor;     // keyed BLAKE2b alone
+  LoopResult lookup;    // digest + ActiveKeyTable::find
+  LoopResult take;      // RateLimiter::take alone (key id given)
+  LoopResult touch;     // ActiveKeyTable::touch alone (digest given)
+  LoopResult verifier;  // Verifier::verify, all of it
+  double table_bytes_per_key = 0;
+  double usage_bytes_per_key = 0;  // rate-limit bucket and usage record, once a key is used
+  double ratio() const { return floor.per_second() > 0 ? verifier.per_second() / floor.per_second() : 0; }
+};
+
+SizeResult bench_size(std::size_t n, double seconds, const Pepper& pepper) {
+  SizeResult result;
+  result.keys = n;
+  const KeySet keys(n);
+  const KeyHasher hasher(pepper);
+
+  // The same shuffled order for every loop: a gateway's keys arrive in no particular order.
+  std::vector<std::uint32_t> order(n);
+  std::iota(order.begin(), order.end(), 0U);
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(7));
+
+  std::vector<Digest> digests(n);
+  std::vector<InlineId> key_ids(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    digests[i] = hasher.digest(keys[i]);
+    key_ids[i] = InlineId(id_of("key_", i));
+  }
+
+  // The table, as the projection would fill it: 10 keys per agent, as many as the API allows.
+  const std::size_t rss_before = rss_bytes();
+  ActiveKeyTable table({"standard"});
+  const std::int64_t created_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  for (std::size_t i = 0; i < n; ++i) {
+    KeyEntry entry;
+    entry.key_id = key_ids[i];
+    entry.agent_id = InlineId(id_of("agt_", i / 10));
+    entry.created_at_ms = created_ms;
+    entry.tier = 0;
+    table.put(digests[i], entry);
+  }
+  const std::size_t rss_after = rss_bytes();
+  if (table.size() != n) {
+    die("the table holds " + std::to_string(table.size()) + " keys, not " + std::to_string(n));
+  }
+  result.table_bytes_per_key =
+      rss_after > rss_before ? static_cast<double>(rss_after - rss_before) / static_cast<double>(n) : 0;
+
+  // The verifier as main.cpp wires it on a primary (usage tracked in the same table), with a
+  // tier that never limits.
+  SystemClock clock;
+  api::RateLimiter limiter(clock);
+  const std::vector<api::RateLimitTier> tiers = {{"standard", 1e12, 4'000'000'000U}};
+  const api::Verifier verifier(table, hasher, limiter, tiers, clock, &table);
+  // One pass first, so every key has its rate-limit bucket and usage slot (the steady state
+  // of a server whose keys are all in use) before the clock starts.
+  for (std::uint32_t i : order) {
+    if (!verifier.verify(keys[i], 1).valid()) {
+      die("key " + std::to_string(i) + " did not verify");
+    }
+  }
+  const std::size_t rss_used = rss_bytes();
+  result.usage_bytes_per_key =
+      rss_used > rss_after ? static_cast<double>(rss_used - rss_after) / static_cast<double>(n) : 0;
+
+  std::uint8_t sink = 0;
+  const unsigned char* pepper_bytes = pepper.bytes().data();
+  Loop floor([&](std::uint32_t i) {
+    Digest out;
+    const std::string_view k = keys[i];
+    crypto_generichash(out.data(), out.size(), reinterpret_cast<const unsigned char*>(k.data()), k.size(),
+                       pepper_bytes, Pepper::kSize);
+    sink = static_cast<std::uint8_t>(sink ^ out[0]);
+    return true;
+  });
+  Loop lookup([&](std::uint32_t i) { return table.find(hasher.digest(keys[i])).has_value(); });
+  Loop take([&](std::uint32_t i) { return limiter.take(key_ids[i].view(), tiers[0], 1).allowed; });
+  Loop touch([&](std::uint32_t i) {
+    const auto now_s =
+        std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch()).count();
+    table.touch(digests[i], now_s);
+    return true;
+  });
+  Loop verify([&](std::uint32_t i) { return verifier.verify(keys[i], 1).valid(); });
+  run_interleaved(order, seconds, {&floor, &lookup, &take, &touch, &verify});
+  g_sink = sink;  // the floor's digests are used, so its loop cannot be optimised away
+
+  result.floor = floor.result;
+  result.lookup = lookup.result;
+  result.take = take.result;
+  result.touch = touch.result;
+  result.verifier = verify.result;
+  return result;
+}
+
+std::string fmt_rate(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.0f", v);
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const BenchOptions options = parse_args(argc, argv);
+  if (!crypto_init()) {
+    die("libsodium failed to initialise");
+  }
+  std::array<std::uint8_t, Pepper::kSize> pepper_bytes{};
+  randombytes_buf(pepper_bytes.data(), pepper_bytes.size());
+  const Pepper pepper(pepper_bytes);
+
+  std::vector<SizeResult> results;
+  for (const std::size_t n : options.key_counts) {
+    std::cerr << "bench_verify: " << n << " keys ...\n";
+    results.push_back(bench_size(n, options.seconds, pepper));
+  }
+
+  std::ostringstream report;
+  report << "In-process verification, one thread (" << options.seconds
+         << " s per loop, loops interleaved in 50 ms turns)\n";
+  char line[256];
+  std::snprintf(line, sizeof(line), "%10s  %12s  %12s  %6s  %9s  %9s  %9s  %9s  %9s  %8s  %8s\n", "keys",
+                "floor/s", "verify/s", "ratio", "floor ns", "lookup ns", "take ns", "touch ns", "verify ns", "table B",
+                "in use B");
+  report << line;
+  for (const auto& r : results) {
+    std::snprintf(line, sizeof(line), "%10zu  %12s  %12s  %6.2f  %9.0f  %9.0f  %9.0f  %9.0f  %9.0f  %8.0f  %8.0f\n", r.keys,
+                  fmt_rate(r.floor.per_second()).c_str(), fmt_rate(r.verifier.per_second()).c_str(), r.ratio(),
+                  r.floor.ns_per_op(), r.lookup.ns_per_op(), r.take.ns_per_op(), r.touch.ns_per_op(),
+                  r.verifier.ns_per_op(), r.table_bytes_per_key, r.usage_bytes_per_key);
+    report << line;
+  }
+  if (results.size() >= 2) {
+    const auto& a = results.front();
+    const auto& b = results.back();
+    std::snprintf(line, sizeof(line), "%zu vs %zu keys: verify/s x%.2f, ratio to floor x%.2f (1.00 = flat)\n",
+                  b.keys, a.keys, a.verifier.per_second() > 0 ? b.verifier.per_second() / a.verifier.per_second() : 0,
+                  a.ratio() > 0 ? b.ratio() / a.ratio() : 0);
+    report << line;
+  }
+  report << "floor: crypto_generichash keyed BLAKE2b-256 of the key (target: verify >= 0.5 x floor).\n"
+            "lookup: digest + ActiveKeyTable::find; take: RateLimiter::take; touch: ActiveKeyTable::touch\n"
+            "(each alone); verify: api::Verifier::verify(key, 1), all of it.\n"
+            "table B: resident bytes per key added by filling the table (entries and its indexes);\n"
+            "in use B: added once every key was verified (rate-limit bucket, usage record).\n";
+
+  std::cout << report.str();
+  if (!options.out_file.empty()) {
+    std::ofstream out(options.out_file);
+    if (!(out << report.str())) {
+      die("cannot write " + options.out_file);
+    }
+  }
+  return 0;
+}
