@@ -163,6 +163,16 @@ struct Api::Impl {
   }
 
   // The route for method + path; `allowed` lists the methods of routes matching the path.
+  // The request's route, matched once and remembered in the request.
+  const Route* route_for(const Request& req) const {
+    if (req.route_index == -2) {
+      std::vector<std::string> allowed;
+      const Route* route = find_route(req, req.route_params, allowed);
+      req.route_index = route == nullptr ? -1 : static_cast<int>(route - routes.data());
+    }
+    return req.route_index < 0 ? nullptr : &routes[static_cast<std::size_t>(req.route_index)];
+  }
+
   const Route* find_route(const Request& req, Params& params, std::vector<std::string>& allowed) const {
     const auto parts = segments(req.path);
     const Route* hit = nullptr;
@@ -488,7 +498,7 @@ struct Api::Impl {
       }
     }
     const auto cutoff = now() - std::chrono::hours(24) * static_cast<long>(days);
-    auto refs = ctx.projector.keys_created_before(cutoff + std::chrono::nanoseconds(1), kMaxAuditLimit);
+    auto refs = ctx.projector.keys_created_before(cutoff + std::chrono::milliseconds(1), kMaxAuditLimit);
     if (!refs.ok()) {
       return status_response(refs.status(), req.request_id);
     }
@@ -752,7 +762,13 @@ struct Api::Impl {
 
   // --- leaked keys (GitHub secret-scanning partner format)
 
+  // Under the caller's Idempotency-Key like every POST: a repeated report replays its first
+  // answer ("revoked") instead of a new one ("already_inactive").
   Response leaks(Request& req, const Caller& caller, const Params&) {
+    return idempotent(req, caller, [&] { return report_leaks(req); });
+  }
+
+  Response report_leaks(const Request& req) {
     Json body;
     if (auto bad = json_body(req, body, true)) {
       return *bad;
@@ -818,17 +834,17 @@ struct Api::Impl {
       }
       results.push_back(r);
     }
-    (void)caller;
     return json_response(200, results);
   }
 
   // --- dispatch
 
   Response dispatch(Request& req) {
-    Params params;
-    std::vector<std::string> allowed;
-    const Route* route = find_route(req, params, allowed);
+    const Route* route = route_for(req);
     if (route == nullptr) {
+      Params ignored;
+      std::vector<std::string> allowed;
+      find_route(req, ignored, allowed);
       if (!allowed.empty()) {
         std::string allow;
         for (const auto& m : allowed) {
@@ -857,7 +873,7 @@ struct Api::Impl {
       caller.id = caller.agent.entry->key_id.str();
       caller.actor = "key:" + caller.id;
     }
-    return (this->*(route->handler))(req, caller, params);
+    return (this->*(route->handler))(req, caller, req.route_params);
   }
 };
 
@@ -875,9 +891,7 @@ http::Response Api::handle(http::Request& request) {
 void Api::set_webhook_retry(WebhookRetry retry) { impl_->webhook_retry = std::move(retry); }
 
 bool Api::runs_inline(const http::Request& request) const {
-  Impl::Params params;
-  std::vector<std::string> allowed;
-  const auto* route = impl_->find_route(request, params, allowed);
+  const auto* route = impl_->route_for(request);
   return route == nullptr || route->inline_ok;
 }
 
@@ -887,9 +901,7 @@ void Api::on_response(const http::Request& request, const http::Response& respon
 }
 
 std::string Api::route_of(const http::Request& request) const {
-  Impl::Params params;
-  std::vector<std::string> allowed;
-  const auto* route = impl_->find_route(request, params, allowed);
+  const auto* route = impl_->route_for(request);
   return route == nullptr ? "unmatched" : route->pattern;
 }
 

@@ -31,6 +31,10 @@ struct Request {
   std::string body;
   std::string request_id;  // set by the server (X-Request-Id from the client or generated)
   std::string remote_address;
+  // Set by the dispatcher the first time it matches this request, so the route is found once
+  // however often it is asked (scheduling, dispatch, metrics). -2: not matched yet; -1: none.
+  mutable int route_index = -2;
+  mutable std::vector<std::string> route_params;
 };
 
 struct Response {

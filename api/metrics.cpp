@@ -5,8 +5,20 @@
 namespace keyledger::api {
 
 void Metrics::count_request(const std::string& method, const std::string& route, unsigned status) {
-  std::lock_guard lock(mutex_);
-  ++requests_[{method, route, status}];
+  const std::tuple<std::string_view, std::string_view, unsigned> labels{method, route, status};
+  {
+    std::shared_lock lock(requests_mutex_);
+    if (auto it = requests_.find(labels); it != requests_.end()) {
+      it->second->fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+  }
+  std::unique_lock lock(requests_mutex_);
+  auto [it, fresh] = requests_.try_emplace({method, route, status}, nullptr);
+  if (fresh) {
+    it->second = std::make_unique<std::atomic<std::uint64_t>>(0);
+  }
+  it->second->fetch_add(1, std::memory_order_relaxed);
 }
 
 void Metrics::observe_verification(VerifyCode code, std::chrono::nanoseconds latency) {
@@ -32,11 +44,11 @@ std::string Metrics::render() const {
   out << "# HELP keyledger_http_requests_total HTTP requests by route and status.\n"
       << "# TYPE keyledger_http_requests_total counter\n";
   {
-    std::lock_guard lock(mutex_);
+    std::shared_lock lock(requests_mutex_);
     for (const auto& [labels, n] : requests_) {
       const auto& [method, route, status] = labels;
       out << "keyledger_http_requests_total{method=\"" << method << "\",route=\"" << route
-          << "\",status=\"" << status << "\"} " << n << "\n";
+          << "\",status=\"" << status << "\"} " << n->load(std::memory_order_relaxed) << "\n";
     }
   }
   out << "# HELP keyledger_verifications_total Key verifications by outcome code.\n"

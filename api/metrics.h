@@ -9,7 +9,11 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <shared_mutex>
+#include <string_view>
+#include <tuple>
 #include <string>
 
 #include "api/verifier.h"
@@ -33,8 +37,12 @@ class Metrics {
       0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25};
   static constexpr std::size_t kCodes = 7;
 
-  mutable std::mutex mutex_;
-  std::map<std::tuple<std::string, std::string, unsigned>, std::uint64_t> requests_;
+  mutable std::mutex mutex_;  // gauges
+  // Request counters: found under a shared lock and bumped atomically; a new label set takes
+  // the exclusive lock once.
+  mutable std::shared_mutex requests_mutex_;
+  std::map<std::tuple<std::string, std::string, unsigned>, std::unique_ptr<std::atomic<std::uint64_t>>, std::less<>>
+      requests_;
   struct Gauge {
     std::string help;
     std::function<double()> read;

@@ -46,14 +46,19 @@ RateLimitDecision RateLimiter::take(std::string_view key_id, const RateLimitTier
       std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.now().time_since_epoch()).count();
   const double burst = tier.burst;
   const double rate = tier.rate_per_second;
-  Shard& shard = shards_[std::hash<std::string_view>{}(key_id) % kShards];
+  const std::size_t hash = KeyHash{}(key_id);
+  Shard& shard = shards_[(hash >> 8) % kShards];
 
   RateLimitDecision d;
   d.limit = tier.burst;
   double tokens = 0;
   {
     std::lock_guard lock(shard.mutex);
-    auto [it, fresh] = shard.buckets.try_emplace(std::string(key_id));
+    auto it = shard.buckets.find(key_id);
+    const bool fresh = it == shard.buckets.end();
+    if (fresh) {
+      it = shard.buckets.emplace(std::string(key_id), Bucket{}).first;
+    }
     Bucket& b = it->second;
     if (fresh) {
       b.tokens = burst;

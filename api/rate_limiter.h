@@ -4,6 +4,7 @@
 // could pass. State lives in memory on this node only (replicas limit per node).
 
 #include <array>
+#include <functional>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -47,9 +48,14 @@ class RateLimiter {
     double tokens = 0;
     std::int64_t updated_ns = 0;
   };
+  // Looks buckets up by string_view: no allocation for a key seen before.
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
   struct Shard {
     std::mutex mutex;
-    std::unordered_map<std::string, Bucket> buckets;
+    std::unordered_map<std::string, Bucket, KeyHash, std::equal_to<>> buckets;
   };
   static constexpr std::size_t kShards = 64;
 

@@ -85,9 +85,20 @@ bool is_sane_request_id(std::string_view id) {
   return true;
 }
 
+// A random per-thread prefix plus a counter: unique and unguessable enough for tracing,
+// without a getrandom() system call on every request.
 std::string new_request_id() {
-  std::array<unsigned char, kGeneratedRequestIdBytes> bytes{};
-  randombytes_buf(bytes.data(), bytes.size());
+  struct ThreadIds {
+    std::array<unsigned char, kGeneratedRequestIdBytes> bytes{};
+    std::uint64_t next = 0;
+    ThreadIds() { randombytes_buf(bytes.data(), bytes.size()); }
+  };
+  thread_local ThreadIds ids;
+  std::array<unsigned char, kGeneratedRequestIdBytes> bytes = ids.bytes;
+  std::uint64_t n = ids.next++;
+  for (std::size_t i = 0; i < sizeof n && i < bytes.size(); ++i) {
+    bytes[bytes.size() - 1 - i] ^= static_cast<unsigned char>(n >> (8 * i));
+  }
   std::array<char, kGeneratedRequestIdBytes * 2 + 1> hex{};
   sodium_bin2hex(hex.data(), hex.size(), bytes.data(), bytes.size());
   return std::string(hex.data(), kGeneratedRequestIdBytes * 2);

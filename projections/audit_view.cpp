@@ -45,8 +45,10 @@ bool matches(const AuditQuery& q, const v1::Event& event) {
     return false;
   }
   if (q.since || q.until) {
-    const TimePoint at = from_timestamp(event.occurred_at());
-    if ((q.since && at < *q.since) || (q.until && at > *q.until)) {
+    // At the precision responses show (milliseconds), so an event's own occurred_at, passed
+    // back as a bound, includes it.
+    const std::int64_t at = sf::unix_ms(from_timestamp(event.occurred_at()));
+    if ((q.since && at < sf::unix_ms(*q.since)) || (q.until && at > sf::unix_ms(*q.until))) {
       return false;
     }
   }
