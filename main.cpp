@@ -396,11 +396,16 @@ int serve(Config config) {
     metrics.add_gauge("keyledger_kafka_published_position", "Last position confirmed published to Kafka.",
                       [&] { return static_cast<double>(relay->published_position()); });
   }
+  // Set once webhook delivery runs; the commit listener wakes it.
+  std::atomic<consumers::WebhookDispatcher*> webhooks_ptr{nullptr};
   store.set_commit_listener([&](const std::vector<v1::Event>& events) {
     projector.apply(events);
     metrics.count_events_appended(events.size());
     if (relay) {
       relay->notify();
+    }
+    if (auto* hooks = webhooks_ptr.load()) {
+      hooks->notify();
     }
   });
   if (relay) {
@@ -423,6 +428,7 @@ int serve(Config config) {
     if (Status s = webhooks->start(); !s.ok()) {
       return fail(s, "cannot start webhook delivery");
     }
+    webhooks_ptr = webhooks.get();
     api.set_webhook_retry([&](const std::string& agent_id, const std::string& event_id) {
       return webhooks->retry(agent_id, event_id);
     });
@@ -474,6 +480,7 @@ int serve(Config config) {
   wake.notify_all();
   housekeeper.join();
   if (webhooks) {
+    webhooks_ptr = nullptr;
     webhooks->stop();  // lets attempts in flight finish; pending retries stay persisted
   }
   if (relay) {

@@ -219,6 +219,7 @@ struct WebhookDispatcher::Impl {
   std::set<std::string> busy_agents;       // agents with an attempt in flight
   bool started = false;
   bool stopping = false;
+  bool log_advanced = false;  // set by notify(): new events may be in the log
   std::mt19937_64 jitter_rng{std::random_device{}()};
   std::atomic<std::uint64_t> cursor{0};
   std::thread tailer;
@@ -321,7 +322,10 @@ struct WebhookDispatcher::Impl {
         continue;
       }
       if (events->empty()) {
-        if (!sleep_unless_stopping(options.poll_interval)) {
+        std::unique_lock lock(mu);
+        cv.wait_for(lock, options.poll_interval, [&] { return stopping || log_advanced; });
+        log_advanced = false;
+        if (stopping) {
           return;
         }
         continue;
@@ -555,6 +559,15 @@ Status WebhookDispatcher::start() {
     m.workers.emplace_back([&m] { m.work(); });
   }
   return Status::Ok();
+}
+
+void WebhookDispatcher::notify() {
+  Impl& m = *impl_;
+  {
+    std::lock_guard lock(m.mu);
+    m.log_advanced = true;
+  }
+  m.cv.notify_all();
 }
 
 void WebhookDispatcher::stop() {

@@ -106,6 +106,9 @@ class WebhookDispatcher {
   // Stops tailing, lets attempts in flight finish (each bounded by the client timeout) and
   // joins the threads. Pending deliveries stay persisted. Idempotent.
   void stop();
+  // Wakes the tailing thread: new events were committed (the store's commit listener calls
+  // it, so a delivery starts without waiting for the next poll).
+  void notify();
 
   // Re-queues the delivery of `event_id` to `agent_id` for an attempt now, with a fresh
   // budget of max_attempts. NotFound `event_not_found` when the event is not a key event of

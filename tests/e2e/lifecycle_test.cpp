@@ -138,6 +138,9 @@ TEST_CASE("create, rotate with overlap, revoke, compromise with replacement", "[
   std::vector<std::string> types;
   const Json audit_body = audit.json();
   for (const auto& e : audit_body["events"]) {
+    if (e["type"] == "webhook.delivery_recorded") {
+      continue;  // attempts to reach agent.example.com, recorded in the background
+    }
     types.push_back(e["type"]);
     CHECK(e["actor"] == "dashboard");
   }
