@@ -27,23 +27,11 @@ constexpr std::string_view kPublishedKey = "published";
 // With nothing to do the thread still wakes this often (persisting, noticing stop()).
 constexpr int kIdleWaitMs = 1000;
 
-std::string encode_be64(std::uint64_t v) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i) {
-    out[static_cast<std::size_t>(i)] = static_cast<char>(v & 0xff);
-    v >>= 8;
-  }
-  return out;
-}
-
-bool decode_be64(std::string_view bytes, std::uint64_t& out) {
+bool decode_position(std::string_view bytes, std::uint64_t& out) {
   if (bytes.size() != 8) {
     return false;
   }
-  out = 0;
-  for (unsigned char c : bytes) {
-    out = (out << 8) | c;
-  }
+  out = decode_be64(bytes);
   return true;
 }
 
@@ -137,7 +125,7 @@ struct OutboxRelay::Impl {
       const rocksdb::Status s = store.db()->Get(rocksdb::ReadOptions(), cf, kPublishedKey, &value);
       std::uint64_t position = 0;
       if (s.ok()) {
-        if (!decode_be64(value, position)) {
+        if (!decode_position(value, position)) {
           return Status::Corruption("kafka_relay: the published position is not 8 bytes");
         }
       } else if (!s.IsNotFound()) {

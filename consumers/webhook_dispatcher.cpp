@@ -48,23 +48,6 @@ bool is_key_event(const v1::Event& event) {
   }
 }
 
-std::string encode_be64(std::uint64_t v) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i) {
-    out[static_cast<std::size_t>(i)] = static_cast<char>(v & 0xff);
-    v >>= 8;
-  }
-  return out;
-}
-
-std::uint64_t decode_be64(std::string_view s) {
-  std::uint64_t v = 0;
-  for (char c : s) {
-    v = (v << 8) | static_cast<std::uint8_t>(c);
-  }
-  return v;
-}
-
 std::int64_t to_unix_ms(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }

@@ -19,13 +19,7 @@
 
 namespace keyledger {
 
-namespace {
-
-constexpr std::string_view kEventsCf = "events";
-constexpr std::string_view kStreamsCf = "streams";
-constexpr std::string_view kEventIdsCf = "event_ids";
-
-std::string encode_u64(std::uint64_t v) {
+std::string encode_be64(std::uint64_t v) {
   std::string out(8, '\0');
   for (int i = 7; i >= 0; --i) {
     out[static_cast<std::size_t>(i)] = static_cast<char>(v & 0xff);
@@ -34,7 +28,7 @@ std::string encode_u64(std::uint64_t v) {
   return out;
 }
 
-std::uint64_t decode_u64(std::string_view bytes) {
+std::uint64_t decode_be64(std::string_view bytes) {
   std::uint64_t v = 0;
   for (std::size_t i = 0; i < 8 && i < bytes.size(); ++i) {
     v = (v << 8) | static_cast<std::uint8_t>(bytes[i]);
@@ -42,10 +36,17 @@ std::uint64_t decode_u64(std::string_view bytes) {
   return v;
 }
 
+namespace {
+
+constexpr std::string_view kEventsCf = "events";
+constexpr std::string_view kStreamsCf = "streams";
+constexpr std::string_view kEventIdsCf = "event_ids";
+
+
 std::string stream_key(std::string_view stream, std::uint64_t version) {
   std::string key(stream);
   key.push_back('\0');
-  key += encode_u64(version);
+  key += encode_be64(version);
   return key;
 }
 
@@ -148,7 +149,7 @@ struct EventStore::Impl {
     if (key.size() != prefix.size() + 8 || !key.starts_with(prefix)) {
       return std::uint64_t{0};
     }
-    return decode_u64(std::string_view(key.data() + prefix.size(), 8));
+    return decode_be64(std::string_view(key.data() + prefix.size(), 8));
   }
 
   void run_writer() {
@@ -219,7 +220,7 @@ struct EventStore::Impl {
         e.set_stream(p.stream);
         e.set_stream_version(++version);
         e.SerializeToString(&value);
-        const std::string pos_key = encode_u64(position);
+        const std::string pos_key = encode_be64(position);
         batch.Put(events_cf, pos_key, value);
         batch.Put(streams_cf, stream_key(p.stream, version), pos_key);
         batch.Put(event_ids_cf, e.event_id(), pos_key);
@@ -408,7 +409,7 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
   if (!it->status().ok()) {
     return from_rocks(it->status(), "read last position");
   }
-  const std::uint64_t last = it->Valid() ? decode_u64(it->key().ToStringView()) : 0;
+  const std::uint64_t last = it->Valid() ? decode_be64(it->key().ToStringView()) : 0;
   impl->last_position = last;
   impl->next_position = last + 1;
   it.reset();
@@ -479,14 +480,14 @@ Result<std::vector<v1::Event>> EventStore::read_all(std::uint64_t from_position,
   // Never read past what has been acknowledged.
   const std::uint64_t last = last_position();
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->events_cf));
-  for (it->Seek(encode_u64(from_position)); it->Valid() && out.size() < max_count; it->Next()) {
-    if (decode_u64(it->key().ToStringView()) > last) {
+  for (it->Seek(encode_be64(from_position)); it->Valid() && out.size() < max_count; it->Next()) {
+    if (decode_be64(it->key().ToStringView()) > last) {
       break;
     }
     v1::Event e;
     if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
       return Status::Corruption("unreadable event at position " +
-                                std::to_string(decode_u64(it->key().ToStringView())));
+                                std::to_string(decode_be64(it->key().ToStringView())));
     }
     out.push_back(std::move(e));
   }

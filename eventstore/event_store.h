@@ -34,6 +34,12 @@ class ColumnFamilyHandle;
 
 namespace keyledger {
 
+// 8-byte big-endian encoding of positions and versions, so RocksDB keys sort like the
+// numbers. Used for every position-keyed column family, the store's and the projections'.
+std::string encode_be64(std::uint64_t v);
+// The first 8 bytes of `bytes` (fewer bytes read as the high part of the number).
+std::uint64_t decode_be64(std::string_view bytes);
+
 struct EventStoreOptions {
   // Directory of the RocksDB database; created if missing.
   std::filesystem::path path;

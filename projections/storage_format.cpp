@@ -58,23 +58,6 @@ class Reader {
 
 }  // namespace
 
-std::string encode_be64(std::uint64_t v) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i) {
-    out[static_cast<std::size_t>(i)] = static_cast<char>(v & 0xff);
-    v >>= 8;
-  }
-  return out;
-}
-
-std::uint64_t decode_be64(std::string_view bytes) {
-  std::uint64_t v = 0;
-  for (std::size_t i = 0; i < 8 && i < bytes.size(); ++i) {
-    v = (v << 8) | static_cast<std::uint8_t>(bytes[i]);
-  }
-  return v;
-}
-
 std::int64_t unix_ms(TimePoint t) {
   return std::chrono::floor<std::chrono::milliseconds>(t).time_since_epoch().count();
 }

@@ -11,6 +11,8 @@
 #include "domain/status.h"
 #include "projections/active_key_table.h"
 
+#include "eventstore/event_store.h"
+
 namespace rocksdb {
 class Status;
 }  // namespace rocksdb
@@ -19,10 +21,8 @@ namespace keyledger::storage_format {
 
 inline constexpr std::size_t kPositionBytes = 8;
 
-// 8-byte big-endian, so keys sort like the numbers.
-std::string encode_be64(std::uint64_t v);
-// The first 8 bytes of `bytes` (fewer bytes read as the high part of the number).
-std::uint64_t decode_be64(std::string_view bytes);
+using ::keyledger::decode_be64;  // eventstore/event_store.h
+using ::keyledger::encode_be64;
 
 // Milliseconds since the epoch, rounded down.
 std::int64_t unix_ms(TimePoint t);
