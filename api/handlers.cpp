@@ -21,26 +21,7 @@ using http::Response;
 constexpr std::size_t kMaxLeakItems = 100;
 constexpr std::size_t kMaxAuditLimit = 1000;
 constexpr std::size_t kDefaultAuditLimit = 100;
-constexpr std::size_t kExpiryScanLimit = 1000;
 
-// Splits a path into segments: "/v1/keys/abc" -> {"v1", "keys", "abc"}.
-std::vector<std::string_view> segments(std::string_view path) {
-  std::vector<std::string_view> out;
-  std::size_t i = 0;
-  while (i < path.size()) {
-    while (i < path.size() && path[i] == '/') {
-      ++i;
-    }
-    const std::size_t start = i;
-    while (i < path.size() && path[i] != '/') {
-      ++i;
-    }
-    if (i > start) {
-      out.push_back(path.substr(start, i - start));
-    }
-  }
-  return out;
-}
 
 std::string encode_cursor(bool descending, std::uint64_t position) {
   const std::string raw = (descending ? "d:" : "a:") + std::to_string(position);
@@ -136,7 +117,7 @@ struct Api::Impl {
   void add(std::string method, std::string pattern, Access access, std::vector<std::string_view> scopes,
            Handler handler, bool inline_ok) {
     std::vector<std::string> parts;
-    for (auto s : segments(pattern)) {
+    for (auto s : http::path_segments(pattern)) {
       parts.emplace_back(s);
     }
     routes.push_back({std::move(method), std::move(pattern), std::move(parts), access, std::move(scopes),
@@ -174,7 +155,7 @@ struct Api::Impl {
   }
 
   const Route* find_route(const Request& req, Params& params, std::vector<std::string>& allowed) const {
-    const auto parts = segments(req.path);
+    const auto parts = http::path_segments(req.path);
     const Route* hit = nullptr;
     for (const auto& route : routes) {
       Params p;

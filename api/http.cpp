@@ -69,6 +69,24 @@ std::optional<std::string_view> Headers::get(std::string_view name) const {
   return std::nullopt;
 }
 
+std::vector<std::string_view> path_segments(std::string_view path) {
+  std::vector<std::string_view> out;
+  std::size_t i = 0;
+  while (i < path.size()) {
+    while (i < path.size() && path[i] == '/') {
+      ++i;
+    }
+    const std::size_t start = i;
+    while (i < path.size() && path[i] != '/') {
+      ++i;
+    }
+    if (i > start) {
+      out.push_back(path.substr(start, i - start));
+    }
+  }
+  return out;
+}
+
 bool parse_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query) {
   if (target.empty() || target.front() != '/') {
     return false;

@@ -44,6 +44,9 @@ struct Response {
   std::string content_type = "application/json";
 };
 
+// The non-empty segments of a path: "/v1/keys/abc" -> {"v1", "keys", "abc"} (views into `path`).
+std::vector<std::string_view> path_segments(std::string_view path);
+
 // Splits "/a/b?x=1&y=%20" into path and decoded query parameters (percent and '+' decoding).
 // Returns false for a malformed target (bad percent escape, not starting with '/').
 bool parse_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query);

@@ -51,26 +51,9 @@ constexpr std::array<RoutePattern, 18> kPrimaryOnly = {{
     {"POST", "/v1/leaks"},
 }};
 
-std::vector<std::string_view> segments(std::string_view path) {
-  std::vector<std::string_view> out;
-  std::size_t i = 0;
-  while (i < path.size()) {
-    while (i < path.size() && path[i] == '/') {
-      ++i;
-    }
-    const std::size_t start = i;
-    while (i < path.size() && path[i] != '/') {
-      ++i;
-    }
-    if (i > start) {
-      out.push_back(path.substr(start, i - start));
-    }
-  }
-  return out;
-}
 
 bool path_matches(std::string_view pattern, const std::vector<std::string_view>& parts) {
-  const auto want = segments(pattern);
+  const auto want = http::path_segments(pattern);
   if (want.size() != parts.size()) {
     return false;
   }
@@ -91,7 +74,7 @@ bool method_matches(std::string_view route_method, std::string_view method) {
 ReplicaApi::ReplicaApi(ReplicaApiContext context) : ctx_(std::move(context)) {}
 
 Response ReplicaApi::handle(Request& req) {
-  const auto parts = segments(req.path);
+  const auto parts = http::path_segments(req.path);
   const RoutePattern* served = nullptr;
   std::vector<std::string> allowed;
   for (const auto& route : kServed) {
@@ -157,7 +140,7 @@ void ReplicaApi::on_response(const Request& request, const Response& response, s
 }
 
 std::string ReplicaApi::route_of(const Request& request) const {
-  const auto parts = segments(request.path);
+  const auto parts = http::path_segments(request.path);
   for (const auto& route : kServed) {
     if (path_matches(route.pattern, parts)) {
       return std::string(route.pattern);
