@@ -260,9 +260,8 @@ int serve_replica(const Config& config) {
   if (Status s = feed.start(); !s.ok()) {
     return fail(s, "cannot start the Kafka consumer");
   }
-  // Rate limits are per node: each replica keeps its own buckets.
-  api::RateLimiter limiter(clock);
-  api::Verifier verifier(keys, hasher, limiter, *tiers, clock);
+  // Rate limits are per node: each replica keeps its own buckets (in its table).
+  api::Verifier verifier(keys, hasher, *tiers, clock);
   api::Metrics metrics;
   metrics.add_gauge("keyledger_replica_position", "Highest log position applied from Kafka.",
                     [&] { return static_cast<double>(feed.last_position()); });
@@ -377,9 +376,7 @@ int serve(Config config) {
     spdlog::info("bootstrap token (every scope) written to {}", fs::absolute(file).string());
   }
 
-  api::RateLimiter limiter(node.clock);
-  api::Verifier verifier(node.projector->key_table(), *node.hasher, limiter, node.tiers, node.clock,
-                         &node.projector->key_table());
+  api::Verifier verifier(node.projector->key_table(), *node.hasher, node.tiers, node.clock);
   api::Metrics metrics;
   EventStore& store = *node.store;
   Projector& projector = *node.projector;

@@ -124,21 +124,24 @@ struct Api::Impl {
                       handler, inline_ok});
   }
 
+  // True if `parts` fit the route's pattern; its {parameters} go to `params` (only then).
   static bool matches(const Route& route, const std::vector<std::string_view>& parts, Params* params) {
     if (route.parts.size() != parts.size()) {
       return false;
     }
-    Params found;
     for (std::size_t i = 0; i < parts.size(); ++i) {
       const std::string& p = route.parts[i];
-      if (p.front() == '{') {
-        found.emplace_back(parts[i]);
-      } else if (p != parts[i]) {
+      if (p.front() != '{' && p != parts[i]) {
         return false;
       }
     }
     if (params != nullptr) {
-      *params = std::move(found);
+      params->clear();
+      for (std::size_t i = 0; i < parts.size(); ++i) {
+        if (route.parts[i].front() == '{') {
+          params->emplace_back(parts[i]);
+        }
+      }
     }
     return true;
   }
@@ -158,14 +161,13 @@ struct Api::Impl {
     const auto parts = http::path_segments(req.path);
     const Route* hit = nullptr;
     for (const auto& route : routes) {
-      Params p;
-      if (!matches(route, parts, &p)) {
+      if (!matches(route, parts, nullptr)) {
         continue;
       }
       if (route.method == req.method || (req.method == "HEAD" && route.method == "GET")) {
         if (hit == nullptr) {
           hit = &route;
-          params = std::move(p);
+          matches(route, parts, &params);
         }
       } else if (std::find(allowed.begin(), allowed.end(), route.method) == allowed.end()) {
         allowed.push_back(route.method);
@@ -881,9 +883,9 @@ void Api::on_response(const http::Request& request, const http::Response& respon
   impl_->ctx.metrics.count_request(request.method, route_of(request), response.status);
 }
 
-std::string Api::route_of(const http::Request& request) const {
+std::string_view Api::route_of(const http::Request& request) const {
   const auto* route = impl_->route_for(request);
-  return route == nullptr ? "unmatched" : route->pattern;
+  return route == nullptr ? std::string_view("unmatched") : std::string_view(route->pattern);
 }
 
 }  // namespace keyledger::api

@@ -43,7 +43,7 @@ class Api final : public Dispatcher {
   void set_webhook_retry(WebhookRetry retry);
 
   // The route pattern a request matched ("/v1/keys/{key_id}"), or "unmatched" (metrics).
-  std::string route_of(const http::Request& request) const;
+  std::string_view route_of(const http::Request& request) const;
 
  private:
   struct Impl;

@@ -7,12 +7,6 @@ namespace keyledger::http {
 
 namespace {
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
-
 int hex_value(char c) {
   if (c >= '0' && c <= '9') {
     return c - '0';
@@ -51,22 +45,58 @@ bool percent_decode(std::string_view in, std::string& out) {
 
 }  // namespace
 
-void Headers::set(std::string_view name, std::string value) {
-  const std::string key = lower(name);
-  std::erase_if(items_, [&](const auto& item) { return item.first == key; });
-  items_.emplace_back(key, std::move(value));
+namespace {
+
+// ASCII only, as header names are (and without std::tolower's locale lookup).
+char lower_char(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool equals_lowercase(std::string_view lowercase, std::string_view name) {
+  return lowercase.size() == name.size() &&
+         std::equal(name.begin(), name.end(), lowercase.begin(), [](char a, char b) { return lower_char(a) == b; });
 }
 
-void Headers::add(std::string_view name, std::string value) { items_.emplace_back(lower(name), std::move(value)); }
+}  // namespace
+
+void Headers::set(std::string_view name, std::string_view value) {
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < size_; ++i) {
+    if (!equals_lowercase(items_[i].name, name)) {
+      std::swap(items_[kept++], items_[i]);
+    }
+  }
+  size_ = kept;
+  add(name, value);
+}
+
+void Headers::add(std::string_view name, std::string_view value) {
+  if (size_ == items_.size()) {
+    items_.emplace_back();
+  }
+  Header& slot = items_[size_++];
+  slot.name.resize(name.size());
+  std::transform(name.begin(), name.end(), slot.name.begin(), lower_char);
+  slot.value.assign(value);
+}
 
 std::optional<std::string_view> Headers::get(std::string_view name) const {
-  const std::string key = lower(name);
-  for (const auto& [n, v] : items_) {
-    if (n == key) {
-      return std::string_view(v);
+  for (const Header& h : all()) {
+    if (equals_lowercase(h.name, name)) {
+      return std::string_view(h.value);
     }
   }
   return std::nullopt;
+}
+
+void Request::reset() {
+  method.clear();
+  path.clear();
+  query.clear();
+  headers.clear();
+  body.clear();
+  request_id.clear();
+  remote_address.clear();
+  route_index = -2;
+  route_params.clear();
 }
 
 std::vector<std::string_view> path_segments(std::string_view path) {

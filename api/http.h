@@ -4,6 +4,7 @@
 
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -11,16 +12,25 @@
 
 namespace keyledger::http {
 
-// Case-insensitive header map (names compared in lowercase; stored lowercase).
+// Case-insensitive header map (names stored lowercase). clear() keeps the strings' buffers,
+// so a connection's reused Request fills its headers without allocating.
+class Header {
+ public:
+  std::string name;  // lowercase
+  std::string value;
+};
+
 class Headers {
  public:
-  void set(std::string_view name, std::string value);
-  void add(std::string_view name, std::string value);  // keeps earlier values of `name`
+  void set(std::string_view name, std::string_view value);
+  void add(std::string_view name, std::string_view value);  // keeps earlier values of `name`
   std::optional<std::string_view> get(std::string_view name) const;
-  const std::vector<std::pair<std::string, std::string>>& all() const { return items_; }
+  std::span<const Header> all() const { return {items_.data(), size_}; }
+  void clear() { size_ = 0; }
 
  private:
-  std::vector<std::pair<std::string, std::string>> items_;  // lowercase name, value
+  std::vector<Header> items_;  // [0, size_) in use; the rest are spare buffers
+  std::size_t size_ = 0;
 };
 
 struct Request {
@@ -35,6 +45,9 @@ struct Request {
   // however often it is asked (scheduling, dispatch, metrics). -2: not matched yet; -1: none.
   mutable int route_index = -2;
   mutable std::vector<std::string> route_params;
+
+  // Empties every field for the next request on a connection, keeping buffer capacity.
+  void reset();
 };
 
 struct Response {

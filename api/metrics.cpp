@@ -4,7 +4,7 @@
 
 namespace keyledger::api {
 
-void Metrics::count_request(const std::string& method, const std::string& route, unsigned status) {
+void Metrics::count_request(std::string_view method, std::string_view route, unsigned status) {
   const std::tuple<std::string_view, std::string_view, unsigned> labels{method, route, status};
   {
     std::shared_lock lock(requests_mutex_);
@@ -14,7 +14,7 @@ void Metrics::count_request(const std::string& method, const std::string& route,
     }
   }
   std::unique_lock lock(requests_mutex_);
-  auto [it, fresh] = requests_.try_emplace({method, route, status}, nullptr);
+  auto [it, fresh] = requests_.try_emplace({std::string(method), std::string(route), status}, nullptr);
   if (fresh) {
     it->second = std::make_unique<std::atomic<std::uint64_t>>(0);
   }

@@ -23,7 +23,7 @@ namespace keyledger::api {
 class Metrics {
  public:
   // `route` is the route pattern (/v1/keys/{key_id}), never the raw path (no unbounded labels).
-  void count_request(const std::string& method, const std::string& route, unsigned status);
+  void count_request(std::string_view method, std::string_view route, unsigned status);
   void observe_verification(VerifyCode code, std::chrono::nanoseconds latency);
   void count_events_appended(std::uint64_t n) { events_appended_ += n; }
 

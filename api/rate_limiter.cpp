@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <functional>
 
 namespace keyledger::api {
 
@@ -41,45 +40,29 @@ Result<std::vector<RateLimitTier>> parse_tiers(std::string_view spec) {
   return tiers;
 }
 
-RateLimitDecision RateLimiter::take(std::string_view key_id, const RateLimitTier& tier, std::uint32_t cost) {
-  const std::int64_t now_ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.now().time_since_epoch()).count();
+RateLimitDecision take_tokens(TokenBucket& bucket, const RateLimitTier& tier, std::uint32_t cost,
+                              std::int64_t now_ns) {
   const double burst = tier.burst;
   const double rate = tier.rate_per_second;
-  const std::size_t hash = KeyHash{}(key_id);
-  Shard& shard = shards_[(hash >> 8) % kShards];
-
   RateLimitDecision d;
   d.limit = tier.burst;
-  double tokens = 0;
-  {
-    std::lock_guard lock(shard.mutex);
-    auto it = shard.buckets.find(key_id);
-    const bool fresh = it == shard.buckets.end();
-    if (fresh) {
-      it = shard.buckets.emplace(std::string(key_id), Bucket{}).first;
-    }
-    Bucket& b = it->second;
-    if (fresh) {
-      b.tokens = burst;
-    } else {
-      const double elapsed_s = std::max<std::int64_t>(0, now_ns - b.updated_ns) / 1e9;
-      b.tokens = std::min(burst, b.tokens + elapsed_s * rate);
-    }
-    b.tokens = std::min(b.tokens, burst);  // a tier change may lower the burst
-    b.updated_ns = now_ns;
-    if (b.tokens >= cost) {
-      b.tokens -= cost;
-    } else {
-      d.allowed = false;
-      d.retry_after_ms = static_cast<std::int64_t>(std::ceil((cost - b.tokens) / rate * 1000.0));
-      if (cost > burst) {
-        // Never satisfiable under this tier; say when the bucket is full, the best it gets.
-        d.retry_after_ms = static_cast<std::int64_t>(std::ceil((burst - b.tokens) / rate * 1000.0));
-      }
-    }
-    tokens = b.tokens;
+  double tokens = burst;
+  if (bucket.updated_ns != 0) {
+    const double elapsed_s = static_cast<double>(std::max<std::int64_t>(0, now_ns - bucket.updated_ns)) / 1e9;
+    tokens = std::min(burst, static_cast<double>(bucket.tokens) + elapsed_s * rate);  // a tier change may lower the burst
   }
+  if (tokens >= cost) {
+    tokens -= cost;
+  } else {
+    d.allowed = false;
+    d.retry_after_ms = static_cast<std::int64_t>(std::ceil((cost - tokens) / rate * 1000.0));
+    if (cost > burst) {
+      // Never satisfiable under this tier; say when the bucket is full, the best it gets.
+      d.retry_after_ms = static_cast<std::int64_t>(std::ceil((burst - tokens) / rate * 1000.0));
+    }
+  }
+  bucket.tokens = static_cast<float>(tokens);
+  bucket.updated_ns = std::max<std::int64_t>(1, now_ns);
   d.remaining = static_cast<std::uint32_t>(std::floor(tokens));
   d.reset_ms = static_cast<std::int64_t>(std::ceil((burst - tokens) / rate * 1000.0));
   return d;

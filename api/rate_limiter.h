@@ -1,19 +1,16 @@
 #pragma once
 // Per-key token buckets (API.md §4). A bucket holds up to `burst` tokens and refills at
 // `rate_per_second`; a request takes `cost` tokens or is refused with the time until it
-// could pass. State lives in memory on this node only (replicas limit per node).
+// could pass. State lives in memory on this node only (replicas limit per node), beside the
+// key's entry in the ActiveKeyTable.
 
-#include <array>
-#include <functional>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
-#include "domain/clock.h"
 #include "domain/status.h"
+#include "projections/active_key_table.h"
 
 namespace keyledger::api {
 
@@ -36,31 +33,10 @@ struct RateLimitDecision {
   std::int64_t retry_after_ms = 0;   // when refused: until `cost` tokens are there
 };
 
-class RateLimiter {
- public:
-  explicit RateLimiter(const Clock& clock) : clock_(clock) {}
-
-  // Takes `cost` tokens from the bucket of `key_id` under `tier`. Cost 0 only reads.
-  RateLimitDecision take(std::string_view key_id, const RateLimitTier& tier, std::uint32_t cost);
-
- private:
-  struct Bucket {
-    double tokens = 0;
-    std::int64_t updated_ns = 0;
-  };
-  // Looks buckets up by string_view: no allocation for a key seen before.
-  struct KeyHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-  };
-  struct Shard {
-    std::mutex mutex;
-    std::unordered_map<std::string, Bucket, KeyHash, std::equal_to<>> buckets;
-  };
-  static constexpr std::size_t kShards = 64;
-
-  const Clock& clock_;
-  std::array<Shard, kShards> shards_;
-};
+// Takes `cost` tokens from `bucket` at `now_ns` under `tier` (cost 0 only reads), or refuses
+// with the time until they are there. A bucket never used (updated_ns 0) starts full. The
+// bucket lives in the key's slot of the ActiveKeyTable, which serialises calls for one key.
+RateLimitDecision take_tokens(TokenBucket& bucket, const RateLimitTier& tier, std::uint32_t cost,
+                              std::int64_t now_ns);
 
 }  // namespace keyledger::api

@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <charconv>
@@ -9,6 +10,7 @@
 #include <csignal>
 #include <exception>
 #include <list>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <string_view>
@@ -25,7 +27,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -87,7 +88,7 @@ bool is_sane_request_id(std::string_view id) {
 
 // A random per-thread prefix plus a counter: unique and unguessable enough for tracing,
 // without a getrandom() system call on every request.
-std::string new_request_id() {
+void new_request_id(std::string& out) {
   struct ThreadIds {
     std::array<unsigned char, kGeneratedRequestIdBytes> bytes{};
     std::uint64_t next = 0;
@@ -101,17 +102,18 @@ std::string new_request_id() {
   }
   std::array<char, kGeneratedRequestIdBytes * 2 + 1> hex{};
   sodium_bin2hex(hex.data(), hex.size(), bytes.data(), bytes.size());
-  return std::string(hex.data(), kGeneratedRequestIdBytes * 2);
+  out.assign(hex.data(), kGeneratedRequestIdBytes * 2);
 }
 
-// The client's X-Request-Id if it is sane, else a fresh one.
+// Sets `out` to the client's X-Request-Id if it is sane, else to a fresh one.
 template <class Fields>
-std::string request_id_for(const Fields& fields) {
+void request_id_for(const Fields& fields, std::string& out) {
   const auto it = fields.find(kRequestIdHeader);
   if (it != fields.end() && is_sane_request_id(view(it->value()))) {
-    return std::string(view(it->value()));
+    out.assign(view(it->value()));
+    return;
   }
-  return new_request_id();
+  new_request_id(out);
 }
 
 // Every Beast parse error (bad method, bad target, bad chunk, …) shares this category.
@@ -208,7 +210,7 @@ class SessionRegistry {
 };
 
 // What every session shares with the server. Owned by Server::Impl and declared before its
-// io_context, so it outlives every session (sessions still queued in a stopped io_context are
+// loops, so it outlives every session (sessions still queued in a stopped io_context are
 // destroyed with it).
 struct ServerContext {
   ServerContext(ServerOptions options_in, Dispatcher& dispatcher_in)
@@ -223,31 +225,81 @@ struct ServerContext {
   std::optional<asio::thread_pool> workers;
 };
 
-// One HTTP/1.1 connection. Everything runs on the connection's strand except the dispatcher
-// call of a non-inline request, which runs on the worker pool while no I/O is pending.
+using Executor = asio::io_context::executor_type;
+using Socket = asio::basic_stream_socket<tcp, Executor>;
+// Header fields come from the connection's memory pool: after the first requests, reading a
+// request and writing a response allocate nothing for their fields.
+using FieldAllocator = std::pmr::polymorphic_allocator<char>;
+using Fields = bhttp::basic_fields<FieldAllocator>;
+using RequestParser = bhttp::request_parser<bhttp::string_body, FieldAllocator>;
+using OutgoingResponse = bhttp::response<bhttp::string_body, Fields>;
+
+// One io thread's event loop. Its io_context is run by that thread alone, so a connection's
+// handlers need no strand and no lock. Deadlines are not timers per operation (each would be
+// armed and cancelled on every read and write): a connection sets a deadline, and the loop's
+// sweep closes the connections whose deadline passed.
+class Loop {
+ public:
+  explicit Loop(std::chrono::milliseconds sweep_interval) : ioc_(1), sweep_(ioc_), sweep_interval_(sweep_interval) {}
+
+  asio::io_context& context() { return ioc_; }
+  Executor executor() { return ioc_.get_executor(); }
+
+  // On this loop's thread only.
+  void watch(std::weak_ptr<Session> session) { sessions_.push_back(std::move(session)); }
+
+  void start_sweeping() {
+    sweep_.expires_after(sweep_interval_);
+    sweep_.async_wait([this](beast::error_code ec) {
+      if (ec) {
+        return;
+      }
+      sweep();
+      start_sweeping();
+    });
+  }
+  void stop_sweeping() {
+    asio::post(ioc_, [this] { sweep_.cancel(); });
+  }
+
+ private:
+  void sweep();
+
+  asio::io_context ioc_;
+  asio::steady_timer sweep_;
+  std::chrono::milliseconds sweep_interval_;
+  std::vector<std::weak_ptr<Session>> sessions_;
+};
+
+// One HTTP/1.1 connection, owned by one Loop: everything runs on that loop's thread except the
+// dispatcher call of a non-inline request, which runs on the worker pool while no I/O is
+// pending.
 //
 // Timeouts (API.md §3: nothing for idle_timeout, or one request taking over request_timeout,
-// closes the connection), both on the tcp_stream's expiry, which is an absolute deadline for
-// every read started before it is changed:
-//   1. Waiting for a request: one plain socket read under expires_after(idle_timeout). Its
+// closes the connection), as a deadline the loop's sweep enforces by closing the socket:
+//   1. Waiting for a request: one plain socket read with the deadline at idle_timeout. Its
 //      completion means the first bytes of a request have arrived.
-//   2. From those bytes on: expires_after(request_timeout) and http::async_read of the whole
-//      request. However the client dribbles its header or body, the request must be complete
-//      by then; idle_timeout no longer applies, so a slow but steady upload of a legitimate
-//      request is not cut at idle_timeout.
+//   2. From those bytes on: the deadline moves to request_timeout and http::async_read reads
+//      the whole request. However the client dribbles its header or body, the request must be
+//      complete by then; idle_timeout no longer applies, so a slow but steady upload of a
+//      legitimate request is not cut at idle_timeout.
 //   Bytes already buffered (a pipelined next request) skip step 1: that request has begun.
 //   Writing a response gets request_timeout too, so a client that never reads is dropped.
 // The handler itself runs with no deadline (no I/O is pending then).
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, ServerContext& context) : context_(context), stream_(std::move(socket)) {
+  Session(Socket socket, Loop& loop, ServerContext& context)
+      : context_(context),
+        loop_(loop),
+        socket_(std::move(socket)),
+        response_out_(std::piecewise_construct, std::make_tuple(), std::make_tuple(FieldAllocator(&memory_))) {
     beast::error_code ec;
-    const tcp::endpoint remote = stream_.socket().remote_endpoint(ec);
+    const tcp::endpoint remote = socket_.remote_endpoint(ec);
     if (!ec) {
       remote_address_ = remote.address().to_string();
     }
     // One write per response: Nagle would only delay it.
-    stream_.socket().set_option(tcp::no_delay(true), ec);
+    socket_.set_option(tcp::no_delay(true), ec);
   }
 
   ~Session() {
@@ -259,32 +311,62 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // Called once, right after accept.
+  // Called once, right after accept (on the acceptor's thread).
   void start() {
     registration_ = context_.sessions.add(weak_from_this());
-    asio::dispatch(stream_.get_executor(), beast::bind_front_handler(&Session::do_read, shared_from_this()));
+    asio::dispatch(socket_.get_executor(), [self = shared_from_this()] {
+      self->loop_.watch(self);
+      self->do_read();
+    });
   }
 
   // From stop(): close now if waiting for a request; otherwise finish the current one first.
   void drain() {
-    asio::post(stream_.get_executor(), beast::bind_front_handler(&Session::on_drain, shared_from_this()));
+    asio::post(socket_.get_executor(), beast::bind_front_handler(&Session::on_drain, shared_from_this()));
   }
 
-  // Only once no thread runs the io_context any more: nothing else can touch the socket then.
+  // Only once no thread runs the loops any more: nothing else can touch the socket then.
   void close_now() {
     beast::error_code ec;
-    stream_.socket().close(ec);
+    socket_.close(ec);
+  }
+
+  // From the loop's sweep: ends the connection if its deadline passed.
+  void enforce_deadline(SteadyClock::time_point now) {
+    if (now < deadline_ || timed_out_) {
+      return;
+    }
+    timed_out_ = true;
+    switch (phase_) {
+      case Phase::kWaiting:
+        spdlog::debug("connection from {} idle for {} ms; closing", remote_address_,
+                      context_.options.idle_timeout.count());
+        break;
+      case Phase::kReading:
+        spdlog::debug("request from {} incomplete after {} ms; closing", remote_address_,
+                      context_.options.request_timeout.count());
+        break;
+      default:
+        break;
+    }
+    beast::error_code ec;
+    socket_.close(ec);  // the pending operation completes with operation_aborted
   }
 
  private:
   enum class Phase { kWaiting, kReading, kHandling, kWriting, kClosing };
 
+  void set_deadline(std::chrono::milliseconds after) { deadline_ = SteadyClock::now() + after; }
+  void clear_deadline() { deadline_ = SteadyClock::time_point::max(); }
+
   void do_read() {
-    if (context_.draining.load()) {
+    if (context_.draining.load(std::memory_order_relaxed)) {
       return do_close();
     }
-    // A fresh parser per request, so the limits are reapplied and nothing carries over.
-    parser_.emplace();
+    // A fresh parser per request, so the limits are reapplied and nothing carries over. The
+    // previous one's fields go back to the pool first.
+    parser_.reset();
+    parser_.emplace(std::piecewise_construct, std::make_tuple(), std::make_tuple(FieldAllocator(&memory_)));
     parser_->header_limit(static_cast<std::uint32_t>(context_.options.max_header_bytes));
     parser_->body_limit(context_.options.max_body_bytes);
     close_after_write_ = false;
@@ -292,19 +374,14 @@ class Session : public std::enable_shared_from_this<Session> {
       return read_request();
     }
     phase_ = Phase::kWaiting;
-    stream_.expires_after(context_.options.idle_timeout);
-    stream_.async_read_some(buffer_.prepare(kReadChunkBytes),
+    set_deadline(context_.options.idle_timeout);
+    socket_.async_read_some(buffer_.prepare(kReadChunkBytes),
                             beast::bind_front_handler(&Session::on_first_bytes, shared_from_this()));
   }
 
   void on_first_bytes(beast::error_code ec, std::size_t bytes) {
     if (ec == asio::error::eof) {
       return do_close();  // the client closed between requests: normal for keep-alive
-    }
-    if (ec == beast::error::timeout) {
-      spdlog::debug("connection from {} idle for {} ms; closing", remote_address_,
-                    context_.options.idle_timeout.count());
-      return do_close();
     }
     if (ec) {
       return fail(ec, "read");
@@ -316,19 +393,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void read_request() {
     phase_ = Phase::kReading;
     request_start_ = SteadyClock::now();
-    stream_.expires_after(context_.options.request_timeout);
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      beast::bind_front_handler(&Session::on_read, shared_from_this()));
+    deadline_ = request_start_ + context_.options.request_timeout;
+    bhttp::async_read(socket_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
   }
 
   void on_read(beast::error_code ec, std::size_t /*bytes*/) {
     if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) {
       return do_close();  // the client gave up mid-request: nobody to answer
-    }
-    if (ec == beast::error::timeout) {
-      spdlog::debug("request from {} incomplete after {} ms; closing", remote_address_,
-                    context_.options.request_timeout.count());
-      return do_close();
     }
     if (ec == bhttp::error::body_limit) {
       return answer_and_close(kPayloadTooLarge, "payload_too_large", "request body is too large");
@@ -347,28 +418,28 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void handle_request() {
     phase_ = Phase::kHandling;
+    clear_deadline();
     auto& message = parser_->get();
     version_ = message.version();
     keep_alive_ = message.keep_alive();
 
-    request_.request_id = request_id_for(message);
+    // The request object is reused (its buffers keep their capacity): nothing of the previous
+    // request may survive, least of all its cached route.
+    request_.reset();
+    request_id_for(message, request_.request_id);
     request_.method.assign(view(message.method_string()));
+    request_.remote_address = remote_address_;
     if (!http::parse_target(view(message.target()), request_.path, request_.query)) {
       // The framing is intact, so the connection may stay open.
-      http::Request rejected;
-      rejected.method = std::move(request_.method);
-      rejected.request_id = std::move(request_.request_id);
-      rejected.remote_address = remote_address_;
-      request_ = std::move(rejected);
+      request_.path.clear();
+      request_.query.clear();
       response_ = error_response(kBadRequest, "bad_request", "malformed request target", request_.request_id);
       return write_response();
     }
-    request_.headers = http::Headers{};
     for (const auto& field : message) {
-      request_.headers.add(view(field.name_string()), std::string(view(field.value())));
+      request_.headers.add(view(field.name_string()), view(field.value()));
     }
     request_.body = std::move(message.body());
-    request_.remote_address = remote_address_;
 
     bool inline_handler = false;
     try {
@@ -381,11 +452,11 @@ class Session : public std::enable_shared_from_this<Session> {
       return write_response();
     }
     // No I/O is pending on this connection while the worker has the request, so the worker
-    // may touch request_/response_; posting back to the strand orders it before the write.
+    // may touch request_/response_; posting back to the loop orders it before the write.
     asio::post(*context_.workers, [self = shared_from_this()]() mutable {
       self->invoke_dispatcher();
-      const auto strand = self->stream_.get_executor();
-      asio::post(strand, beast::bind_front_handler(&Session::write_response, std::move(self)));
+      const Executor loop = self->socket_.get_executor();
+      asio::post(loop, beast::bind_front_handler(&Session::write_response, std::move(self)));
     });
   }
 
@@ -405,15 +476,16 @@ class Session : public std::enable_shared_from_this<Session> {
   // cannot be framed).
   void answer_and_close(unsigned status, std::string_view code, std::string_view message) {
     phase_ = Phase::kHandling;
+    clear_deadline();
     close_after_write_ = true;
     keep_alive_ = false;
-    request_ = http::Request{};
+    request_.reset();
     request_.remote_address = remote_address_;
     // Whatever the parser got to (its start line, complete fields) is already in the message,
     // even when the header as a whole was refused (a Content-Length over the limit, say).
     const auto& partial = parser_->get();
     version_ = partial.version() == 10 ? 10 : 11;
-    request_.request_id = request_id_for(partial);
+    request_id_for(partial, request_.request_id);
     request_.method.assign(view(partial.method_string()));
     response_ = error_response(status, code, message, request_.request_id);
     write_response();
@@ -421,7 +493,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void write_response() {
     phase_ = Phase::kWriting;
-    bool keep_alive = keep_alive_ && !close_after_write_ && !context_.draining.load();
+    bool keep_alive = keep_alive_ && !close_after_write_ && !context_.draining.load(std::memory_order_relaxed);
 
     response_out_.clear();  // header fields of the previous response
     response_out_.version(version_);
@@ -431,6 +503,7 @@ class Session : public std::enable_shared_from_this<Session> {
       response_ = internal_error(request_.request_id);
     }
     response_out_.result(response_.status);
+    bool has_content_type = false;
     for (const auto& [name, value] : response_.headers.all()) {
       // Framing is ours (prepare_payload); a handler may only ask for the connection to end.
       if (name == "content-length" || name == "transfer-encoding") {
@@ -440,20 +513,19 @@ class Session : public std::enable_shared_from_this<Session> {
         keep_alive = keep_alive && !beast::iequals(value, "close");
         continue;
       }
+      has_content_type = has_content_type || name == "content-type";
       response_out_.insert(name, value);
     }
-    if (!response_.body.empty() && !response_.content_type.empty() &&
-        response_out_.find(bhttp::field::content_type) == response_out_.end()) {
-      response_out_.set(bhttp::field::content_type, response_.content_type);
+    if (!response_.body.empty() && !response_.content_type.empty() && !has_content_type) {
+      response_out_.insert(bhttp::field::content_type, response_.content_type);
     }
-    response_out_.set(kRequestIdHeader, request_.request_id);
+    response_out_.insert(kRequestIdHeader, request_.request_id);
     response_out_.body() = std::move(response_.body);
     response_out_.keep_alive(keep_alive);
     response_out_.prepare_payload();
 
-    stream_.expires_after(context_.options.request_timeout);
-    bhttp::async_write(stream_, response_out_,
-                       beast::bind_front_handler(&Session::on_write, shared_from_this()));
+    set_deadline(context_.options.request_timeout);
+    bhttp::async_write(socket_, response_out_, beast::bind_front_handler(&Session::on_write, shared_from_this()));
   }
 
   void on_write(beast::error_code ec, std::size_t /*bytes*/) {
@@ -479,14 +551,14 @@ class Session : public std::enable_shared_from_this<Session> {
   void linger_close() {
     phase_ = Phase::kClosing;
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
     if (ec) {
       return;  // the client is gone already; ~Session closes the socket
     }
     lingered_bytes_ = 0;
     buffer_.clear();
-    stream_.expires_after(kLingerTimeout);
-    stream_.async_read_some(buffer_.prepare(kReadChunkBytes),
+    set_deadline(kLingerTimeout);
+    socket_.async_read_some(buffer_.prepare(kReadChunkBytes),
                             beast::bind_front_handler(&Session::on_linger, shared_from_this()));
   }
 
@@ -495,7 +567,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec || lingered_bytes_ >= kLingerMaxBytes) {
       return;  // end of input, timeout or enough: ~Session closes the socket
     }
-    stream_.async_read_some(buffer_.prepare(kReadChunkBytes),
+    socket_.async_read_some(buffer_.prepare(kReadChunkBytes),
                             beast::bind_front_handler(&Session::on_linger, shared_from_this()));
   }
 
@@ -503,48 +575,78 @@ class Session : public std::enable_shared_from_this<Session> {
     // Waiting for a request (or discarding input after an error answer): nothing in flight.
     // Any other phase ends by itself: write_response sees `draining` and closes afterwards.
     if (phase_ == Phase::kWaiting || phase_ == Phase::kClosing) {
-      stream_.close();
+      beast::error_code ec;
+      socket_.close(ec);
     }
   }
 
   void do_close() {
     phase_ = Phase::kClosing;
+    clear_deadline();
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
     // ~Session closes the socket once the last handler lets go.
   }
 
   void fail(beast::error_code ec, const char* what) {
     if (ec == asio::error::operation_aborted) {
-      return;  // stop() closed the connection
+      return;  // stop() or the deadline sweep closed the connection
     }
     spdlog::debug("connection from {}: {} failed: {}", remote_address_, what, ec.message());
   }
 
   ServerContext& context_;
-  beast::tcp_stream stream_;
+  Loop& loop_;
+  Socket socket_;
+  // Declared before everything that allocates from it.
+  std::pmr::unsynchronized_pool_resource memory_;
   beast::flat_buffer buffer_;  // reused for every request of the connection
-  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<RequestParser> parser_;
   http::Request request_;
   http::Response response_;
-  bhttp::response<bhttp::string_body> response_out_;
+  OutgoingResponse response_out_;
   std::string remote_address_;
   std::optional<SessionRegistry::Handle> registration_;
   SteadyClock::time_point request_start_{};
+  SteadyClock::time_point deadline_ = SteadyClock::time_point::max();
   std::size_t lingered_bytes_ = 0;
   unsigned version_ = 11;
   bool keep_alive_ = true;
   bool close_after_write_ = false;
+  bool timed_out_ = false;
   Phase phase_ = Phase::kWaiting;
 };
+
+void Loop::sweep() {
+  const auto now = SteadyClock::now();
+  std::erase_if(sessions_, [&](const std::weak_ptr<Session>& weak) {
+    auto session = weak.lock();
+    if (!session) {
+      return true;
+    }
+    session->enforce_deadline(now);
+    return false;
+  });
+}
+
+// How often each loop looks for connections past their deadline: a tenth of the shortest
+// timeout (so a deadline is enforced at most 10% late), between 5 ms and 1 s.
+std::chrono::milliseconds sweep_interval(const ServerOptions& options) {
+  const auto shortest = std::min(options.idle_timeout, options.request_timeout);
+  return std::clamp(shortest / 10, std::chrono::milliseconds(5), std::chrono::milliseconds(1000));
+}
 
 }  // namespace
 
 struct Server::Impl {
-  Impl(ServerOptions options, Dispatcher& dispatcher)
-      : context(std::move(options), dispatcher),
-        acceptor(asio::make_strand(ioc)),
-        accept_retry(acceptor.get_executor()) {}
+  Impl(ServerOptions options, Dispatcher& dispatcher) : context(std::move(options), dispatcher) {
+    const std::size_t threads = std::max<std::size_t>(1, context.options.io_threads);
+    for (std::size_t i = 0; i < threads; ++i) {
+      loops.push_back(std::make_unique<Loop>(sweep_interval(context.options)));
+    }
+    acceptor.emplace(loops.front()->context());
+    accept_retry.emplace(loops.front()->context());
+  }
 
   enum class State { kNew, kRunning, kStopped };
 
@@ -571,34 +673,37 @@ struct Server::Impl {
     beast::error_code ec;
     const auto failed = [&](std::string_view step) {
       beast::error_code ignored;
-      acceptor.close(ignored);
+      acceptor->close(ignored);
       return Status::Unavailable("cannot listen on " + options.listen + " (" + std::string(step) +
                                  "): " + ec.message());
     };
-    if (acceptor.open(endpoint->protocol(), ec); ec) {
+    if (acceptor->open(endpoint->protocol(), ec); ec) {
       return failed("open");
     }
-    if (acceptor.set_option(asio::socket_base::reuse_address(true), ec); ec) {
+    if (acceptor->set_option(asio::socket_base::reuse_address(true), ec); ec) {
       return failed("set_option");
     }
-    if (acceptor.bind(*endpoint, ec); ec) {
+    if (acceptor->bind(*endpoint, ec); ec) {
       return failed("bind");
     }
-    if (acceptor.listen(asio::socket_base::max_listen_connections, ec); ec) {
+    if (acceptor->listen(asio::socket_base::max_listen_connections, ec); ec) {
       return failed("listen");
     }
-    const tcp::endpoint bound = acceptor.local_endpoint(ec);
+    const tcp::endpoint bound = acceptor->local_endpoint(ec);
     if (ec) {
       return failed("local_endpoint");
     }
     port = bound.port();
 
     context.workers.emplace(options.worker_threads);
-    work.emplace(ioc.get_executor());
+    for (auto& loop : loops) {
+      work.emplace_back(loop->executor());
+      loop->start_sweeping();
+    }
     do_accept();
-    io_threads.reserve(options.io_threads);
-    for (std::size_t i = 0; i < options.io_threads; ++i) {
-      io_threads.emplace_back([this] { run_io(); });
+    io_threads.reserve(loops.size());
+    for (auto& loop : loops) {
+      io_threads.emplace_back([this, &loop = *loop] { run_io(loop); });
     }
     state = State::kRunning;
     spdlog::debug("listening on {}", options.listen);
@@ -616,10 +721,10 @@ struct Server::Impl {
 
     // 1. Stop accepting. Sessions accepted from now on see `draining` and close at once.
     context.draining.store(true);
-    asio::post(acceptor.get_executor(), [this] {
+    asio::post(acceptor->get_executor(), [this] {
       beast::error_code ignored;
-      acceptor.close(ignored);
-      accept_retry.cancel();
+      acceptor->close(ignored);
+      accept_retry->cancel();
     });
     // 2. Drain: idle connections close now, busy ones after their response.
     for (const auto& session : context.sessions.live()) {
@@ -631,8 +736,11 @@ struct Server::Impl {
     }
     // 3. Stop the threads. A handler still running on a worker finishes first (it may be in
     // the middle of an fsync); its write is then dropped with the stopped io_context.
-    work.reset();
-    ioc.stop();
+    work.clear();
+    for (auto& loop : loops) {
+      loop->stop_sweeping();
+      loop->context().stop();
+    }
     for (auto& thread : io_threads) {
       thread.join();
     }
@@ -641,7 +749,7 @@ struct Server::Impl {
     // 4. No thread touches the sockets any more: close what is left, so clients see the end
     // now rather than when the Server is destroyed.
     beast::error_code ignored;
-    acceptor.close(ignored);
+    acceptor->close(ignored);
     for (const auto& session : context.sessions.live()) {
       session->close_now();
     }
@@ -656,7 +764,7 @@ struct Server::Impl {
     }
     // The handler runs on an io thread, which must not join itself: it only wakes us, and we
     // call stop() from here.
-    asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    asio::signal_set signals(loops.front()->context(), SIGINT, SIGTERM);
     signals.async_wait([this](const beast::error_code& ec, int signal_number) {
       if (ec) {
         return;
@@ -680,36 +788,40 @@ struct Server::Impl {
     stop_request_cv.notify_all();
   }
 
+  // Connections go to the loops in turn.
   void do_accept() {
-    acceptor.async_accept(asio::make_strand(ioc), beast::bind_front_handler(&Impl::on_accept, this));
+    Loop& loop = *loops[next_loop++ % loops.size()];
+    acceptor->async_accept(loop.context(), [this, &loop](beast::error_code ec, Socket socket) {
+      on_accept(ec, std::move(socket), loop);
+    });
   }
 
-  void on_accept(beast::error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !acceptor.is_open()) {
+  void on_accept(beast::error_code ec, Socket socket, Loop& loop) {
+    if (ec == asio::error::operation_aborted || !acceptor->is_open()) {
       return;
     }
     if (ec) {
       spdlog::warn("accept failed: {}; retrying", ec.message());
-      accept_retry.expires_after(kAcceptRetryDelay);
-      accept_retry.async_wait([this](beast::error_code timer_ec) {
-        if (!timer_ec && acceptor.is_open()) {
+      accept_retry->expires_after(kAcceptRetryDelay);
+      accept_retry->async_wait([this](beast::error_code timer_ec) {
+        if (!timer_ec && acceptor->is_open()) {
           do_accept();
         }
       });
       return;
     }
     if (!context.draining.load()) {
-      std::make_shared<Session>(std::move(socket), context)->start();
+      std::make_shared<Session>(std::move(socket), loop, context)->start();
     }
     do_accept();
   }
 
-  void run_io() {
+  void run_io(Loop& loop) {
     // Handlers do not throw (dispatcher exceptions are caught in the session); should one
     // anyway, keep the thread serving rather than terminate the process.
     for (;;) {
       try {
-        ioc.run();
+        loop.context().run();
         return;
       } catch (const std::exception& e) {
         spdlog::warn("io thread: unexpected exception: {}", e.what());
@@ -717,12 +829,15 @@ struct Server::Impl {
     }
   }
 
-  // Declared first: sessions still queued in the io_context use it while it is destroyed.
+  // Declared first: sessions still queued in a loop's io_context use it while it is destroyed.
   ServerContext context;
-  asio::io_context ioc;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
-  tcp::acceptor acceptor;  // on its own strand: stop() closes it through a post
-  asio::steady_timer accept_retry;
+  std::vector<std::unique_ptr<Loop>> loops;
+  std::vector<asio::executor_work_guard<Executor>> work;
+  // On the first loop, with the accept retry timer; both touched only on that loop's thread
+  // (stop() closes the acceptor through a post).
+  std::optional<asio::basic_socket_acceptor<tcp, Executor>> acceptor;
+  std::optional<asio::basic_waitable_timer<SteadyClock, asio::wait_traits<SteadyClock>, Executor>> accept_retry;
+  std::size_t next_loop = 0;
   std::vector<std::thread> io_threads;
   std::atomic<std::uint16_t> port{0};
 

@@ -15,9 +15,9 @@ std::string_view verify_code_name(VerifyCode code) {
   return "MALFORMED";
 }
 
-Verifier::Verifier(const ActiveKeyTable& table, const KeyHasher& hasher, RateLimiter& limiter,
-                   std::vector<RateLimitTier> tiers, const Clock& clock, ActiveKeyTable* usage)
-    : table_(table), hasher_(hasher), limiter_(limiter), tiers_(std::move(tiers)), clock_(clock), usage_(usage) {
+Verifier::Verifier(ActiveKeyTable& table, const KeyHasher& hasher, std::vector<RateLimitTier> tiers,
+                   const Clock& clock)
+    : table_(table), hasher_(hasher), tiers_(std::move(tiers)), clock_(clock) {
   // The table numbers tiers in configuration order; when it agrees with ours, an entry's tier
   // index picks the tier with no lookup by name on the hot path.
   aligned_ = true;
@@ -46,29 +46,24 @@ VerifyOutcome Verifier::verify(std::string_view api_key, std::uint32_t cost) con
     return out;
   }
   const Digest digest = hasher_.digest(api_key);
-  out.entry = table_.find(digest);
-  if (!out.entry) {
+  const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.now().time_since_epoch()).count();
+  const std::int64_t now_ms = now_ns / 1'000'000;
+  // One visit of the key's slot: state, expiry, bucket and last use under one shard lock.
+  const bool known = table_.visit(digest, now_ns / 1'000'000'000, [&](const KeyEntry& entry, TokenBucket& bucket) {
+    out.entry = entry;
+    switch (entry.condition_at(now_ms)) {
+      case KeyCondition::kRevoked: out.code = VerifyCode::kRevoked; return false;
+      case KeyCondition::kExpired: out.code = VerifyCode::kExpired; return false;
+      case KeyCondition::kCompromised: out.code = VerifyCode::kCompromised; return false;
+      case KeyCondition::kActive: break;
+    }
+    out.tier = &tier_of(entry);
+    out.ratelimit = take_tokens(bucket, *out.tier, cost, now_ns);
+    out.code = out.ratelimit->allowed ? VerifyCode::kValid : VerifyCode::kRateLimited;
+    return out.ratelimit->allowed;
+  });
+  if (!known) {
     out.code = VerifyCode::kNotFound;
-    return out;
-  }
-  const auto now = clock_.now();
-  const std::int64_t now_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-  switch (out.entry->condition_at(now_ms)) {
-    case KeyCondition::kRevoked: out.code = VerifyCode::kRevoked; return out;
-    case KeyCondition::kExpired: out.code = VerifyCode::kExpired; return out;
-    case KeyCondition::kCompromised: out.code = VerifyCode::kCompromised; return out;
-    case KeyCondition::kActive: break;
-  }
-  out.tier = &tier_of(*out.entry);
-  out.ratelimit = limiter_.take(out.entry->key_id.view(), *out.tier, cost);
-  if (!out.ratelimit->allowed) {
-    out.code = VerifyCode::kRateLimited;
-    return out;
-  }
-  out.code = VerifyCode::kValid;
-  if (usage_ != nullptr) {
-    usage_->touch(digest, std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count());
   }
   return out;
 }

@@ -25,8 +25,8 @@ struct VerifyOutcome {
 class Verifier {
  public:
   // `tiers` must list every tier name the table may hold (unknown ones fall back to the first).
-  Verifier(const ActiveKeyTable& table, const KeyHasher& hasher, RateLimiter& limiter,
-           std::vector<RateLimitTier> tiers, const Clock& clock, ActiveKeyTable* usage = nullptr);
+  // The table keeps each key's rate-limit bucket and last use, hence not const.
+  Verifier(ActiveKeyTable& table, const KeyHasher& hasher, std::vector<RateLimitTier> tiers, const Clock& clock);
 
   // `cost` tokens are taken from a valid key's bucket (0 only reads it). Records the key's
   // last use on success.
@@ -37,12 +37,10 @@ class Verifier {
  private:
   const RateLimitTier& tier_of(const KeyEntry& entry) const;
 
-  const ActiveKeyTable& table_;
+  ActiveKeyTable& table_;
   const KeyHasher& hasher_;
-  RateLimiter& limiter_;
   std::vector<RateLimitTier> tiers_;
   const Clock& clock_;
-  ActiveKeyTable* usage_;
   bool aligned_ = false;
 };
 

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <iterator>
+
+#include <fmt/format.h>
 
 #include "api/errors.h"
 
@@ -183,16 +186,25 @@ Response unauthorized_response(const Request& req, bool invalid_token) {
 
 void set_ratelimit_headers(Response& res, const RateLimitTier& tier, const RateLimitDecision& d,
                            TimePoint now) {
+  // On the verification hot path: values are formatted in a stack buffer, not concatenated.
+  fmt::memory_buffer value;
+  const auto set = [&](std::string_view name) {
+    res.headers.set(name, std::string_view(value.data(), value.size()));
+    value.clear();
+  };
   const auto window = static_cast<std::int64_t>(std::ceil(tier.burst / tier.rate_per_second));
-  res.headers.set("RateLimit-Policy",
-                  "\"" + tier.name + "\";q=" + std::to_string(tier.burst) + ";w=" + std::to_string(window));
-  res.headers.set("RateLimit", "\"" + tier.name + "\";r=" + std::to_string(d.remaining) +
-                                   ";t=" + std::to_string(seconds_ceil(d.reset_ms)));
-  res.headers.set("X-RateLimit-Limit", std::to_string(d.limit));
-  res.headers.set("X-RateLimit-Remaining", std::to_string(d.remaining));
-  const auto reset_at = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count() +
-                        seconds_ceil(d.reset_ms);
-  res.headers.set("X-RateLimit-Reset", std::to_string(reset_at));
+  const std::int64_t until_full_s = seconds_ceil(d.reset_ms);
+  fmt::format_to(std::back_inserter(value), "\"{}\";q={};w={}", tier.name, tier.burst, window);
+  set("RateLimit-Policy");
+  fmt::format_to(std::back_inserter(value), "\"{}\";r={};t={}", tier.name, d.remaining, until_full_s);
+  set("RateLimit");
+  fmt::format_to(std::back_inserter(value), "{}", d.limit);
+  set("X-RateLimit-Limit");
+  fmt::format_to(std::back_inserter(value), "{}", d.remaining);
+  set("X-RateLimit-Remaining");
+  const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  fmt::format_to(std::back_inserter(value), "{}", now_s + until_full_s);
+  set("X-RateLimit-Reset");
 }
 
 std::variant<TokenCaller, Response> authenticate_service_token(const Request& req,
@@ -297,9 +309,9 @@ Response forward_auth_response(const VerifyOutcome& outcome, TimePoint now) {
   res.status = 200;
   res.content_type.clear();
   const KeyEntry& e = *outcome.entry;
-  res.headers.set("X-Agent-Id", e.agent_id.str());
-  res.headers.set("X-Key-Id", e.key_id.str());
-  res.headers.set("X-Agent-Environment", std::string(environment_name(e.environment)));
+  res.headers.set("X-Agent-Id", e.agent_id.view());
+  res.headers.set("X-Key-Id", e.key_id.view());
+  res.headers.set("X-Agent-Environment", environment_name(e.environment));
   set_ratelimit_headers(res, *outcome.tier, *outcome.ratelimit, now);
   return res;
 }

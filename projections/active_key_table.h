@@ -1,8 +1,13 @@
 #pragma once
 // The verification hot path's table: digest -> key entry for every key ever created (revoked
 // and expired ones too, so verification can say REVOKED / EXPIRED / COMPROMISED).
-// O(1) lookup; many concurrent readers while the projection thread applies events
-// (64 shards, each behind a shared_mutex). About 100 bytes per key plus the map's node.
+//
+// 64 shards, each an open-addressing index (4 bytes a slot: entry number plus an 8-bit tag of
+// the digest) over a dense array of 128-byte slots that hold the digest, the entry, the key's
+// rate-limit bucket and its last use. A verification is one shard lock, one probe of the
+// index and one slot: a single cache miss past the index, however many keys there are. Many
+// threads verify at once (each locks one shard of 64, briefly) while the projection applies
+// events. About 150 bytes per key with the key-id and agent indexes.
 
 #include <array>
 #include <cstdint>
@@ -16,15 +21,16 @@
 
 #include "domain/agent.h"
 #include "domain/key_material.h"
+#include "projections/huge_pages.h"
 
 namespace keyledger {
 
 // An id such as `key_…`/`agt_…` stored inline (no heap allocation).
 class InlineId {
  public:
-  static constexpr std::size_t kCapacity = 31;
+  static constexpr std::size_t kCapacity = 28;  // "key_" + 24 hex
   InlineId() = default;
-  explicit InlineId(std::string_view id);  // truncates past kCapacity (ids are 28 chars)
+  explicit InlineId(std::string_view id);  // truncates past kCapacity
   std::string_view view() const { return {data_.data(), size_}; }
   std::string str() const { return std::string(view()); }
   bool operator==(const InlineId& other) const { return view() == other.view(); }
@@ -37,13 +43,13 @@ class InlineId {
 enum class KeyCondition : std::uint8_t { kActive, kRevoked, kExpired, kCompromised };
 
 struct KeyEntry {
+  std::int64_t created_at_ms = 0;  // occurred_at of KeyCreated (the key indexes need it)
+  std::int64_t expires_at_ms = 0;  // 0: never
   InlineId key_id;
   InlineId agent_id;
-  std::int64_t created_at_ms = 0;                  // occurred_at of KeyCreated (the key indexes need it)
-  std::int64_t expires_at_ms = 0;                  // 0: never
   KeyCondition condition = KeyCondition::kActive;  // as recorded by events
+  std::uint8_t tier = 0;                           // index into the table's tier names
   v1::Environment environment = v1::ENVIRONMENT_PRODUCTION;
-  std::uint8_t tier = 0;  // index into the table's tier names
 
   // What verification answers at `now_ms`: an active key past its expiry is kExpired.
   KeyCondition condition_at(std::int64_t now_ms) const {
@@ -54,17 +60,41 @@ struct KeyEntry {
   }
 };
 
+// A key's token bucket (rate limiting lives in api/; the table only keeps the state beside
+// the entry, so a verification touches one slot).
+struct TokenBucket {
+  std::int64_t updated_ns = 0;  // 0: never used (a fresh bucket is full)
+  float tokens = 0;
+};
+
 class ActiveKeyTable {
  public:
   // `tiers`: tier names from configuration; entry.tier indexes into this list (names not in
   // it are appended on first sight).
   explicit ActiveKeyTable(std::vector<std::string> tiers);
 
-  // Copy of the entry for `digest`, or nullopt. Lock-free for other shards; shared lock on one.
+  // Copy of the entry for `digest`, or nullopt.
   std::optional<KeyEntry> find(const Digest& digest) const;
 
   // Copy of the entry of `key_id`, or nullopt.
   std::optional<KeyEntry> find_key(std::string_view key_id) const;
+
+  // The verification path: runs fn(const KeyEntry&, TokenBucket&) -> bool under the entry's
+  // shard lock; when fn returns true the key's last use is recorded as `now_s` (Unix seconds).
+  // False if the digest is unknown (fn not called).
+  template <typename Fn>
+  bool visit(const Digest& digest, std::int64_t now_s, Fn&& fn) {
+    Shard& shard = shard_for(digest);
+    std::lock_guard lock(shard.mutex);
+    Slot* slot = shard.locate(digest);
+    if (slot == nullptr) {
+      return false;
+    }
+    if (fn(static_cast<const KeyEntry&>(slot->entry), slot->bucket)) {
+      shard.mark_used(*slot, now_s);
+    }
+    return true;
+  }
 
   // Applies one event (KeyCreated, KeyRotated, KeyRevoked, KeyExpired, KeyCompromised,
   // AgentRegistered, RateLimitTierChanged); others are ignored. Idempotent, also for events
@@ -87,7 +117,7 @@ class ActiveKeyTable {
   // Start-up load of what agent_defaults() answers (does not touch existing entries).
   void put_agent(std::string_view agent_id, const AgentDefaults& defaults);
 
-  // Forgets every entry and agent (Projector::rebuild). Tier names and usage data stay.
+  // Forgets every entry and agent (Projector::rebuild). Tier names stay.
   void clear();
 
   std::size_t size() const;
@@ -98,42 +128,79 @@ class ActiveKeyTable {
   template <typename Fn>
   void for_each(Fn fn) const {
     for (const auto& shard : shards_) {
-      std::shared_lock lock(shard.mutex);
-      for (const auto& [digest, entry] : shard.map) {
-        fn(digest, entry);
+      std::lock_guard lock(shard.mutex);
+      for (const Slot& slot : shard.slots) {
+        fn(slot.digest, static_cast<const KeyEntry&>(slot.entry));
       }
     }
   }
 
-  // Last successful verification per key (usage data, not events); seconds since epoch.
+  // Records a successful verification at `now_s` (Unix seconds) without visit().
   void touch(const Digest& digest, std::int64_t now_s);
+  // Last successful verification of a key (usage data, not events); Unix seconds.
   std::optional<std::int64_t> last_used(std::string_view key_id) const;
   // Drains the usage recorded since the last call (key_id -> seconds), for periodic flushing.
   std::unordered_map<std::string, std::int64_t> take_usage();
 
  private:
-  struct DigestHash {
-    std::size_t operator()(const Digest& d) const noexcept;
+  // Last use is kept in 31 bits as seconds since 2020-01-01 (good until 2088); the top bit
+  // says "not flushed yet".
+  static constexpr std::int64_t kUsageEpoch = 1'577'836'800;
+  static constexpr std::uint32_t kUnflushed = 0x8000'0000U;
+
+  struct Slot {
+    Digest digest{};
+    KeyEntry entry;
+    TokenBucket bucket;
+    std::uint32_t last_used = 0;  // 0: never; else kUsageEpoch-relative seconds | kUnflushed
   };
+
+  // A slot's place: shard number and index into its slots.
+  using Ref = std::uint32_t;
+  static constexpr unsigned kShardBits = 6;
+  static constexpr std::size_t kShards = std::size_t{1} << kShardBits;
+  static constexpr unsigned kSlotBits = 32 - kShardBits;
+
   struct Shard {
-    mutable std::shared_mutex mutex;
-    std::unordered_map<Digest, KeyEntry, DigestHash> map;
-    // Usage lives beside the entries so recording it takes no global lock; a key verified
-    // again within the same second only takes the shared lock.
-    std::unordered_map<Digest, std::int64_t, DigestHash> last_used;  // seconds, all keys seen
-    std::unordered_map<Digest, std::int64_t, DigestHash> unflushed;  // since take_usage()
+    mutable std::mutex mutex;
+    std::vector<Slot, HugePageAllocator<Slot>> slots;           // dense, in insertion order
+    std::vector<std::uint32_t, HugePageAllocator<std::uint32_t>> index;  // 0 empty, else tag << 24 | (slot + 1)
+    std::vector<std::uint32_t> unflushed;  // slots whose last use is not flushed yet
+
+    Slot* locate(const Digest& digest);
+    const Slot* locate(const Digest& digest) const;
+    std::uint32_t insert(const Digest& digest, const KeyEntry& entry);  // the new slot's number
+    void mark_used(Slot& slot, std::int64_t now_s);
   };
-  static constexpr std::size_t kShards = 64;
-  Shard& shard_for(const Digest& d);
-  const Shard& shard_for(const Digest& d) const;
+
+  static std::size_t shard_of(const Digest& d) { return d[8] % kShards; }
+  Shard& shard_for(const Digest& d) { return shards_[shard_of(d)]; }
+  const Shard& shard_for(const Digest& d) const { return shards_[shard_of(d)]; }
+  static Ref ref_of(std::size_t shard, std::uint32_t slot) {
+    return static_cast<Ref>(shard << kSlotBits) | slot;
+  }
+
+  // Under index_mutex_ (shared for lookups, unique for inserts and clear()).
+  std::optional<Ref> ref_by_key(std::string_view key_id) const;
+  InlineId key_id_of(Ref ref) const;
+  Digest digest_of(Ref ref) const;
+  void index_key(Ref ref, std::string_view key_id);
 
   std::array<Shard, kShards> shards_;
-  // Digests by key id and by agent, to apply events that name a key or an agent.
+
+  struct Agent {
+    std::uint8_t tier = 0;
+    v1::Environment environment = v1::ENVIRONMENT_PRODUCTION;
+    bool registered = false;  // else only known from its keys
+    std::vector<Ref> keys;
+  };
+  // Slots by key id (open addressing over Refs, +1; 0 empty) and agents by id, to apply
+  // events that name a key or an agent. Slots are only ever added, so a Ref stays valid until
+  // clear().
   mutable std::shared_mutex index_mutex_;
-  std::unordered_map<std::string, Digest> digest_by_key_;
-  std::unordered_map<std::string, std::vector<Digest>> digests_by_agent_;
-  std::unordered_map<std::string, std::uint8_t> agent_tier_;
-  std::unordered_map<std::string, v1::Environment> agent_environment_;
+  std::vector<std::uint32_t> key_index_;
+  std::size_t key_count_ = 0;
+  std::unordered_map<std::string, Agent> agents_;
   mutable std::shared_mutex tiers_mutex_;
   std::vector<std::string> tiers_;
 };

@@ -94,9 +94,7 @@ class World {
       projector->apply(events);
       metrics.count_events_appended(events.size());
     });
-    limiter = std::make_unique<RateLimiter>(clock);
-    verifier = std::make_unique<Verifier>(projector->key_table(), hasher, *limiter, default_tiers(), clock,
-                                          &projector->key_table());
+    verifier = std::make_unique<Verifier>(projector->key_table(), hasher, default_tiers(), clock);
     idempotency = std::make_unique<IdempotencyStore>(store->db(),
                                                      store->column_family(kIdempotencyColumnFamily), clock);
     CommandServiceOptions command_options;
@@ -264,7 +262,6 @@ class World {
   std::atomic<bool> ready{true};
   std::unique_ptr<EventStore> store;
   std::unique_ptr<Projector> projector;
-  std::unique_ptr<RateLimiter> limiter;
   std::unique_ptr<Verifier> verifier;
   std::unique_ptr<IdempotencyStore> idempotency;
   std::unique_ptr<CommandService> commands;

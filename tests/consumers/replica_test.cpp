@@ -17,8 +17,7 @@ struct ReplicaHttp {
   testing::Ledger ledger;
   ActiveKeyTable keys{testing::Ledger::kTiers};
   ServiceTokenTable tokens;
-  api::RateLimiter limiter{ledger.clock};
-  api::Verifier verifier{keys, ledger.hasher, limiter, api::default_tiers(), ledger.clock};
+  api::Verifier verifier{keys, ledger.hasher, api::default_tiers(), ledger.clock};
   api::Metrics metrics;
   bool ready = false;
   consumers::ReplicaApi api{

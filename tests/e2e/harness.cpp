@@ -27,12 +27,25 @@ using tcp = net::ip::tcp;
 
 std::string binary() { return KEYLEDGER_BINARY; }
 
-HttpResult http_request(std::uint16_t port, const std::string& method, const std::string& target,
-                        const std::string& body, const std::map<std::string, std::string>& headers) {
+struct HttpConnection::Impl {
   net::io_context ioc;
-  beast::tcp_stream stream(ioc);
-  stream.expires_after(std::chrono::seconds(20));
-  stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  beast::tcp_stream stream{ioc};
+  beast::flat_buffer buffer;
+};
+
+HttpConnection::HttpConnection(std::uint16_t port) : impl_(std::make_unique<Impl>()) {
+  impl_->stream.expires_after(std::chrono::seconds(20));
+  impl_->stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+}
+
+HttpConnection::~HttpConnection() {
+  beast::error_code ignored;
+  impl_->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+}
+
+HttpResult HttpConnection::request(const std::string& method, const std::string& target, const std::string& body,
+                                   const std::map<std::string, std::string>& headers) {
+  impl_->stream.expires_after(std::chrono::seconds(20));
   bhttp::request<bhttp::string_body> req(bhttp::string_to_verb(method), target, 11);
   req.set(bhttp::field::host, "127.0.0.1");
   for (const auto& [name, value] : headers) {
@@ -42,12 +55,11 @@ HttpResult http_request(std::uint16_t port, const std::string& method, const std
     req.body() = body;
   }
   req.prepare_payload();
-  bhttp::write(stream, req);
-  beast::flat_buffer buffer;
+  bhttp::write(impl_->stream, req);
   bhttp::response_parser<bhttp::string_body> parser;
   parser.body_limit(64 * 1024 * 1024);
   parser.skip(method == "HEAD");
-  bhttp::read(stream, buffer, parser);
+  bhttp::read(impl_->stream, impl_->buffer, parser);
   const auto& res = parser.get();
   HttpResult out;
   out.status = res.result_int();
@@ -59,9 +71,12 @@ HttpResult http_request(std::uint16_t port, const std::string& method, const std
     out.headers[name] = std::string(field.value());
   }
   out.body = res.body();
-  beast::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   return out;
+}
+
+HttpResult http_request(std::uint16_t port, const std::string& method, const std::string& target,
+                        const std::string& body, const std::map<std::string, std::string>& headers) {
+  return HttpConnection(port).request(method, target, body, headers);
 }
 
 ServerProcess::ServerProcess(const std::filesystem::path& data_dir, std::vector<std::string> extra_args,

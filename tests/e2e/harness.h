@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -26,6 +27,22 @@ struct HttpResult {
     auto it = headers.find(name);
     return it == headers.end() ? "" : it->second;
   }
+};
+
+// A keep-alive HTTP/1.1 connection: every request() goes over the same socket.
+class HttpConnection {
+ public:
+  explicit HttpConnection(std::uint16_t port);
+  ~HttpConnection();
+  HttpConnection(const HttpConnection&) = delete;
+  HttpConnection& operator=(const HttpConnection&) = delete;
+
+  HttpResult request(const std::string& method, const std::string& target, const std::string& body = "",
+                     const std::map<std::string, std::string>& headers = {});
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // One HTTP/1.1 request on a fresh connection.

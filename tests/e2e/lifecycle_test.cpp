@@ -251,6 +251,42 @@ TEST_CASE("credentials and scopes on every kind of route", "[e2e]") {
   CHECK(f.server->get("/v1/auth", "", {{"X-Api-Key", key}}).status == 200);
 }
 
+TEST_CASE("one keep-alive connection carries requests to different routes", "[e2e]") {
+  Fixture f;
+  HttpConnection conn(f.server->port());
+  const std::map<std::string, std::string> auth = {{"Authorization", "Bearer " + f.admin},
+                                                   {"Content-Type", "application/json"}};
+
+  auto agent = conn.request("POST", "/v1/agents", agent_body().dump(), auth);
+  REQUIRE(agent.status == 201);
+  const std::string agent_id = agent.json()["agent_id"];
+
+  // Each request must be routed on its own: a body valid for this route, not the last one.
+  auto created = conn.request("POST", "/v1/agents/" + agent_id + "/keys", Json{{"label", "one"}}.dump(), auth);
+  REQUIRE(created.status == 201);
+  const std::string key_id = created.json()["key"]["key_id"];
+  const std::string api_key = created.json()["api_key"];
+
+  auto key = conn.request("GET", "/v1/keys/" + key_id, "", auth);
+  REQUIRE(key.status == 200);
+  CHECK(key.json()["label"] == "one");
+  auto listed = conn.request("GET", "/v1/agents/" + agent_id + "/keys", "", auth);
+  REQUIRE(listed.status == 200);
+  CHECK(listed.json()["keys"].size() == 1);
+  auto verified = conn.request("POST", "/v1/verify", Json{{"api_key", api_key}}.dump(), auth);
+  REQUIRE(verified.status == 200);
+  CHECK(verified.json()["code"] == "VALID");
+  auto self = conn.request("GET", "/v1/self", "", {{"Authorization", "Bearer " + api_key}});
+  REQUIRE(self.status == 200);
+  CHECK(self.json()["key"]["key_id"] == key_id);
+  auto missing = conn.request("GET", "/v1/nothing-here", "", auth);
+  CHECK(missing.status == 404);
+  auto health = conn.request("GET", "/healthz");
+  CHECK(health.status == 200);
+  // Request ids are per request, not per connection.
+  CHECK(key.header("x-request-id") != listed.header("x-request-id"));
+}
+
 TEST_CASE("errors of section 3", "[e2e]") {
   Fixture f;
   const std::string manage = f.token("dashboard", {"manage"});

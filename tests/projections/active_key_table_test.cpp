@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cstring>
 
 namespace keyledger {
 namespace {
@@ -13,6 +14,19 @@ Digest digest_of(std::uint8_t seed) {
   Digest d{};
   for (std::size_t i = 0; i < d.size(); ++i) {
     d[i] = static_cast<std::uint8_t>(seed * 31 + i);
+  }
+  return d;
+}
+
+// Distinct, well-spread digests for any n (splitmix64 per 8 bytes), as keyed BLAKE2b gives.
+Digest digest_n(std::uint64_t n) {
+  Digest d{};
+  for (std::size_t i = 0; i < d.size(); i += 8) {
+    std::uint64_t z = (n * 4 + i / 8 + 1) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    std::memcpy(d.data() + i, &z, 8);
   }
   return d;
 }
@@ -223,16 +237,47 @@ TEST_CASE("put loads entries that later events still find by key and agent", "[p
 TEST_CASE("usage is recorded per key and drained by take_usage", "[projections]") {
   ActiveKeyTable table({"standard"});
   table.apply(created("agt_a", "key_1", digest_of(1)));
-  table.touch(digest_of(1), 100);
-  table.touch(digest_of(1), 90);   // an older time never moves last_used back
-  table.touch(digest_of(9), 100);  // unknown digest: ignored
-  CHECK(table.last_used("key_1") == 100);
+  const std::int64_t t = 1'800'000'000;  // Unix seconds, 2027
+  table.touch(digest_of(1), t);
+  table.touch(digest_of(1), t - 10);  // an older time never moves last_used back
+  table.touch(digest_of(9), t);       // unknown digest: ignored
+  CHECK(table.last_used("key_1") == t);
   auto usage = table.take_usage();
   CHECK(usage.size() == 1);
-  CHECK(usage["key_1"] == 100);
+  CHECK(usage["key_1"] == t);
   CHECK(table.take_usage().empty());
-  CHECK(table.last_used("key_1") == 100);
+  CHECK(table.last_used("key_1") == t);
   CHECK_FALSE(table.last_used("key_2"));
+  // Used again after a flush: drained again, once, with the newest time.
+  table.touch(digest_of(1), t + 5);
+  table.touch(digest_of(1), t + 7);
+  usage = table.take_usage();
+  CHECK(usage.size() == 1);
+  CHECK(usage["key_1"] == t + 7);
+}
+
+TEST_CASE("the table stays correct while it grows past its index sizes", "[projections]") {
+  ActiveKeyTable table({"standard"});
+  constexpr int kKeys = 5000;  // every shard's index doubles several times
+  for (int i = 0; i < kKeys; ++i) {
+    table.apply(created("agt_" + std::to_string(i / 10), "key_" + std::to_string(i), digest_n(i)));
+  }
+  REQUIRE(table.size() == kKeys);
+  for (int i = 0; i < kKeys; ++i) {
+    const auto by_digest = table.find(digest_n(i));
+    REQUIRE(by_digest);
+    CHECK(by_digest->key_id.view() == "key_" + std::to_string(i));
+    const auto by_id = table.find_key("key_" + std::to_string(i));
+    REQUIRE(by_id);
+    CHECK(by_id->agent_id.view() == "agt_" + std::to_string(i / 10));
+  }
+  CHECK_FALSE(table.find(digest_n(kKeys)));
+  CHECK_FALSE(table.find_key("key_" + std::to_string(kKeys)));
+  // A tier change reaches every key of the agent, and only those.
+  table.apply(tier_changed("agt_7", "elevated"));
+  for (int i = 0; i < kKeys; ++i) {
+    CHECK(table.find(digest_n(i))->tier == (i / 10 == 7 ? table.tier_index("elevated") : 0));
+  }
 }
 
 }  // namespace keyledger

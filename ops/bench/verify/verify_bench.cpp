@@ -6,7 +6,7 @@
 //   floor:    a bare loop of libsodium's keyed BLAKE2b-256 (crypto_generichash with the
 //             pepper), the digest every verification must compute;
 //   verifier: api::Verifier::verify(key, 1) as the server wires it (ActiveKeyTable with usage
-//             tracking, RateLimiter, SystemClock), a tier too generous ever to limit.
+//             tracking and rate-limit buckets, SystemClock), a tier too generous ever to limit.
 // The ratio verifier/floor is what the format check, table lookup, expiry check, rate-limit
 // bucket and usage record cost on top of the hash (target: >= 0.5). Comparing the two table
 // sizes shows whether the lookup stays flat as the table outgrows the CPU caches.
@@ -214,8 +214,7 @@ struct SizeResult {
   std::size_t keys = 0;
   LoopResult floor;     // keyed BLAKE2b alone
   LoopResult lookup;    // digest + ActiveKeyTable::find
-  LoopResult take;      // RateLimiter::take alone (key id given)
-  LoopResult touch;     // ActiveKeyTable::touch alone (digest given)
+  LoopResult take;      // api::take_tokens alone, on a bucket per key outside the table
   LoopResult verifier;  // Verifier::verify, all of it
   double table_bytes_per_key = 0;
   double usage_bytes_per_key = 0;  // rate-limit bucket and usage record, once a key is used
@@ -264,9 +263,8 @@ SizeResult bench_size(std::size_t n, double seconds, const Pepper& pepper) {
   // The verifier as main.cpp wires it on a primary (usage tracked in the same table), with a
   // tier that never limits.
   SystemClock clock;
-  api::RateLimiter limiter(clock);
   const std::vector<api::RateLimitTier> tiers = {{"standard", 1e12, 4'000'000'000U}};
-  const api::Verifier verifier(table, hasher, limiter, tiers, clock, &table);
+  const api::Verifier verifier(table, hasher, tiers, clock);
   // One pass first, so every key has its rate-limit bucket and usage slot (the steady state
   // of a server whose keys are all in use) before the clock starts.
   for (std::uint32_t i : order) {
@@ -289,21 +287,18 @@ SizeResult bench_size(std::size_t n, double seconds, const Pepper& pepper) {
     return true;
   });
   Loop lookup([&](std::uint32_t i) { return table.find(hasher.digest(keys[i])).has_value(); });
-  Loop take([&](std::uint32_t i) { return limiter.take(key_ids[i].view(), tiers[0], 1).allowed; });
-  Loop touch([&](std::uint32_t i) {
-    const auto now_s =
-        std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch()).count();
-    table.touch(digests[i], now_s);
-    return true;
+  std::vector<TokenBucket> buckets(n);
+  Loop take([&](std::uint32_t i) {
+    const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock.now().time_since_epoch()).count();
+    return api::take_tokens(buckets[i], tiers[0], 1, now_ns).allowed;
   });
   Loop verify([&](std::uint32_t i) { return verifier.verify(keys[i], 1).valid(); });
-  run_interleaved(order, seconds, {&floor, &lookup, &take, &touch, &verify});
+  run_interleaved(order, seconds, {&floor, &lookup, &take, &verify});
   g_sink = sink;  // the floor's digests are used, so its loop cannot be optimised away
 
   result.floor = floor.result;
   result.lookup = lookup.result;
   result.take = take.result;
-  result.touch = touch.result;
   result.verifier = verify.result;
   return result;
 }
@@ -335,14 +330,13 @@ int main(int argc, char** argv) {
   report << "In-process verification, one thread (" << options.seconds
          << " s per loop, loops interleaved in 50 ms turns)\n";
   char line[256];
-  std::snprintf(line, sizeof(line), "%10s  %12s  %12s  %6s  %9s  %9s  %9s  %9s  %9s  %8s  %8s\n", "keys",
-                "floor/s", "verify/s", "ratio", "floor ns", "lookup ns", "take ns", "touch ns", "verify ns", "table B",
-                "in use B");
+  std::snprintf(line, sizeof(line), "%10s  %12s  %12s  %6s  %9s  %9s  %9s  %9s  %8s  %8s\n", "keys", "floor/s",
+                "verify/s", "ratio", "floor ns", "lookup ns", "take ns", "verify ns", "table B", "in use B");
   report << line;
   for (const auto& r : results) {
-    std::snprintf(line, sizeof(line), "%10zu  %12s  %12s  %6.2f  %9.0f  %9.0f  %9.0f  %9.0f  %9.0f  %8.0f  %8.0f\n", r.keys,
+    std::snprintf(line, sizeof(line), "%10zu  %12s  %12s  %6.2f  %9.0f  %9.0f  %9.0f  %9.0f  %8.0f  %8.0f\n", r.keys,
                   fmt_rate(r.floor.per_second()).c_str(), fmt_rate(r.verifier.per_second()).c_str(), r.ratio(),
-                  r.floor.ns_per_op(), r.lookup.ns_per_op(), r.take.ns_per_op(), r.touch.ns_per_op(),
+                  r.floor.ns_per_op(), r.lookup.ns_per_op(), r.take.ns_per_op(),
                   r.verifier.ns_per_op(), r.table_bytes_per_key, r.usage_bytes_per_key);
     report << line;
   }
@@ -355,8 +349,9 @@ int main(int argc, char** argv) {
     report << line;
   }
   report << "floor: crypto_generichash keyed BLAKE2b-256 of the key (target: verify >= 0.5 x floor).\n"
-            "lookup: digest + ActiveKeyTable::find; take: RateLimiter::take; touch: ActiveKeyTable::touch\n"
-            "(each alone); verify: api::Verifier::verify(key, 1), all of it.\n"
+            "lookup: digest + ActiveKeyTable::find; take: api::take_tokens alone; verify:\n"
+            "api::Verifier::verify(key, 1), all of it (digest, one visit of the key's slot: state, expiry,\n"
+            "bucket, last use).\n"
             "table B: resident bytes per key added by filling the table (entries and its indexes);\n"
             "in use B: added once every key was verified (rate-limit bucket, usage record).\n";
 
