@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <utility>
+
 
 namespace keyledger {
 
@@ -52,100 +54,125 @@ InlineId::InlineId(std::string_view id) {
 namespace {
 
 // Digests are keyed BLAKE2b output, so any of their bytes are uniformly distributed: bytes
-// 0-7 place a digest in its shard's index, byte 8 picks the shard, byte 9 is the index tag.
+// 0-7 place a digest in its shard's index, byte 8 picks the shard, bytes 12-15 are the tag.
 std::uint64_t digest_hash(const Digest& d) {
   std::uint64_t h = 0;
   std::memcpy(&h, d.data(), sizeof h);
   return h;
 }
-std::uint32_t digest_tag(const Digest& d) { return static_cast<std::uint32_t>(d[9]) << 24; }
+std::uint64_t digest_tag(const Digest& d) {
+  std::uint32_t t = 0;
+  std::memcpy(&t, d.data() + 12, sizeof t);
+  return static_cast<std::uint64_t>(t) << 32;
+}
 
-constexpr std::uint32_t kSlotMask = 0x00FF'FFFFU;  // index values: tag << 24 | (slot + 1)
-constexpr std::size_t kMaxSlotsPerShard = kSlotMask - 1;
+constexpr std::uint64_t kRefMask = 0xFFFF'FFFFULL;
 constexpr std::size_t kMinIndexSize = 16;
 
-// The index grows (doubling) before it is three quarters full.
+// An index grows (doubling) before it is three quarters full.
 bool needs_growth(std::size_t used, std::size_t capacity) { return (used + 1) * 4 > capacity * 3; }
 
 std::uint64_t key_id_hash(std::string_view id) { return std::hash<std::string_view>{}(id); }
 
 }  // namespace
 
-ActiveKeyTable::Slot* ActiveKeyTable::Shard::locate(const Digest& digest) {
-  return const_cast<Slot*>(std::as_const(*this).locate(digest));
-}
-
-const ActiveKeyTable::Slot* ActiveKeyTable::Shard::locate(const Digest& digest) const {
+std::optional<ActiveKeyTable::Ref> ActiveKeyTable::Shard::locate(const Digest& digest,
+                                                                const ActiveKeyTable& table) const {
   if (index.empty()) {
-    return nullptr;
+    return std::nullopt;
   }
   const std::size_t mask = index.size() - 1;
-  const std::uint32_t tag = digest_tag(digest);
+  const std::uint64_t tag = digest_tag(digest);
   for (std::size_t pos = digest_hash(digest) & mask;; pos = (pos + 1) & mask) {
-    const std::uint32_t v = index[pos];
+    const std::uint64_t v = index[pos];
     if (v == 0) {
-      return nullptr;
+      return std::nullopt;
     }
-    if ((v & ~kSlotMask) == tag) {
-      const Slot& slot = slots[(v & kSlotMask) - 1];
-      if (slot.digest == digest) {
-        return &slot;
+    if ((v & ~kRefMask) == tag) {
+      const auto ref = static_cast<Ref>((v & kRefMask) - 1);
+      if (table.slot_at(ref).digest == digest) {
+        return ref;
       }
     }
   }
 }
 
-std::uint32_t ActiveKeyTable::Shard::insert(const Digest& digest, const KeyEntry& entry) {
-  if (slots.size() >= kMaxSlotsPerShard) {
-    throw std::length_error("ActiveKeyTable: shard full");
-  }
-  if (needs_growth(slots.size(), index.size())) {
+void ActiveKeyTable::Shard::insert(const Digest& digest, Ref ref, const ActiveKeyTable& table) {
+  const auto place = [](auto& into, const Digest& d, std::uint64_t value) {
+    const std::size_t mask = into.size() - 1;
+    std::size_t pos = digest_hash(d) & mask;
+    while (into[pos] != 0) {
+      pos = (pos + 1) & mask;
+    }
+    into[pos] = value;
+  };
+  if (needs_growth(count, index.size())) {
     decltype(index) grown(std::max(kMinIndexSize, index.size() * 2), 0);
-    const std::size_t mask = grown.size() - 1;
-    for (std::size_t i = 0; i < slots.size(); ++i) {
-      std::size_t pos = digest_hash(slots[i].digest) & mask;
-      while (grown[pos] != 0) {
-        pos = (pos + 1) & mask;
+    for (const std::uint64_t v : index) {
+      if (v != 0) {
+        place(grown, table.slot_at(static_cast<Ref>((v & kRefMask) - 1)).digest, v);
       }
-      grown[pos] = digest_tag(slots[i].digest) | static_cast<std::uint32_t>(i + 1);
     }
     index = std::move(grown);
   }
-  const auto number = static_cast<std::uint32_t>(slots.size());
-  Slot& slot = slots.emplace_back();
-  slot.digest = digest;
-  slot.entry = entry;
-  const std::size_t mask = index.size() - 1;
-  std::size_t pos = digest_hash(digest) & mask;
-  while (index[pos] != 0) {
-    pos = (pos + 1) & mask;
-  }
-  index[pos] = digest_tag(digest) | (number + 1);
-  return number;
+  place(index, digest, digest_tag(digest) | (static_cast<std::uint64_t>(ref) + 1));
+  ++count;
 }
 
-void ActiveKeyTable::Shard::mark_used(Slot& slot, std::int64_t now_s) {
+void ActiveKeyTable::Shard::mark_used(Slot& slot, Ref ref, std::int64_t now_s) {
   const auto at = static_cast<std::uint32_t>(std::clamp<std::int64_t>(now_s - kUsageEpoch, 1, kUnflushed - 1));
-  const std::uint32_t last = slot.last_used & ~kUnflushed;
-  if (at <= last) {
+  if (at <= (slot.last_used & ~kUnflushed)) {
     return;  // already recorded this second (or a later one)
   }
   if ((slot.last_used & kUnflushed) == 0) {
-    unflushed.push_back(static_cast<std::uint32_t>(&slot - slots.data()));
+    unflushed.push_back(ref);
   }
   slot.last_used = at | kUnflushed;
 }
 
 ActiveKeyTable::ActiveKeyTable(std::vector<std::string> tiers) : tiers_(std::move(tiers)) {}
 
+ActiveKeyTable::~ActiveKeyTable() { free_chunks(); }
+
+void ActiveKeyTable::free_chunks() {
+  for (Slot*& chunk : chunks_) {
+    if (chunk != nullptr) {
+      std::destroy_n(chunk, kChunkSlots);
+      free_huge_pages(chunk, kChunkSlots * sizeof(Slot));
+      chunk = nullptr;
+    }
+  }
+}
+
+ActiveKeyTable::Ref ActiveKeyTable::add_slot(const Digest& digest, const KeyEntry& entry) {
+  const Ref ref = slot_count_;
+  Slot*& chunk = chunks_[ref >> kChunkBits];
+  if (chunk == nullptr) {
+    if ((ref >> kChunkBits) + 1 >= kMaxChunks) {
+      throw std::length_error("ActiveKeyTable: too many keys");
+    }
+    auto* fresh = static_cast<Slot*>(allocate_huge_pages(kChunkSlots * sizeof(Slot)));
+    std::uninitialized_default_construct_n(fresh, kChunkSlots);
+    chunk = fresh;
+  }
+  Slot& slot = chunk[ref & (kChunkSlots - 1)];
+  slot.digest = digest;
+  slot.entry = entry;
+  ++slot_count_;
+  Shard& shard = shard_for(digest);
+  std::lock_guard lock(shard.mutex);
+  shard.insert(digest, ref, *this);
+  return ref;
+}
+
 std::optional<KeyEntry> ActiveKeyTable::find(const Digest& digest) const {
   const Shard& shard = shard_for(digest);
   std::lock_guard lock(shard.mutex);
-  const Slot* slot = shard.locate(digest);
-  if (slot == nullptr) {
+  const auto ref = shard.locate(digest, *this);
+  if (!ref) {
     return std::nullopt;
   }
-  return slot->entry;
+  return slot_at(*ref).entry;
 }
 
 std::optional<ActiveKeyTable::Ref> ActiveKeyTable::ref_by_key(std::string_view key_id) const {
@@ -158,44 +185,32 @@ std::optional<ActiveKeyTable::Ref> ActiveKeyTable::ref_by_key(std::string_view k
     if (v == 0) {
       return std::nullopt;
     }
-    if (key_id_of(v - 1).view() == key_id) {
+    // A slot's key id never changes once written.
+    if (slot_at(v - 1).entry.key_id.view() == key_id) {
       return v - 1;
     }
   }
 }
 
-// Key ids and digests never change once a slot is written, and slots only move when their
-// shard grows, which happens under index_mutex_ held exclusively: holding it shared is enough.
-InlineId ActiveKeyTable::key_id_of(Ref ref) const {
-  return shards_[ref >> kSlotBits].slots[ref & ((1U << kSlotBits) - 1)].entry.key_id;
-}
-
-Digest ActiveKeyTable::digest_of(Ref ref) const {
-  return shards_[ref >> kSlotBits].slots[ref & ((1U << kSlotBits) - 1)].digest;
-}
-
 void ActiveKeyTable::index_key(Ref ref, std::string_view key_id) {
+  const auto place = [](std::vector<std::uint32_t>& into, std::string_view id, std::uint32_t value) {
+    const std::size_t mask = into.size() - 1;
+    std::size_t pos = key_id_hash(id) & mask;
+    while (into[pos] != 0) {
+      pos = (pos + 1) & mask;
+    }
+    into[pos] = value;
+  };
   if (needs_growth(key_count_, key_index_.size())) {
     std::vector<std::uint32_t> grown(std::max(kMinIndexSize, key_index_.size() * 2), 0);
-    const std::size_t mask = grown.size() - 1;
     for (const std::uint32_t v : key_index_) {
-      if (v == 0) {
-        continue;
+      if (v != 0) {
+        place(grown, slot_at(v - 1).entry.key_id.view(), v);
       }
-      std::size_t pos = key_id_hash(key_id_of(v - 1).view()) & mask;
-      while (grown[pos] != 0) {
-        pos = (pos + 1) & mask;
-      }
-      grown[pos] = v;
     }
     key_index_ = std::move(grown);
   }
-  const std::size_t mask = key_index_.size() - 1;
-  std::size_t pos = key_id_hash(key_id) & mask;
-  while (key_index_[pos] != 0) {
-    pos = (pos + 1) & mask;
-  }
-  key_index_[pos] = ref + 1;
+  place(key_index_, key_id, ref + 1);
   ++key_count_;
 }
 
@@ -207,7 +222,7 @@ std::optional<KeyEntry> ActiveKeyTable::find_key(std::string_view key_id) const 
     if (!ref) {
       return std::nullopt;
     }
-    digest = digest_of(*ref);
+    digest = slot_at(*ref).digest;
   }
   return find(digest);
 }
@@ -239,9 +254,8 @@ void ActiveKeyTable::apply(const v1::Event& event, std::vector<Digest>* changed)
       agent.registered = true;
       agent.tier = tier;
       for (const Ref ref : agent.keys) {
-        Shard& shard = shards_[ref >> kSlotBits];
-        std::lock_guard shard_lock(shard.mutex);
-        Slot& slot = shard.slots[ref & ((1U << kSlotBits) - 1)];
+        Slot& slot = slot_at(ref);
+        std::lock_guard shard_lock(shard_for(slot.digest).mutex);
         if (slot.entry.tier != tier) {
           slot.entry.tier = tier;
           if (changed != nullptr) {
@@ -277,17 +291,14 @@ void ActiveKeyTable::apply(const v1::Event& event, std::vector<Digest>* changed)
       if (entry.environment == v1::ENVIRONMENT_UNSPECIFIED) {
         entry.environment = registered ? agent->second.environment : v1::ENVIRONMENT_PRODUCTION;
       }
-      const std::size_t shard_number = shard_of(*digest);
-      Shard& shard = shards_[shard_number];
-      std::uint32_t slot = 0;
       {
+        Shard& shard = shard_for(*digest);
         std::lock_guard shard_lock(shard.mutex);
-        if (shard.locate(*digest) != nullptr) {
+        if (shard.locate(*digest, *this)) {
           return;  // the same digest under another key id: keep the first
         }
-        slot = shard.insert(*digest, entry);
       }
-      const Ref ref = ref_of(shard_number, slot);
+      const Ref ref = add_slot(*digest, entry);
       index_key(ref, e.key_id());
       agents_[e.agent_id()].keys.push_back(ref);
       if (changed != nullptr) {
@@ -313,9 +324,8 @@ void ActiveKeyTable::apply(const v1::Event& event, std::vector<Digest>* changed)
   if (!ref) {
     return;
   }
-  Shard& shard = shards_[*ref >> kSlotBits];
-  std::lock_guard shard_lock(shard.mutex);
-  Slot& slot = shard.slots[*ref & ((1U << kSlotBits) - 1)];
+  Slot& slot = slot_at(*ref);
+  std::lock_guard shard_lock(shard_for(slot.digest).mutex);
   KeyEntry& entry = slot.entry;
   bool did_change = false;
   switch (event.payload_case()) {
@@ -351,18 +361,15 @@ void ActiveKeyTable::apply(const v1::Event& event, std::vector<Digest>* changed)
 
 void ActiveKeyTable::put(const Digest& digest, const KeyEntry& entry) {
   std::unique_lock lock(index_mutex_);
-  const std::size_t shard_number = shard_of(digest);
-  Shard& shard = shards_[shard_number];
-  std::uint32_t slot = 0;
   {
+    Shard& shard = shard_for(digest);
     std::lock_guard shard_lock(shard.mutex);
-    if (Slot* existing = shard.locate(digest); existing != nullptr) {
-      existing->entry = entry;
+    if (const auto existing = shard.locate(digest, *this)) {
+      slot_at(*existing).entry = entry;
       return;
     }
-    slot = shard.insert(digest, entry);
   }
-  const Ref ref = ref_of(shard_number, slot);
+  const Ref ref = add_slot(digest, entry);
   if (!ref_by_key(entry.key_id.view())) {
     index_key(ref, entry.key_id.view());
     agents_[entry.agent_id.str()].keys.push_back(ref);
@@ -393,22 +400,20 @@ void ActiveKeyTable::clear() {
   std::unique_lock lock(index_mutex_);
   for (Shard& shard : shards_) {
     std::lock_guard shard_lock(shard.mutex);
-    shard.slots.clear();
     shard.index.clear();
+    shard.count = 0;
     shard.unflushed.clear();
   }
+  free_chunks();
+  slot_count_ = 0;
   key_index_.clear();
   key_count_ = 0;
   agents_.clear();
 }
 
 std::size_t ActiveKeyTable::size() const {
-  std::size_t total = 0;
-  for (const Shard& shard : shards_) {
-    std::lock_guard lock(shard.mutex);
-    total += shard.slots.size();
-  }
-  return total;
+  std::shared_lock lock(index_mutex_);
+  return slot_count_;
 }
 
 std::string ActiveKeyTable::tier_name(std::uint8_t tier) const {
@@ -447,9 +452,9 @@ std::optional<std::int64_t> ActiveKeyTable::last_used(std::string_view key_id) c
   if (!ref) {
     return std::nullopt;
   }
-  const Shard& shard = shards_[*ref >> kSlotBits];
-  std::lock_guard shard_lock(shard.mutex);
-  const std::uint32_t at = shard.slots[*ref & ((1U << kSlotBits) - 1)].last_used & ~kUnflushed;
+  const Slot& slot = slot_at(*ref);
+  std::lock_guard shard_lock(shard_for(slot.digest).mutex);
+  const std::uint32_t at = slot.last_used & ~kUnflushed;
   if (at == 0) {
     return std::nullopt;
   }
@@ -458,10 +463,11 @@ std::optional<std::int64_t> ActiveKeyTable::last_used(std::string_view key_id) c
 
 std::unordered_map<std::string, std::int64_t> ActiveKeyTable::take_usage() {
   std::unordered_map<std::string, std::int64_t> out;
+  std::shared_lock lock(index_mutex_);  // no clear() meanwhile
   for (auto& shard : shards_) {
-    std::lock_guard lock(shard.mutex);
-    for (const std::uint32_t number : shard.unflushed) {
-      Slot& slot = shard.slots[number];
+    std::lock_guard shard_lock(shard.mutex);
+    for (const Ref ref : shard.unflushed) {
+      Slot& slot = slot_at(ref);
       slot.last_used &= ~kUnflushed;
       out[slot.entry.key_id.str()] = kUsageEpoch + slot.last_used;
     }

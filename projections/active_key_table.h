@@ -2,12 +2,13 @@
 // The verification hot path's table: digest -> key entry for every key ever created (revoked
 // and expired ones too, so verification can say REVOKED / EXPIRED / COMPROMISED).
 //
-// 64 shards, each an open-addressing index (4 bytes a slot: entry number plus an 8-bit tag of
-// the digest) over a dense array of 128-byte slots that hold the digest, the entry, the key's
-// rate-limit bucket and its last use. A verification is one shard lock, one probe of the
-// index and one slot: a single cache miss past the index, however many keys there are. Many
-// threads verify at once (each locks one shard of 64, briefly) while the projection applies
-// events. About 150 bytes per key with the key-id and agent indexes.
+// Slots of 128 bytes (digest, entry, the key's rate-limit bucket and last use) live in 2 MiB
+// chunks on transparent huge pages and never move. 64 shards each own an open-addressing
+// index over them (8 bytes a place: slot number plus 32 bits of the digest as a tag) and a
+// mutex. A verification is one shard lock, one probe of the index and one slot: no TLB miss
+// and one cache miss past the index, however many keys there are. Many threads verify at once
+// (each locks one shard of 64, briefly) while the projection applies events. About 160 bytes
+// per key with the key-id and agent indexes.
 
 #include <array>
 #include <cstdint>
@@ -67,11 +68,16 @@ struct TokenBucket {
   float tokens = 0;
 };
 
+
+
 class ActiveKeyTable {
  public:
   // `tiers`: tier names from configuration; entry.tier indexes into this list (names not in
   // it are appended on first sight).
   explicit ActiveKeyTable(std::vector<std::string> tiers);
+  ~ActiveKeyTable();
+  ActiveKeyTable(const ActiveKeyTable&) = delete;
+  ActiveKeyTable& operator=(const ActiveKeyTable&) = delete;
 
   // Copy of the entry for `digest`, or nullopt.
   std::optional<KeyEntry> find(const Digest& digest) const;
@@ -86,12 +92,17 @@ class ActiveKeyTable {
   bool visit(const Digest& digest, std::int64_t now_s, Fn&& fn) {
     Shard& shard = shard_for(digest);
     std::lock_guard lock(shard.mutex);
-    Slot* slot = shard.locate(digest);
-    if (slot == nullptr) {
+    const std::optional<Ref> ref = shard.locate(digest, *this);
+    if (!ref) {
       return false;
     }
-    if (fn(static_cast<const KeyEntry&>(slot->entry), slot->bucket)) {
-      shard.mark_used(*slot, now_s);
+    Slot& slot = slot_at(*ref);
+    TokenBucket bucket{slot.bucket_updated_ns, slot.bucket_tokens};
+    const bool used = fn(static_cast<const KeyEntry&>(slot.entry), bucket);
+    slot.bucket_updated_ns = bucket.updated_ns;
+    slot.bucket_tokens = bucket.tokens;
+    if (used) {
+      shard.mark_used(slot, *ref, now_s);
     }
     return true;
   }
@@ -124,14 +135,14 @@ class ActiveKeyTable {
   std::string tier_name(std::uint8_t tier) const;
   std::uint8_t tier_index(std::string_view name);  // appends unknown names
 
-  // Calls fn(digest, entry) for every entry (checkpoint writing, tests).
+  // Calls fn(digest, entry) for every entry, in creation order (checkpoint writing, tests).
   template <typename Fn>
   void for_each(Fn fn) const {
-    for (const auto& shard : shards_) {
-      std::lock_guard lock(shard.mutex);
-      for (const Slot& slot : shard.slots) {
-        fn(slot.digest, static_cast<const KeyEntry&>(slot.entry));
-      }
+    std::shared_lock lock(index_mutex_);
+    for (Ref ref = 0; ref < slot_count_; ++ref) {
+      const Slot& slot = slot_at(ref);
+      std::lock_guard shard_lock(shard_for(slot.digest).mutex);
+      fn(slot.digest, static_cast<const KeyEntry&>(slot.entry));
     }
   }
 
@@ -151,42 +162,43 @@ class ActiveKeyTable {
   struct Slot {
     Digest digest{};
     KeyEntry entry;
-    TokenBucket bucket;
+    std::int64_t bucket_updated_ns = 0;
+    float bucket_tokens = 0;
     std::uint32_t last_used = 0;  // 0: never; else kUsageEpoch-relative seconds | kUnflushed
   };
 
-  // A slot's place: shard number and index into its slots.
+  // A slot's number. Slots are only ever added, so a Ref stays valid until clear().
   using Ref = std::uint32_t;
-  static constexpr unsigned kShardBits = 6;
-  static constexpr std::size_t kShards = std::size_t{1} << kShardBits;
-  static constexpr unsigned kSlotBits = 32 - kShardBits;
+  static constexpr unsigned kChunkBits = 14;  // 16 384 slots of 128 bytes: one huge page
+  static constexpr std::size_t kChunkSlots = std::size_t{1} << kChunkBits;
+  static constexpr std::size_t kMaxChunks = std::size_t{1} << 14;  // 268 million keys
+  static constexpr std::size_t kShards = 8;
 
   struct Shard {
     mutable std::mutex mutex;
-    std::vector<Slot, HugePageAllocator<Slot>> slots;           // dense, in insertion order
-    std::vector<std::uint32_t, HugePageAllocator<std::uint32_t>> index;  // 0 empty, else tag << 24 | (slot + 1)
-    std::vector<std::uint32_t> unflushed;  // slots whose last use is not flushed yet
+    std::vector<std::uint64_t, HugePageAllocator<std::uint64_t>> index;  // 0 empty, else tag << 32 | (ref + 1)
+    std::size_t count = 0;
+    std::vector<Ref> unflushed;  // slots whose last use is not flushed yet
 
-    Slot* locate(const Digest& digest);
-    const Slot* locate(const Digest& digest) const;
-    std::uint32_t insert(const Digest& digest, const KeyEntry& entry);  // the new slot's number
-    void mark_used(Slot& slot, std::int64_t now_s);
+    std::optional<Ref> locate(const Digest& digest, const ActiveKeyTable& table) const;
+    void insert(const Digest& digest, Ref ref, const ActiveKeyTable& table);
+    void mark_used(Slot& slot, Ref ref, std::int64_t now_s);
   };
 
   static std::size_t shard_of(const Digest& d) { return d[8] % kShards; }
   Shard& shard_for(const Digest& d) { return shards_[shard_of(d)]; }
   const Shard& shard_for(const Digest& d) const { return shards_[shard_of(d)]; }
-  static Ref ref_of(std::size_t shard, std::uint32_t slot) {
-    return static_cast<Ref>(shard << kSlotBits) | slot;
-  }
+  Slot& slot_at(Ref ref) const { return chunks_[ref >> kChunkBits][ref & (kChunkSlots - 1)]; }
 
-  // Under index_mutex_ (shared for lookups, unique for inserts and clear()).
+  // Under index_mutex_ held exclusively: a new slot holding `entry`, indexed in its shard.
+  Ref add_slot(const Digest& digest, const KeyEntry& entry);
+  // Under index_mutex_ (shared is enough for lookups).
   std::optional<Ref> ref_by_key(std::string_view key_id) const;
-  InlineId key_id_of(Ref ref) const;
-  Digest digest_of(Ref ref) const;
   void index_key(Ref ref, std::string_view key_id);
+  void free_chunks();
 
   std::array<Shard, kShards> shards_;
+  std::array<Slot*, kMaxChunks> chunks_{};  // written before a slot of theirs is indexed
 
   struct Agent {
     std::uint8_t tier = 0;
@@ -195,9 +207,9 @@ class ActiveKeyTable {
     std::vector<Ref> keys;
   };
   // Slots by key id (open addressing over Refs, +1; 0 empty) and agents by id, to apply
-  // events that name a key or an agent. Slots are only ever added, so a Ref stays valid until
-  // clear().
+  // events that name a key or an agent; also guards adding slots.
   mutable std::shared_mutex index_mutex_;
+  Ref slot_count_ = 0;
   std::vector<std::uint32_t> key_index_;
   std::size_t key_count_ = 0;
   std::unordered_map<std::string, Agent> agents_;
