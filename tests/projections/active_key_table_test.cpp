@@ -2,8 +2,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 namespace keyledger {
 namespace {
@@ -278,6 +281,65 @@ TEST_CASE("the table stays correct while it grows past its index sizes", "[proje
   for (int i = 0; i < kKeys; ++i) {
     CHECK(table.find(digest_n(i))->tier == (i / 10 == 7 ? table.tier_index("elevated") : 0));
   }
+}
+
+TEST_CASE("readers verify while the projection adds and revokes keys", "[projections]") {
+  ActiveKeyTable table({"standard"});
+  constexpr int kKeys = 20000;  // chunks are added and every index grows while readers probe
+  std::atomic<int> created_count{0};
+  std::atomic<int> revoked_count{0};
+  std::atomic<bool> done{false};
+  std::atomic<long> wrong{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 3; ++r) {
+    readers.emplace_back([&, r] {
+      std::uint64_t x = 88172645463325252ULL + static_cast<std::uint64_t>(r);
+      while (!done.load()) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const int seen_created = created_count.load();
+        const int seen_revoked = revoked_count.load();
+        if (seen_created == 0) {
+          continue;
+        }
+        const int i = static_cast<int>(x % static_cast<std::uint64_t>(seen_created));
+        bool found = false;
+        KeyCondition condition = KeyCondition::kActive;
+        table.visit(digest_n(i), 1'800'000'000, [&](const KeyEntry& e, TokenBucket& bucket) {
+          found = e.key_id.view() == "key_" + std::to_string(i);
+          condition = e.condition;
+          bucket.tokens += 1;
+          return true;
+        });
+        // Created before we looked: found with its own id; revoked before we looked: revoked.
+        if (!found || (i < seen_revoked && condition != KeyCondition::kRevoked)) {
+          wrong.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (int i = 0; i < kKeys; ++i) {
+    table.apply(created("agt_" + std::to_string(i / 10), "key_" + std::to_string(i), digest_n(i)));
+    created_count.store(i + 1);
+    if (i % 2 == 1) {
+      const int r = revoked_count.load();
+      table.apply(revoked("agt_" + std::to_string(r / 10), "key_" + std::to_string(r)));
+      revoked_count.store(r + 1);
+    }
+  }
+  done.store(true);
+  for (auto& t : readers) {
+    t.join();
+  }
+  CHECK(wrong.load() == 0);
+  CHECK(table.size() == kKeys);
+  for (int i = 0; i < kKeys; ++i) {
+    table.touch(digest_n(i), 1'800'000'001);
+  }
+  const auto usage = table.take_usage();
+  CHECK(usage.size() == kKeys);
+  CHECK(usage.at("key_0") == 1'800'000'001);
 }
 
 }  // namespace keyledger
