@@ -58,33 +58,39 @@ bool equals_lowercase(std::string_view lowercase, std::string_view name) {
 }  // namespace
 
 void Headers::set(std::string_view name, std::string_view value) {
-  std::size_t kept = 0;
-  for (std::size_t i = 0; i < size_; ++i) {
-    if (!equals_lowercase(items_[i].name, name)) {
-      std::swap(items_[kept++], items_[i]);
-    }
-  }
-  size_ = kept;
+  std::erase_if(entries_, [&](const Entry& e) { return equals_lowercase(field(e).name, name); });
   add(name, value);
 }
 
 void Headers::add(std::string_view name, std::string_view value) {
-  if (size_ == items_.size()) {
-    items_.emplace_back();
+  if (entries_.empty()) {
+    text_.clear();
+    text_.reserve(256);  // a typical response's headers: one allocation
+    entries_.reserve(8);
   }
-  Header& slot = items_[size_++];
-  slot.name.resize(name.size());
-  std::transform(name.begin(), name.end(), slot.name.begin(), lower_char);
-  slot.value.assign(value);
+  Entry e;
+  e.at = static_cast<std::uint32_t>(text_.size());
+  e.name_size = static_cast<std::uint32_t>(name.size());
+  e.value_size = static_cast<std::uint32_t>(value.size());
+  text_.append(name);
+  std::transform(text_.begin() + e.at, text_.end(), text_.begin() + e.at, lower_char);
+  text_.append(value);
+  entries_.push_back(e);
 }
 
 std::optional<std::string_view> Headers::get(std::string_view name) const {
-  for (const Header& h : all()) {
-    if (equals_lowercase(h.name, name)) {
-      return std::string_view(h.value);
+  for (const Entry& e : entries_) {
+    const Field f = field(e);
+    if (equals_lowercase(f.name, name)) {
+      return f.value;
     }
   }
   return std::nullopt;
+}
+
+void Headers::clear() {
+  entries_.clear();
+  text_.clear();
 }
 
 void Request::reset() {

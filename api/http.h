@@ -4,7 +4,7 @@
 
 #include <map>
 #include <optional>
-#include <span>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -12,26 +12,66 @@
 
 namespace keyledger::http {
 
-// Case-insensitive header map (names stored lowercase). clear() keeps the strings' buffers,
-// so a connection's reused Request fills its headers without allocating.
-class Header {
- public:
-  std::string name;  // lowercase
-  std::string value;
-};
-
+// Case-insensitive header list (names stored lowercase). Names and values are packed into one
+// buffer, so a response's headers cost two allocations, and a connection's reused Request
+// fills its headers without allocating once the buffers are big enough (clear() keeps them).
 class Headers {
  public:
-  void set(std::string_view name, std::string_view value);
+  struct Field {
+    std::string_view name;  // lowercase
+    std::string_view value;
+  };
+
+  void set(std::string_view name, std::string_view value);  // replaces every value of `name`
   void add(std::string_view name, std::string_view value);  // keeps earlier values of `name`
   std::optional<std::string_view> get(std::string_view name) const;
-  std::span<const Header> all() const { return {items_.data(), size_}; }
-  void clear() { size_ = 0; }
+  void clear();
+  std::size_t size() const { return entries_.size(); }
+
+  // The fields in order: for (const auto& [name, value] : headers.all()).
+  class Range;
+  Range all() const;
 
  private:
-  std::vector<Header> items_;  // [0, size_) in use; the rest are spare buffers
-  std::size_t size_ = 0;
+  struct Entry {
+    std::uint32_t at = 0;  // name at text_[at], value right after it
+    std::uint32_t name_size = 0;
+    std::uint32_t value_size = 0;
+  };
+  Field field(const Entry& e) const {
+    return {std::string_view(text_).substr(e.at, e.name_size),
+            std::string_view(text_).substr(e.at + e.name_size, e.value_size)};
+  }
+
+  std::string text_;
+  std::vector<Entry> entries_;
 };
+
+class Headers::Range {
+ public:
+  class Iterator {
+   public:
+    Iterator(const Headers* h, std::size_t i) : h_(h), i_(i) {}
+    Field operator*() const { return h_->field(h_->entries_[i_]); }
+    Iterator& operator++() {
+      ++i_;
+      return *this;
+    }
+    bool operator!=(const Iterator& other) const { return i_ != other.i_; }
+
+   private:
+    const Headers* h_;
+    std::size_t i_;
+  };
+  explicit Range(const Headers* h) : h_(h) {}
+  Iterator begin() const { return {h_, 0}; }
+  Iterator end() const { return {h_, h_->entries_.size()}; }
+
+ private:
+  const Headers* h_;
+};
+
+inline Headers::Range Headers::all() const { return Range(this); }
 
 struct Request {
   std::string method;  // "GET", "POST", …

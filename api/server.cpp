@@ -67,6 +67,7 @@ constexpr unsigned kMinStatus = 100;  // what an HTTP status line can carry
 constexpr unsigned kMaxStatus = 999;
 
 std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
+beast::string_view beast_view(std::string_view s) { return {s.data(), s.size()}; }
 
 http::Response internal_error(const std::string& request_id) {
   return error_response(kInternalServerError, "internal_error", "internal error", request_id);
@@ -227,7 +228,7 @@ struct ServerContext {
 
 using Executor = asio::io_context::executor_type;
 using Socket = asio::basic_stream_socket<tcp, Executor>;
-// Header fields come from the connection's memory pool: after the first requests, reading a
+// Header fields come from the connection's arena, emptied before each request: reading a
 // request and writing a response allocate nothing for their fields.
 using FieldAllocator = std::pmr::polymorphic_allocator<char>;
 using Fields = bhttp::basic_fields<FieldAllocator>;
@@ -364,8 +365,10 @@ class Session : public std::enable_shared_from_this<Session> {
       return do_close();
     }
     // A fresh parser per request, so the limits are reapplied and nothing carries over. The
-    // previous one's fields go back to the pool first.
+    // previous request's and response's fields are dropped first, then their arena emptied.
+    response_out_.clear();
     parser_.reset();
+    memory_.release();
     parser_.emplace(std::piecewise_construct, std::make_tuple(), std::make_tuple(FieldAllocator(&memory_)));
     parser_->header_limit(static_cast<std::uint32_t>(context_.options.max_header_bytes));
     parser_->body_limit(context_.options.max_body_bytes);
@@ -510,11 +513,11 @@ class Session : public std::enable_shared_from_this<Session> {
         continue;
       }
       if (name == "connection") {
-        keep_alive = keep_alive && !beast::iequals(value, "close");
+        keep_alive = keep_alive && !beast::iequals(beast_view(value), "close");
         continue;
       }
       has_content_type = has_content_type || name == "content-type";
-      response_out_.insert(name, value);
+      response_out_.insert(beast_view(name), beast_view(value));
     }
     if (!response_.body.empty() && !response_.content_type.empty() && !has_content_type) {
       response_out_.insert(bhttp::field::content_type, response_.content_type);
@@ -598,8 +601,10 @@ class Session : public std::enable_shared_from_this<Session> {
   ServerContext& context_;
   Loop& loop_;
   Socket socket_;
-  // Declared before everything that allocates from it.
-  std::pmr::unsynchronized_pool_resource memory_;
+  // Declared before everything that allocates from it. Bump allocation from an inline block
+  // (overflowing to the heap); release() before each request.
+  std::array<std::byte, 4096> arena_block_;
+  std::pmr::monotonic_buffer_resource memory_{arena_block_.data(), arena_block_.size()};
   beast::flat_buffer buffer_;  // reused for every request of the connection
   std::optional<RequestParser> parser_;
   http::Request request_;

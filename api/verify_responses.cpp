@@ -1,11 +1,10 @@
 #include "api/verify_responses.h"
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <chrono>
 #include <cmath>
-#include <iterator>
-
-#include <fmt/format.h>
 
 #include "api/errors.h"
 
@@ -19,6 +18,36 @@ using http::Response;
 constexpr std::uint32_t kMaxVerifyCost = 1000;
 
 std::int64_t seconds_ceil(std::int64_t ms) { return (ms + 999) / 1000; }
+
+// A header value built in place: text and decimal numbers appended to a fixed buffer (what
+// does not fit is cut, which the short values built here never are).
+class HeaderValue {
+ public:
+  HeaderValue& text(std::string_view s) {
+    const std::size_t n = std::min(s.size(), buf_.size() - size_);
+    std::copy_n(s.data(), n, buf_.data() + size_);
+    size_ += n;
+    return *this;
+  }
+  HeaderValue& quoted(std::string_view s) { return text("\"").text(s).text("\""); }
+  HeaderValue& number(std::int64_t v) {
+    const auto [end, ec] = std::to_chars(buf_.data() + size_, buf_.data() + buf_.size(), v);
+    if (ec == std::errc()) {
+      size_ = static_cast<std::size_t>(end - buf_.data());
+    }
+    return *this;
+  }
+  // The value so far; the buffer starts over for the next one.
+  std::string_view take() {
+    const std::string_view out(buf_.data(), size_);
+    size_ = 0;
+    return out;
+  }
+
+ private:
+  std::array<char, 160> buf_{};
+  std::size_t size_ = 0;
+};
 
 std::string retry_after(const RateLimitDecision& d) {
   return std::to_string(std::max<std::int64_t>(1, seconds_ceil(d.retry_after_ms)));
@@ -186,25 +215,16 @@ Response unauthorized_response(const Request& req, bool invalid_token) {
 
 void set_ratelimit_headers(Response& res, const RateLimitTier& tier, const RateLimitDecision& d,
                            TimePoint now) {
-  // On the verification hot path: values are formatted in a stack buffer, not concatenated.
-  fmt::memory_buffer value;
-  const auto set = [&](std::string_view name) {
-    res.headers.set(name, std::string_view(value.data(), value.size()));
-    value.clear();
-  };
+  // On the verification hot path: values are built in a stack buffer, not concatenated.
   const auto window = static_cast<std::int64_t>(std::ceil(tier.burst / tier.rate_per_second));
   const std::int64_t until_full_s = seconds_ceil(d.reset_ms);
-  fmt::format_to(std::back_inserter(value), "\"{}\";q={};w={}", tier.name, tier.burst, window);
-  set("RateLimit-Policy");
-  fmt::format_to(std::back_inserter(value), "\"{}\";r={};t={}", tier.name, d.remaining, until_full_s);
-  set("RateLimit");
-  fmt::format_to(std::back_inserter(value), "{}", d.limit);
-  set("X-RateLimit-Limit");
-  fmt::format_to(std::back_inserter(value), "{}", d.remaining);
-  set("X-RateLimit-Remaining");
   const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
-  fmt::format_to(std::back_inserter(value), "{}", now_s + until_full_s);
-  set("X-RateLimit-Reset");
+  HeaderValue v;
+  res.headers.add("RateLimit-Policy", v.quoted(tier.name).text(";q=").number(tier.burst).text(";w=").number(window).take());
+  res.headers.add("RateLimit", v.quoted(tier.name).text(";r=").number(d.remaining).text(";t=").number(until_full_s).take());
+  res.headers.add("X-RateLimit-Limit", v.number(d.limit).take());
+  res.headers.add("X-RateLimit-Remaining", v.number(d.remaining).take());
+  res.headers.add("X-RateLimit-Reset", v.number(now_s + until_full_s).take());
 }
 
 std::variant<TokenCaller, Response> authenticate_service_token(const Request& req,
@@ -309,9 +329,9 @@ Response forward_auth_response(const VerifyOutcome& outcome, TimePoint now) {
   res.status = 200;
   res.content_type.clear();
   const KeyEntry& e = *outcome.entry;
-  res.headers.set("X-Agent-Id", e.agent_id.view());
-  res.headers.set("X-Key-Id", e.key_id.view());
-  res.headers.set("X-Agent-Environment", environment_name(e.environment));
+  res.headers.add("X-Agent-Id", e.agent_id.view());
+  res.headers.add("X-Key-Id", e.key_id.view());
+  res.headers.add("X-Agent-Environment", environment_name(e.environment));
   set_ratelimit_headers(res, *outcome.tier, *outcome.ratelimit, now);
   return res;
 }
