@@ -28,6 +28,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -52,6 +53,8 @@ constexpr std::chrono::seconds kDrainTimeout{2};
 // kernel send RST, which can destroy the answer before the client has read it.
 constexpr std::chrono::milliseconds kLingerTimeout{1'000};
 constexpr std::size_t kLingerMaxBytes = 1024 * 1024;
+// A connection keeps its write buffer between responses up to this size.
+constexpr std::size_t kKeptWriteBufferBytes = 64 * 1024;
 // A failed accept (out of file descriptors, say) is retried after this pause, not in a spin.
 constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 // X-Request-Id: a client's value is kept only if it is this short and made of [A-Za-z0-9._-].
@@ -245,11 +248,15 @@ class Loop {
 
   asio::io_context& context() { return ioc_; }
   Executor executor() { return ioc_.get_executor(); }
+  // The time of the last sweep: deadlines are set from it, which saves a clock read per
+  // operation and is exact to within one sweep interval, the sweep's own precision anyway.
+  SteadyClock::time_point coarse_now() const { return now_; }
 
   // On this loop's thread only.
   void watch(std::weak_ptr<Session> session) { sessions_.push_back(std::move(session)); }
 
   void start_sweeping() {
+    now_ = SteadyClock::now();
     sweep_.expires_after(sweep_interval_);
     sweep_.async_wait([this](beast::error_code ec) {
       if (ec) {
@@ -270,6 +277,7 @@ class Loop {
   asio::steady_timer sweep_;
   std::chrono::milliseconds sweep_interval_;
   std::vector<std::weak_ptr<Session>> sessions_;
+  SteadyClock::time_point now_ = SteadyClock::now();
 };
 
 // One HTTP/1.1 connection, owned by one Loop: everything runs on that loop's thread except the
@@ -357,7 +365,7 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   enum class Phase { kWaiting, kReading, kHandling, kWriting, kClosing };
 
-  void set_deadline(std::chrono::milliseconds after) { deadline_ = SteadyClock::now() + after; }
+  void set_deadline(std::chrono::milliseconds after) { deadline_ = loop_.coarse_now() + after; }
   void clear_deadline() { deadline_ = SteadyClock::time_point::max(); }
 
   void do_read() {
@@ -397,6 +405,22 @@ class Session : public std::enable_shared_from_this<Session> {
     phase_ = Phase::kReading;
     request_start_ = SteadyClock::now();
     deadline_ = request_start_ + context_.options.request_timeout;
+    // A request usually arrives whole in one read: let the parser take what is buffered, and
+    // read asynchronously only if it needs more.
+    beast::error_code ec;
+    while (buffer_.size() > 0 && !parser_->is_done()) {
+      const std::size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec || used == 0) {
+        break;
+      }
+    }
+    if (ec == bhttp::error::need_more) {
+      ec = {};
+    }
+    if (ec || parser_->is_done()) {
+      return on_read(ec, 0);
+    }
     bhttp::async_read(socket_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
   }
 
@@ -527,11 +551,30 @@ class Session : public std::enable_shared_from_this<Session> {
     response_out_.keep_alive(keep_alive);
     response_out_.prepare_payload();
 
+    // Beast serializes the response into one flat buffer, which goes out in one write.
+    out_.clear();
+    beast::error_code ec;
+    bhttp::serializer<false, bhttp::string_body, Fields> serializer(response_out_);
+    do {
+      serializer.next(ec, [&](beast::error_code&, const auto& buffers) {
+        for (const auto b : beast::buffers_range_ref(buffers)) {
+          out_.append(static_cast<const char*>(b.data()), b.size());
+        }
+        serializer.consume(beast::buffer_bytes(buffers));
+      });
+    } while (!ec && !serializer.is_done());
+    if (ec) {
+      spdlog::warn("request {}: cannot serialize the response: {}", request_.request_id, ec.message());
+      return do_close();
+    }
     set_deadline(context_.options.request_timeout);
-    bhttp::async_write(socket_, response_out_, beast::bind_front_handler(&Session::on_write, shared_from_this()));
+    asio::async_write(socket_, asio::buffer(out_), beast::bind_front_handler(&Session::on_write, shared_from_this()));
   }
 
   void on_write(beast::error_code ec, std::size_t /*bytes*/) {
+    if (out_.capacity() > kKeptWriteBufferBytes) {
+      out_ = std::string();  // a big answer (an audit page, say) does not pin its memory
+    }
     // Give the body back so on_response sees the whole Response (a move, not a copy).
     response_.body = std::move(response_out_.body());
     try {
@@ -610,6 +653,7 @@ class Session : public std::enable_shared_from_this<Session> {
   http::Request request_;
   http::Response response_;
   OutgoingResponse response_out_;
+  std::string out_;  // the serialized response being written
   std::string remote_address_;
   std::optional<SessionRegistry::Handle> registration_;
   SteadyClock::time_point request_start_{};
