@@ -74,6 +74,31 @@ bool needs_growth(std::size_t used, std::size_t capacity) { return (used + 1) * 
 
 std::uint64_t key_id_hash(std::string_view id) { return std::hash<std::string_view>{}(id); }
 
+// Adds `value` to an open-addressing index with linear probing (0 marks a free place), at the
+// place hash_of(value) says, doubling the index first when it would be over three quarters
+// full (`used` places are taken).
+template <typename Index, typename HashOf>
+void index_insert(Index& index, std::size_t used, typename Index::value_type value, HashOf hash_of) {
+  const auto place = [&](Index& into, typename Index::value_type v) {
+    const std::size_t mask = into.size() - 1;
+    std::size_t pos = hash_of(v) & mask;
+    while (into[pos] != 0) {
+      pos = (pos + 1) & mask;
+    }
+    into[pos] = v;
+  };
+  if (needs_growth(used, index.size())) {
+    Index grown(std::max(kMinIndexSize, index.size() * 2), 0);
+    for (const auto v : index) {
+      if (v != 0) {
+        place(grown, v);
+      }
+    }
+    index = std::move(grown);
+  }
+  place(index, value);
+}
+
 }  // namespace
 
 std::optional<ActiveKeyTable::Ref> ActiveKeyTable::Shard::locate(const Digest& digest,
@@ -98,24 +123,9 @@ std::optional<ActiveKeyTable::Ref> ActiveKeyTable::Shard::locate(const Digest& d
 }
 
 void ActiveKeyTable::Shard::insert(const Digest& digest, Ref ref, const ActiveKeyTable& table) {
-  const auto place = [](auto& into, const Digest& d, std::uint64_t value) {
-    const std::size_t mask = into.size() - 1;
-    std::size_t pos = digest_hash(d) & mask;
-    while (into[pos] != 0) {
-      pos = (pos + 1) & mask;
-    }
-    into[pos] = value;
-  };
-  if (needs_growth(count, index.size())) {
-    decltype(index) grown(std::max(kMinIndexSize, index.size() * 2), 0);
-    for (const std::uint64_t v : index) {
-      if (v != 0) {
-        place(grown, table.slot_at(static_cast<Ref>((v & kRefMask) - 1)).digest, v);
-      }
-    }
-    index = std::move(grown);
-  }
-  place(index, digest, digest_tag(digest) | (static_cast<std::uint64_t>(ref) + 1));
+  index_insert(index, count, digest_tag(digest) | (static_cast<std::uint64_t>(ref) + 1), [&](std::uint64_t v) {
+    return digest_hash(table.slot_at(static_cast<Ref>((v & kRefMask) - 1)).digest);
+  });
   ++count;
 }
 
@@ -192,25 +202,11 @@ std::optional<ActiveKeyTable::Ref> ActiveKeyTable::ref_by_key(std::string_view k
   }
 }
 
-void ActiveKeyTable::index_key(Ref ref, std::string_view key_id) {
-  const auto place = [](std::vector<std::uint32_t>& into, std::string_view id, std::uint32_t value) {
-    const std::size_t mask = into.size() - 1;
-    std::size_t pos = key_id_hash(id) & mask;
-    while (into[pos] != 0) {
-      pos = (pos + 1) & mask;
-    }
-    into[pos] = value;
-  };
-  if (needs_growth(key_count_, key_index_.size())) {
-    std::vector<std::uint32_t> grown(std::max(kMinIndexSize, key_index_.size() * 2), 0);
-    for (const std::uint32_t v : key_index_) {
-      if (v != 0) {
-        place(grown, slot_at(v - 1).entry.key_id.view(), v);
-      }
-    }
-    key_index_ = std::move(grown);
-  }
-  place(key_index_, key_id, ref + 1);
+void ActiveKeyTable::index_key(Ref ref) {
+  index_insert(key_index_, key_count_, ref + 1, [&](std::uint32_t v) {
+    // The new slot's id is written already, so it can be read back like the others.
+    return key_id_hash(slot_at(v - 1).entry.key_id.view());
+  });
   ++key_count_;
 }
 
@@ -299,7 +295,7 @@ void ActiveKeyTable::apply(const v1::Event& event, std::vector<Digest>* changed)
         }
       }
       const Ref ref = add_slot(*digest, entry);
-      index_key(ref, e.key_id());
+      index_key(ref);
       agents_[e.agent_id()].keys.push_back(ref);
       if (changed != nullptr) {
         changed->push_back(*digest);
@@ -371,7 +367,7 @@ void ActiveKeyTable::put(const Digest& digest, const KeyEntry& entry) {
   }
   const Ref ref = add_slot(digest, entry);
   if (!ref_by_key(entry.key_id.view())) {
-    index_key(ref, entry.key_id.view());
+    index_key(ref);
     agents_[entry.agent_id.str()].keys.push_back(ref);
   }
 }

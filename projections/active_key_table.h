@@ -194,7 +194,7 @@ class ActiveKeyTable {
   Ref add_slot(const Digest& digest, const KeyEntry& entry);
   // Under index_mutex_ (shared is enough for lookups).
   std::optional<Ref> ref_by_key(std::string_view key_id) const;
-  void index_key(Ref ref, std::string_view key_id);
+  void index_key(Ref ref);  // the slot must hold its key id already
   void free_chunks();
 
   std::array<Shard, kShards> shards_;
