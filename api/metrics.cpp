@@ -4,34 +4,80 @@
 
 namespace keyledger::api {
 
-void Metrics::count_request(std::string_view method, std::string_view route, unsigned status) {
+std::uint64_t ShardedCounter::value() const {
+  std::uint64_t total = 0;
+  for (const Slot& slot : slots_) {
+    total += slot.value.load(std::memory_order_relaxed);
+  }
+  return total;
+}
+
+std::size_t ShardedCounter::slot_index() {
+  static std::atomic<std::size_t> next{0};
+  thread_local const std::size_t index = next.fetch_add(1, std::memory_order_relaxed) % kSlots;
+  return index;
+}
+
+namespace {
+
+std::atomic<std::uint64_t> g_next_metrics_id{1};
+
+// A thread's recent request-counter lookups: (metrics instance, labels) -> counter.
+struct CachedCounter {
+  std::uint64_t metrics_id = 0;
+  std::string method;
+  std::string route;
+  unsigned status = 0;
+  ShardedCounter* counter = nullptr;
+};
+constexpr std::size_t kCachedCounters = 64;
+
+}  // namespace
+
+Metrics::Metrics() : id_(g_next_metrics_id.fetch_add(1)) {}
+
+ShardedCounter& Metrics::request_counter(std::string_view method, std::string_view route, unsigned status) {
   const std::tuple<std::string_view, std::string_view, unsigned> labels{method, route, status};
   {
     std::shared_lock lock(requests_mutex_);
     if (auto it = requests_.find(labels); it != requests_.end()) {
-      it->second->fetch_add(1, std::memory_order_relaxed);
-      return;
+      return *it->second;
     }
   }
   std::unique_lock lock(requests_mutex_);
   auto [it, fresh] = requests_.try_emplace({std::string(method), std::string(route), status}, nullptr);
   if (fresh) {
-    it->second = std::make_unique<std::atomic<std::uint64_t>>(0);
+    it->second = std::make_unique<ShardedCounter>();
   }
-  it->second->fetch_add(1, std::memory_order_relaxed);
+  return *it->second;
+}
+
+void Metrics::count_request(std::string_view method, std::string_view route, unsigned status) {
+  thread_local std::array<CachedCounter, kCachedCounters> cache;
+  const std::size_t h = (std::hash<std::string_view>{}(route) * 31 + std::hash<std::string_view>{}(method)) * 31 +
+                        status + id_;
+  CachedCounter& slot = cache[h % kCachedCounters];
+  if (slot.metrics_id != id_ || slot.status != status || slot.route != route || slot.method != method) {
+    slot.counter = &request_counter(method, route, status);  // counters live as long as `this`
+    slot.metrics_id = id_;
+    slot.method.assign(method);
+    slot.route.assign(route);
+    slot.status = status;
+  }
+  slot.counter->add();
 }
 
 void Metrics::observe_verification(VerifyCode code, std::chrono::nanoseconds latency) {
-  outcomes_[static_cast<std::size_t>(code)].fetch_add(1, std::memory_order_relaxed);
+  outcomes_[static_cast<std::size_t>(code)].add();
   const double seconds = static_cast<double>(latency.count()) / 1e9;
   for (std::size_t i = 0; i < kLatencyBuckets.size(); ++i) {
     if (seconds <= kLatencyBuckets[i]) {
-      latency_buckets_[i].fetch_add(1, std::memory_order_relaxed);
+      latency_buckets_[i].add();
       break;
     }
   }
-  latency_count_.fetch_add(1, std::memory_order_relaxed);
-  latency_sum_ns_.fetch_add(static_cast<std::uint64_t>(latency.count()), std::memory_order_relaxed);
+  latency_count_.add();
+  latency_sum_ns_.add(static_cast<std::uint64_t>(latency.count()));
 }
 
 void Metrics::add_gauge(std::string name, std::string help, std::function<double()> read) {
@@ -48,31 +94,31 @@ std::string Metrics::render() const {
     for (const auto& [labels, n] : requests_) {
       const auto& [method, route, status] = labels;
       out << "keyledger_http_requests_total{method=\"" << method << "\",route=\"" << route
-          << "\",status=\"" << status << "\"} " << n->load(std::memory_order_relaxed) << "\n";
+          << "\",status=\"" << status << "\"} " << n->value() << "\n";
     }
   }
   out << "# HELP keyledger_verifications_total Key verifications by outcome code.\n"
       << "# TYPE keyledger_verifications_total counter\n";
   for (std::size_t i = 0; i < kCodes; ++i) {
     out << "keyledger_verifications_total{code=\"" << verify_code_name(static_cast<VerifyCode>(i)) << "\"} "
-        << outcomes_[i].load(std::memory_order_relaxed) << "\n";
+        << outcomes_[i].value() << "\n";
   }
   out << "# HELP keyledger_verification_duration_seconds In-process verification latency.\n"
       << "# TYPE keyledger_verification_duration_seconds histogram\n";
   std::uint64_t cumulative = 0;
   for (std::size_t i = 0; i < kLatencyBuckets.size(); ++i) {
-    cumulative += latency_buckets_[i].load(std::memory_order_relaxed);
+    cumulative += latency_buckets_[i].value();
     out << "keyledger_verification_duration_seconds_bucket{le=\"" << kLatencyBuckets[i] << "\"} " << cumulative
         << "\n";
   }
-  const std::uint64_t count = latency_count_.load(std::memory_order_relaxed);
+  const std::uint64_t count = latency_count_.value();
   out << "keyledger_verification_duration_seconds_bucket{le=\"+Inf\"} " << count << "\n"
       << "keyledger_verification_duration_seconds_sum "
-      << static_cast<double>(latency_sum_ns_.load(std::memory_order_relaxed)) / 1e9 << "\n"
+      << static_cast<double>(latency_sum_ns_.value()) / 1e9 << "\n"
       << "keyledger_verification_duration_seconds_count " << count << "\n";
   out << "# HELP keyledger_events_appended_total Events durably appended to the log.\n"
       << "# TYPE keyledger_events_appended_total counter\n"
-      << "keyledger_events_appended_total " << events_appended_.load(std::memory_order_relaxed) << "\n";
+      << "keyledger_events_appended_total " << events_appended_.value() << "\n";
   std::lock_guard lock(mutex_);
   for (const auto& [name, gauge] : gauges_) {
     out << "# HELP " << name << " " << gauge.help << "\n# TYPE " << name << " gauge\n"
