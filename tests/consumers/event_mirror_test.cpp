@@ -5,7 +5,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <map>
 
 #include "api/commands.h"
 #include "consumers/delivery_publisher.h"
@@ -243,6 +245,72 @@ TEST_CASE("the server records a delivery record produced twice once, and skips r
   REQUIRE(testing::eventually([&] { return again.recorded() == 1; }));
   CHECK(again.duplicates() == 0);
   CHECK(server.deliveries(agent_id).size() == 3);
+}
+
+// Not a correctness test: the standalone path's figures, comparable with the in-process
+// "webhook delivery throughput and latency": a backlog of 1000 key events of 20 agents
+// delivered by a fresh `keyledger webhooks` (mirror catch-up included), then the latency from
+// the server's append of a key event to its first attempt (relay -> Kafka -> mirror ->
+// dispatcher). Run with: keyledger_unit_tests "[.webhooks-bench]"
+TEST_CASE("standalone webhook delivery throughput and latency", "[.webhooks-bench]") {
+  using SteadyTime = std::chrono::steady_clock::time_point;
+  testing::TestReceiver receiver([](int) { return 200u; });
+  Server server;
+  constexpr int kAgents = 20;
+  std::vector<std::string> agents;
+  for (int i = 0; i < kAgents; ++i) {
+    agents.push_back(server.register_agent(receiver.url()).first);
+  }
+  // Key events alternate create and revoke (an agent holds at most 10 active keys).
+  const auto key_events = [&](int rounds, std::map<std::string, SteadyTime>* appended) {
+    for (int n = 0; n < rounds; ++n) {
+      for (const auto& a : agents) {
+        const v1::Event created = server.create_key(a);
+        const auto created_at = std::chrono::steady_clock::now();
+        auto revoked =
+            server.commands->on_agent(a, "dashboard", [&](const AgentState& state, CommandContext& ctx) {
+              RevokeKey request;
+              request.key_id = created.key_created().key_id();
+              request.reason = "bench";
+              return keyledger::revoke_key(state, request, ctx);
+            });
+        REQUIRE(revoked.ok());
+        if (appended != nullptr) {
+          (*appended)[created.event_id()] = created_at;
+          (*appended)[revoked->events.front().event_id()] = std::chrono::steady_clock::now();
+          std::this_thread::sleep_for(5ms);
+        }
+      }
+    }
+  };
+  key_events(25, nullptr);
+  const std::size_t backlog = 25 * 2 * kAgents;
+  server.kafka.require_published(60s);
+
+  testing::TempDir state;
+  const auto start = std::chrono::steady_clock::now();
+  Standalone webhooks(state.path(), server.brokers(), server.kafka.ledger.secrets);
+  REQUIRE(testing::eventually([&] { return receiver.requests().size() >= backlog; }, 300s));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  REQUIRE(testing::eventually([&] { return webhooks.dispatcher->pending() == 0; }, 60s));
+
+  std::map<std::string, SteadyTime> appended;
+  key_events(5, &appended);
+  REQUIRE(testing::eventually([&] { return receiver.requests().size() >= backlog + appended.size(); }, 60s));
+  std::vector<double> latencies;
+  for (const auto& r : receiver.requests()) {
+    const auto it = appended.find(r.event_id);
+    if (it != appended.end()) {
+      latencies.push_back(std::chrono::duration<double, std::milli>(r.at - it->second).count());
+    }
+  }
+  REQUIRE(latencies.size() == appended.size());
+  std::sort(latencies.begin(), latencies.end());
+  WARN("standalone throughput: " << backlog << " deliveries in " << seconds
+                                 << " s = " << static_cast<double>(backlog) / seconds
+                                 << "/s; latency append -> first attempt over " << latencies.size()
+                                 << " events: p50 " << latencies[latencies.size() / 2] << " ms, p99 "
+                                 << latencies[latencies.size() * 99 / 100] << " ms");
 }
 
 }  // namespace keyledger::consumers
