@@ -53,6 +53,8 @@ constexpr std::string_view kWebhooksInProcess = "in-process";
 constexpr std::string_view kWebhooksExternal = "external";
 // The mirror's database inside `keyledger webhooks --data-dir`.
 constexpr std::string_view kMirrorDir = "mirror";
+// How often `keyledger webhooks` looks whether the mirror caught up, while waiting for signals.
+constexpr auto kCatchUpCheckInterval = std::chrono::milliseconds(50);
 
 struct Config {
   fs::path data_dir = "keyledger-data";
@@ -413,7 +415,7 @@ int run_webhooks(const Config& config, const std::string& from) {
                store_options.path.string());
   // Deliveries start once the history is mirrored, so attempts already recorded for it are known.
   while (!mirror.caught_up()) {
-    if (signalled(std::chrono::milliseconds(50))) {
+    if (signalled(kCatchUpCheckInterval)) {
       spdlog::info("shutting down");
       return 0;
     }
@@ -438,7 +440,9 @@ int run_webhooks(const Config& config, const std::string& from) {
   // The line tests and scripts wait for.
   std::cout << "keyledger webhooks ready" << std::endl;
   spdlog::info("webhooks: delivering; attempts recorded to {}", config.webhook_deliveries_topic);
-  while (!signalled(std::chrono::seconds(1))) {
+  int signal = 0;
+  if (sigwait(&signals, &signal) != 0) {
+    spdlog::warn("webhooks: sigwait failed; shutting down");
   }
   spdlog::info("shutting down");
   webhooks_ptr = nullptr;
