@@ -4,6 +4,7 @@
 //   token create          a service token, offline, while the server is stopped
 //   rebuild-projections   wipe and rebuild every projection from the log
 //   consume revocations   print revocation events from Kafka as JSON lines (a consumer group)
+//   webhooks              deliver webhooks on its own, fed from Kafka (serve --webhooks external)
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -13,6 +14,7 @@
 #include <boost/program_options.hpp>
 #include <condition_variable>
 #include <csignal>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <thread>
@@ -24,7 +26,10 @@
 #include "api/rate_limiter.h"
 #include "api/server.h"
 #include "api/verifier.h"
+#include "consumers/delivery_publisher.h"
+#include "consumers/delivery_record_feed.h"
 #include "consumers/embedded_broker.h"
+#include "consumers/event_mirror.h"
 #include "consumers/outbox_relay.h"
 #include "consumers/replica.h"
 #include "consumers/replica_feed.h"
@@ -44,6 +49,12 @@ namespace {
 constexpr std::string_view kBootstrapTokenFile = "bootstrap-token";
 constexpr auto kExpiryInterval = std::chrono::seconds(1);
 constexpr auto kUsageFlushInterval = std::chrono::seconds(10);
+constexpr std::string_view kWebhooksInProcess = "in-process";
+constexpr std::string_view kWebhooksExternal = "external";
+// The mirror's database inside `keyledger webhooks --data-dir`.
+constexpr std::string_view kMirrorDir = "mirror";
+// How often `keyledger webhooks` looks whether the mirror caught up, while waiting for signals.
+constexpr auto kCatchUpCheckInterval = std::chrono::milliseconds(50);
 
 struct Config {
   fs::path data_dir = "keyledger-data";
@@ -56,6 +67,8 @@ struct Config {
   bool allow_insecure_webhooks = false;
   bool allow_private_webhooks = false;
   bool disable_webhooks = false;
+  std::string webhooks = std::string(kWebhooksInProcess);
+  std::string webhook_deliveries_topic = consumers::kWebhookDeliveriesTopic;
   std::string webhook_ca_file;
   bool replica = false;
   std::size_t io_threads = 2;
@@ -81,6 +94,10 @@ po::options_description common_options(Config& c, std::string& pepper_file, std:
       "accept plain http webhook URLs")("allow-private-webhooks", po::bool_switch(&c.allow_private_webhooks),
                                         "allow webhooks to private addresses")(
       "disable-webhooks", po::bool_switch(&c.disable_webhooks), "do not deliver webhooks from this process")(
+      "webhooks", po::value(&c.webhooks),
+      "in-process (deliver from serve) | external (keyledger webhooks delivers; serve records its attempts)")(
+      "webhook-deliveries-topic", po::value(&c.webhook_deliveries_topic),
+      "topic of attempts made by keyledger webhooks (default keyledger.webhook-deliveries)")(
       "webhook-ca-file", po::value(&c.webhook_ca_file), "extra trusted CAs (PEM) for webhook TLS")(
       "replica", po::bool_switch(&c.replica), "run as a verifier replica fed from Kafka")(
       "io-threads", po::value(&c.io_threads), "threads serving connections")(
@@ -321,11 +338,135 @@ int consume_revocations(const Config& config, const std::string& group, const st
   return 0;
 }
 
+// `webhooks`: delivers webhooks beside a server run with --webhooks external. The server holds
+// the log's lock, so this process mirrors the agent events from Kafka into its own store
+// (<data-dir>/mirror), runs the webhook dispatcher over the mirror, and produces every attempt
+// to the deliveries topic, from which the server records it.
+int run_webhooks(const Config& config, const std::string& from) {
+  if (config.kafka_brokers == "none" || config.kafka_brokers == "embedded") {
+    std::cerr
+        << "keyledger: webhooks needs --kafka-brokers with the server's Kafka bootstrap address (it reads "
+           "the events from Kafka and records its attempts there); without Kafka, run serve with the "
+           "default --webhooks in-process, which reads the log directly\n";
+    return 2;
+  }
+  if (from != "earliest" && from != "latest") {
+    std::cerr << "keyledger: --from must be earliest or latest\n";
+    return 2;
+  }
+  std::optional<fs::path> pepper_file = config.pepper_file;
+  if (!pepper_file && fs::exists(config.data_dir / "pepper")) {
+    pepper_file = config.data_dir / "pepper";
+  }
+  if (!pepper_file) {
+    std::cerr << "keyledger: webhooks needs --pepper-file with the server's pepper (it decrypts the webhook "
+                 "secrets)\n";
+    return 2;
+  }
+  auto pepper = read_pepper_file(*pepper_file);
+  if (!pepper.ok()) {
+    return fail(pepper.status(), "cannot read the pepper");
+  }
+  // Every thread started from here on inherits the blocked signals; this one waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const auto signalled = [&](std::chrono::milliseconds wait) {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
+    const timespec timeout{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+    return sigtimedwait(&signals, nullptr, &timeout) > 0;
+  };
+
+  std::error_code ec;
+  fs::create_directories(config.data_dir, ec);
+  if (ec) {
+    spdlog::error("cannot create data directory {}: {}", config.data_dir.string(), ec.message());
+    return 1;
+  }
+  EventStoreOptions store_options;
+  store_options.path = config.data_dir / kMirrorDir;
+  store_options.extra_column_families = consumers::webhook_column_families();
+  auto opened = EventStore::open(store_options);
+  if (!opened.ok()) {
+    return fail(opened.status(), "cannot open the mirror in " + config.data_dir.string());
+  }
+  std::unique_ptr<EventStore> store = std::move(opened).value();
+  SystemClock clock;
+  SecretBox secrets(*pepper);
+  // Set once delivery runs; appends to the mirror wake it.
+  std::atomic<consumers::WebhookDispatcher*> webhooks_ptr{nullptr};
+  store->set_commit_listener([&](const std::vector<v1::Event>&) {
+    if (auto* hooks = webhooks_ptr.load()) {
+      hooks->notify();
+    }
+  });
+
+  consumers::EventMirrorOptions mirror_options;
+  mirror_options.brokers = config.kafka_brokers;
+  mirror_options.topic = config.kafka_topic;
+  consumers::EventMirror mirror(*store, mirror_options);
+  if (Status s = mirror.start(); !s.ok()) {
+    return fail(s, "cannot start the Kafka consumer");
+  }
+  spdlog::info("webhooks: mirroring {} from {} into {}", config.kafka_topic, config.kafka_brokers,
+               store_options.path.string());
+  // Deliveries start once the history is mirrored, so attempts already recorded for it are known.
+  while (!mirror.caught_up()) {
+    if (signalled(kCatchUpCheckInterval)) {
+      spdlog::info("shutting down");
+      return 0;
+    }
+  }
+  consumers::DeliveryPublisherOptions publisher_options;
+  publisher_options.brokers = config.kafka_brokers;
+  publisher_options.topic = config.webhook_deliveries_topic;
+  auto publisher = consumers::DeliveryPublisher::create(publisher_options, clock, store.get());
+  if (!publisher.ok()) {
+    return fail(publisher.status(), "cannot start producing delivery records");
+  }
+  consumers::WebhookDispatcherOptions hooks;
+  hooks.client.allow_insecure = config.allow_insecure_webhooks;
+  hooks.client.allow_private = config.allow_private_webhooks;
+  hooks.client.ca_file = config.webhook_ca_file;
+  hooks.from_beginning = from == "earliest";
+  consumers::WebhookDispatcher webhooks(*store, secrets, clock, (*publisher)->recorder(), hooks);
+  if (Status s = webhooks.start(); !s.ok()) {
+    return fail(s, "cannot start webhook delivery");
+  }
+  webhooks_ptr = &webhooks;
+  // The line tests and scripts wait for.
+  std::cout << "keyledger webhooks ready" << std::endl;
+  spdlog::info("webhooks: delivering; attempts recorded to {}", config.webhook_deliveries_topic);
+  int signal = 0;
+  if (sigwait(&signals, &signal) != 0) {
+    spdlog::warn("webhooks: sigwait failed; shutting down");
+  }
+  spdlog::info("shutting down");
+  webhooks_ptr = nullptr;
+  webhooks.stop();  // lets attempts in flight finish; pending retries stay in the mirror
+  mirror.stop();
+  return 0;
+}
+
 int serve(Config config) {
   Node node;
   node.config = std::move(config);
   if (node.config.replica) {
     return serve_replica(node.config);
+  }
+  const bool external_webhooks = node.config.webhooks == kWebhooksExternal;
+  if (!external_webhooks && node.config.webhooks != kWebhooksInProcess) {
+    spdlog::error("--webhooks must be in-process or external, not {}", node.config.webhooks);
+    return 2;
+  }
+  if (external_webhooks && node.config.kafka_brokers == "none") {
+    spdlog::error(
+        "--webhooks external needs Kafka (keyledger webhooks reads the events from it and records its "
+        "attempts "
+        "through it); use --kafka-brokers embedded or a cluster, or the default --webhooks in-process");
+    return 2;
   }
   if (Status s = node.open(true); !s.ok()) {
     return fail(s, "cannot start");
@@ -342,7 +483,8 @@ int serve(Config config) {
     publisher.state_topic = node.config.kafka_state_topic;
     if (node.config.kafka_brokers == "embedded") {
       consumers::EmbeddedBrokerOptions embedded;
-      embedded.topics = {node.config.kafka_topic, node.config.kafka_state_topic};
+      embedded.topics = {node.config.kafka_topic, node.config.kafka_state_topic,
+                         node.config.webhook_deliveries_topic};
       auto started = consumers::EmbeddedBroker::start(embedded);
       if (!started.ok()) {
         return fail(started.status(), "cannot start the embedded Kafka broker");
@@ -413,9 +555,27 @@ int serve(Config config) {
   api::Api api({projector, *node.commands, verifier, idempotency, metrics, node.clock, *node.hasher,
                 [&] { return projector.checkpoint() >= store.last_position(); }});
 
-  // Webhooks to agents, straight from the log; attempts are recorded as events.
+  // Webhooks to agents, straight from the log; attempts are recorded as events. With
+  // --webhooks external, `keyledger webhooks` delivers and this process records its attempts.
   std::unique_ptr<consumers::WebhookDispatcher> webhooks;
-  if (!node.config.disable_webhooks) {
+  std::unique_ptr<consumers::DeliveryRecordFeed> delivery_records;
+  if (external_webhooks) {
+    consumers::DeliveryRecordFeedOptions records;
+    records.brokers = broker ? broker->bootstrap_servers() : node.config.kafka_brokers;
+    records.topic = node.config.webhook_deliveries_topic;
+    delivery_records = std::make_unique<consumers::DeliveryRecordFeed>(*node.commands, store, records);
+    if (Status s = delivery_records->start(); !s.ok()) {
+      return fail(s, "cannot start recording webhook deliveries");
+    }
+    metrics.add_gauge("keyledger_webhook_records_appended", "Delivery attempts of keyledger webhooks recorded.",
+                      [&] { return static_cast<double>(delivery_records->recorded()); });
+    api.set_webhook_retry([](const std::string&, const std::string&) {
+      return Status::Unavailable(
+          "webhooks_external",
+          "webhooks are delivered by keyledger webhooks (--webhooks external); a manual "
+          "retry is not available on this node");
+    });
+  } else if (!node.config.disable_webhooks) {
     consumers::WebhookDispatcherOptions hooks;
     hooks.client.allow_insecure = node.config.allow_insecure_webhooks;
     hooks.client.allow_private = node.config.allow_private_webhooks;
@@ -480,6 +640,9 @@ int serve(Config config) {
     webhooks_ptr = nullptr;
     webhooks->stop();  // lets attempts in flight finish; pending retries stay persisted
   }
+  if (delivery_records) {
+    delivery_records->stop();  // commits the offsets of what was recorded
+  }
   if (relay) {
     relay->stop();  // flushes the producer and persists the published position
   }
@@ -535,12 +698,18 @@ void usage() {
   std::cerr
       << "usage: keyledger serve [--data-dir DIR] [--listen HOST:PORT] [--kafka-brokers embedded|none|LIST]\n"
          "                       [--pepper-file FILE] [--config FILE] [--allow-insecure-webhooks] ...\n"
+         "                       [--webhooks in-process|external] [--webhook-deliveries-topic T]\n"
          "       keyledger serve --replica --kafka-brokers HOST:PORT,... --pepper-file FILE [--listen "
          "HOST:PORT]\n"
          "       keyledger token create --data-dir DIR --scope manage,audit --name NAME\n"
          "       keyledger rebuild-projections --data-dir DIR\n"
          "       keyledger consume revocations --kafka-brokers HOST:PORT,... --group NAME [--from "
-         "earliest|latest]\n";
+         "earliest|latest]\n"
+         "       keyledger webhooks --kafka-brokers HOST:PORT,... --pepper-file FILE --data-dir STATE_DIR\n"
+         "                       [--from earliest|latest] [--allow-insecure-webhooks] "
+         "[--allow-private-webhooks]\n"
+         "                       [--webhook-ca-file FILE] [--kafka-topic T] [--webhook-deliveries-topic T]\n"
+         "                       (delivers for a server run with --webhooks external)\n";
 }
 
 }  // namespace
@@ -596,6 +765,20 @@ int main(int argc, char** argv) {
     }
     spdlog::set_level(spdlog::level::from_str(config.log_level));
     return consume_revocations(config, group, from);
+  }
+  if (command == "webhooks") {
+    std::string from = "earliest";
+    po::options_description extra("webhooks");
+    extra.add_options()("from", po::value(&from),
+                        "where a new state directory starts: earliest (every key event not yet recorded "
+                        "delivered or failed) | latest (only events after start)");
+    if (!parse(argc - 1, argv + 1, extra, config, error)) {
+      std::cerr << "keyledger: " << error << "\n";
+      usage();
+      return 2;
+    }
+    spdlog::set_level(spdlog::level::from_str(config.log_level));
+    return run_webhooks(config, from);
   }
   usage();
   return 2;

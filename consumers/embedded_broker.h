@@ -23,13 +23,17 @@ struct rd_kafka_s;
 
 namespace keyledger::consumers {
 
-// The topics of API.md §5 and the issue: every event, and the latest state per key.
+// The topics of API.md §5 and the issue: every event, the latest state per key, and webhook
+// delivery attempts.
 inline constexpr const char* kEventsTopic = "keyledger.key-events";
 inline constexpr const char* kStateTopic = "keyledger.key-state";
+// Attempts made by `keyledger webhooks`, recorded by a server run with --webhooks external.
+inline constexpr const char* kWebhookDeliveriesTopic = "keyledger.webhook-deliveries";
 
 struct EmbeddedBrokerOptions {
-  // Topics created at start-up. Default: keyledger.key-events and keyledger.key-state.
-  std::vector<std::string> topics = {kEventsTopic, kStateTopic};
+  // Topics created at start-up. Default: keyledger.key-events, keyledger.key-state and
+  // keyledger.webhook-deliveries.
+  std::vector<std::string> topics = {kEventsTopic, kStateTopic, kWebhookDeliveriesTopic};
   // Partitions per topic. Default 3.
   int partitions = 3;
 };

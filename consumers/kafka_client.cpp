@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 
 namespace keyledger::consumers {
@@ -45,6 +46,43 @@ Result<KafkaHandle> make_kafka_client(rd_kafka_type_t type, KafkaConf conf) {
   }
   (void)conf.release();  // rd_kafka_new took ownership
   return KafkaHandle(rk);
+}
+
+Result<std::vector<PartitionWatermarks>> topic_partitions(rd_kafka_t* rk, const std::string& topic,
+                                                          int timeout_ms) {
+  std::unique_ptr<rd_kafka_topic_t, void (*)(rd_kafka_topic_t*)> handle(
+      rd_kafka_topic_new(rk, topic.c_str(), nullptr), &rd_kafka_topic_destroy);
+  if (!handle) {
+    return Status::Unavailable("topic " + topic + ": " + kafka_error_text(rd_kafka_last_error()));
+  }
+  const rd_kafka_metadata_t* raw = nullptr;
+  rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, handle.get(), &raw, timeout_ms);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return Status::Unavailable("metadata of " + topic + ": " + kafka_error_text(err));
+  }
+  KafkaMetadata metadata(raw);
+  if (metadata->topic_cnt != 1) {
+    return Status::Unavailable("no such topic " + topic);
+  }
+  if (metadata->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return Status::Unavailable("topic " + topic + ": " + kafka_error_text(metadata->topics[0].err));
+  }
+  if (metadata->topics[0].partition_cnt == 0) {
+    return Status::Unavailable("topic " + topic + " has no partitions yet");
+  }
+  std::vector<PartitionWatermarks> out;
+  for (int i = 0; i < metadata->topics[0].partition_cnt; ++i) {
+    PartitionWatermarks p;
+    p.id = metadata->topics[0].partitions[i].id;
+    err = rd_kafka_query_watermark_offsets(rk, topic.c_str(), p.id, &p.low, &p.high, timeout_ms);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return Status::Unavailable("end offsets of " + topic + ": " + kafka_error_text(err));
+    }
+    out.push_back(p);
+  }
+  std::sort(out.begin(), out.end(),
+            [](const PartitionWatermarks& a, const PartitionWatermarks& b) { return a.id < b.id; });
+  return out;
 }
 
 std::string kafka_error_text(rd_kafka_resp_err_t err) {

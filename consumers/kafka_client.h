@@ -4,9 +4,11 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "domain/status.h"
 
@@ -35,6 +37,18 @@ Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& prop
 
 // A client of `type` from `conf` (consumed on success). Unavailable with librdkafka's reason.
 Result<KafkaHandle> make_kafka_client(rd_kafka_type_t type, KafkaConf conf);
+
+// One partition of a topic and its watermarks: the first offset kept and the next one written.
+struct PartitionWatermarks {
+  std::int32_t id = 0;
+  std::int64_t low = 0;
+  std::int64_t high = 0;
+};
+
+// The partitions of `topic`, sorted by id, with their watermarks. Unavailable naming the
+// problem (broker unreachable, no such topic, no partitions yet) so the caller can retry.
+Result<std::vector<PartitionWatermarks>> topic_partitions(rd_kafka_t* rk, const std::string& topic,
+                                                          int timeout_ms);
 
 // "Broker: Leader not available (LEADER_NOT_AVAILABLE)" style text for logs.
 std::string kafka_error_text(rd_kafka_resp_err_t err);

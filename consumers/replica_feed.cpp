@@ -19,10 +19,6 @@ std::string unique_suffix() {
   return std::to_string(::getpid()) + "-" + std::to_string(random());
 }
 
-struct TopicDeleter {
-  void operator()(rd_kafka_topic_t* topic) const { rd_kafka_topic_destroy(topic); }
-};
-
 }  // namespace
 
 ReplicaFeed::ReplicaFeed(ActiveKeyTable& keys, ServiceTokenTable& tokens, ReplicaOptions options)
@@ -125,40 +121,21 @@ bool ReplicaFeed::sleep_unless_stopped(std::chrono::milliseconds d) {
 bool ReplicaFeed::wait_for_partitions(const std::string& topic, std::vector<Partition>& out) {
   std::string last_problem;
   while (!stopping_) {
-    std::string problem;
-    std::unique_ptr<rd_kafka_topic_t, TopicDeleter> handle(
-        rd_kafka_topic_new(consumer_.get(), topic.c_str(), nullptr));
-    const rd_kafka_metadata_t* raw = nullptr;
-    rd_kafka_resp_err_t err =
-        handle ? rd_kafka_metadata(consumer_.get(), 0, handle.get(), &raw, kMetadataTimeoutMs)
-               : rd_kafka_last_error();
-    KafkaMetadata metadata(raw);
-    out.clear();
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      problem = "metadata: " + kafka_error_text(err);
-    } else if (metadata->topic_cnt != 1 || metadata->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR ||
-               metadata->topics[0].partition_cnt == 0) {
-      problem =
-          metadata->topic_cnt == 1 ? "topic: " + kafka_error_text(metadata->topics[0].err) : "no such topic";
-    } else {
-      for (int i = 0; i < metadata->topics[0].partition_cnt && problem.empty(); ++i) {
+    auto found = topic_partitions(consumer_.get(), topic, kMetadataTimeoutMs);
+    if (found.ok()) {
+      out.clear();
+      for (const auto& w : *found) {
         Partition p;
-        p.id = metadata->topics[0].partitions[i].id;
-        err = rd_kafka_query_watermark_offsets(consumer_.get(), topic.c_str(), p.id, &p.low, &p.end,
-                                               kMetadataTimeoutMs);
-        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-          problem = "end offsets: " + kafka_error_text(err);
-        }
+        p.id = w.id;
+        p.low = w.low;
+        p.end = w.high;
         out.push_back(p);
       }
-    }
-    if (problem.empty()) {
-      std::sort(out.begin(), out.end(), [](const Partition& a, const Partition& b) { return a.id < b.id; });
       return true;
     }
-    if (problem != last_problem) {
-      spdlog::warn("replica: waiting for topic {} ({})", topic, problem);
-      last_problem = problem;
+    if (found.status().message() != last_problem) {
+      last_problem = found.status().message();
+      spdlog::warn("replica: waiting for topic {} ({})", topic, last_problem);
     }
     if (!sleep_unless_stopped(options_.retry_backoff)) {
       break;

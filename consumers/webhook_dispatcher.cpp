@@ -438,6 +438,21 @@ struct WebhookDispatcher::Impl {
       }
       return retry_later(event.status().ToString());
     }
+    // Attempts recorded by someone else (the in-process dispatcher before a switch to
+    // `keyledger webhooks`, or this process before a crash) follow the event in its stream:
+    // a delivery recorded delivered or failed is not sent again, and attempt numbers go on
+    // from the last recorded one.
+    auto later = store.read_stream(agent_stream(job.agent_id), event->stream_version() + 1);
+    if (!later.ok()) {
+      return retry_later(later.status().ToString());
+    }
+    if (const Recorded last = last_recorded(*later, job.event_id); last.attempt >= job.attempt) {
+      if (last.outcome == kDelivered || last.outcome == kFailed) {
+        finish(job);
+        return;
+      }
+      job.attempt = last.attempt + 1;
+    }
     auto agent = load_agent(job.agent_id);
     if (!agent.ok()) {
       return retry_later(agent.status().ToString());

@@ -1,5 +1,7 @@
 #include "domain/ids.h"
 
+#include <sodium.h>
+
 #include <array>
 
 #include "domain/key_material.h"
@@ -18,6 +20,18 @@ std::string new_id(std::string_view prefix, RandomSource& random) {
          to_hex(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
+// `bytes` as a lowercase 8-4-4-4-12 UUID with the given version and the RFC 4122 variant.
+std::string format_uuid(std::array<std::uint8_t, 16> bytes, std::uint8_t version) {
+  bytes[6] = static_cast<std::uint8_t>((bytes[6] & 0x0F) | (version << 4));
+  bytes[8] = static_cast<std::uint8_t>((bytes[8] & 0x3F) | 0x80);
+  const std::string hex = to_hex(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  std::string out;
+  out.reserve(36);
+  out.append(hex, 0, 8).append("-").append(hex, 8, 4).append("-").append(hex, 12, 4).append("-");
+  out.append(hex, 16, 4).append("-").append(hex, 20, 12);
+  return out;
+}
+
 }  // namespace
 
 std::string new_agent_id(RandomSource& random) { return new_id(kAgentIdPrefix, random); }
@@ -27,14 +41,17 @@ std::string new_token_id(RandomSource& random) { return new_id(kTokenIdPrefix, r
 std::string new_event_id(RandomSource& random) {
   std::array<std::uint8_t, 16> bytes{};
   random.fill(bytes);
-  bytes[6] = static_cast<std::uint8_t>((bytes[6] & 0x0F) | 0x40);  // version 4
-  bytes[8] = static_cast<std::uint8_t>((bytes[8] & 0x3F) | 0x80);  // RFC 4122 variant
-  const std::string hex = to_hex(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
-  std::string out;
-  out.reserve(36);
-  out.append(hex, 0, 8).append("-").append(hex, 8, 4).append("-").append(hex, 12, 4).append("-");
-  out.append(hex, 16, 4).append("-").append(hex, 20, 12);
-  return out;
+  return format_uuid(bytes, 4);
+}
+
+std::string derived_event_id(std::string_view name) {
+  std::array<std::uint8_t, 16> bytes{};
+  // crypto_generichash (BLAKE2b) with a 16-byte output and no key cannot fail.
+  if (crypto_generichash(bytes.data(), bytes.size(), reinterpret_cast<const unsigned char*>(name.data()),
+                         name.size(), nullptr, 0) != 0) {
+    bytes.fill(0);
+  }
+  return format_uuid(bytes, 8);
 }
 
 bool is_well_formed_id(std::string_view id, std::string_view prefix) {

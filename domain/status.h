@@ -49,6 +49,10 @@ class Status {
   static Status Unavailable(std::string msg) {
     return {Code::kUnavailable, "unavailable", std::move(msg), {}};
   }
+  // `reason` is the contract's error code, e.g. "webhooks_external".
+  static Status Unavailable(std::string reason, std::string msg) {
+    return {Code::kUnavailable, std::move(reason), std::move(msg), {}};
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   bool IsInvalidArgument() const { return code_ == Code::kInvalidArgument; }

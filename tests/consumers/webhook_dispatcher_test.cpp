@@ -437,6 +437,40 @@ TEST_CASE("only key events are delivered, from where the dispatcher started", "[
   CHECK(testing::eventually([&] { return dispatcher->cursor() == h.store->last_position(); }));
 }
 
+TEST_CASE("attempts recorded by another dispatcher are not repeated; numbering continues after them",
+          "[webhooks]") {
+  Hooks h;
+  testing::TestReceiver receiver([](int) { return 200u; });
+  const auto agent = h.register_agent(receiver.url());
+  const v1::Event delivered = h.create_key(agent.id);
+  const v1::Event retrying = h.create_key(agent.id);
+  const auto record = h.recorder();
+  v1::WebhookDeliveryRecorded d;
+  d.set_agent_id(agent.id);
+  d.set_event_id(delivered.event_id());
+  d.set_attempt(1);
+  d.set_outcome("delivered");
+  REQUIRE(record(agent.id, d).ok());
+  d.set_event_id(retrying.event_id());
+  d.set_attempt(2);
+  d.set_outcome("retrying");
+  REQUIRE(record(agent.id, d).ok());
+
+  WebhookDispatcherOptions options = test_options();
+  options.from_beginning = true;  // a fresh cursor: both events become pending
+  SystemClock clock;
+  auto dispatcher = h.dispatcher(options, clock);
+  REQUIRE(testing::eventually([&] { return h.deliveries(agent.id).size() == 3; }));
+  REQUIRE(testing::eventually([&] { return dispatcher->pending() == 0; }));
+  const auto requests = receiver.requests();
+  REQUIRE(requests.size() == 1);
+  CHECK(requests[0].event_id == retrying.event_id());
+  const auto last = h.deliveries(agent.id).back();
+  CHECK(last.event_id() == retrying.event_id());
+  CHECK(last.attempt() == 3);
+  CHECK(last.outcome() == "delivered");
+}
+
 }  // namespace keyledger::consumers
 
 namespace keyledger::consumers {

@@ -27,6 +27,86 @@ using tcp = net::ip::tcp;
 
 std::string binary() { return KEYLEDGER_BINARY; }
 
+namespace {
+
+// Starts `args` with stdout on a pipe (returned in `stdout_fd`) and stderr appended to
+// `log_file`.
+pid_t spawn(std::vector<std::string> args, const std::filesystem::path& log_file, int& stdout_fd) {
+  std::vector<char*> argv;
+  for (auto& a : args) {
+    argv.push_back(a.data());
+  }
+  argv.push_back(nullptr);
+  int out[2];
+  if (pipe(out) != 0) {
+    throw std::runtime_error("pipe failed");
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                   0600);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  if (rc != 0) {
+    close(out[0]);
+    throw std::runtime_error("cannot start " + args.front());
+  }
+  stdout_fd = out[0];
+  return pid;
+}
+
+// Reads stdout lines until `done(line)` holds or the pipe closes; false if it closed first.
+template <typename Done>
+bool read_lines_until(int fd, Done done) {
+  std::string line;
+  char c = 0;
+  while (read(fd, &c, 1) == 1) {
+    if (c != '\n') {
+      line.push_back(c);
+      continue;
+    }
+    if (done(line)) {
+      return true;
+    }
+    line.clear();
+  }
+  return false;
+}
+
+// Keeps draining stdout in the background so the child never blocks on it.
+void drain_in_background(int fd) {
+  std::thread([fd] {
+    char buf[4096];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+    close(fd);
+  }).detach();
+}
+
+int wait_for_exit(pid_t& pid, int signal) {
+  if (pid <= 0) {
+    return -1;
+  }
+  ::kill(pid, signal);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  pid = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
 struct HttpConnection::Impl {
   net::io_context ioc;
   beast::tcp_stream stream{ioc};
@@ -85,53 +165,20 @@ ServerProcess::ServerProcess(const std::filesystem::path& data_dir, std::vector<
   std::vector<std::string> args = {binary(), "serve", "--data-dir", data_dir.string(), "--listen", "127.0.0.1:0",
                                    "--kafka-brokers", kafka_brokers};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
-  std::vector<char*> argv;
-  for (auto& a : args) {
-    argv.push_back(a.data());
-  }
-  argv.push_back(nullptr);
-
-  int out[2];
-  if (pipe(out) != 0) {
-    throw std::runtime_error("pipe failed");
-  }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addclose(&actions, out[0]);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_file_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(out[1]);
-  if (rc != 0) {
-    close(out[0]);
-    throw std::runtime_error("cannot start " + binary());
-  }
+  int out = -1;
+  pid_ = spawn(args, log_file_, out);
   // Read stdout until the "listening on host:port" line.
-  std::string line;
-  char c = 0;
-  while (read(out[0], &c, 1) == 1) {
-    if (c != '\n') {
-      line.push_back(c);
-      continue;
-    }
+  read_lines_until(out, [&](const std::string& line) {
     if (const auto kafka = line.find("kafka bootstrap "); kafka != std::string::npos) {
       kafka_bootstrap_ = line.substr(kafka + 16);
     }
-    const auto pos = line.rfind("keyledger listening on ", 0);
-    if (pos != std::string::npos) {
-      port_ = static_cast<std::uint16_t>(std::stoi(line.substr(line.rfind(':') + 1)));
-      break;
+    if (line.rfind("keyledger listening on ", 0) == std::string::npos) {
+      return false;
     }
-    line.clear();
-  }
-  // Keep draining stdout in the background so the server never blocks on it.
-  std::thread([fd = out[0]] {
-    char buf[4096];
-    while (read(fd, buf, sizeof buf) > 0) {
-    }
-    close(fd);
-  }).detach();
+    port_ = static_cast<std::uint16_t>(std::stoi(line.substr(line.rfind(':') + 1)));
+    return true;
+  });
+  drain_in_background(out);
   if (port_ == 0) {
     kill_hard();
     throw std::runtime_error("keyledger did not start; log:\n" + log());
@@ -140,32 +187,49 @@ ServerProcess::ServerProcess(const std::filesystem::path& data_dir, std::vector<
 
 ServerProcess::~ServerProcess() { kill_hard(); }
 
-int ServerProcess::stop() {
-  if (pid_ <= 0) {
-    return -1;
+int ServerProcess::stop() { return wait_for_exit(pid_, SIGTERM); }
+
+void ServerProcess::kill_hard() { (void)wait_for_exit(pid_, SIGKILL); }
+
+std::string ServerProcess::log() const { return read_file(log_file_); }
+
+WebhooksProcess::WebhooksProcess(const std::filesystem::path& state_dir, std::vector<std::string> args)
+    : log_file_(state_dir.string() + ".log") {
+  std::vector<std::string> all = {binary(), "webhooks", "--data-dir", state_dir.string()};
+  all.insert(all.end(), args.begin(), args.end());
+  int out = -1;
+  pid_ = spawn(all, log_file_, out);
+  const bool ready =
+      read_lines_until(out, [](const std::string& line) { return line == "keyledger webhooks ready"; });
+  drain_in_background(out);
+  if (!ready) {
+    kill_hard();
+    throw std::runtime_error("keyledger webhooks did not start; log:\n" + log());
   }
-  ::kill(pid_, SIGTERM);
-  int status = 0;
-  waitpid(pid_, &status, 0);
-  pid_ = -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-void ServerProcess::kill_hard() {
-  if (pid_ <= 0) {
-    return;
-  }
-  ::kill(pid_, SIGKILL);
-  int status = 0;
-  waitpid(pid_, &status, 0);
-  pid_ = -1;
-}
+WebhooksProcess::~WebhooksProcess() { kill_hard(); }
 
-std::string ServerProcess::log() const {
-  std::ifstream in(log_file_);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+int WebhooksProcess::stop() { return wait_for_exit(pid_, SIGTERM); }
+
+void WebhooksProcess::kill_hard() { (void)wait_for_exit(pid_, SIGKILL); }
+
+std::string WebhooksProcess::log() const { return read_file(log_file_); }
+
+std::pair<int, std::string> run_binary(const std::vector<std::string>& args) {
+  std::vector<std::string> all = {binary()};
+  all.insert(all.end(), args.begin(), args.end());
+  const std::filesystem::path log_file =
+      std::filesystem::temp_directory_path() / ("keyledger-run-" + std::to_string(::getpid()) + ".log");
+  std::filesystem::remove(log_file);
+  int out = -1;
+  pid_t pid = spawn(all, log_file, out);
+  drain_in_background(out);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::string log = read_file(log_file);
+  std::filesystem::remove(log_file);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), log};
 }
 
 std::string ServerProcess::bootstrap_token() const {

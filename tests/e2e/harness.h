@@ -80,6 +80,27 @@ class ServerProcess {
   std::string kafka_bootstrap_;
 };
 
+// Starts `keyledger webhooks --data-dir STATE_DIR` plus `args` (stderr to STATE_DIR.log) and
+// waits for its "keyledger webhooks ready" line.
+class WebhooksProcess {
+ public:
+  WebhooksProcess(const std::filesystem::path& state_dir, std::vector<std::string> args);
+  ~WebhooksProcess();  // SIGKILL if still running
+
+  // SIGTERM and wait; returns the exit status (0 on a clean shutdown).
+  int stop();
+  void kill_hard();
+  // Everything the process wrote to stderr so far.
+  std::string log() const;
+
+ private:
+  std::filesystem::path log_file_;
+  pid_t pid_ = -1;
+};
+
+// Runs the keyledger binary with `args` to completion; returns its exit status and stderr.
+std::pair<int, std::string> run_binary(const std::vector<std::string>& args);
+
 // Path of the keyledger binary under test.
 std::string binary();
 

@@ -1,0 +1,209 @@
+#include "consumers/delivery_record_feed.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "api/commands.h"
+
+namespace keyledger::consumers {
+
+namespace {
+
+constexpr int kPollTimeoutMs = 100;
+constexpr int kMetadataTimeoutMs = 5000;
+
+}  // namespace
+
+DeliveryRecordFeed::DeliveryRecordFeed(api::CommandService& commands, const EventStore& store,
+                                       DeliveryRecordFeedOptions options)
+    : commands_(commands), store_(store), options_(std::move(options)) {}
+
+DeliveryRecordFeed::~DeliveryRecordFeed() { stop(); }
+
+Status DeliveryRecordFeed::start() {
+  if (consumer_) {
+    return Status::Conflict("feed_started", "the delivery record feed is already running");
+  }
+  if (options_.brokers.empty() || options_.topic.empty() || options_.group.empty()) {
+    return Status::InvalidArgument("the delivery record feed needs Kafka brokers, a topic and a group");
+  }
+  std::map<std::string, std::string> config = {
+      {"bootstrap.servers", options_.brokers},
+      {"client.id", "keyledger-delivery-records"},
+      {"group.id", options_.group},
+      // At least once: an offset is stored only after its record is durable in the log, and
+      // only stored offsets are committed (every second, and when the consumer closes).
+      {"enable.auto.commit", "true"},
+      {"enable.auto.offset.store", "false"},
+      {"auto.commit.interval.ms", "1000"},
+      {"auto.offset.reset", "earliest"},
+      {"fetch.wait.max.ms", std::to_string(options_.fetch_wait_ms)},
+      {"fetch.error.backoff.ms", "50"},
+      {"reconnect.backoff.max.ms", "1000"},
+      {"socket.nagle.disable", "true"},
+  };
+  for (const auto& [name, value] : options_.consumer_config) {
+    config[name] = value;
+  }
+  auto conf = make_kafka_conf(config);
+  if (!conf.ok()) {
+    return conf.status();
+  }
+  auto client = make_kafka_client(RD_KAFKA_CONSUMER, std::move(conf).value());
+  if (!client.ok()) {
+    return client.status();
+  }
+  consumer_ = std::move(client).value();
+  const rd_kafka_resp_err_t err = rd_kafka_poll_set_consumer(consumer_.get());
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    consumer_.reset();
+    return Status::Unavailable("cannot set up the delivery record consumer: " + kafka_error_text(err));
+  }
+  thread_ = std::thread([this] { run(); });
+  return Status::Ok();
+}
+
+void DeliveryRecordFeed::stop() {
+  stopping_ = true;
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+  if (consumer_) {
+    // Commits the stored offsets.
+    const rd_kafka_resp_err_t err = rd_kafka_consumer_close(consumer_.get());
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      spdlog::warn("delivery records: closing the consumer: {}", kafka_error_text(err));
+    }
+    consumer_.reset();
+  }
+}
+
+Status DeliveryRecordFeed::record(const v1::Event& envelope) {
+  if (envelope.payload_case() != v1::Event::kWebhookDeliveryRecorded || envelope.event_id().empty() ||
+      envelope.webhook_delivery_recorded().agent_id().empty()) {
+    return Status::InvalidArgument("not a webhook delivery record of an agent");
+  }
+  auto held = store_.read_event(envelope.event_id());
+  if (held.ok()) {
+    ++duplicates_;
+    return Status::Ok();
+  }
+  if (!held.status().IsNotFound()) {
+    return held.status();
+  }
+  const std::string& agent_id = envelope.webhook_delivery_recorded().agent_id();
+  const std::string actor = envelope.actor().empty() ? std::string(kWebhooksActor) : envelope.actor();
+  auto decision =
+      commands_.on_agent(agent_id, actor, [&](const AgentState& state, CommandContext&) -> Result<Decision> {
+        Decision d;
+        d.agent_id = state.agent_id;
+        v1::Event e = envelope;  // as carried: its event id, occurred_at, actor and type
+        e.clear_position();
+        e.clear_stream_version();
+        e.set_stream(agent_stream(agent_id));
+        if (e.type().empty()) {
+          e.set_type(std::string(event_type_name(v1::Event::kWebhookDeliveryRecorded)));
+        }
+        d.events.push_back(std::move(e));
+        return d;
+      });
+  if (decision.ok()) {
+    ++recorded_;
+    return Status::Ok();
+  }
+  if (store_.read_event(envelope.event_id()).ok()) {
+    ++duplicates_;  // recorded meanwhile: the store refused the duplicate id
+    return Status::Ok();
+  }
+  return decision.status();
+}
+
+bool DeliveryRecordFeed::sleep_unless_stopped(std::chrono::milliseconds d) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (!stopping_ && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(d, std::chrono::milliseconds(20)));
+  }
+  return !stopping_;
+}
+
+void DeliveryRecordFeed::run() {
+  std::vector<PartitionWatermarks> partitions;
+  std::string last_problem;
+  while (!stopping_) {
+    auto found = topic_partitions(consumer_.get(), options_.topic, kMetadataTimeoutMs);
+    if (found.ok()) {
+      partitions = std::move(found).value();
+      break;
+    }
+    if (found.status().message() != last_problem) {
+      last_problem = found.status().message();
+      spdlog::warn("delivery records: waiting for {} ({})", options_.topic, last_problem);
+    }
+    if (!sleep_unless_stopped(options_.retry_backoff)) {
+      return;
+    }
+  }
+  if (stopping_) {
+    return;
+  }
+  KafkaPartitionList list(rd_kafka_topic_partition_list_new(static_cast<int>(partitions.size())));
+  for (const auto& p : partitions) {
+    // The group's committed offset, or the beginning (auto.offset.reset) without one.
+    rd_kafka_topic_partition_list_add(list.get(), options_.topic.c_str(), p.id)->offset =
+        RD_KAFKA_OFFSET_STORED;
+  }
+  if (const rd_kafka_resp_err_t err = rd_kafka_assign(consumer_.get(), list.get());
+      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    spdlog::error("delivery records: cannot assign the partitions of {}: {}", options_.topic,
+                  kafka_error_text(err));
+    return;
+  }
+  spdlog::info("delivery records: recording attempts from {}", options_.topic);
+  rd_kafka_resp_err_t last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+  while (!stopping_) {
+    KafkaMessage message(rd_kafka_consumer_poll(consumer_.get(), kPollTimeoutMs));
+    if (!message || message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      continue;
+    }
+    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (message->err != last_error) {
+        spdlog::warn("delivery records: {}", kafka_error_text(message->err));
+        last_error = message->err;
+      }
+      continue;
+    }
+    last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+    v1::Event envelope;
+    if (!envelope.ParseFromArray(message->payload, static_cast<int>(message->len))) {
+      ++rejected_;
+      spdlog::warn("delivery records: unreadable message at {} [{}] offset {}; skipped", options_.topic,
+                   message->partition, message->offset);
+    } else {
+      while (true) {
+        const Status s = record(envelope);
+        if (s.ok()) {
+          break;
+        }
+        if (s.IsInvalidArgument() || s.IsNotFound()) {
+          ++rejected_;
+          spdlog::warn("delivery records: record {} skipped: {}", envelope.event_id(), s.ToString());
+          break;
+        }
+        spdlog::warn("delivery records: cannot record {}: {}; retrying", envelope.event_id(), s.ToString());
+        if (!sleep_unless_stopped(options_.retry_backoff)) {
+          return;  // its offset is not stored: read again after a restart
+        }
+      }
+    }
+    KafkaPartitionList done(rd_kafka_topic_partition_list_new(1));
+    rd_kafka_topic_partition_list_add(done.get(), options_.topic.c_str(), message->partition)->offset =
+        message->offset + 1;
+    if (const rd_kafka_resp_err_t err = rd_kafka_offsets_store(consumer_.get(), done.get());
+        err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      spdlog::warn("delivery records: storing offset {}: {}", message->offset + 1, kafka_error_text(err));
+    }
+  }
+}
+
+}  // namespace keyledger::consumers
