@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <functional>
+#include <string_view>
+#include <unordered_map>
 
 #include "api/errors.h"
 #include "api/verify_responses.h"
@@ -82,6 +85,13 @@ struct Api::Impl {
     bool inline_ok;
   };
   std::vector<Route> routes;
+  // Routes without parameters by exact path (the verification routes among them), so most
+  // requests find their route without splitting the path or trying every pattern.
+  struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::vector<std::size_t>, StringHash, std::equal_to<>> literal_routes;
 
   explicit Impl(ApiContext c) : ctx(std::move(c)) {
     const std::vector<std::string_view> manage = {"manage"};
@@ -112,6 +122,25 @@ struct Api::Impl {
     add("GET", "/v1/self/webhook-deliveries", Access::kAgentKey, {}, &Impl::self_deliveries, false);
     add("GET", "/v1/audit", Access::kToken, {"audit"}, &Impl::audit, false);
     add("POST", "/v1/leaks", Access::kToken, {"report_leaks"}, &Impl::leaks, false);
+    index_literal_routes();
+  }
+
+  // A literal route goes into the fast index unless an earlier pattern also matches its path
+  // (that one wins in find_route, so the index must not answer for it).
+  void index_literal_routes() {
+    for (std::size_t i = 0; i < routes.size(); ++i) {
+      if (routes[i].pattern.find('{') != std::string::npos) {
+        continue;
+      }
+      const auto parts = http::path_segments(routes[i].pattern);
+      bool shadowed = false;
+      for (std::size_t j = 0; j < i; ++j) {
+        shadowed = shadowed || (routes[j].method == routes[i].method && matches(routes[j], parts, nullptr));
+      }
+      if (!shadowed) {
+        literal_routes[routes[i].pattern].push_back(i);
+      }
+    }
   }
 
   void add(std::string method, std::string pattern, Access access, std::vector<std::string_view> scopes,
@@ -149,6 +178,18 @@ struct Api::Impl {
   // The route for method + path; `allowed` lists the methods of routes matching the path.
   // The request's route, matched once and remembered in the request.
   const Route* route_for(const Request& req) const {
+    if (req.route_index == -2) {
+      if (auto it = literal_routes.find(std::string_view(req.path)); it != literal_routes.end()) {
+        const std::string_view method = req.method == "HEAD" ? "GET" : std::string_view(req.method);
+        for (const std::size_t i : it->second) {
+          if (routes[i].method == method) {
+            req.route_index = static_cast<int>(i);
+            req.route_params.clear();
+            return &routes[i];
+          }
+        }
+      }
+    }
     if (req.route_index == -2) {
       std::vector<std::string> allowed;
       const Route* route = find_route(req, req.route_params, allowed);

@@ -244,6 +244,8 @@ using OutgoingResponse = bhttp::response<bhttp::string_body, Fields>;
 // sweep closes the connections whose deadline passed.
 class Loop {
  public:
+  // Hint 1: one thread runs this io_context. The reactor keeps its per-socket locks, because
+  // a session may be destroyed on another thread during stop().
   explicit Loop(std::chrono::milliseconds sweep_interval) : ioc_(1), sweep_(ioc_), sweep_interval_(sweep_interval) {}
 
   asio::io_context& context() { return ioc_; }

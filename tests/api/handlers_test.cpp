@@ -1650,6 +1650,20 @@ TEST_CASE("handlers: /healthz, /readyz and /metrics", "[handlers]") {
     r.path = "/v1/keys/key_abc/rotate";
     return r;
   }()) == "/v1/keys/{key_id}/rotate");
+  const auto route = [&](std::string method, std::string path) {
+    http::Request r;
+    r.method = std::move(method);
+    r.path = std::move(path);
+    return std::string(w.api->route_of(r));
+  };
+  // Literal routes are found by exact path; others, and near misses, by pattern.
+  CHECK(route("GET", "/v1/keys/due-for-rotation") == "/v1/keys/due-for-rotation");
+  CHECK(route("GET", "/v1/keys/key_abc") == "/v1/keys/{key_id}");
+  CHECK(route("HEAD", "/v1/auth") == "/v1/auth");
+  CHECK(route("GET", "//v1//auth") == "/v1/auth");
+  CHECK(route("POST", "/v1/auth") == "unmatched");
+  CHECK(route("GET", "/v1/tokens") == "/v1/tokens");
+  CHECK(route("POST", "/v1/tokens") == "/v1/tokens");
 }
 
 TEST_CASE("handlers: webhook delivery logs answer 200 with an empty list", "[handlers]") {
