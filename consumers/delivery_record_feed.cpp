@@ -28,38 +28,22 @@ Status DeliveryRecordFeed::start() {
   if (options_.brokers.empty() || options_.topic.empty() || options_.group.empty()) {
     return Status::InvalidArgument("the delivery record feed needs Kafka brokers, a topic and a group");
   }
-  std::map<std::string, std::string> config = {
-      {"bootstrap.servers", options_.brokers},
-      {"client.id", "keyledger-delivery-records"},
-      {"group.id", options_.group},
-      // At least once: an offset is stored only after its record is durable in the log, and
-      // only stored offsets are committed (every second, and when the consumer closes).
-      {"enable.auto.commit", "true"},
-      {"enable.auto.offset.store", "false"},
-      {"auto.commit.interval.ms", "1000"},
-      {"auto.offset.reset", "earliest"},
-      {"fetch.wait.max.ms", std::to_string(options_.fetch_wait_ms)},
-      {"fetch.error.backoff.ms", "50"},
-      {"reconnect.backoff.max.ms", "1000"},
-      {"socket.nagle.disable", "true"},
-  };
-  for (const auto& [name, value] : options_.consumer_config) {
-    config[name] = value;
+  auto consumer = make_kafka_consumer(options_.brokers, options_.fetch_wait_ms,
+                                      {
+                                          {"client.id", "keyledger-delivery-records"},
+                                          {"group.id", options_.group},
+                                          // At least once: an offset is stored only after its
+                                          // record is durable in the log, and only stored offsets
+                                          // are committed (every second, and when it closes).
+                                          {"enable.auto.commit", "true"},
+                                          {"enable.auto.offset.store", "false"},
+                                          {"auto.commit.interval.ms", "1000"},
+                                      },
+                                      options_.consumer_config, "the delivery record consumer");
+  if (!consumer.ok()) {
+    return consumer.status();
   }
-  auto conf = make_kafka_conf(config);
-  if (!conf.ok()) {
-    return conf.status();
-  }
-  auto client = make_kafka_client(RD_KAFKA_CONSUMER, std::move(conf).value());
-  if (!client.ok()) {
-    return client.status();
-  }
-  consumer_ = std::move(client).value();
-  const rd_kafka_resp_err_t err = rd_kafka_poll_set_consumer(consumer_.get());
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    consumer_.reset();
-    return Status::Unavailable("cannot set up the delivery record consumer: " + kafka_error_text(err));
-  }
+  consumer_ = std::move(consumer).value();
   thread_ = std::thread([this] { run(); });
   return Status::Ok();
 }
@@ -69,14 +53,7 @@ void DeliveryRecordFeed::stop() {
   if (thread_.joinable()) {
     thread_.join();
   }
-  if (consumer_) {
-    // Commits the stored offsets.
-    const rd_kafka_resp_err_t err = rd_kafka_consumer_close(consumer_.get());
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      spdlog::warn("delivery records: closing the consumer: {}", kafka_error_text(err));
-    }
-    consumer_.reset();
-  }
+  close_kafka_consumer(consumer_, "delivery records");
 }
 
 Status DeliveryRecordFeed::record(const v1::Event& envelope) {

@@ -30,38 +30,22 @@ Status EventMirror::start() {
     return Status::InvalidArgument("the event mirror needs Kafka brokers, a topic and a positive batch size");
   }
   std::random_device random;
-  std::map<std::string, std::string> config = {
-      {"bootstrap.servers", options_.brokers},
-      {"client.id", "keyledger-webhooks-mirror"},
-      // Reads every partition itself (assign) and commits nothing; assign() still wants a group.
-      {"group.id",
-       "keyledger-webhooks-mirror-" + std::to_string(::getpid()) + "-" + std::to_string(random())},
-      {"enable.auto.commit", "false"},
-      {"enable.auto.offset.store", "false"},
-      {"enable.partition.eof", "true"},
-      {"auto.offset.reset", "earliest"},
-      {"fetch.wait.max.ms", std::to_string(options_.fetch_wait_ms)},
-      {"fetch.error.backoff.ms", "50"},
-      {"reconnect.backoff.max.ms", "1000"},
-      {"socket.nagle.disable", "true"},
-  };
-  for (const auto& [name, value] : options_.consumer_config) {
-    config[name] = value;
+  auto consumer = make_kafka_consumer(options_.brokers, options_.fetch_wait_ms,
+                                      {
+                                          {"client.id", "keyledger-webhooks-mirror"},
+                                          // Reads every partition itself (assign) and commits
+                                          // nothing; assign() still wants a group.
+                                          {"group.id", "keyledger-webhooks-mirror-" + std::to_string(::getpid()) +
+                                                           "-" + std::to_string(random())},
+                                          {"enable.auto.commit", "false"},
+                                          {"enable.auto.offset.store", "false"},
+                                          {"enable.partition.eof", "true"},
+                                      },
+                                      options_.consumer_config, "the mirror's consumer");
+  if (!consumer.ok()) {
+    return consumer.status();
   }
-  auto conf = make_kafka_conf(config);
-  if (!conf.ok()) {
-    return conf.status();
-  }
-  auto client = make_kafka_client(RD_KAFKA_CONSUMER, std::move(conf).value());
-  if (!client.ok()) {
-    return client.status();
-  }
-  consumer_ = std::move(client).value();
-  const rd_kafka_resp_err_t err = rd_kafka_poll_set_consumer(consumer_.get());
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    consumer_.reset();
-    return Status::Unavailable("cannot set up the mirror's consumer: " + kafka_error_text(err));
-  }
+  consumer_ = std::move(consumer).value();
   thread_ = std::thread([this] { run(); });
   return Status::Ok();
 }
@@ -71,13 +55,7 @@ void EventMirror::stop() {
   if (thread_.joinable()) {
     thread_.join();
   }
-  if (consumer_) {
-    const rd_kafka_resp_err_t err = rd_kafka_consumer_close(consumer_.get());
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      spdlog::warn("webhooks mirror: closing the consumer: {}", kafka_error_text(err));
-    }
-    consumer_.reset();
-  }
+  close_kafka_consumer(consumer_, "webhooks mirror");
 }
 
 Result<std::size_t> EventMirror::mirror(const std::vector<v1::Event>& events) {

@@ -85,6 +85,50 @@ Result<std::vector<PartitionWatermarks>> topic_partitions(rd_kafka_t* rk, const 
   return out;
 }
 
+Result<KafkaHandle> make_kafka_consumer(const std::string& brokers, int fetch_wait_ms,
+                                        const std::map<std::string, std::string>& settings,
+                                        const std::map<std::string, std::string>& overrides,
+                                        const std::string& what) {
+  std::map<std::string, std::string> config = {
+      {"bootstrap.servers", brokers},
+      {"auto.offset.reset", "earliest"},
+      {"fetch.wait.max.ms", std::to_string(fetch_wait_ms)},
+      {"fetch.error.backoff.ms", "50"},
+      {"reconnect.backoff.max.ms", "1000"},
+      {"socket.nagle.disable", "true"},
+  };
+  for (const auto* layer : {&settings, &overrides}) {
+    for (const auto& [name, value] : *layer) {
+      config[name] = value;
+    }
+  }
+  auto conf = make_kafka_conf(config);
+  if (!conf.ok()) {
+    return conf.status();
+  }
+  auto client = make_kafka_client(RD_KAFKA_CONSUMER, std::move(conf).value());
+  if (!client.ok()) {
+    return client.status();
+  }
+  KafkaHandle consumer = std::move(client).value();
+  const rd_kafka_resp_err_t err = rd_kafka_poll_set_consumer(consumer.get());
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return Status::Unavailable("cannot set up " + what + ": " + kafka_error_text(err));
+  }
+  return consumer;
+}
+
+void close_kafka_consumer(KafkaHandle& consumer, const std::string& what) {
+  if (!consumer) {
+    return;
+  }
+  const rd_kafka_resp_err_t err = rd_kafka_consumer_close(consumer.get());
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    spdlog::warn("{}: closing the consumer: {}", what, kafka_error_text(err));
+  }
+  consumer.reset();
+}
+
 std::string kafka_error_text(rd_kafka_resp_err_t err) {
   return std::string(rd_kafka_err2str(err)) + " (" + rd_kafka_err2name(err) + ")";
 }

@@ -38,6 +38,19 @@ Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& prop
 // A client of `type` from `conf` (consumed on success). Unavailable with librdkafka's reason.
 Result<KafkaHandle> make_kafka_client(rd_kafka_type_t type, KafkaConf conf);
 
+// A consumer of `brokers` with the settings every consumer here shares (fetch wait, back-offs,
+// no Nagle, earliest offsets when none is committed), then `settings` (client id, group,
+// offset handling), then `overrides` (from the caller's options) on top, its main queue
+// forwarded to the consumer queue. `what` names it in errors ("the replica consumer").
+Result<KafkaHandle> make_kafka_consumer(const std::string& brokers, int fetch_wait_ms,
+                                        const std::map<std::string, std::string>& settings,
+                                        const std::map<std::string, std::string>& overrides,
+                                        const std::string& what);
+
+// Closes `consumer` (committing stored offsets, if it stores any) and releases it; a failure
+// is logged under `what`. Nothing happens for an empty handle.
+void close_kafka_consumer(KafkaHandle& consumer, const std::string& what);
+
 // One partition of a topic and its watermarks: the first offset kept and the next one written.
 struct PartitionWatermarks {
   std::int32_t id = 0;

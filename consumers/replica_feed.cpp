@@ -33,38 +33,22 @@ Status ReplicaFeed::start() {
   if (options_.brokers.empty() || options_.events_topic.empty()) {
     return Status::InvalidArgument("the replica needs Kafka brokers and an events topic");
   }
-  std::map<std::string, std::string> config = {
-      {"bootstrap.servers", options_.brokers},
-      {"client.id", "keyledger-replica"},
-      // Every replica reads every partition itself (assign, never subscribe) and commits
-      // nothing; librdkafka still wants a group id for assign(), so each gets its own.
-      {"group.id", "keyledger-replica-" + unique_suffix()},
-      {"enable.auto.commit", "false"},
-      {"enable.auto.offset.store", "false"},
-      {"enable.partition.eof", "true"},
-      {"auto.offset.reset", "earliest"},
-      {"fetch.wait.max.ms", std::to_string(options_.fetch_wait_ms)},
-      {"fetch.error.backoff.ms", "50"},
-      {"reconnect.backoff.max.ms", "1000"},
-      {"socket.nagle.disable", "true"},
-  };
-  for (const auto& [name, value] : options_.consumer_config) {
-    config[name] = value;
+  auto consumer = make_kafka_consumer(options_.brokers, options_.fetch_wait_ms,
+                                      {
+                                          {"client.id", "keyledger-replica"},
+                                          // Every replica reads every partition itself (assign,
+                                          // never subscribe) and commits nothing; librdkafka
+                                          // still wants a group id for assign(), so each gets its own.
+                                          {"group.id", "keyledger-replica-" + unique_suffix()},
+                                          {"enable.auto.commit", "false"},
+                                          {"enable.auto.offset.store", "false"},
+                                          {"enable.partition.eof", "true"},
+                                      },
+                                      options_.consumer_config, "the replica consumer");
+  if (!consumer.ok()) {
+    return consumer.status();
   }
-  auto conf = make_kafka_conf(config);
-  if (!conf.ok()) {
-    return conf.status();
-  }
-  auto client = make_kafka_client(RD_KAFKA_CONSUMER, std::move(conf).value());
-  if (!client.ok()) {
-    return client.status();
-  }
-  consumer_ = std::move(client).value();
-  const rd_kafka_resp_err_t err = rd_kafka_poll_set_consumer(consumer_.get());
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    consumer_.reset();
-    return Status::Unavailable("cannot set up the replica consumer: " + kafka_error_text(err));
-  }
+  consumer_ = std::move(consumer).value();
   thread_ = std::thread([this] { run(); });
   return Status::Ok();
 }
@@ -74,13 +58,7 @@ void ReplicaFeed::stop() {
   if (thread_.joinable()) {
     thread_.join();
   }
-  if (consumer_) {
-    const rd_kafka_resp_err_t err = rd_kafka_consumer_close(consumer_.get());
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      spdlog::warn("replica: closing the consumer: {}", kafka_error_text(err));
-    }
-    consumer_.reset();
-  }
+  close_kafka_consumer(consumer_, "replica");
 }
 
 void ReplicaFeed::apply(const v1::Event& event) {
