@@ -241,6 +241,15 @@ struct Api::Impl {
     return read_json_body(req, body, array);
   }
 
+  // For commands that take no fields: the 400/415/422 to send unless the body is empty or {}.
+  std::optional<Response> no_fields_body(const Request& req) const {
+    Json body;
+    if (auto bad = json_body(req, body)) {
+      return bad;
+    }
+    return FieldReader(body, {}).problem(req.request_id);
+  }
+
   std::string actor_of(const Caller& caller) const {
     return caller.on_behalf_of.empty() ? caller.actor : caller.actor + " (" + caller.on_behalf_of + ")";
   }
@@ -334,12 +343,7 @@ struct Api::Impl {
 
   Response revoke_token(Request& req, const Caller& caller, const Params& params) {
     return idempotent(req, caller, [&] {
-      Json body;
-      if (auto bad = json_body(req, body)) {
-        return *bad;
-      }
-      FieldReader f(body, {});
-      if (auto bad = f.problem(req.request_id)) {
+      if (auto bad = no_fields_body(req)) {
         return *bad;
       }
       auto decision = ctx.commands.revoke_token(params[0], actor_of(caller));
@@ -694,12 +698,7 @@ struct Api::Impl {
 
   Response retry_delivery(Request& req, const Caller& caller, const Params& params) {
     return idempotent(req, caller, [&] {
-      Json body;
-      if (auto bad = json_body(req, body)) {
-        return *bad;
-      }
-      FieldReader f(body, {});
-      if (auto bad = f.problem(req.request_id)) {
+      if (auto bad = no_fields_body(req)) {
         return *bad;
       }
       if (auto agent = ctx.projector.load_agent(params[0]); !agent.ok()) {

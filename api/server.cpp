@@ -524,7 +524,6 @@ class Session : public std::enable_shared_from_this<Session> {
     phase_ = Phase::kWriting;
     bool keep_alive = keep_alive_ && !close_after_write_ && !context_.draining.load(std::memory_order_relaxed);
 
-    response_out_.clear();  // header fields of the previous response
     response_out_.version(version_);
     if (response_.status < kMinStatus || response_.status > kMaxStatus) {
       spdlog::warn("request {}: handler returned status {}; answering 500", request_.request_id,
