@@ -96,34 +96,13 @@ Status DeliveryRecordFeed::record(const v1::Event& envelope) {
   return decision.status();
 }
 
-bool DeliveryRecordFeed::sleep_unless_stopped(std::chrono::milliseconds d) {
-  const auto until = std::chrono::steady_clock::now() + d;
-  while (!stopping_ && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(d, std::chrono::milliseconds(20)));
-  }
-  return !stopping_;
-}
-
 void DeliveryRecordFeed::run() {
-  std::vector<PartitionWatermarks> partitions;
-  std::string last_problem;
-  while (!stopping_) {
-    auto found = topic_partitions(consumer_.get(), options_.topic, kMetadataTimeoutMs);
-    if (found.ok()) {
-      partitions = std::move(found).value();
-      break;
-    }
-    if (found.status().message() != last_problem) {
-      last_problem = found.status().message();
-      spdlog::warn("delivery records: waiting for {} ({})", options_.topic, last_problem);
-    }
-    if (!sleep_unless_stopped(options_.retry_backoff)) {
-      return;
-    }
-  }
-  if (stopping_) {
+  const auto found = wait_for_topic_partitions(consumer_.get(), options_.topic, kMetadataTimeoutMs,
+                                               options_.retry_backoff, stopping_, "delivery records");
+  if (!found) {
     return;
   }
+  const std::vector<PartitionWatermarks>& partitions = *found;
   KafkaPartitionList list(rd_kafka_topic_partition_list_new(static_cast<int>(partitions.size())));
   for (const auto& p : partitions) {
     // The group's committed offset, or the beginning (auto.offset.reset) without one.
@@ -168,7 +147,7 @@ void DeliveryRecordFeed::run() {
           break;
         }
         spdlog::warn("delivery records: cannot record {}: {}; retrying", envelope.event_id(), s.ToString());
-        if (!sleep_unless_stopped(options_.retry_backoff)) {
+        if (!sleep_unless(stopping_, options_.retry_backoff)) {
           return;  // its offset is not stored: read again after a restart
         }
       }

@@ -75,7 +75,6 @@ class DeliveryRecordFeed {
 
  private:
   void run();
-  bool sleep_unless_stopped(std::chrono::milliseconds d);
 
   api::CommandService& commands_;
   const EventStore& store_;

@@ -117,34 +117,13 @@ Result<std::size_t> EventMirror::mirror(const std::vector<v1::Event>& events) {
   return appended;
 }
 
-bool EventMirror::sleep_unless_stopped(std::chrono::milliseconds d) {
-  const auto until = std::chrono::steady_clock::now() + d;
-  while (!stopping_ && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(d, std::chrono::milliseconds(20)));
-  }
-  return !stopping_;
-}
-
 void EventMirror::run() {
-  std::vector<PartitionWatermarks> partitions;
-  std::string last_problem;
-  while (!stopping_) {
-    auto found = topic_partitions(consumer_.get(), options_.topic, kMetadataTimeoutMs);
-    if (found.ok()) {
-      partitions = std::move(found).value();
-      break;
-    }
-    if (found.status().message() != last_problem) {
-      last_problem = found.status().message();
-      spdlog::warn("webhooks mirror: waiting for {} ({})", options_.topic, last_problem);
-    }
-    if (!sleep_unless_stopped(options_.retry_backoff)) {
-      return;
-    }
-  }
-  if (stopping_) {
+  const auto found = wait_for_topic_partitions(consumer_.get(), options_.topic, kMetadataTimeoutMs,
+                                               options_.retry_backoff, stopping_, "webhooks mirror");
+  if (!found) {
     return;
   }
+  const std::vector<PartitionWatermarks>& partitions = *found;
   // Partitions not yet read up to their end offset at start-up.
   std::map<std::int32_t, std::int64_t> behind;
   KafkaPartitionList list(rd_kafka_topic_partition_list_new(static_cast<int>(partitions.size())));
@@ -208,7 +187,7 @@ void EventMirror::run() {
         break;
       }
       spdlog::warn("webhooks mirror: appending to the mirror: {}; retrying", appended.status().ToString());
-      sleep_unless_stopped(options_.retry_backoff);
+      sleep_unless(stopping_, options_.retry_backoff);
     }
     if (stopping_) {
       return;

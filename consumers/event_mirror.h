@@ -75,7 +75,6 @@ class EventMirror {
 
  private:
   void run();
-  bool sleep_unless_stopped(std::chrono::milliseconds d);
 
   EventStore& store_;
   const EventMirrorOptions options_;

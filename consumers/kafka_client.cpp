@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <thread>
 
 namespace keyledger::consumers {
 
@@ -127,6 +128,36 @@ void close_kafka_consumer(KafkaHandle& consumer, const std::string& what) {
     spdlog::warn("{}: closing the consumer: {}", what, kafka_error_text(err));
   }
   consumer.reset();
+}
+
+std::optional<std::vector<PartitionWatermarks>> wait_for_topic_partitions(rd_kafka_t* rk, const std::string& topic,
+                                                                          int timeout_ms,
+                                                                          std::chrono::milliseconds backoff,
+                                                                          const std::atomic<bool>& stopping,
+                                                                          const std::string& what) {
+  std::string last_problem;
+  while (!stopping) {
+    auto found = topic_partitions(rk, topic, timeout_ms);
+    if (found.ok()) {
+      return std::move(found).value();
+    }
+    if (found.status().message() != last_problem) {
+      last_problem = found.status().message();
+      spdlog::warn("{}: waiting for topic {} ({})", what, topic, last_problem);
+    }
+    if (!sleep_unless(stopping, backoff)) {
+      break;
+    }
+  }
+  return std::nullopt;
+}
+
+bool sleep_unless(const std::atomic<bool>& stopping, std::chrono::milliseconds d) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (!stopping && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(d, std::chrono::milliseconds(20)));
+  }
+  return !stopping;
 }
 
 std::string kafka_error_text(rd_kafka_resp_err_t err) {

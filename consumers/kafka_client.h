@@ -4,9 +4,12 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -62,6 +65,17 @@ struct PartitionWatermarks {
 // problem (broker unreachable, no such topic, no partitions yet) so the caller can retry.
 Result<std::vector<PartitionWatermarks>> topic_partitions(rd_kafka_t* rk, const std::string& topic,
                                                           int timeout_ms);
+
+// topic_partitions, asked again every `backoff` until it answers; each new problem is logged
+// once as "<what>: waiting for topic <topic> (…)". nullopt once `stopping` is set.
+std::optional<std::vector<PartitionWatermarks>> wait_for_topic_partitions(rd_kafka_t* rk, const std::string& topic,
+                                                                          int timeout_ms,
+                                                                          std::chrono::milliseconds backoff,
+                                                                          const std::atomic<bool>& stopping,
+                                                                          const std::string& what);
+
+// Sleeps `d` in short steps; false (at once) when `stopping` is or becomes set.
+bool sleep_unless(const std::atomic<bool>& stopping, std::chrono::milliseconds d);
 
 // "Broker: Leader not available (LEADER_NOT_AVAILABLE)" style text for logs.
 std::string kafka_error_text(rd_kafka_resp_err_t err);

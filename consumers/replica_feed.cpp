@@ -88,38 +88,21 @@ void ReplicaFeed::apply(const v1::Event& event) {
   }
 }
 
-bool ReplicaFeed::sleep_unless_stopped(std::chrono::milliseconds d) {
-  const auto until = std::chrono::steady_clock::now() + d;
-  while (!stopping_ && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(d, std::chrono::milliseconds(20)));
-  }
-  return !stopping_;
-}
-
 bool ReplicaFeed::wait_for_partitions(const std::string& topic, std::vector<Partition>& out) {
-  std::string last_problem;
-  while (!stopping_) {
-    auto found = topic_partitions(consumer_.get(), topic, kMetadataTimeoutMs);
-    if (found.ok()) {
-      out.clear();
-      for (const auto& w : *found) {
-        Partition p;
-        p.id = w.id;
-        p.low = w.low;
-        p.end = w.high;
-        out.push_back(p);
-      }
-      return true;
-    }
-    if (found.status().message() != last_problem) {
-      last_problem = found.status().message();
-      spdlog::warn("replica: waiting for topic {} ({})", topic, last_problem);
-    }
-    if (!sleep_unless_stopped(options_.retry_backoff)) {
-      break;
-    }
+  const auto found =
+      wait_for_topic_partitions(consumer_.get(), topic, kMetadataTimeoutMs, options_.retry_backoff, stopping_, "replica");
+  if (!found) {
+    return false;
   }
-  return false;
+  out.clear();
+  for (const auto& w : *found) {
+    Partition p;
+    p.id = w.id;
+    p.low = w.low;
+    p.end = w.high;
+    out.push_back(p);
+  }
+  return true;
 }
 
 bool ReplicaFeed::assign(const std::string& topic, std::vector<Partition>& partitions, bool from_beginning) {

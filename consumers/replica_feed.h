@@ -88,7 +88,6 @@ class ReplicaFeed {
   bool assign(const std::string& topic, std::vector<Partition>& partitions, bool from_beginning);
   bool consume_until_caught_up(std::vector<Partition>& partitions, bool is_state);
   void handle(const rd_kafka_message_t* message, bool is_state);
-  bool sleep_unless_stopped(std::chrono::milliseconds d);
 
   ActiveKeyTable& keys_;
   ServiceTokenTable& tokens_;
