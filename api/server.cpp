@@ -10,7 +10,6 @@
 #include <csignal>
 #include <exception>
 #include <list>
-#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <string_view>
@@ -33,6 +32,7 @@
 #include <boost/beast/http.hpp>
 
 #include "api/errors.h"
+#include "api/response_head.h"
 
 namespace keyledger::api {
 
@@ -60,7 +60,6 @@ constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 // X-Request-Id: a client's value is kept only if it is this short and made of [A-Za-z0-9._-].
 constexpr std::size_t kMaxRequestIdLength = 128;
 constexpr std::size_t kGeneratedRequestIdBytes = 8;  // 16 hex characters
-constexpr beast::string_view kRequestIdHeader{"X-Request-Id"};
 
 constexpr unsigned kBadRequest = 400;
 constexpr unsigned kPayloadTooLarge = 413;
@@ -70,7 +69,6 @@ constexpr unsigned kMinStatus = 100;  // what an HTTP status line can carry
 constexpr unsigned kMaxStatus = 999;
 
 std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
-beast::string_view beast_view(std::string_view s) { return {s.data(), s.size()}; }
 
 http::Response internal_error(const std::string& request_id) {
   return error_response(kInternalServerError, "internal_error", "internal error", request_id);
@@ -110,11 +108,10 @@ void new_request_id(std::string& out) {
 }
 
 // Sets `out` to the client's X-Request-Id if it is sane, else to a fresh one.
-template <class Fields>
-void request_id_for(const Fields& fields, std::string& out) {
-  const auto it = fields.find(kRequestIdHeader);
-  if (it != fields.end() && is_sane_request_id(view(it->value()))) {
-    out.assign(view(it->value()));
+void request_id_for(const http::Headers& headers, std::string& out) {
+  const auto id = headers.get("x-request-id");
+  if (id && is_sane_request_id(*id)) {
+    out.assign(*id);
     return;
   }
   new_request_id(out);
@@ -231,12 +228,54 @@ struct ServerContext {
 
 using Executor = asio::io_context::executor_type;
 using Socket = asio::basic_stream_socket<tcp, Executor>;
-// Header fields come from the connection's arena, emptied before each request: reading a
-// request and writing a response allocate nothing for their fields.
-using FieldAllocator = std::pmr::polymorphic_allocator<char>;
-using Fields = bhttp::basic_fields<FieldAllocator>;
-using RequestParser = bhttp::request_parser<bhttp::string_body, FieldAllocator>;
-using OutgoingResponse = bhttp::response<bhttp::string_body, Fields>;
+// Reads one request straight into an http::Request. Beast parses (framing, limits, chunked
+// bodies) and hands over each piece as it is parsed; the method, target, fields and body land
+// in the Request with no Beast message in between, and a reused Request keeps its buffers.
+class RequestReader final : public bhttp::basic_parser<true> {
+ public:
+  explicit RequestReader(http::Request& request) : request_(request) {}
+
+  unsigned version() const { return version_; }
+  // False if the request target is not a path with a well-formed query (API.md §3: 400).
+  bool target_ok() const { return target_ok_; }
+
+ private:
+  void on_request_impl(bhttp::verb /*method*/, beast::string_view method, beast::string_view target, int version,
+                       beast::error_code& /*ec*/) override {
+    request_.method.assign(method.data(), method.size());
+    target_ok_ = http::parse_target(view(target), request_.path, request_.query);
+    version_ = version == 10 ? 10 : 11;
+  }
+  void on_response_impl(int /*code*/, beast::string_view /*reason*/, int /*version*/,
+                        beast::error_code& /*ec*/) override {}
+  void on_field_impl(bhttp::field /*name*/, beast::string_view name, beast::string_view value,
+                     beast::error_code& /*ec*/) override {
+    request_.headers.add(view(name), view(value));
+  }
+  void on_header_impl(beast::error_code& /*ec*/) override {}
+  void on_body_init_impl(const boost::optional<std::uint64_t>& length, beast::error_code& /*ec*/) override {
+    // The parser has already refused a Content-Length over the body limit.
+    if (length) {
+      request_.body.reserve(static_cast<std::size_t>(*length));
+    }
+  }
+  std::size_t on_body_impl(beast::string_view body, beast::error_code& /*ec*/) override {
+    request_.body.append(body.data(), body.size());
+    return body.size();
+  }
+  void on_chunk_header_impl(std::uint64_t /*size*/, beast::string_view /*extensions*/,
+                            beast::error_code& /*ec*/) override {}
+  std::size_t on_chunk_body_impl(std::uint64_t /*remain*/, beast::string_view body,
+                                 beast::error_code& /*ec*/) override {
+    request_.body.append(body.data(), body.size());
+    return body.size();
+  }
+  void on_finish_impl(beast::error_code& /*ec*/) override {}
+
+  http::Request& request_;
+  unsigned version_ = 11;
+  bool target_ok_ = true;
+};
 
 // One io thread's event loop. Its io_context is run by that thread alone, so a connection's
 // handlers need no strand and no lock. Deadlines are not timers per operation (each would be
@@ -302,8 +341,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(Socket socket, Loop& loop, ServerContext& context)
       : context_(context),
         loop_(loop),
-        socket_(std::move(socket)),
-        response_out_(std::piecewise_construct, std::make_tuple(), std::make_tuple(FieldAllocator(&memory_))) {
+        socket_(std::move(socket)) {
     beast::error_code ec;
     const tcp::endpoint remote = socket_.remote_endpoint(ec);
     if (!ec) {
@@ -375,11 +413,11 @@ class Session : public std::enable_shared_from_this<Session> {
       return do_close();
     }
     // A fresh parser per request, so the limits are reapplied and nothing carries over. The
-    // previous request's and response's fields are dropped first, then their arena emptied.
-    response_out_.clear();
+    // Request is reused (its buffers keep their capacity): nothing of the previous request may
+    // survive, least of all its cached route.
+    request_.reset();
     parser_.reset();
-    memory_.release();
-    parser_.emplace(std::piecewise_construct, std::make_tuple(), std::make_tuple(FieldAllocator(&memory_)));
+    parser_.emplace(request_);
     parser_->header_limit(static_cast<std::uint32_t>(context_.options.max_header_bytes));
     parser_->body_limit(context_.options.max_body_bytes);
     close_after_write_ = false;
@@ -448,27 +486,17 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle_request() {
     phase_ = Phase::kHandling;
     clear_deadline();
-    auto& message = parser_->get();
-    version_ = message.version();
-    keep_alive_ = message.keep_alive();
-
-    // The request object is reused (its buffers keep their capacity): nothing of the previous
-    // request may survive, least of all its cached route.
-    request_.reset();
-    request_id_for(message, request_.request_id);
-    request_.method.assign(view(message.method_string()));
+    version_ = parser_->version();
+    keep_alive_ = parser_->keep_alive();
+    request_id_for(request_.headers, request_.request_id);
     request_.remote_address = remote_address_;
-    if (!http::parse_target(view(message.target()), request_.path, request_.query)) {
+    if (!parser_->target_ok()) {
       // The framing is intact, so the connection may stay open.
       request_.path.clear();
       request_.query.clear();
       response_ = error_response(kBadRequest, "bad_request", "malformed request target", request_.request_id);
       return write_response();
     }
-    for (const auto& field : message) {
-      request_.headers.add(view(field.name_string()), view(field.value()));
-    }
-    request_.body = std::move(message.body());
 
     bool inline_handler = false;
     try {
@@ -508,76 +536,48 @@ class Session : public std::enable_shared_from_this<Session> {
     clear_deadline();
     close_after_write_ = true;
     keep_alive_ = false;
-    request_.reset();
+    // Whatever the parser got to (its start line, complete fields) is already in the Request,
+    // even when the header as a whole was refused (a Content-Length over the limit, say). The
+    // route is not: the request was not read, so it is counted as unmatched.
+    request_.path.clear();
+    request_.query.clear();
+    request_.body.clear();
     request_.remote_address = remote_address_;
-    // Whatever the parser got to (its start line, complete fields) is already in the message,
-    // even when the header as a whole was refused (a Content-Length over the limit, say).
-    const auto& partial = parser_->get();
-    version_ = partial.version() == 10 ? 10 : 11;
-    request_id_for(partial, request_.request_id);
-    request_.method.assign(view(partial.method_string()));
+    version_ = parser_->version();
+    request_id_for(request_.headers, request_.request_id);
     response_ = error_response(status, code, message, request_.request_id);
     write_response();
   }
 
   void write_response() {
     phase_ = Phase::kWriting;
-    bool keep_alive = keep_alive_ && !close_after_write_ && !context_.draining.load(std::memory_order_relaxed);
-
-    response_out_.version(version_);
+    const bool keep_alive = keep_alive_ && !close_after_write_ && !context_.draining.load(std::memory_order_relaxed);
     if (response_.status < kMinStatus || response_.status > kMaxStatus) {
       spdlog::warn("request {}: handler returned status {}; answering 500", request_.request_id,
                    response_.status);
       response_ = internal_error(request_.request_id);
     }
-    response_out_.result(response_.status);
-    bool has_content_type = false;
-    for (const auto& [name, value] : response_.headers.all()) {
-      // Framing is ours (prepare_payload); a handler may only ask for the connection to end.
-      if (name == "content-length" || name == "transfer-encoding") {
-        continue;
-      }
-      if (name == "connection") {
-        keep_alive = keep_alive && !beast::iequals(beast_view(value), "close");
-        continue;
-      }
-      has_content_type = has_content_type || name == "content-type";
-      response_out_.insert(beast_view(name), beast_view(value));
-    }
-    if (!response_.body.empty() && !response_.content_type.empty() && !has_content_type) {
-      response_out_.insert(bhttp::field::content_type, response_.content_type);
-    }
-    response_out_.insert(kRequestIdHeader, request_.request_id);
-    response_out_.body() = std::move(response_.body);
-    response_out_.keep_alive(keep_alive);
-    response_out_.prepare_payload();
-
-    // Beast serializes the response into one flat buffer, which goes out in one write.
     out_.clear();
-    beast::error_code ec;
-    bhttp::serializer<false, bhttp::string_body, Fields> serializer(response_out_);
-    do {
-      serializer.next(ec, [&](beast::error_code&, const auto& buffers) {
-        for (const auto b : beast::buffers_range_ref(buffers)) {
-          out_.append(static_cast<const char*>(b.data()), b.size());
-        }
-        serializer.consume(beast::buffer_bytes(buffers));
-      });
-    } while (!ec && !serializer.is_done());
-    if (ec) {
-      spdlog::warn("request {}: cannot serialize the response: {}", request_.request_id, ec.message());
-      return do_close();
+    auto head = write_response_head(response_, version_, request_.request_id, keep_alive, out_);
+    if (!head.valid) {
+      spdlog::warn("request {}: handler returned a header that cannot be framed; answering 500",
+                   request_.request_id);
+      response_ = internal_error(request_.request_id);
+      out_.clear();
+      head = write_response_head(response_, version_, request_.request_id, keep_alive, out_);
     }
+    keep_alive_after_write_ = head.keep_alive;
+    // Head and body go out in one gathered write: the body is not copied.
+    const std::array<asio::const_buffer, 2> buffers{
+        asio::buffer(out_), head.has_body ? asio::buffer(response_.body) : asio::const_buffer()};
     set_deadline(context_.options.request_timeout);
-    asio::async_write(socket_, asio::buffer(out_), beast::bind_front_handler(&Session::on_write, shared_from_this()));
+    asio::async_write(socket_, buffers, beast::bind_front_handler(&Session::on_write, shared_from_this()));
   }
 
   void on_write(beast::error_code ec, std::size_t /*bytes*/) {
     if (out_.capacity() > kKeptWriteBufferBytes) {
-      out_ = std::string();  // a big answer (an audit page, say) does not pin its memory
+      out_ = std::string();  // a big answer's head does not pin its memory
     }
-    // Give the body back so on_response sees the whole Response (a move, not a copy).
-    response_.body = std::move(response_out_.body());
     try {
       context_.dispatcher.on_response(request_, response_, SteadyClock::now() - request_start_);
     } catch (...) {
@@ -589,7 +589,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (close_after_write_) {
       return linger_close();
     }
-    if (!response_out_.keep_alive()) {
+    if (!keep_alive_after_write_) {
       return do_close();
     }
     do_read();
@@ -645,16 +645,11 @@ class Session : public std::enable_shared_from_this<Session> {
   ServerContext& context_;
   Loop& loop_;
   Socket socket_;
-  // Declared before everything that allocates from it. Bump allocation from an inline block
-  // (overflowing to the heap); release() before each request.
-  std::array<std::byte, 4096> arena_block_;
-  std::pmr::monotonic_buffer_resource memory_{arena_block_.data(), arena_block_.size()};
   beast::flat_buffer buffer_;  // reused for every request of the connection
-  std::optional<RequestParser> parser_;
-  http::Request request_;
+  http::Request request_;  // declared before the parser that fills it
+  std::optional<RequestReader> parser_;
   http::Response response_;
-  OutgoingResponse response_out_;
-  std::string out_;  // the serialized response being written
+  std::string out_;  // the head of the response being written
   std::string remote_address_;
   std::optional<SessionRegistry::Handle> registration_;
   SteadyClock::time_point request_start_{};
@@ -662,6 +657,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t lingered_bytes_ = 0;
   unsigned version_ = 11;
   bool keep_alive_ = true;
+  bool keep_alive_after_write_ = true;
   bool close_after_write_ = false;
   bool timed_out_ = false;
   Phase phase_ = Phase::kWaiting;
