@@ -634,11 +634,11 @@ struct Api::Impl {
 
   // Verifies the caller's own key (GET /v1/auth, /v1/self…): the outcome, or the 401/429.
   std::variant<VerifyOutcome, Response> agent_caller(const Request& req) {
-    return authenticate_agent_key(req, ctx.verifier, ctx.metrics, now());
+    return authenticate_agent_key(req, ctx.verifier, ctx.metrics);
   }
 
   Response forward_auth(Request&, const Caller& caller, const Params&) {
-    return forward_auth_response(caller.agent, now());
+    return forward_auth_response(caller.agent);
   }
 
   Response self(Request& req, const Caller& caller, const Params&) {
@@ -649,7 +649,7 @@ struct Api::Impl {
     const KeyState* key = agent->find_key(caller.agent.entry->key_id.view());
     Response res = json_response(200, {{"agent", agent_json(*agent, now())},
                                        {"key", key == nullptr ? Json(nullptr) : key_view(*key)}});
-    set_ratelimit_headers(res, *caller.agent.tier, *caller.agent.ratelimit, now());
+    set_ratelimit_headers(res, *caller.agent.tier, *caller.agent.ratelimit, caller.agent.at);
     return res;
   }
 
@@ -718,7 +718,7 @@ struct Api::Impl {
 
   Response self_deliveries(Request& req, const Caller& caller, const Params&) {
     Response res = deliveries(req, caller.agent.entry->agent_id.view());
-    set_ratelimit_headers(res, *caller.agent.tier, *caller.agent.ratelimit, now());
+    set_ratelimit_headers(res, *caller.agent.tier, *caller.agent.ratelimit, caller.agent.at);
     return res;
   }
 
@@ -918,8 +918,7 @@ bool Api::runs_inline(const http::Request& request) const {
   return route == nullptr || route->inline_ok;
 }
 
-void Api::on_response(const http::Request& request, const http::Response& response,
-                      std::chrono::nanoseconds) {
+void Api::on_response(const http::Request& request, const http::Response& response) {
   impl_->ctx.metrics.count_request(request.method, route_of(request), response.status);
 }
 

@@ -34,8 +34,7 @@ class Api final : public Dispatcher {
 
   http::Response handle(http::Request& request) override;
   bool runs_inline(const http::Request& request) const override;
-  void on_response(const http::Request& request, const http::Response& response,
-                   std::chrono::nanoseconds elapsed) override;
+  void on_response(const http::Request& request, const http::Response& response) override;
 
   // Re-queues a failed webhook delivery (POST /v1/agents/{id}/webhook-deliveries/{event_id}/retry):
   // Ok, NotFound (event_not_found) or Conflict. Without it the route answers 503.

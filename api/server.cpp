@@ -443,8 +443,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void read_request() {
     phase_ = Phase::kReading;
-    request_start_ = SteadyClock::now();
-    deadline_ = request_start_ + context_.options.request_timeout;
+    set_deadline(context_.options.request_timeout);
     // A request usually arrives whole in one read: let the parser take what is buffered, and
     // read asynchronously only if it needs more.
     beast::error_code ec;
@@ -579,7 +578,7 @@ class Session : public std::enable_shared_from_this<Session> {
       out_ = std::string();  // a big answer's head does not pin its memory
     }
     try {
-      context_.dispatcher.on_response(request_, response_, SteadyClock::now() - request_start_);
+      context_.dispatcher.on_response(request_, response_);
     } catch (...) {
       spdlog::warn("request {}: on_response threw", request_.request_id);
     }
@@ -652,7 +651,6 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string out_;  // the head of the response being written
   std::string remote_address_;
   std::optional<SessionRegistry::Handle> registration_;
-  SteadyClock::time_point request_start_{};
   SteadyClock::time_point deadline_ = SteadyClock::time_point::max();
   std::size_t lingered_bytes_ = 0;
   unsigned version_ = 11;

@@ -46,8 +46,7 @@ class Dispatcher {
   // runs on the io thread; others run on the worker pool.
   virtual bool runs_inline(const http::Request& request) const = 0;
   // Called after each response is written (metrics); may be a no-op.
-  virtual void on_response(const http::Request& request, const http::Response& response,
-                           std::chrono::nanoseconds elapsed) = 0;
+  virtual void on_response(const http::Request& request, const http::Response& response) = 0;
 };
 
 class Server {

@@ -46,7 +46,8 @@ VerifyOutcome Verifier::verify(std::string_view api_key, std::uint32_t cost) con
     return out;
   }
   const Digest digest = hasher_.digest(api_key);
-  const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.now().time_since_epoch()).count();
+  out.at = clock_.now();
+  const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(out.at.time_since_epoch()).count();
   const std::int64_t now_ms = now_ns / 1'000'000;
   // One visit of the key's slot: state, expiry, bucket and last use under one shard lock.
   const bool known = table_.visit(digest, now_ns / 1'000'000'000, [&](const KeyEntry& entry, TokenBucket& bucket) {

@@ -19,6 +19,7 @@ struct VerifyOutcome {
   std::optional<KeyEntry> entry;              // set from kRevoked on (the key is known)
   std::optional<RateLimitDecision> ratelimit;  // set for kValid and kRateLimited
   const RateLimitTier* tier = nullptr;         // the key's tier, when known
+  TimePoint at{};                              // the time it was verified at (rate-limit headers)
   bool valid() const { return code == VerifyCode::kValid; }
 };
 

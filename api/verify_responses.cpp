@@ -307,7 +307,7 @@ Response verify_response(const Request& req, const Verifier& verifier, Metrics& 
 }
 
 std::variant<VerifyOutcome, Response> authenticate_agent_key(const Request& req, const Verifier& verifier,
-                                                             Metrics& metrics, TimePoint now) {
+                                                             Metrics& metrics) {
   const auto key = presented_api_key(req);
   const auto started = std::chrono::steady_clock::now();
   auto outcome = verifier.verify(key.value_or(""), 1);
@@ -315,7 +315,7 @@ std::variant<VerifyOutcome, Response> authenticate_agent_key(const Request& req,
   if (outcome.code == VerifyCode::kRateLimited) {
     Response res = error_response(429, "rate_limited", "rate limit exceeded for this key", req.request_id);
     res.headers.set("Retry-After", retry_after(*outcome.ratelimit));
-    set_ratelimit_headers(res, *outcome.tier, *outcome.ratelimit, now);
+    set_ratelimit_headers(res, *outcome.tier, *outcome.ratelimit, outcome.at);
     return res;
   }
   if (!outcome.valid()) {
@@ -324,7 +324,7 @@ std::variant<VerifyOutcome, Response> authenticate_agent_key(const Request& req,
   return outcome;
 }
 
-Response forward_auth_response(const VerifyOutcome& outcome, TimePoint now) {
+Response forward_auth_response(const VerifyOutcome& outcome) {
   Response res;
   res.status = 200;
   res.content_type.clear();
@@ -332,7 +332,7 @@ Response forward_auth_response(const VerifyOutcome& outcome, TimePoint now) {
   res.headers.add("X-Agent-Id", e.agent_id.view());
   res.headers.add("X-Key-Id", e.key_id.view());
   res.headers.add("X-Agent-Environment", environment_name(e.environment));
-  set_ratelimit_headers(res, *outcome.tier, *outcome.ratelimit, now);
+  set_ratelimit_headers(res, *outcome.tier, *outcome.ratelimit, outcome.at);
   return res;
 }
 

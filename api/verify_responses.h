@@ -84,13 +84,13 @@ http::Response verify_response(const http::Request& req, const Verifier& verifie
 
 // Verifies the caller's own key (GET /v1/auth, /v1/self…) with cost 1: the outcome, or the
 // 401 (`invalid_token`, the body does not say why) / 429 (Retry-After, rate-limit headers).
+// Rate-limit headers are dated at the verification (VerifyOutcome::at).
 std::variant<VerifyOutcome, http::Response> authenticate_agent_key(const http::Request& req,
-                                                                   const Verifier& verifier, Metrics& metrics,
-                                                                   TimePoint now);
+                                                                   const Verifier& verifier, Metrics& metrics);
 
 // GET /v1/auth's 200 for a valid key: X-Agent-Id, X-Key-Id, X-Agent-Environment, rate-limit
 // headers, no body.
-http::Response forward_auth_response(const VerifyOutcome& outcome, TimePoint now);
+http::Response forward_auth_response(const VerifyOutcome& outcome);
 
 // GET /healthz, GET /readyz (503 not_ready with `not_ready_message`), GET /metrics.
 http::Response healthz_response();

@@ -88,7 +88,6 @@ Response ReplicaApi::handle(Request& req) {
     allowed.emplace_back(route.method);
   }
   Response res;
-  const auto now = ctx_.clock.now();
   if (served == nullptr) {
     const bool primary_only =
         std::any_of(kPrimaryOnly.begin(), kPrimaryOnly.end(),
@@ -122,11 +121,11 @@ Response ReplicaApi::handle(Request& req) {
       res = api::verify_response(req, ctx_.verifier, ctx_.metrics);
     }
   } else {
-    auto outcome = api::authenticate_agent_key(req, ctx_.verifier, ctx_.metrics, now);
+    auto outcome = api::authenticate_agent_key(req, ctx_.verifier, ctx_.metrics);
     if (auto* refused = std::get_if<Response>(&outcome)) {
       res = std::move(*refused);
     } else {
-      res = api::forward_auth_response(std::get<api::VerifyOutcome>(outcome), now);
+      res = api::forward_auth_response(std::get<api::VerifyOutcome>(outcome));
     }
   }
   if (req.method == "HEAD") {
@@ -135,7 +134,7 @@ Response ReplicaApi::handle(Request& req) {
   return res;
 }
 
-void ReplicaApi::on_response(const Request& request, const Response& response, std::chrono::nanoseconds) {
+void ReplicaApi::on_response(const Request& request, const Response& response) {
   ctx_.metrics.count_request(request.method, route_of(request), response.status);
 }
 

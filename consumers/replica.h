@@ -34,8 +34,7 @@ class ReplicaApi final : public api::Dispatcher {
   http::Response handle(http::Request& request) override;
   // Every route answers from memory.
   bool runs_inline(const http::Request&) const override { return true; }
-  void on_response(const http::Request& request, const http::Response& response,
-                   std::chrono::nanoseconds elapsed) override;
+  void on_response(const http::Request& request, const http::Response& response) override;
 
   // The route pattern a request matched ("/v1/keys/{key_id}"), or "unmatched" (metrics).
   std::string route_of(const http::Request& request) const;

@@ -148,7 +148,7 @@ class World {
     req.remote_address = "127.0.0.1";
     last_request_id = req.request_id;
     http::Response res = api->handle(req);
-    api->on_response(req, res, 1ms);
+    api->on_response(req, res);
     return res;
   }
 

@@ -92,8 +92,7 @@ class TestDispatcher final : public Dispatcher {
     return request.path.starts_with("/inline") || request.path == "/throw";
   }
 
-  void on_response(const http::Request& /*request*/, const http::Response& response,
-                   std::chrono::nanoseconds /*elapsed*/) override {
+  void on_response(const http::Request& /*request*/, const http::Response& response) override {
     std::lock_guard lock(mutex_);
     statuses_.push_back(response.status);
   }

@@ -44,7 +44,7 @@ struct ReplicaHttp {
       req.headers.set("Authorization", "Bearer " + bearer);
     }
     http::Response res = api.handle(req);
-    api.on_response(req, res, std::chrono::nanoseconds(0));
+    api.on_response(req, res);
     return res;
   }
 };
