@@ -115,7 +115,11 @@ std::optional<ActiveKeyTable::Ref> ActiveKeyTable::Shard::locate(const Digest& d
     }
     if ((v & ~kRefMask) == tag) {
       const auto ref = static_cast<Ref>((v & kRefMask) - 1);
-      if (table.slot_at(ref).digest == digest) {
+      const Slot& slot = table.slot_at(ref);
+      // A slot spans two cache lines: fetch the second (bucket, last use; written next) while
+      // the digest in the first is compared, so the two misses overlap.
+      __builtin_prefetch(reinterpret_cast<const char*>(&slot) + 64, 1);
+      if (slot.digest == digest) {
         return ref;
       }
     }
