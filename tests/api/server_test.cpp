@@ -366,6 +366,46 @@ TEST_CASE("server keeps the connection alive between requests", "[server]") {
   }
 }
 
+TEST_CASE("server reads chunked bodies, repeated fields and requests split across reads", "[server]") {
+  TestServer test;
+  Client client(test.server.port());
+
+  SECTION("a chunked body arrives whole, with its trailer dropped") {
+    REQUIRE_FALSE(client.send_raw(
+        "POST /inline/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\n{\"a\":\r\n3;ext=1\r\n12}\r\n0\r\nX-Trailer: t\r\n\r\n"));
+    const Response response = client.receive();
+    CHECK(response.result_int() == 200);
+    CHECK(json_of(response).at("body") == R"({"a":12})");
+    CHECK(response.keep_alive());
+  }
+  SECTION("repeated fields are all kept, names case-folded, in order") {
+    REQUIRE_FALSE(client.send_raw("GET /inline/echo HTTP/1.1\r\nHost: x\r\nX-Multi: one\r\nx-multi: two\r\n\r\n"));
+    const Response response = client.receive();
+    CHECK(json_of(response).at("headers").at("x-multi") == "two");  // the echo keeps the last
+    CHECK(json_of(response).at("headers").at("host") == "x");
+  }
+  SECTION("a request dribbled in three writes, split inside a field and inside the body") {
+    REQUIRE_FALSE(client.send_raw("POST /inline/echo?q=1 HTTP/1.1\r\nHost: x\r\nX-Sp"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    REQUIRE_FALSE(client.send_raw("lit: yes\r\nContent-Length: 7\r\n\r\n{\"b\""));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    REQUIRE_FALSE(client.send_raw(":2}"));
+    const Response response = client.receive();
+    CHECK(response.result_int() == 200);
+    const auto echo = json_of(response);
+    CHECK(echo.at("headers").at("x-split") == "yes");
+    CHECK(echo.at("query").at("q") == "1");
+    CHECK(echo.at("body") == R"({"b":2})");
+  }
+  // Whatever came before, the next request on the connection starts clean.
+  const Response next = client.round_trip(make_request(bhttp::verb::get, "/inline/next"));
+  CHECK(next.result_int() == 200);
+  CHECK(json_of(next).at("body") == "");
+  CHECK_FALSE(json_of(next).at("headers").contains("x-multi"));
+  CHECK_FALSE(json_of(next).at("headers").contains("x-split"));
+}
+
 TEST_CASE("server answers 413 payload_too_large and closes", "[server]") {
   TestServer test;
   Client client(test.server.port());
