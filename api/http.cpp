@@ -65,8 +65,9 @@ void Headers::set(std::string_view name, std::string_view value) {
 void Headers::add(std::string_view name, std::string_view value) {
   if (entries_.empty()) {
     text_.clear();
-    text_.reserve(256);  // a typical response's headers: one allocation
-    entries_.reserve(8);
+    // GET /v1/auth's eight headers take about 270 bytes: one allocation each, no regrowth.
+    text_.reserve(512);
+    entries_.reserve(12);
   }
   Entry e;
   e.at = static_cast<std::uint32_t>(text_.size());
