@@ -893,8 +893,12 @@ struct Api::Impl {
         return std::move(*res);
       }
       caller.agent = std::move(std::get<VerifyOutcome>(resolved));
-      caller.id = caller.agent.entry->key_id.str();
-      caller.actor = "key:" + caller.id;
+      // Only a route that changes something records an actor or scopes an Idempotency-Key;
+      // the reads (GET /v1/auth above all) skip building the two strings.
+      if (route->method != "GET") {
+        caller.id = caller.agent.entry->key_id.str();
+        caller.actor = "key:" + caller.id;
+      }
     }
     return (this->*(route->handler))(req, caller, req.route_params);
   }

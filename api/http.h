@@ -94,7 +94,9 @@ struct Response {
   unsigned status = 200;
   Headers headers;
   std::string body;          // JSON unless content-type says otherwise
-  std::string content_type = "application/json";
+  // Always a string literal (static storage): a std::string of 16 characters would allocate
+  // for every response.
+  std::string_view content_type = "application/json";
 };
 
 // The non-empty segments of a path: "/v1/keys/abc" -> {"v1", "keys", "abc"} (views into `path`).

@@ -327,7 +327,7 @@ std::variant<VerifyOutcome, Response> authenticate_agent_key(const Request& req,
 Response forward_auth_response(const VerifyOutcome& outcome) {
   Response res;
   res.status = 200;
-  res.content_type.clear();
+  res.content_type = {};
   const KeyEntry& e = *outcome.entry;
   res.headers.add("X-Agent-Id", e.agent_id.view());
   res.headers.add("X-Key-Id", e.key_id.view());
