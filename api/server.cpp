@@ -55,6 +55,8 @@ constexpr std::chrono::milliseconds kLingerTimeout{1'000};
 constexpr std::size_t kLingerMaxBytes = 1024 * 1024;
 // A connection keeps its write buffer between responses up to this size.
 constexpr std::size_t kKeptWriteBufferBytes = 64 * 1024;
+// … and its request body buffer up to this size.
+constexpr std::size_t kKeptRequestBodyBytes = 16 * 1024;
 // A failed accept (out of file descriptors, say) is retried after this pause, not in a spin.
 constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 // X-Request-Id: a client's value is kept only if it is this short and made of [A-Za-z0-9._-].
@@ -65,7 +67,8 @@ constexpr unsigned kBadRequest = 400;
 constexpr unsigned kPayloadTooLarge = 413;
 constexpr unsigned kHeadersTooLarge = 431;
 constexpr unsigned kInternalServerError = 500;
-constexpr unsigned kMinStatus = 100;  // what an HTTP status line can carry
+// A handler's final answer: 1xx would leave the client waiting for another response.
+constexpr unsigned kMinStatus = 200;
 constexpr unsigned kMaxStatus = 999;
 
 std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
@@ -231,9 +234,14 @@ using Socket = asio::basic_stream_socket<tcp, Executor>;
 // Reads one request straight into an http::Request. Beast parses (framing, limits, chunked
 // bodies) and hands over each piece as it is parsed; the method, target, fields and body land
 // in the Request with no Beast message in between, and a reused Request keeps its buffers.
+//
+// Trailer fields of a chunked body are not headers: they are dropped, and counted against the
+// header limit (Beast applies neither limit to them), so they cannot smuggle in a credential
+// or grow without bound.
 class RequestReader final : public bhttp::basic_parser<true> {
  public:
-  explicit RequestReader(http::Request& request) : request_(request) {}
+  RequestReader(http::Request& request, std::size_t max_trailer_bytes)
+      : request_(request), max_trailer_bytes_(max_trailer_bytes) {}
 
   unsigned version() const { return version_; }
   // False if the request target is not a path with a well-formed query (API.md §3: 400).
@@ -249,8 +257,15 @@ class RequestReader final : public bhttp::basic_parser<true> {
   void on_response_impl(int /*code*/, beast::string_view /*reason*/, int /*version*/,
                         beast::error_code& /*ec*/) override {}
   void on_field_impl(bhttp::field /*name*/, beast::string_view name, beast::string_view value,
-                     beast::error_code& /*ec*/) override {
-    request_.headers.add(view(name), view(value));
+                     beast::error_code& ec) override {
+    if (!in_trailer_) {
+      request_.headers.add(view(name), view(value));
+      return;
+    }
+    trailer_bytes_ += name.size() + value.size() + 4;  // "name: value\r\n"
+    if (trailer_bytes_ > max_trailer_bytes_) {
+      ec = bhttp::error::header_limit;
+    }
   }
   void on_header_impl(beast::error_code& /*ec*/) override {}
   void on_body_init_impl(const boost::optional<std::uint64_t>& length, beast::error_code& /*ec*/) override {
@@ -263,8 +278,10 @@ class RequestReader final : public bhttp::basic_parser<true> {
     request_.body.append(body.data(), body.size());
     return body.size();
   }
-  void on_chunk_header_impl(std::uint64_t /*size*/, beast::string_view /*extensions*/,
-                            beast::error_code& /*ec*/) override {}
+  void on_chunk_header_impl(std::uint64_t size, beast::string_view /*extensions*/,
+                            beast::error_code& /*ec*/) override {
+    in_trailer_ = in_trailer_ || size == 0;  // the last chunk: what follows is the trailer
+  }
   std::size_t on_chunk_body_impl(std::uint64_t /*remain*/, beast::string_view body,
                                  beast::error_code& /*ec*/) override {
     request_.body.append(body.data(), body.size());
@@ -273,8 +290,11 @@ class RequestReader final : public bhttp::basic_parser<true> {
   void on_finish_impl(beast::error_code& /*ec*/) override {}
 
   http::Request& request_;
+  std::size_t max_trailer_bytes_;
+  std::size_t trailer_bytes_ = 0;
   unsigned version_ = 11;
   bool target_ok_ = true;
+  bool in_trailer_ = false;
 };
 
 // One io thread's event loop. Its io_context is run by that thread alone, so a connection's
@@ -292,6 +312,7 @@ class Loop {
   // The time of the last sweep: deadlines are set from it, which saves a clock read per
   // operation and is exact to within one sweep interval, the sweep's own precision anyway.
   SteadyClock::time_point coarse_now() const { return now_; }
+  std::chrono::milliseconds sweep_interval() const { return sweep_interval_; }
 
   // On this loop's thread only.
   void watch(std::weak_ptr<Session> session) { sessions_.push_back(std::move(session)); }
@@ -405,7 +426,11 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   enum class Phase { kWaiting, kReading, kHandling, kWriting, kClosing };
 
-  void set_deadline(std::chrono::milliseconds after) { deadline_ = loop_.coarse_now() + after; }
+  // The loop's time may be one sweep old: adding a sweep interval makes a deadline never early
+  // (and at most two intervals late).
+  void set_deadline(std::chrono::milliseconds after) {
+    deadline_ = loop_.coarse_now() + loop_.sweep_interval() + after;
+  }
   void clear_deadline() { deadline_ = SteadyClock::time_point::max(); }
 
   void do_read() {
@@ -417,7 +442,10 @@ class Session : public std::enable_shared_from_this<Session> {
     // survive, least of all its cached route.
     request_.reset();
     parser_.reset();
-    parser_.emplace(request_);
+    if (request_.body.capacity() > kKeptRequestBodyBytes) {
+      request_.body = std::string();  // a big upload does not pin its memory
+    }
+    parser_.emplace(request_, context_.options.max_header_bytes);
     parser_->header_limit(static_cast<std::uint32_t>(context_.options.max_header_bytes));
     parser_->body_limit(context_.options.max_body_bytes);
     close_after_write_ = false;
@@ -566,9 +594,11 @@ class Session : public std::enable_shared_from_this<Session> {
       head = write_response_head(response_, version_, request_.request_id, keep_alive, out_);
     }
     keep_alive_after_write_ = head.keep_alive;
-    // Head and body go out in one gathered write: the body is not copied.
+    // Head and body go out in one gathered write: the body is not copied. A HEAD request gets
+    // the head alone, also for the server's own answers (400, 500) that carry a body.
+    const bool send_body = head.has_body && request_.method != "HEAD";
     const std::array<asio::const_buffer, 2> buffers{
-        asio::buffer(out_), head.has_body ? asio::buffer(response_.body) : asio::const_buffer()};
+        asio::buffer(out_), send_body ? asio::buffer(response_.body) : asio::const_buffer()};
     set_deadline(context_.options.request_timeout);
     asio::async_write(socket_, buffers, beast::bind_front_handler(&Session::on_write, shared_from_this()));
   }

@@ -167,6 +167,8 @@ class ActiveKeyTable {
     std::uint32_t last_used = 0;  // 0: never; else kUsageEpoch-relative seconds | kUnflushed
   };
 
+  static_assert(sizeof(Slot) == 128, "a slot is two cache lines (Shard::locate prefetches the second)");
+
   // A slot's number. Slots are only ever added, so a Ref stays valid until clear().
   using Ref = std::uint32_t;
   static constexpr unsigned kChunkBits = 14;  // 16 384 slots of 128 bytes: one huge page
