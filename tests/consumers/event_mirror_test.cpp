@@ -193,7 +193,8 @@ TEST_CASE(
            webhooks.dispatcher->cursor() == webhooks.store->last_position();
   }));
   CHECK(receiver.requests().size() == 2);
-  CHECK(server.feed->recorded() == 2);
+  // The feed counts a record just after its append is visible: wait for the count too.
+  CHECK(testing::eventually([&] { return server.feed->recorded() == 2; }));
 }
 
 TEST_CASE("the server records a delivery record produced twice once, and skips records of unknown agents",
