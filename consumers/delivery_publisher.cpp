@@ -44,21 +44,13 @@ Result<std::unique_ptr<DeliveryPublisher>> DeliveryPublisher::create(DeliveryPub
   }
   std::unique_ptr<DeliveryPublisher> publisher(new DeliveryPublisher(std::move(options), clock, mirror));
   const DeliveryPublisherOptions& o = publisher->options_;
-  std::map<std::string, std::string> config = {
-      {"bootstrap.servers", o.brokers},
-      {"client.id", "keyledger-webhooks"},
-      {"enable.idempotence", "true"},
-      {"acks", "all"},
-      {"linger.ms", "1"},
-      {"message.timeout.ms", std::to_string(o.ack_timeout.count())},
-      // The Java client's partitioner, like the outbox relay: one agent, one partition.
-      {"partitioner", "murmur2_random"},
-      {"socket.nagle.disable", "true"},
-  };
-  for (const auto& [name, value] : o.producer_config) {
-    config[name] = value;
-  }
-  auto conf = make_kafka_conf(config);
+  auto conf = make_kafka_producer_conf(o.brokers,
+                                       {
+                                           {"client.id", "keyledger-webhooks"},
+                                           {"linger.ms", "1"},
+                                           {"message.timeout.ms", std::to_string(o.ack_timeout.count())},
+                                       },
+                                       o.producer_config);
   if (!conf.ok()) {
     return conf.status();
   }

@@ -1,10 +1,8 @@
 #include "consumers/event_mirror.h"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <random>
 #include <set>
 
 namespace keyledger::consumers {
@@ -29,14 +27,12 @@ Status EventMirror::start() {
   if (options_.brokers.empty() || options_.topic.empty() || options_.batch_size == 0) {
     return Status::InvalidArgument("the event mirror needs Kafka brokers, a topic and a positive batch size");
   }
-  std::random_device random;
   auto consumer = make_kafka_consumer(options_.brokers, options_.fetch_wait_ms,
                                       {
                                           {"client.id", "keyledger-webhooks-mirror"},
                                           // Reads every partition itself (assign) and commits
                                           // nothing; assign() still wants a group.
-                                          {"group.id", "keyledger-webhooks-mirror-" + std::to_string(::getpid()) +
-                                                           "-" + std::to_string(random())},
+                                          {"group.id", unique_group_id("keyledger-webhooks-mirror")},
                                           {"enable.auto.commit", "false"},
                                           {"enable.auto.offset.store", "false"},
                                           {"enable.partition.eof", "true"},

@@ -2,8 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
+#include <random>
 #include <thread>
 
 namespace keyledger::consumers {
@@ -84,6 +87,29 @@ Result<std::vector<PartitionWatermarks>> topic_partitions(rd_kafka_t* rk, const 
   std::sort(out.begin(), out.end(),
             [](const PartitionWatermarks& a, const PartitionWatermarks& b) { return a.id < b.id; });
   return out;
+}
+
+Result<KafkaConf> make_kafka_producer_conf(const std::string& brokers,
+                                           const std::map<std::string, std::string>& settings,
+                                           const std::map<std::string, std::string>& overrides) {
+  std::map<std::string, std::string> config = {
+      {"bootstrap.servers", brokers},
+      {"enable.idempotence", "true"},
+      {"acks", "all"},
+      {"partitioner", "murmur2_random"},
+      {"socket.nagle.disable", "true"},
+  };
+  for (const auto* layer : {&settings, &overrides}) {
+    for (const auto& [name, value] : *layer) {
+      config[name] = value;
+    }
+  }
+  return make_kafka_conf(config);
+}
+
+std::string unique_group_id(const std::string& prefix) {
+  std::random_device random;
+  return prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(random());
 }
 
 Result<KafkaHandle> make_kafka_consumer(const std::string& brokers, int fetch_wait_ms,

@@ -41,6 +41,17 @@ Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& prop
 // A client of `type` from `conf` (consumed on success). Unavailable with librdkafka's reason.
 Result<KafkaHandle> make_kafka_client(rd_kafka_type_t type, KafkaConf conf);
 
+// The configuration every producer here shares (idempotent, acks from all replicas, the Java
+// client's partitioner so that producers keyed by agent_id agree, no Nagle), then `settings`
+// (client id, linger, timeouts), then `overrides` (from the caller's options) on top.
+Result<KafkaConf> make_kafka_producer_conf(const std::string& brokers,
+                                           const std::map<std::string, std::string>& settings,
+                                           const std::map<std::string, std::string>& overrides);
+
+// "<prefix>-<pid>-<random>": a consumer group of its own, for a client that assigns partitions
+// itself and commits nothing (librdkafka still wants a group id for assign()).
+std::string unique_group_id(const std::string& prefix);
+
 // A consumer of `brokers` with the settings every consumer here shares (fetch wait, back-offs,
 // no Nagle, earliest offsets when none is committed), then `settings` (client id, group,
 // offset handling), then `overrides` (from the caller's options) on top, its main queue

@@ -150,20 +150,9 @@ struct OutboxRelay::Impl {
   Status make_producer() {
     main_queue.reset();
     producer.reset();
-    std::map<std::string, std::string> config = {
-        {"bootstrap.servers", options.brokers},
-        {"client.id", "keyledger-outbox-relay"},
-        {"enable.idempotence", "true"},
-        {"acks", "all"},
-        {"linger.ms", std::to_string(options.linger_ms)},
-        // The Java client's partitioner, so other producers keyed by agent_id agree with us.
-        {"partitioner", "murmur2_random"},
-        {"socket.nagle.disable", "true"},
-    };
-    for (const auto& [name, value] : options.producer_config) {
-      config[name] = value;
-    }
-    auto conf = make_kafka_conf(config);
+    auto conf = make_kafka_producer_conf(
+        options.brokers, {{"client.id", "keyledger-outbox-relay"}, {"linger.ms", std::to_string(options.linger_ms)}},
+        options.producer_config);
     if (!conf.ok()) {
       return conf.status();
     }

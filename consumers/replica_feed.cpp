@@ -2,10 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include <unistd.h>
 
 #include <algorithm>
-#include <random>
 
 namespace keyledger::consumers {
 
@@ -13,11 +11,6 @@ namespace {
 
 constexpr int kPollTimeoutMs = 100;
 constexpr int kMetadataTimeoutMs = 5000;
-
-std::string unique_suffix() {
-  std::random_device random;
-  return std::to_string(::getpid()) + "-" + std::to_string(random());
-}
 
 }  // namespace
 
@@ -39,7 +32,7 @@ Status ReplicaFeed::start() {
                                           // Every replica reads every partition itself (assign,
                                           // never subscribe) and commits nothing; librdkafka
                                           // still wants a group id for assign(), so each gets its own.
-                                          {"group.id", "keyledger-replica-" + unique_suffix()},
+                                          {"group.id", unique_group_id("keyledger-replica")},
                                           {"enable.auto.commit", "false"},
                                           {"enable.auto.offset.store", "false"},
                                           {"enable.partition.eof", "true"},
