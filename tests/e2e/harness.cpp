@@ -159,62 +159,68 @@ HttpResult http_request(std::uint16_t port, const std::string& method, const std
   return HttpConnection(port).request(method, target, body, headers);
 }
 
-ServerProcess::ServerProcess(const std::filesystem::path& data_dir, std::vector<std::string> extra_args,
-                             const std::string& kafka_brokers)
-    : data_dir_(data_dir), log_file_(data_dir.string() + ".log") {
+ChildProcess::ChildProcess(const std::vector<std::string>& args, std::filesystem::path log_file)
+    : log_file_(std::move(log_file)) {
+  pid_ = spawn(args, log_file_, stdout_fd_);
+}
+
+ChildProcess::~ChildProcess() { kill_hard(); }
+
+void ChildProcess::wait_until_ready(const std::function<bool(const std::string&)>& ready, const std::string& what) {
+  const bool started = read_lines_until(stdout_fd_, ready);
+  drain_in_background(stdout_fd_);
+  if (!started) {
+    kill_hard();
+    throw std::runtime_error(what + " did not start; log:\n" + log());
+  }
+}
+
+int ChildProcess::stop() { return wait_for_exit(pid_, SIGTERM); }
+
+void ChildProcess::kill_hard() { (void)wait_for_exit(pid_, SIGKILL); }
+
+std::string ChildProcess::log() const { return read_file(log_file_); }
+
+namespace {
+
+std::vector<std::string> serve_args(const std::filesystem::path& data_dir, const std::vector<std::string>& extra_args,
+                                    const std::string& kafka_brokers) {
   std::vector<std::string> args = {binary(), "serve", "--data-dir", data_dir.string(), "--listen", "127.0.0.1:0",
                                    "--kafka-brokers", kafka_brokers};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
-  int out = -1;
-  pid_ = spawn(args, log_file_, out);
-  // Read stdout until the "listening on host:port" line.
-  read_lines_until(out, [&](const std::string& line) {
-    if (const auto kafka = line.find("kafka bootstrap "); kafka != std::string::npos) {
-      kafka_bootstrap_ = line.substr(kafka + 16);
-    }
-    if (line.rfind("keyledger listening on ", 0) == std::string::npos) {
-      return false;
-    }
-    port_ = static_cast<std::uint16_t>(std::stoi(line.substr(line.rfind(':') + 1)));
-    return true;
-  });
-  drain_in_background(out);
-  if (port_ == 0) {
-    kill_hard();
-    throw std::runtime_error("keyledger did not start; log:\n" + log());
-  }
+  return args;
 }
 
-ServerProcess::~ServerProcess() { kill_hard(); }
-
-int ServerProcess::stop() { return wait_for_exit(pid_, SIGTERM); }
-
-void ServerProcess::kill_hard() { (void)wait_for_exit(pid_, SIGKILL); }
-
-std::string ServerProcess::log() const { return read_file(log_file_); }
-
-WebhooksProcess::WebhooksProcess(const std::filesystem::path& state_dir, std::vector<std::string> args)
-    : log_file_(state_dir.string() + ".log") {
+std::vector<std::string> webhooks_args(const std::filesystem::path& state_dir, const std::vector<std::string>& args) {
   std::vector<std::string> all = {binary(), "webhooks", "--data-dir", state_dir.string()};
   all.insert(all.end(), args.begin(), args.end());
-  int out = -1;
-  pid_ = spawn(all, log_file_, out);
-  const bool ready =
-      read_lines_until(out, [](const std::string& line) { return line == "keyledger webhooks ready"; });
-  drain_in_background(out);
-  if (!ready) {
-    kill_hard();
-    throw std::runtime_error("keyledger webhooks did not start; log:\n" + log());
-  }
+  return all;
 }
 
-WebhooksProcess::~WebhooksProcess() { kill_hard(); }
+}  // namespace
 
-int WebhooksProcess::stop() { return wait_for_exit(pid_, SIGTERM); }
+ServerProcess::ServerProcess(const std::filesystem::path& data_dir, std::vector<std::string> extra_args,
+                             const std::string& kafka_brokers)
+    : ChildProcess(serve_args(data_dir, extra_args, kafka_brokers), data_dir.string() + ".log"), data_dir_(data_dir) {
+  // Read stdout until the "listening on host:port" line.
+  wait_until_ready(
+      [&](const std::string& line) {
+        if (const auto kafka = line.find("kafka bootstrap "); kafka != std::string::npos) {
+          kafka_bootstrap_ = line.substr(kafka + 16);
+        }
+        if (line.rfind("keyledger listening on ", 0) == std::string::npos) {
+          return false;
+        }
+        port_ = static_cast<std::uint16_t>(std::stoi(line.substr(line.rfind(':') + 1)));
+        return true;
+      },
+      "keyledger");
+}
 
-void WebhooksProcess::kill_hard() { (void)wait_for_exit(pid_, SIGKILL); }
-
-std::string WebhooksProcess::log() const { return read_file(log_file_); }
+WebhooksProcess::WebhooksProcess(const std::filesystem::path& state_dir, std::vector<std::string> args)
+    : ChildProcess(webhooks_args(state_dir, args), state_dir.string() + ".log") {
+  wait_until_ready([](const std::string& line) { return line == "keyledger webhooks ready"; }, "keyledger webhooks");
+}
 
 std::pair<int, std::string> run_binary(const std::vector<std::string>& args) {
   std::vector<std::string> all = {binary()};

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -49,22 +50,43 @@ class HttpConnection {
 HttpResult http_request(std::uint16_t port, const std::string& method, const std::string& target,
                         const std::string& body = "", const std::map<std::string, std::string>& headers = {});
 
-class ServerProcess {
+// A keyledger process a test started (stderr to a log file, stdout read for its ready line);
+// SIGKILLed when destroyed if still running.
+class ChildProcess {
+ public:
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  // SIGTERM and wait; returns the exit status (0 on a clean shutdown).
+  int stop();
+  void kill_hard();
+  // Everything the process wrote to stderr so far.
+  std::string log() const;
+
+ protected:
+  // Starts `args` with stderr appended to `log_file`.
+  ChildProcess(const std::vector<std::string>& args, std::filesystem::path log_file);
+  ~ChildProcess();
+  // Reads stdout until ready(line) holds, then keeps draining it in the background. If stdout
+  // ends first, kills the process and throws "<what> did not start" with its log.
+  void wait_until_ready(const std::function<bool(const std::string&)>& ready, const std::string& what);
+
+ private:
+  std::filesystem::path log_file_;
+  pid_t pid_ = -1;
+  int stdout_fd_ = -1;
+};
+
+class ServerProcess : public ChildProcess {
  public:
   // Starts `keyledger serve --data-dir DIR --listen 127.0.0.1:0 --kafka-brokers BROKERS` plus
   // `extra_args`, and waits for its "listening on" line.
   explicit ServerProcess(const std::filesystem::path& data_dir, std::vector<std::string> extra_args = {},
                          const std::string& kafka_brokers = "none");
-  ~ServerProcess();  // SIGKILL if still running
 
   std::uint16_t port() const { return port_; }
   // The embedded Kafka broker's bootstrap address ("" unless started with "embedded").
   const std::string& kafka_bootstrap() const { return kafka_bootstrap_; }
-  // SIGTERM and wait; returns the exit status (0 on a clean shutdown).
-  int stop();
-  void kill_hard();
-  // Everything the server wrote to stderr so far.
-  std::string log() const;
   std::string bootstrap_token() const;
 
   HttpResult request(const std::string& method, const std::string& target, const Json& body,
@@ -74,28 +96,15 @@ class ServerProcess {
 
  private:
   std::filesystem::path data_dir_;
-  std::filesystem::path log_file_;
-  pid_t pid_ = -1;
   std::uint16_t port_ = 0;
   std::string kafka_bootstrap_;
 };
 
 // Starts `keyledger webhooks --data-dir STATE_DIR` plus `args` (stderr to STATE_DIR.log) and
 // waits for its "keyledger webhooks ready" line.
-class WebhooksProcess {
+class WebhooksProcess : public ChildProcess {
  public:
   WebhooksProcess(const std::filesystem::path& state_dir, std::vector<std::string> args);
-  ~WebhooksProcess();  // SIGKILL if still running
-
-  // SIGTERM and wait; returns the exit status (0 on a clean shutdown).
-  int stop();
-  void kill_hard();
-  // Everything the process wrote to stderr so far.
-  std::string log() const;
-
- private:
-  std::filesystem::path log_file_;
-  pid_t pid_ = -1;
 };
 
 // Runs the keyledger binary with `args` to completion; returns its exit status and stderr.
