@@ -541,19 +541,10 @@ TEST_CASE("webhook delivery throughput and latency", "[.webhooks-bench]") {
   std::map<std::string, SteadyTime> appended;
   key_events(5, &appended);
   REQUIRE(testing::eventually([&] { return receiver.requests().size() >= backlog + appended.size(); }));
-  std::vector<double> latencies;
-  for (const auto& r : receiver.requests()) {
-    const auto it = appended.find(r.event_id);
-    if (it != appended.end()) {
-      latencies.push_back(std::chrono::duration<double, std::milli>(r.at - it->second).count());
-    }
-  }
+  const auto latencies = testing::first_attempt_latencies_ms(receiver.requests(), appended);
   REQUIRE(latencies.size() == appended.size());
-  std::sort(latencies.begin(), latencies.end());
   WARN("throughput: " << backlog << " deliveries in " << seconds << " s = " << static_cast<double>(backlog) / seconds
-                      << "/s; latency append -> first attempt over " << latencies.size() << " events: p50 "
-                      << latencies[latencies.size() / 2] << " ms, p99 " << latencies[latencies.size() * 99 / 100]
-                      << " ms");
+                      << "/s; " << testing::latency_summary(latencies));
   wake = nullptr;
 }
 

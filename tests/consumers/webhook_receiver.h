@@ -9,11 +9,14 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <sstream>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -206,6 +209,30 @@ bool eventually(Pred done, std::chrono::milliseconds limit = std::chrono::second
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return true;
+}
+
+// For the webhook benchmarks: the time from each event of `appended` (event id -> when it was
+// appended) to its first attempt among `requests`, in milliseconds, sorted.
+inline std::vector<double> first_attempt_latencies_ms(
+    const std::vector<ReceivedRequest>& requests,
+    const std::map<std::string, std::chrono::steady_clock::time_point>& appended) {
+  std::vector<double> latencies;
+  for (const auto& r : requests) {
+    const auto it = appended.find(r.event_id);
+    if (it != appended.end()) {
+      latencies.push_back(std::chrono::duration<double, std::milli>(r.at - it->second).count());
+    }
+  }
+  std::sort(latencies.begin(), latencies.end());
+  return latencies;
+}
+
+// "latency append -> first attempt over N events: p50 X ms, p99 Y ms" of sorted latencies.
+inline std::string latency_summary(const std::vector<double>& sorted_ms) {
+  std::ostringstream out;
+  out << "latency append -> first attempt over " << sorted_ms.size() << " events: p50 "
+      << sorted_ms[sorted_ms.size() / 2] << " ms, p99 " << sorted_ms[sorted_ms.size() * 99 / 100] << " ms";
+  return out.str();
 }
 
 }  // namespace keyledger::testing
