@@ -26,6 +26,18 @@ void log_to_spdlog(const rd_kafka_t* rk, int level, const char* facility, const 
   spdlog::log(spd, "kafka {} {}: {}", rk != nullptr ? rd_kafka_name(rk) : "-", facility, text);
 }
 
+// `base`, then `settings`, then `overrides` on top: later layers win.
+std::map<std::string, std::string> layered(std::map<std::string, std::string> base,
+                                           const std::map<std::string, std::string>& settings,
+                                           const std::map<std::string, std::string>& overrides) {
+  for (const auto* layer : {&settings, &overrides}) {
+    for (const auto& [name, value] : *layer) {
+      base[name] = value;
+    }
+  }
+  return base;
+}
+
 }  // namespace
 
 Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& properties) {
@@ -92,19 +104,15 @@ Result<std::vector<PartitionWatermarks>> topic_partitions(rd_kafka_t* rk, const 
 Result<KafkaConf> make_kafka_producer_conf(const std::string& brokers,
                                            const std::map<std::string, std::string>& settings,
                                            const std::map<std::string, std::string>& overrides) {
-  std::map<std::string, std::string> config = {
-      {"bootstrap.servers", brokers},
-      {"enable.idempotence", "true"},
-      {"acks", "all"},
-      {"partitioner", "murmur2_random"},
-      {"socket.nagle.disable", "true"},
-  };
-  for (const auto* layer : {&settings, &overrides}) {
-    for (const auto& [name, value] : *layer) {
-      config[name] = value;
-    }
-  }
-  return make_kafka_conf(config);
+  return make_kafka_conf(layered(
+      {
+          {"bootstrap.servers", brokers},
+          {"enable.idempotence", "true"},
+          {"acks", "all"},
+          {"partitioner", "murmur2_random"},
+          {"socket.nagle.disable", "true"},
+      },
+      settings, overrides));
 }
 
 std::string unique_group_id(const std::string& prefix) {
@@ -116,20 +124,16 @@ Result<KafkaHandle> make_kafka_consumer(const std::string& brokers, int fetch_wa
                                         const std::map<std::string, std::string>& settings,
                                         const std::map<std::string, std::string>& overrides,
                                         const std::string& what) {
-  std::map<std::string, std::string> config = {
-      {"bootstrap.servers", brokers},
-      {"auto.offset.reset", "earliest"},
-      {"fetch.wait.max.ms", std::to_string(fetch_wait_ms)},
-      {"fetch.error.backoff.ms", "50"},
-      {"reconnect.backoff.max.ms", "1000"},
-      {"socket.nagle.disable", "true"},
-  };
-  for (const auto* layer : {&settings, &overrides}) {
-    for (const auto& [name, value] : *layer) {
-      config[name] = value;
-    }
-  }
-  auto conf = make_kafka_conf(config);
+  auto conf = make_kafka_conf(layered(
+      {
+          {"bootstrap.servers", brokers},
+          {"auto.offset.reset", "earliest"},
+          {"fetch.wait.max.ms", std::to_string(fetch_wait_ms)},
+          {"fetch.error.backoff.ms", "50"},
+          {"reconnect.backoff.max.ms", "1000"},
+          {"socket.nagle.disable", "true"},
+      },
+      settings, overrides));
   if (!conf.ok()) {
     return conf.status();
   }
