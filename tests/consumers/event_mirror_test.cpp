@@ -112,13 +112,7 @@ struct Standalone {
     auto created = DeliveryPublisher::create(publisher_options, clock, store.get());
     REQUIRE(created.ok());
     publisher = std::move(created).value();
-    WebhookDispatcherOptions hooks;
-    hooks.client.allow_private = true;
-    hooks.client.allow_insecure = true;
-    hooks.client.timeout = 2s;
-    hooks.base_delay = 20ms;
-    hooks.max_delay = 200ms;
-    hooks.poll_interval = 10ms;
+    WebhookDispatcherOptions hooks = testing::fast_dispatcher_options();
     hooks.from_beginning = true;
     dispatcher = std::make_unique<WebhookDispatcher>(*store, secrets, clock, publisher->recorder(), hooks);
     const Status started = dispatcher->start();

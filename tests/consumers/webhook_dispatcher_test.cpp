@@ -130,13 +130,7 @@ struct Hooks {
 
 // Fast retries, loopback receivers allowed, plain http allowed.
 WebhookDispatcherOptions test_options() {
-  WebhookDispatcherOptions o;
-  o.client.allow_private = true;
-  o.client.allow_insecure = true;
-  o.client.timeout = 2s;
-  o.base_delay = 20ms;
-  o.max_delay = 200ms;
-  o.poll_interval = 10ms;
+  WebhookDispatcherOptions o = testing::fast_dispatcher_options();
   o.workers = 4;
   return o;
 }

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "consumers/webhook_dispatcher.h"
 #include "support/temp_dir.h"
 
 namespace keyledger::testing {
@@ -209,6 +210,19 @@ bool eventually(Pred done, std::chrono::milliseconds limit = std::chrono::second
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return true;
+}
+
+// Dispatcher options for tests: loopback receivers and plain http allowed, fast retries.
+inline consumers::WebhookDispatcherOptions fast_dispatcher_options() {
+  using namespace std::chrono_literals;
+  consumers::WebhookDispatcherOptions o;
+  o.client.allow_private = true;
+  o.client.allow_insecure = true;
+  o.client.timeout = 2s;
+  o.base_delay = 20ms;
+  o.max_delay = 200ms;
+  o.poll_interval = 10ms;
+  return o;
 }
 
 // For the webhook benchmarks: the time from each event of `appended` (event id -> when it was
