@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 
 namespace keyledger::http {
 
@@ -50,22 +51,71 @@ namespace {
 // ASCII only, as header names are (and without std::tolower's locale lookup).
 char lower_char(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
-bool equals_lowercase(std::string_view lowercase, std::string_view name) {
-  return lowercase.size() == name.size() &&
-         std::equal(name.begin(), name.end(), lowercase.begin(), [](char a, char b) { return lower_char(a) == b; });
+constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+constexpr std::uint64_t kHighBits = 0x8080808080808080ULL;
+
+// Whether any byte of `word` is CR, LF or NUL. Each of them is below 0x0e, and only a word
+// with such a byte (a tab, say) gets the exact check.
+bool word_breaks_line(std::uint64_t word) {
+  constexpr std::uint64_t kBelowCarriageReturn = kOnes * ('\r' + 1);
+  if (((word - kBelowCarriageReturn) & ~word & kHighBits) == 0) {
+    return false;
+  }
+  const auto has_byte = [word](unsigned char byte) {
+    const std::uint64_t x = word ^ (kOnes * byte);
+    return ((x - kOnes) & ~x & kHighBits) != 0;  // exact: no false positives
+  };
+  return has_byte('\r') || has_byte('\n') || has_byte('\0');
+}
+
+bool equals_ignoring_case(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower_char(x) == lower_char(y); });
 }
 
 }  // namespace
 
+bool frameable(std::string_view text) {
+  constexpr std::size_t kWord = sizeof(std::uint64_t);
+  const char* p = text.data();
+  const std::size_t n = text.size();
+  std::uint64_t word = 0;
+  if (n < kWord) {
+    word = kOnes * 'x';  // a harmless byte pads a short text to a word
+    std::memcpy(&word, p, n);
+    return !word_breaks_line(word);
+  }
+  for (std::size_t i = 0; i + kWord <= n; i += kWord) {
+    std::memcpy(&word, p + i, kWord);
+    if (word_breaks_line(word)) {
+      return false;
+    }
+  }
+  std::memcpy(&word, p + n - kWord, kWord);  // the last word overlaps the one before
+  return !word_breaks_line(word);
+}
+
 void Headers::set(std::string_view name, std::string_view value) {
-  std::erase_if(entries_, [&](const Entry& e) { return equals_lowercase(field(e).name, name); });
+  const auto named = [&](const Entry& e) { return equals_ignoring_case(field(e).name, name); };
+  if (std::any_of(entries_.begin(), entries_.end(), named)) {
+    // Rare (handlers mostly add): the remaining fields are packed again.
+    const std::string text = std::move(text_);
+    const std::vector<Entry> entries = std::move(entries_);
+    clear();
+    for (const Entry& e : entries) {
+      if (!equals_ignoring_case(std::string_view(text).substr(e.at, e.name_size), name)) {
+        add(std::string_view(text).substr(e.at, e.name_size),
+            std::string_view(text).substr(e.at + e.name_size + kSeparatorSize, e.value_size));
+      }
+    }
+  }
   add(name, value);
 }
 
 void Headers::add(std::string_view name, std::string_view value) {
   if (entries_.empty()) {
     text_.clear();
-    // GET /v1/auth's eight headers take about 270 bytes: one allocation each, no regrowth.
+    // GET /v1/auth's eight headers take about 300 bytes: one allocation each, no regrowth.
     text_.reserve(512);
     entries_.reserve(12);
   }
@@ -73,16 +123,28 @@ void Headers::add(std::string_view name, std::string_view value) {
   e.at = static_cast<std::uint32_t>(text_.size());
   e.name_size = static_cast<std::uint32_t>(name.size());
   e.value_size = static_cast<std::uint32_t>(value.size());
-  text_.append(name);
-  std::transform(text_.begin() + e.at, text_.end(), text_.begin() + e.at, lower_char);
-  text_.append(value);
+  text_.resize(e.at + name.size() + value.size() + 2 * kSeparatorSize);
+  char* line = text_.data() + e.at;
+  std::memcpy(line, name.data(), name.size());
+  std::memcpy(line + name.size(), ": ", kSeparatorSize);
+  std::memcpy(line + name.size() + kSeparatorSize, value.data(), value.size());
+  std::memcpy(line + name.size() + kSeparatorSize + value.size(), "\r\n", kSeparatorSize);
+  // Name, ": " and value in one pass: the separator itself is frameable.
+  frameable_ = frameable_ && !name.empty() &&
+               http::frameable(std::string_view(line, name.size() + kSeparatorSize + value.size()));
   entries_.push_back(e);
+}
+
+void Headers::add_folded(std::string_view name, std::string_view value) {
+  add(name, value);
+  const auto folded = text_.begin() + entries_.back().at;
+  std::transform(folded, folded + static_cast<std::ptrdiff_t>(name.size()), folded, lower_char);
 }
 
 std::optional<std::string_view> Headers::get(std::string_view name) const {
   for (const Entry& e : entries_) {
     const Field f = field(e);
-    if (equals_lowercase(f.name, name)) {
+    if (equals_ignoring_case(f.name, name)) {
       return f.value;
     }
   }
@@ -92,6 +154,7 @@ std::optional<std::string_view> Headers::get(std::string_view name) const {
 void Headers::clear() {
   entries_.clear();
   text_.clear();
+  frameable_ = true;
 }
 
 void Request::reset() {

@@ -12,18 +12,26 @@
 
 namespace keyledger::http {
 
-// Case-insensitive header list (names stored lowercase). Names and values are packed into one
-// buffer, so a response's headers cost two allocations, and a connection's reused Request
-// fills its headers without allocating once the buffers are big enough (clear() keeps them).
+// True if `text` holds no CR, LF or NUL: the bytes that would end a header line early (and
+// so split a response). Checks eight bytes at a time.
+bool frameable(std::string_view text);
+
+// Header list with case-insensitive lookups (ASCII). Names are kept as given: a response's
+// "X-Agent-Id" goes out as written; the server folds a request's field names to lowercase
+// (add_folded). The fields are stored as they go on the wire, "name: value\r\n" each, in one
+// buffer: a response's head copies them in one piece, a response's headers cost two
+// allocations, and a connection's reused Request fills its headers without allocating once the
+// buffers are big enough (clear() keeps them).
 class Headers {
  public:
   struct Field {
-    std::string_view name;  // lowercase
+    std::string_view name;  // as added
     std::string_view value;
   };
 
   void set(std::string_view name, std::string_view value);  // replaces every value of `name`
   void add(std::string_view name, std::string_view value);  // keeps earlier values of `name`
+  void add_folded(std::string_view name, std::string_view value);  // add, storing `name` in lowercase
   std::optional<std::string_view> get(std::string_view name) const;
   void clear();
   std::size_t size() const { return entries_.size(); }
@@ -32,19 +40,26 @@ class Headers {
   class Range;
   Range all() const;
 
+  // Every field as "name: value\r\n", in order. Only well-formed if frameable().
+  std::string_view wire() const { return text_; }
+  // False once a field has an empty name, or a CR, LF or NUL in its name or value.
+  bool frameable() const { return frameable_; }
+
  private:
   struct Entry {
-    std::uint32_t at = 0;  // name at text_[at], value right after it
+    std::uint32_t at = 0;  // name at text_[at], then ": ", the value and "\r\n"
     std::uint32_t name_size = 0;
     std::uint32_t value_size = 0;
   };
+  static constexpr std::uint32_t kSeparatorSize = 2;  // ": " and "\r\n"
   Field field(const Entry& e) const {
     return {std::string_view(text_).substr(e.at, e.name_size),
-            std::string_view(text_).substr(e.at + e.name_size, e.value_size)};
+            std::string_view(text_).substr(e.at + e.name_size + kSeparatorSize, e.value_size)};
   }
 
   std::string text_;
   std::vector<Entry> entries_;
+  bool frameable_ = true;
 };
 
 class Headers::Range {

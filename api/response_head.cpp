@@ -2,7 +2,10 @@
 
 #include <array>
 #include <charconv>
-#include <ostream>
+#include <cstdint>
+#include <cstring>
+#include <ostream>  // boost/beast/core/string.hpp needs it complete
+#include <stdexcept>
 
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/status.hpp>
@@ -13,32 +16,67 @@ namespace {
 
 namespace bhttp = boost::beast::http;
 
-bool frameable(std::string_view text) {
-  for (const char c : text) {
-    if (c == '\r' || c == '\n' || c == '\0') {
-      return false;
-    }
-  }
-  return true;
-}
-
-void append_number(std::string& out, std::size_t n) {
-  std::array<char, 24> digits{};
-  const auto end = std::to_chars(digits.data(), digits.data() + digits.size(), n).ptr;
-  out.append(digits.data(), static_cast<std::size_t>(end - digits.data()));
-}
-
-void append_field(std::string& out, std::string_view name, std::string_view value) {
-  out.append(name);
-  out.append(": ");
-  out.append(value);
-  out.append("\r\n");
+bool is_named(std::string_view name, std::string_view lowercase) {
+  return boost::beast::iequals(boost::beast::string_view(name.data(), name.size()),
+                               boost::beast::string_view(lowercase.data(), lowercase.size()));
 }
 
 bool is_bodiless(unsigned status) {
   constexpr unsigned kNoContent = 204;
   constexpr unsigned kNotModified = 304;
   return status / 100 == 1 || status == kNoContent || status == kNotModified;
+}
+
+// What the head does with one of the handler's headers. Most names are none of these, which
+// their length alone shows.
+enum class Use { kWrite, kSkip, kConnection, kContentType };
+
+Use use_of(std::string_view name) {
+  constexpr std::string_view kContentLength = "content-length";
+  constexpr std::string_view kTransferEncoding = "transfer-encoding";
+  constexpr std::string_view kConnection = "connection";
+  constexpr std::string_view kContentType = "content-type";
+  switch (name.size()) {
+    case kContentLength.size():
+      return is_named(name, kContentLength) ? Use::kSkip : Use::kWrite;
+    case kTransferEncoding.size():
+      return is_named(name, kTransferEncoding) ? Use::kSkip : Use::kWrite;
+    case kConnection.size():
+      return is_named(name, kConnection) ? Use::kConnection : Use::kWrite;
+    case kContentType.size():
+      return is_named(name, kContentType) ? Use::kContentType : Use::kWrite;
+    default:
+      return Use::kWrite;
+  }
+}
+
+// Fills a head already sized to fit, so that no field costs a reallocation or a capacity check.
+class HeadWriter {
+ public:
+  explicit HeadWriter(char* at) : at_(at) {}
+  void text(std::string_view s) {
+    std::memcpy(at_, s.data(), s.size());
+    at_ += s.size();
+  }
+  void field(std::string_view name, std::string_view value) {
+    text(name);
+    text(": ");
+    text(value);
+    text("\r\n");
+  }
+  char* end() const { return at_; }
+
+ private:
+  char* at_;
+};
+
+std::size_t field_size(std::string_view name, std::string_view value) { return name.size() + value.size() + 4; }
+
+using Digits = std::array<char, 20>;  // any std::size_t
+
+std::string_view digits_of(std::size_t n, Digits& digits) {
+  const auto end = std::to_chars(digits.data(), digits.data() + digits.size(), n).ptr;
+  return {digits.data(), static_cast<std::size_t>(end - digits.data())};
 }
 
 }  // namespace
@@ -48,55 +86,96 @@ ResponseHead write_response_head(const http::Response& response, unsigned versio
   ResponseHead head;
   head.has_body = !is_bodiless(response.status);
 
-  out.append(version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
-  append_number(out, response.status);
-  out.push_back(' ');
-  const auto reason = bhttp::obsolete_reason(bhttp::int_to_status(response.status));
-  out.append(reason.data(), reason.size());
-  out.append("\r\n");
-
-  bool has_content_type = false;
-  for (const auto& [name, value] : response.headers.all()) {
-    if (name.empty() || !frameable(name) || !frameable(value)) {
-      head.valid = false;
-      return head;
-    }
-    // Framing is the server's; a handler may only ask for the connection to end.
-    if (name == "content-length" || name == "transfer-encoding") {
-      continue;
-    }
-    if (name == "connection") {
-      keep_alive = keep_alive && !boost::beast::iequals(boost::beast::string_view(value.data(), value.size()), "close");
-      continue;
-    }
-    has_content_type = has_content_type || name == "content-type";
-    append_field(out, name, value);
-  }
-  const bool sends_body = head.has_body && !response.body.empty();
-  if (sends_body && !response.content_type.empty() && !has_content_type) {
-    if (!frameable(response.content_type)) {
-      head.valid = false;
-      return head;
-    }
-    append_field(out, "Content-Type", response.content_type);
-  }
-  if (!frameable(request_id)) {
+  // First what the head holds and how long it is, then the head itself in one piece. Framing
+  // is the server's: a handler may only ask for the connection to end. Without such fields
+  // (GET /v1/auth has none) the handler's headers are copied as they are stored.
+  const http::Headers& headers = response.headers;
+  if (!headers.frameable()) {
     head.valid = false;
     return head;
   }
-  append_field(out, "X-Request-Id", request_id);
+  bool has_content_type = false;
+  bool copies_whole = true;
+  std::size_t size = 0;
+  for (const auto& [name, value] : headers.all()) {
+    switch (use_of(name)) {
+      case Use::kWrite:
+        size += field_size(name, value);
+        break;
+      case Use::kContentType:
+        has_content_type = true;
+        size += field_size(name, value);
+        break;
+      case Use::kConnection:
+        keep_alive = keep_alive && !is_named(value, "close");
+        copies_whole = false;
+        break;
+      case Use::kSkip:
+        copies_whole = false;
+        break;
+    }
+  }
+  const bool sends_body = head.has_body && !response.body.empty();
+  const bool adds_content_type = sends_body && !response.content_type.empty() && !has_content_type;
+  if ((adds_content_type && !http::frameable(response.content_type)) || !http::frameable(request_id)) {
+    head.valid = false;
+    return head;
+  }
+  head.keep_alive = keep_alive;
+
+  Digits status_digits{};
+  const std::string_view status = digits_of(response.status, status_digits);
+  const auto reason_text = bhttp::obsolete_reason(bhttp::int_to_status(response.status));
+  const std::string_view reason(reason_text.data(), reason_text.size());
+  std::string_view connection;
   if (version == 10 && keep_alive) {
-    append_field(out, "Connection", "keep-alive");
+    connection = "keep-alive";
   } else if (version != 10 && !keep_alive) {
-    append_field(out, "Connection", "close");
+    connection = "close";
+  }
+  Digits length_digits{};
+  const std::string_view length = digits_of(response.body.size(), length_digits);
+
+  const std::string_view http_version = version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  size += http_version.size() + status.size() + 1 + reason.size() + 2;
+  size += adds_content_type ? field_size("Content-Type", response.content_type) : 0;
+  size += field_size("X-Request-Id", request_id);
+  size += connection.empty() ? 0 : field_size("Connection", connection);
+  size += head.has_body ? field_size("Content-Length", length) : 0;
+  size += 2;
+
+  const std::size_t start = out.size();
+  out.resize(start + size);
+  HeadWriter w(out.data() + start);
+  w.text(http_version);
+  w.text(status);
+  w.text(" ");
+  w.text(reason);
+  w.text("\r\n");
+  if (copies_whole) {
+    w.text(headers.wire());
+  } else {
+    for (const auto& [name, value] : headers.all()) {
+      const Use use = use_of(name);
+      if (use == Use::kWrite || use == Use::kContentType) {
+        w.field(name, value);
+      }
+    }
+  }
+  if (adds_content_type) {
+    w.field("Content-Type", response.content_type);
+  }
+  w.field("X-Request-Id", request_id);
+  if (!connection.empty()) {
+    w.field("Connection", connection);
   }
   if (head.has_body) {
-    out.append("Content-Length: ");
-    append_number(out, response.body.size());
-    out.append("\r\n");
+    w.field("Content-Length", length);
   }
-  out.append("\r\n");
-  head.keep_alive = keep_alive;
+  w.text("\r\n");
+  if (w.end() != out.data() + out.size()) {
+    throw std::logic_error("write_response_head: the head's size was miscounted");
+  }
   return head;
 }
 

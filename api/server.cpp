@@ -259,7 +259,7 @@ class RequestReader final : public bhttp::basic_parser<true> {
   void on_field_impl(bhttp::field /*name*/, beast::string_view name, beast::string_view value,
                      beast::error_code& ec) override {
     if (!in_trailer_) {
-      request_.headers.add(view(name), view(value));
+      request_.headers.add_folded(view(name), view(value));
       return;
     }
     trailer_bytes_ += name.size() + value.size() + 4;  // "name: value\r\n"

@@ -114,9 +114,10 @@ TEST_CASE("a response head says Connection when it differs from the version's de
 TEST_CASE("a response head keeps framing to itself", "[response_head]") {
   http::Response response;
   response.body = "12345";
-  response.headers.set("content-length", "999");
+  // Names in any case: the handler's names are kept as written, and still recognized.
+  response.headers.set("Content-Length", "999");
   response.headers.set("transfer-encoding", "chunked");
-  response.headers.set("content-type", "text/plain");
+  response.headers.set("CONTENT-TYPE", "text/plain");
 
   const Wire wire = wire_of(response, 11, true);
   const auto message = parsed(wire.bytes);
@@ -126,6 +127,16 @@ TEST_CASE("a response head keeps framing to itself", "[response_head]") {
   CHECK(message.count(bhttp::field::content_type) == 1);  // the handler's, not the default
   CHECK(message[bhttp::field::content_type] == "text/plain");
   CHECK(message.body() == "12345");
+}
+
+TEST_CASE("a response head writes header names as the handler spelled them", "[response_head]") {
+  http::Response response;
+  response.headers.add("X-Agent-Id", "agt_1");
+  response.headers.add("ratelimit-policy", "\"standard\";q=60;w=1");
+  const Wire wire = wire_of(response, 11, true);
+  CHECK(wire.bytes.find("\r\nX-Agent-Id: agt_1\r\n") != std::string::npos);
+  CHECK(wire.bytes.find("\r\nratelimit-policy: \"standard\";q=60;w=1\r\n") != std::string::npos);
+  CHECK(parsed(wire.bytes)["x-agent-id"] == "agt_1");
 }
 
 TEST_CASE("a response head leaves out Content-Type for an empty body", "[response_head]") {
@@ -180,6 +191,34 @@ TEST_CASE("a header that would break the framing makes the head invalid", "[resp
 
   std::string with_bad_id;
   CHECK_FALSE(write_response_head(http::Response{}, 11, "a\r\nb", true, with_bad_id).valid);
+}
+
+TEST_CASE("a CR, LF or NUL anywhere in a long value is found, and nothing else is refused", "[response_head]") {
+  // Values are checked eight bytes at a time, then byte by byte: every position of a 21-byte
+  // value (two whole words and a tail) is tried.
+  constexpr std::size_t kLength = 21;
+  for (const char bad : {'\r', '\n', '\0'}) {
+    for (std::size_t at = 0; at < kLength; ++at) {
+      CAPTURE(static_cast<int>(bad), at);
+      std::string value(kLength, 'v');
+      value[at] = bad;
+      http::Response response;
+      response.headers.set("X-Value", value);
+      std::string out;
+      CHECK_FALSE(write_response_head(response, 11, "req-1", true, out).valid);
+    }
+  }
+  // Neighbours of the refused bytes, tab and bytes with the high bit set all pass as they are.
+  std::string allowed = "\t\x01\x0b\x0c\x0e\x1f \x7f";
+  for (const unsigned char high : {0x80, 0x8a, 0x8d, 0xff}) {
+    allowed.push_back(static_cast<char>(high));
+  }
+  allowed += "\t\x0c\x8d\x8a\x80\x0b\x0e\x8d\x8a";  // more than one word
+  http::Response response;
+  response.headers.set("X-Value", allowed);
+  std::string out;
+  REQUIRE(write_response_head(response, 11, "req-1", true, out).valid);
+  CHECK(out.find("\r\nX-Value: " + allowed + "\r\n") != std::string::npos);
 }
 
 }  // namespace keyledger::api
