@@ -370,6 +370,9 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     // One write per response: Nagle would only delay it.
     socket_.set_option(tcp::no_delay(true), ec);
+    // Responses are first written synchronously (write_response): a full send buffer must
+    // then say would_block, not wait.
+    socket_.non_blocking(true, ec);
   }
 
   ~Session() {
@@ -597,10 +600,31 @@ class Session : public std::enable_shared_from_this<Session> {
     // Head and body go out in one gathered write: the body is not copied. A HEAD request gets
     // the head alone, also for the server's own answers (400, 500) that carry a body.
     const bool send_body = head.has_body && request_.method != "HEAD";
-    const std::array<asio::const_buffer, 2> buffers{
-        asio::buffer(out_), send_body ? asio::buffer(response_.body) : asio::const_buffer()};
+    std::array<asio::const_buffer, 2> buffers{asio::buffer(out_),
+                                              send_body ? asio::buffer(response_.body) : asio::const_buffer()};
     set_deadline(context_.options.request_timeout);
+    // An answer almost always fits the socket's send buffer: send it now, without an operation
+    // through the loop, and leave only what did not fit to async_write. Not while a pipelined
+    // request is buffered: on_write would go straight on to it, and a long pipeline would
+    // recurse.
+    if (buffer_.size() == 0) {
+      beast::error_code ec;
+      const std::size_t total = asio::buffer_size(buffers);
+      const std::size_t sent = socket_.write_some(buffers, ec);
+      if (ec != asio::error::would_block && (ec || sent == total)) {
+        return on_write(ec, sent);
+      }
+      skip_sent(buffers, ec ? 0 : sent);
+    }
     asio::async_write(socket_, buffers, beast::bind_front_handler(&Session::on_write, shared_from_this()));
+  }
+
+  static void skip_sent(std::array<asio::const_buffer, 2>& buffers, std::size_t sent) {
+    for (auto& b : buffers) {
+      const std::size_t n = std::min(sent, b.size());
+      b += n;
+      sent -= n;
+    }
   }
 
   void on_write(beast::error_code ec, std::size_t /*bytes*/) {

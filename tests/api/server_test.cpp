@@ -39,6 +39,7 @@ constexpr auto kClientTimeout = 5s;
 // How long a test handler waits for its peers before giving up (only on failure).
 constexpr auto kHandlerWaitLimit = 5s;
 constexpr std::size_t kTestMaxBody = 1024;
+constexpr std::size_t kBigBodyBytes = 6 * 1024 * 1024;  // over a loopback socket's largest send buffer
 
 ServerOptions test_options() {
   ServerOptions options;
@@ -66,6 +67,15 @@ class TestDispatcher final : public Dispatcher {
     }
     if (request.path == "/gate") {
       wait_at_gate();
+    }
+    if (request.path == "/inline/big") {
+      http::Response big;
+      big.content_type = "text/plain";
+      big.body.resize(kBigBodyBytes);
+      for (std::size_t i = 0; i < big.body.size(); ++i) {
+        big.body[i] = static_cast<char>('a' + i % 26);
+      }
+      return big;
     }
     nlohmann::json query = nlohmann::json::object();
     for (const auto& [name, value] : request.query) {
@@ -376,6 +386,40 @@ TEST_CASE("server keeps the connection alive between requests", "[server]") {
     const Response response = client.receive();
     CHECK(response.result_int() == 200);
     CHECK(closed_by_peer(client.read_until_closed()));
+  }
+}
+
+TEST_CASE("server sends an answer larger than the socket's send buffer, then serves the next", "[server]") {
+  // Over the 4 MiB a loopback socket buffers at most: the first synchronous write is partial,
+  // and the rest goes out asynchronously while the client reads.
+  TestServer test;
+  Client client(test.server.port());
+  REQUIRE_FALSE(client.send(make_request(bhttp::verb::get, "/inline/big")));
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.body_limit(2 * kBigBodyBytes);
+  const Response big = client.receive(parser);
+  REQUIRE(big.body().size() == kBigBodyBytes);
+  bool pattern = true;
+  for (std::size_t i = 0; i < big.body().size() && pattern; ++i) {
+    pattern = big.body()[i] == static_cast<char>('a' + i % 26);
+  }
+  CHECK(pattern);
+  CHECK(big.keep_alive());
+  CHECK(json_of(client.round_trip(make_request(bhttp::verb::get, "/inline/after"))).at("path") == "/inline/after");
+}
+
+TEST_CASE("server answers a long pipeline in order", "[server]") {
+  TestServer test;
+  Client client(test.server.port());
+  constexpr int kRequests = 2000;
+  std::string pipeline;
+  for (int i = 0; i < kRequests; ++i) {
+    pipeline += "GET /inline/" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  }
+  REQUIRE_FALSE(client.send_raw(pipeline));
+  for (int i = 0; i < kRequests; ++i) {
+    const Response response = client.receive();
+    REQUIRE(json_of(response).at("path") == "/inline/" + std::to_string(i));
   }
 }
 
