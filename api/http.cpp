@@ -68,17 +68,20 @@ bool word_breaks_line(std::uint64_t word) {
   return has_byte('\r') || has_byte('\n') || has_byte('\0');
 }
 
+}  // namespace
+
 bool equals_ignoring_case(std::string_view a, std::string_view b) {
   return a.size() == b.size() &&
          std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower_char(x) == lower_char(y); });
 }
 
-}  // namespace
-
 bool frameable(std::string_view text) {
   constexpr std::size_t kWord = sizeof(std::uint64_t);
   const char* p = text.data();
   const std::size_t n = text.size();
+  if (n == 0) {
+    return true;  // and an empty view's data() may be null
+  }
   std::uint64_t word = 0;
   if (n < kWord) {
     word = kOnes * 'x';  // a harmless byte pads a short text to a word
@@ -97,22 +100,32 @@ bool frameable(std::string_view text) {
 
 void Headers::set(std::string_view name, std::string_view value) {
   const auto named = [&](const Entry& e) { return equals_ignoring_case(field(e).name, name); };
-  if (std::any_of(entries_.begin(), entries_.end(), named)) {
-    // Rare (handlers mostly add): the remaining fields are packed again.
-    const std::string text = std::move(text_);
-    const std::vector<Entry> entries = std::move(entries_);
-    clear();
-    for (const Entry& e : entries) {
-      if (!equals_ignoring_case(std::string_view(text).substr(e.at, e.name_size), name)) {
-        add(std::string_view(text).substr(e.at, e.name_size),
-            std::string_view(text).substr(e.at + e.name_size + kSeparatorSize, e.value_size));
-      }
+  if (!std::any_of(entries_.begin(), entries_.end(), named)) {
+    return add(name, value);
+  }
+  // Rare (handlers mostly add): the remaining fields are packed again.
+  const std::string text = std::move(text_);
+  const std::vector<Entry> entries = std::move(entries_);
+  clear();
+  for (const Entry& e : entries) {
+    const std::string_view line(text.data() + e.at, e.name_size + kSeparatorSize + e.value_size);
+    if (!equals_ignoring_case(line.substr(0, e.name_size), name)) {
+      append(line.substr(0, e.name_size), line.substr(e.name_size + kSeparatorSize), true);
     }
   }
-  add(name, value);
+  append(name, value, true);
 }
 
-void Headers::add(std::string_view name, std::string_view value) {
+void Headers::add(std::string_view name, std::string_view value) { append(name, value, true); }
+
+void Headers::add_folded(std::string_view name, std::string_view value) {
+  // A request's fields, which Beast has already checked: no CR, LF or NUL, names not empty.
+  append(name, value, false);
+  const auto folded = text_.begin() + entries_.back().at;
+  std::transform(folded, folded + static_cast<std::ptrdiff_t>(name.size()), folded, lower_char);
+}
+
+void Headers::append(std::string_view name, std::string_view value, bool check) {
   if (entries_.empty()) {
     text_.clear();
     // GET /v1/auth's eight headers take about 300 bytes: one allocation each, no regrowth.
@@ -124,21 +137,23 @@ void Headers::add(std::string_view name, std::string_view value) {
   e.name_size = static_cast<std::uint32_t>(name.size());
   e.value_size = static_cast<std::uint32_t>(value.size());
   text_.resize(e.at + name.size() + value.size() + 2 * kSeparatorSize);
-  char* line = text_.data() + e.at;
-  std::memcpy(line, name.data(), name.size());
-  std::memcpy(line + name.size(), ": ", kSeparatorSize);
-  std::memcpy(line + name.size() + kSeparatorSize, value.data(), value.size());
-  std::memcpy(line + name.size() + kSeparatorSize + value.size(), "\r\n", kSeparatorSize);
-  // Name, ": " and value in one pass: the separator itself is frameable.
-  frameable_ = frameable_ && !name.empty() &&
-               http::frameable(std::string_view(line, name.size() + kSeparatorSize + value.size()));
+  char* at = text_.data() + e.at;
+  const auto copy = [&at](std::string_view part) {
+    if (!part.empty()) {  // an empty view's data() may be null
+      std::memcpy(at, part.data(), part.size());
+      at += part.size();
+    }
+  };
+  copy(name);
+  copy(": ");
+  copy(value);
+  copy("\r\n");
+  if (check) {
+    // Name, ": " and value in one pass: the separator itself is frameable.
+    const std::string_view line(text_.data() + e.at, name.size() + kSeparatorSize + value.size());
+    frameable_ = frameable_ && !name.empty() && http::frameable(line);
+  }
   entries_.push_back(e);
-}
-
-void Headers::add_folded(std::string_view name, std::string_view value) {
-  add(name, value);
-  const auto folded = text_.begin() + entries_.back().at;
-  std::transform(folded, folded + static_cast<std::ptrdiff_t>(name.size()), folded, lower_char);
 }
 
 std::optional<std::string_view> Headers::get(std::string_view name) const {

@@ -16,6 +16,9 @@ namespace keyledger::http {
 // so split a response). Checks eight bytes at a time.
 bool frameable(std::string_view text);
 
+// ASCII case-insensitive equality, as header names compare.
+bool equals_ignoring_case(std::string_view a, std::string_view b);
+
 // Header list with case-insensitive lookups (ASCII). Names are kept as given: a response's
 // "X-Agent-Id" goes out as written; the server folds a request's field names to lowercase
 // (add_folded). The fields are stored as they go on the wire, "name: value\r\n" each, in one
@@ -29,9 +32,12 @@ class Headers {
     std::string_view value;
   };
 
+  // `name` and `value` must not point into this list: adding may reallocate it.
   void set(std::string_view name, std::string_view value);  // replaces every value of `name`
   void add(std::string_view name, std::string_view value);  // keeps earlier values of `name`
-  void add_folded(std::string_view name, std::string_view value);  // add, storing `name` in lowercase
+  // add, storing `name` in lowercase, for a request's fields: the parser has already refused
+  // any that could not be framed, so they are not checked again.
+  void add_folded(std::string_view name, std::string_view value);
   std::optional<std::string_view> get(std::string_view name) const;
   void clear();
   std::size_t size() const { return entries_.size(); }
@@ -52,6 +58,7 @@ class Headers {
     std::uint32_t value_size = 0;
   };
   static constexpr std::uint32_t kSeparatorSize = 2;  // ": " and "\r\n"
+  void append(std::string_view name, std::string_view value, bool check);
   Field field(const Entry& e) const {
     return {std::string_view(text_).substr(e.at, e.name_size),
             std::string_view(text_).substr(e.at + e.name_size + kSeparatorSize, e.value_size)};

@@ -15,7 +15,7 @@ namespace keyledger::api {
 
 struct ResponseHead {
   // False if a header could not be framed: an empty name, or a CR, LF or NUL in a name or
-  // value. `out` then holds a partial head that must not be sent.
+  // value (or in the request id). `out` is then left as it was.
   bool valid = true;
   // Whether the connection stays open after this response: the caller's wish, turned off by a
   // handler's own `connection: close`.

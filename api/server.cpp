@@ -371,8 +371,10 @@ class Session : public std::enable_shared_from_this<Session> {
     // One write per response: Nagle would only delay it.
     socket_.set_option(tcp::no_delay(true), ec);
     // Responses are first written synchronously (write_response): a full send buffer must
-    // then say would_block, not wait.
-    socket_.non_blocking(true, ec);
+    // then say would_block, not wait. Without that, every write goes through the loop.
+    beast::error_code non_blocking;
+    socket_.non_blocking(true, non_blocking);
+    writes_first_ = !non_blocking;
   }
 
   ~Session() {
@@ -607,7 +609,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // through the loop, and leave only what did not fit to async_write. Not while a pipelined
     // request is buffered: on_write would go straight on to it, and a long pipeline would
     // recurse.
-    if (buffer_.size() == 0) {
+    if (writes_first_ && buffer_.size() == 0) {
       beast::error_code ec;
       const std::size_t total = asio::buffer_size(buffers);
       const std::size_t sent = socket_.write_some(buffers, ec);
@@ -711,6 +713,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool keep_alive_ = true;
   bool keep_alive_after_write_ = true;
   bool close_after_write_ = false;
+  bool writes_first_ = false;  // the socket is non-blocking for our own writes
   bool timed_out_ = false;
   Phase phase_ = Phase::kWaiting;
 };

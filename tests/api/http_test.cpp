@@ -86,6 +86,23 @@ TEST_CASE("headers know whether they can be framed", "[http]") {
   CHECK(headers.frameable());
 }
 
+TEST_CASE("set over the one field that could not be framed makes the headers frameable again", "[http]") {
+  Headers headers;
+  headers.add("X-Fine", "yes");
+  headers.add("X-Evil", "a\r\nb");
+  REQUIRE_FALSE(headers.frameable());
+  headers.set("x-evil", "harmless");
+  CHECK(headers.frameable());
+  CHECK(headers.wire() == "X-Fine: yes\r\nx-evil: harmless\r\n");
+}
+
+TEST_CASE("add_folded trusts the parser: it does not check what it stores", "[http]") {
+  Headers headers;
+  headers.add_folded("X-Checked-By-Beast", "value");
+  CHECK(headers.frameable());
+  CHECK(headers.get("x-checked-by-beast") == "value");
+}
+
 TEST_CASE("frameable finds CR, LF and NUL at any position and nothing else", "[http]") {
   CHECK(frameable(""));
   for (std::size_t length = 1; length <= 24; ++length) {  // short, whole words, overlapping tails

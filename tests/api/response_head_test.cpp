@@ -102,12 +102,15 @@ TEST_CASE("a response head says Connection when it differs from the version's de
     CHECK_FALSE(message.keep_alive());
   }
   SECTION("a handler's connection: close ends the connection, whatever the case") {
-    response.headers.set("connection", "Close");
+    response.headers.add("X-Before", "b");
+    response.headers.set("Connection", "Close");
+    response.headers.add("x-After", "a");
     const Wire wire = wire_of(response, 11, true);
     CHECK_FALSE(wire.head.keep_alive);
     const auto message = parsed(wire.bytes);
     CHECK(message.count(bhttp::field::connection) == 1);
     CHECK(message[bhttp::field::connection] == "close");
+    CHECK(wire.bytes.find("\r\nX-Before: b\r\nx-After: a\r\n") != std::string::npos);  // the others, in order
   }
 }
 
@@ -137,6 +140,22 @@ TEST_CASE("a response head writes header names as the handler spelled them", "[r
   CHECK(wire.bytes.find("\r\nX-Agent-Id: agt_1\r\n") != std::string::npos);
   CHECK(wire.bytes.find("\r\nratelimit-policy: \"standard\";q=60;w=1\r\n") != std::string::npos);
   CHECK(parsed(wire.bytes)["x-agent-id"] == "agt_1");
+}
+
+TEST_CASE("a response head is appended after what the buffer already holds", "[response_head]") {
+  http::Response response;
+  response.headers.add("X-Agent-Id", "agt_1");
+  std::string out = "earlier bytes";
+  REQUIRE(write_response_head(response, 11, "req-1", true, out).valid);
+  REQUIRE(out.rfind("earlier bytes", 0) == 0);
+  const auto message = parsed(out.substr(std::string("earlier bytes").size()));
+  CHECK(message["X-Agent-Id"] == "agt_1");
+  CHECK(message["X-Request-Id"] == "req-1");
+
+  std::string untouched = "earlier bytes";
+  response.headers.add("X-Evil", "a\nb");
+  CHECK_FALSE(write_response_head(response, 11, "req-1", true, untouched).valid);
+  CHECK(untouched == "earlier bytes");
 }
 
 TEST_CASE("a response head leaves out Content-Type for an empty body", "[response_head]") {
@@ -194,8 +213,8 @@ TEST_CASE("a header that would break the framing makes the head invalid", "[resp
 }
 
 TEST_CASE("a CR, LF or NUL anywhere in a long value is found, and nothing else is refused", "[response_head]") {
-  // Values are checked eight bytes at a time, then byte by byte: every position of a 21-byte
-  // value (two whole words and a tail) is tried.
+  // Each line is checked eight bytes at a time, the last word overlapping the one before:
+  // every position of a 21-byte value is tried.
   constexpr std::size_t kLength = 21;
   for (const char bad : {'\r', '\n', '\0'}) {
     for (std::size_t at = 0; at < kLength; ++at) {
