@@ -75,6 +75,10 @@ bool equals_ignoring_case(std::string_view a, std::string_view b) {
          std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower_char(x) == lower_char(y); });
 }
 
+void append_field_line(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name).append(": ").append(value).append("\r\n");
+}
+
 bool frameable(std::string_view text) {
   constexpr std::size_t kWord = sizeof(std::uint64_t);
   const char* p = text.data();
@@ -136,18 +140,7 @@ void Headers::append(std::string_view name, std::string_view value, bool check) 
   e.at = static_cast<std::uint32_t>(text_.size());
   e.name_size = static_cast<std::uint32_t>(name.size());
   e.value_size = static_cast<std::uint32_t>(value.size());
-  text_.resize(e.at + name.size() + value.size() + 2 * kSeparatorSize);
-  char* at = text_.data() + e.at;
-  const auto copy = [&at](std::string_view part) {
-    if (!part.empty()) {  // an empty view's data() may be null
-      std::memcpy(at, part.data(), part.size());
-      at += part.size();
-    }
-  };
-  copy(name);
-  copy(": ");
-  copy(value);
-  copy("\r\n");
+  append_field_line(text_, name, value);
   if (check) {
     // Name, ": " and value in one pass: the separator itself is frameable.
     const std::string_view line(text_.data() + e.at, name.size() + kSeparatorSize + value.size());

@@ -16,6 +16,9 @@ namespace keyledger::http {
 // so split a response). Checks eight bytes at a time.
 bool frameable(std::string_view text);
 
+// Appends one header line as it goes on the wire: "name: value\r\n".
+void append_field_line(std::string& out, std::string_view name, std::string_view value);
+
 // ASCII case-insensitive equality, as header names compare.
 bool equals_ignoring_case(std::string_view a, std::string_view b);
 

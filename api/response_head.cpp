@@ -1,10 +1,7 @@
 #include "api/response_head.h"
 
 #include <array>
-#include <cassert>
 #include <charconv>
-#include <cstdint>
-#include <cstring>
 #include <ostream>  // boost/beast/http/status.hpp needs it complete
 
 #include <boost/beast/http/status.hpp>
@@ -14,8 +11,6 @@ namespace keyledger::api {
 namespace {
 
 namespace bhttp = boost::beast::http;
-
-bool is_named(std::string_view name, std::string_view lowercase) { return http::equals_ignoring_case(name, lowercase); }
 
 bool is_bodiless(unsigned status) {
   constexpr unsigned kNoContent = 204;
@@ -34,50 +29,22 @@ Use use_of(std::string_view name) {
   constexpr std::string_view kContentType = "content-type";
   switch (name.size()) {
     case kContentLength.size():
-      return is_named(name, kContentLength) ? Use::kSkip : Use::kWrite;
+      return http::equals_ignoring_case(name, kContentLength) ? Use::kSkip : Use::kWrite;
     case kTransferEncoding.size():
-      return is_named(name, kTransferEncoding) ? Use::kSkip : Use::kWrite;
+      return http::equals_ignoring_case(name, kTransferEncoding) ? Use::kSkip : Use::kWrite;
     case kConnection.size():
-      return is_named(name, kConnection) ? Use::kConnection : Use::kWrite;
+      return http::equals_ignoring_case(name, kConnection) ? Use::kConnection : Use::kWrite;
     case kContentType.size():
-      return is_named(name, kContentType) ? Use::kContentType : Use::kWrite;
+      return http::equals_ignoring_case(name, kContentType) ? Use::kContentType : Use::kWrite;
     default:
       return Use::kWrite;
   }
 }
 
-// Fills a head already sized to fit, so that no field costs a reallocation. The sizes are
-// worked out beforehand; the asserts hold them to it in debug and sanitizer builds.
-class HeadWriter {
- public:
-  HeadWriter(char* at, char* end) : at_(at), end_(end) {}
-  void text(std::string_view s) {
-    assert(s.size() <= static_cast<std::size_t>(end_ - at_));
-    if (!s.empty()) {  // an empty view's data() may be null
-      std::memcpy(at_, s.data(), s.size());
-      at_ += s.size();
-    }
-  }
-  void field(std::string_view name, std::string_view value) {
-    text(name);
-    text(": ");
-    text(value);
-    text("\r\n");
-  }
-  bool full() const { return at_ == end_; }
-
- private:
-  char* at_;
-  char* end_;
-};
-
-std::size_t field_size(std::string_view name, std::string_view value) { return name.size() + value.size() + 4; }
-
-using Digits = std::array<char, 20>;  // any std::size_t
-
-std::string_view digits_of(std::size_t n, Digits& digits) {
+void append_number(std::string& out, std::size_t n) {
+  std::array<char, 20> digits{};  // any std::size_t
   const auto end = std::to_chars(digits.data(), digits.data() + digits.size(), n).ptr;
-  return {digits.data(), static_cast<std::size_t>(end - digits.data())};
+  out.append(digits.data(), static_cast<std::size_t>(end - digits.data()));
 }
 
 }  // namespace
@@ -87,9 +54,8 @@ ResponseHead write_response_head(const http::Response& response, unsigned versio
   ResponseHead head;
   head.has_body = !is_bodiless(response.status);
 
-  // First what the head holds and how long it is, then the head itself in one piece. Framing
-  // is the server's: a handler may only ask for the connection to end. Without such fields
-  // (GET /v1/auth has none) the handler's headers are copied as they are stored.
+  // Framing is the server's: a handler may only ask for the connection to end. Without such
+  // fields (GET /v1/auth has none) the handler's headers are copied as they are stored.
   const http::Headers& headers = response.headers;
   if (!headers.frameable()) {
     head.valid = false;
@@ -97,18 +63,15 @@ ResponseHead write_response_head(const http::Response& response, unsigned versio
   }
   bool has_content_type = false;
   bool copies_whole = true;
-  std::size_t size = 0;
   for (const auto& [name, value] : headers.all()) {
     switch (use_of(name)) {
       case Use::kWrite:
-        size += field_size(name, value);
         break;
       case Use::kContentType:
         has_content_type = true;
-        size += field_size(name, value);
         break;
       case Use::kConnection:
-        keep_alive = keep_alive && !is_named(value, "close");
+        keep_alive = keep_alive && !http::equals_ignoring_case(value, "close");
         copies_whole = false;
         break;
       case Use::kSkip:
@@ -124,57 +87,37 @@ ResponseHead write_response_head(const http::Response& response, unsigned versio
   }
   head.keep_alive = keep_alive;
 
-  Digits status_digits{};
-  const std::string_view status = digits_of(response.status, status_digits);
-  const auto reason_text = bhttp::obsolete_reason(bhttp::int_to_status(response.status));
-  const std::string_view reason(reason_text.data(), reason_text.size());
-  std::string_view connection;
-  if (version == 10 && keep_alive) {
-    connection = "keep-alive";
-  } else if (version != 10 && !keep_alive) {
-    connection = "close";
-  }
-  Digits length_digits{};
-  const std::string_view length = digits_of(response.body.size(), length_digits);
-
-  const std::string_view http_version = version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
-  size += http_version.size() + status.size() + 1 + reason.size() + 2;
-  size += adds_content_type ? field_size("Content-Type", response.content_type) : 0;
-  size += field_size("X-Request-Id", request_id);
-  size += connection.empty() ? 0 : field_size("Connection", connection);
-  size += head.has_body ? field_size("Content-Length", length) : 0;
-  size += 2;
-
-  const std::size_t start = out.size();
-  out.resize(start + size);
-  HeadWriter w(out.data() + start, out.data() + out.size());
-  w.text(http_version);
-  w.text(status);
-  w.text(" ");
-  w.text(reason);
-  w.text("\r\n");
+  out.append(version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  append_number(out, response.status);
+  out.push_back(' ');
+  const auto reason = bhttp::obsolete_reason(bhttp::int_to_status(response.status));
+  out.append(reason.data(), reason.size());
+  out.append("\r\n");
   if (copies_whole) {
-    w.text(headers.wire());
+    out.append(headers.wire());
   } else {
     for (const auto& [name, value] : headers.all()) {
       const Use use = use_of(name);
       if (use == Use::kWrite || use == Use::kContentType) {
-        w.field(name, value);
+        http::append_field_line(out, name, value);
       }
     }
   }
   if (adds_content_type) {
-    w.field("Content-Type", response.content_type);
+    http::append_field_line(out, "Content-Type", response.content_type);
   }
-  w.field("X-Request-Id", request_id);
-  if (!connection.empty()) {
-    w.field("Connection", connection);
+  http::append_field_line(out, "X-Request-Id", request_id);
+  if (version == 10 && keep_alive) {
+    http::append_field_line(out, "Connection", "keep-alive");
+  } else if (version != 10 && !keep_alive) {
+    http::append_field_line(out, "Connection", "close");
   }
   if (head.has_body) {
-    w.field("Content-Length", length);
+    out.append("Content-Length: ");
+    append_number(out, response.body.size());
+    out.append("\r\n");
   }
-  w.text("\r\n");
-  assert(w.full());
+  out.append("\r\n");
   return head;
 }
 

@@ -213,8 +213,8 @@ TEST_CASE("a header that would break the framing makes the head invalid", "[resp
 }
 
 TEST_CASE("a CR, LF or NUL anywhere in a long value is found, and nothing else is refused", "[response_head]") {
-  // Each line is checked eight bytes at a time, the last word overlapping the one before:
-  // every position of a 21-byte value is tried.
+  // The head refuses what Headers found unframeable (http::frameable, tested on its own in
+  // http_test): every position of a 21-byte value is tried.
   constexpr std::size_t kLength = 21;
   for (const char bad : {'\r', '\n', '\0'}) {
     for (std::size_t at = 0; at < kLength; ++at) {
