@@ -286,7 +286,7 @@ int serve_replica(const Config& config) {
                     [&] { return feed.ready() ? 1.0 : 0.0; });
   metrics.add_gauge("keyledger_keys", "Keys in the verification table.",
                     [&] { return static_cast<double>(keys.size()); });
-  consumers::ReplicaApi api({tokens, verifier, hasher, metrics, clock, [&] { return feed.ready(); }});
+  consumers::ReplicaApi api({tokens, verifier, hasher, metrics, [&] { return feed.ready(); }});
   api::ServerOptions server_options;
   server_options.listen = config.listen;
   server_options.io_threads = config.io_threads;

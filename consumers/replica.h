@@ -22,7 +22,6 @@ struct ReplicaApiContext {
   const api::Verifier& verifier;
   const KeyHasher& hasher;
   api::Metrics& metrics;
-  const Clock& clock;
   // True once the replica caught up with the topics at start-up (GET /readyz).
   std::function<bool()> ready;
 };

@@ -1,9 +1,8 @@
 #include "consumers/replica_feed.h"
 
-#include <spdlog/spdlog.h>
-
-
 #include <algorithm>
+
+#include <spdlog/spdlog.h>
 
 namespace keyledger::consumers {
 

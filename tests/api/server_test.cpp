@@ -9,9 +9,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <fstream>
 #include <functional>
 #include <mutex>
-#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <thread>

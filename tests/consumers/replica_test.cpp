@@ -21,7 +21,7 @@ struct ReplicaHttp {
   api::Metrics metrics;
   bool ready = false;
   consumers::ReplicaApi api{
-      {tokens, verifier, ledger.hasher, metrics, ledger.clock, [this] { return ready; }}};
+      {tokens, verifier, ledger.hasher, metrics, [this] { return ready; }}};
 
   void sync() {
     for (const auto& e : ledger.all_events()) {

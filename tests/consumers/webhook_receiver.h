@@ -16,9 +16,9 @@
 #include <fstream>
 #include <functional>
 #include <map>
-#include <sstream>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
