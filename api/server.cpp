@@ -1,10 +1,12 @@
 #include "api/server.h"
 
 #include <sodium.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <condition_variable>
 #include <csignal>
@@ -231,6 +233,8 @@ struct ServerContext {
 
 using Executor = asio::io_context::executor_type;
 using Socket = asio::basic_stream_socket<tcp, Executor>;
+using Acceptor = asio::basic_socket_acceptor<tcp, Executor>;
+using Timer = asio::basic_waitable_timer<SteadyClock, asio::wait_traits<SteadyClock>, Executor>;
 // Reads one request straight into an http::Request. Beast parses (framing, limits, chunked
 // bodies) and hands over each piece as it is parsed; the method, target, fields and body land
 // in the Request with no Beast message in between, and a reused Request keeps its buffers.
@@ -305,10 +309,15 @@ class Loop {
  public:
   // Hint 1: one thread runs this io_context. The reactor keeps its per-socket locks, because
   // a session may be destroyed on another thread during stop().
-  explicit Loop(std::chrono::milliseconds sweep_interval) : ioc_(1), sweep_(ioc_), sweep_interval_(sweep_interval) {}
+  explicit Loop(std::chrono::milliseconds sweep_interval)
+      : ioc_(1), sweep_(ioc_), acceptor_(ioc_), accept_retry_(ioc_), sweep_interval_(sweep_interval) {}
 
   asio::io_context& context() { return ioc_; }
   Executor executor() { return ioc_.get_executor(); }
+  // This loop's own handle on the server's listening socket (see Server::Impl::start), and
+  // the timer that retries a failed accept. On this loop's thread only, once it runs.
+  Acceptor& acceptor() { return acceptor_; }
+  Timer& accept_retry() { return accept_retry_; }
   // The time of the last sweep: deadlines are set from it, which saves a clock read per
   // operation and is exact to within one sweep interval, the sweep's own precision anyway.
   SteadyClock::time_point coarse_now() const { return now_; }
@@ -337,6 +346,8 @@ class Loop {
 
   asio::io_context ioc_;
   asio::steady_timer sweep_;
+  Acceptor acceptor_;
+  Timer accept_retry_;
   std::chrono::milliseconds sweep_interval_;
   std::vector<std::weak_ptr<Session>> sessions_;
   SteadyClock::time_point now_ = SteadyClock::now();
@@ -386,7 +397,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // Called once, right after accept (on the acceptor's thread).
+  // Called once, right after accept (on its loop's thread).
   void start() {
     registration_ = context_.sessions.add(weak_from_this());
     asio::dispatch(socket_.get_executor(), [self = shared_from_this()] {
@@ -745,8 +756,6 @@ struct Server::Impl {
     for (std::size_t i = 0; i < threads; ++i) {
       loops.push_back(std::make_unique<Loop>(sweep_interval(context.options)));
     }
-    acceptor.emplace(loops.front()->context());
-    accept_retry.emplace(loops.front()->context());
   }
 
   enum class State { kNew, kRunning, kStopped };
@@ -773,26 +782,41 @@ struct Server::Impl {
 
     beast::error_code ec;
     const auto failed = [&](std::string_view step) {
-      beast::error_code ignored;
-      acceptor->close(ignored);
+      close_acceptors();
       return Status::Unavailable("cannot listen on " + options.listen + " (" + std::string(step) +
                                  "): " + ec.message());
     };
-    if (acceptor->open(endpoint->protocol(), ec); ec) {
+    Acceptor& listener = loops.front()->acceptor();
+    if (listener.open(endpoint->protocol(), ec); ec) {
       return failed("open");
     }
-    if (acceptor->set_option(asio::socket_base::reuse_address(true), ec); ec) {
+    if (listener.set_option(asio::socket_base::reuse_address(true), ec); ec) {
       return failed("set_option");
     }
-    if (acceptor->bind(*endpoint, ec); ec) {
+    if (listener.bind(*endpoint, ec); ec) {
       return failed("bind");
     }
-    if (acceptor->listen(asio::socket_base::max_listen_connections, ec); ec) {
+    if (listener.listen(asio::socket_base::max_listen_connections, ec); ec) {
       return failed("listen");
     }
-    const tcp::endpoint bound = acceptor->local_endpoint(ec);
+    const tcp::endpoint bound = listener.local_endpoint(ec);
     if (ec) {
       return failed("local_endpoint");
+    }
+    // Every loop accepts for itself, from its own duplicate of the listening socket: a new
+    // connection goes to the loop whose thread takes it first, usually the one running on the
+    // CPU that received it (on loopback, the client's). Dealt to the loops in turn instead, a
+    // connection's answers often wake a client thread on the other CPU.
+    for (std::size_t i = 1; i < loops.size(); ++i) {
+      const int fd = ::dup(listener.native_handle());
+      if (fd < 0) {
+        ec.assign(errno, boost::system::system_category());
+        return failed("dup");
+      }
+      if (loops[i]->acceptor().assign(endpoint->protocol(), fd, ec); ec) {
+        ::close(fd);
+        return failed("assign");
+      }
     }
     port = bound.port();
 
@@ -801,7 +825,9 @@ struct Server::Impl {
       work.emplace_back(loop->executor());
       loop->start_sweeping();
     }
-    do_accept();
+    for (auto& loop : loops) {
+      do_accept(*loop);
+    }
     io_threads.reserve(loops.size());
     for (auto& loop : loops) {
       io_threads.emplace_back([this, &loop = *loop] { run_io(loop); });
@@ -822,11 +848,13 @@ struct Server::Impl {
 
     // 1. Stop accepting. Sessions accepted from now on see `draining` and close at once.
     context.draining.store(true);
-    asio::post(acceptor->get_executor(), [this] {
-      beast::error_code ignored;
-      acceptor->close(ignored);
-      accept_retry->cancel();
-    });
+    for (auto& loop : loops) {
+      asio::post(loop->context(), [&loop = *loop] {
+        beast::error_code ignored;
+        loop.acceptor().close(ignored);
+        loop.accept_retry().cancel();
+      });
+    }
     // 2. Drain: idle connections close now, busy ones after their response.
     for (const auto& session : context.sessions.live()) {
       session->drain();
@@ -849,8 +877,7 @@ struct Server::Impl {
     context.workers->join();
     // 4. No thread touches the sockets any more: close what is left, so clients see the end
     // now rather than when the Server is destroyed.
-    beast::error_code ignored;
-    acceptor->close(ignored);
+    close_acceptors();
     for (const auto& session : context.sessions.live()) {
       session->close_now();
     }
@@ -889,24 +916,23 @@ struct Server::Impl {
     stop_request_cv.notify_all();
   }
 
-  // Connections go to the loops in turn.
-  void do_accept() {
-    Loop& loop = *loops[next_loop++ % loops.size()];
-    acceptor->async_accept(loop.context(), [this, &loop](beast::error_code ec, Socket socket) {
+  // Each loop accepts the connections it will serve.
+  void do_accept(Loop& loop) {
+    loop.acceptor().async_accept(loop.context(), [this, &loop](beast::error_code ec, Socket socket) {
       on_accept(ec, std::move(socket), loop);
     });
   }
 
   void on_accept(beast::error_code ec, Socket socket, Loop& loop) {
-    if (ec == asio::error::operation_aborted || !acceptor->is_open()) {
+    if (ec == asio::error::operation_aborted || !loop.acceptor().is_open()) {
       return;
     }
     if (ec) {
       spdlog::warn("accept failed: {}; retrying", ec.message());
-      accept_retry->expires_after(kAcceptRetryDelay);
-      accept_retry->async_wait([this](beast::error_code timer_ec) {
-        if (!timer_ec && acceptor->is_open()) {
-          do_accept();
+      loop.accept_retry().expires_after(kAcceptRetryDelay);
+      loop.accept_retry().async_wait([this, &loop](beast::error_code timer_ec) {
+        if (!timer_ec && loop.acceptor().is_open()) {
+          do_accept(loop);
         }
       });
       return;
@@ -914,7 +940,15 @@ struct Server::Impl {
     if (!context.draining.load()) {
       std::make_shared<Session>(std::move(socket), loop, context)->start();
     }
-    do_accept();
+    do_accept(loop);
+  }
+
+  // Closes every loop's handle on the listening socket. Only while no io thread runs.
+  void close_acceptors() {
+    for (auto& loop : loops) {
+      beast::error_code ignored;
+      loop->acceptor().close(ignored);
+    }
   }
 
   void run_io(Loop& loop) {
@@ -934,11 +968,6 @@ struct Server::Impl {
   ServerContext context;
   std::vector<std::unique_ptr<Loop>> loops;
   std::vector<asio::executor_work_guard<Executor>> work;
-  // On the first loop, with the accept retry timer; both touched only on that loop's thread
-  // (stop() closes the acceptor through a post).
-  std::optional<asio::basic_socket_acceptor<tcp, Executor>> acceptor;
-  std::optional<asio::basic_waitable_timer<SteadyClock, asio::wait_traits<SteadyClock>, Executor>> accept_retry;
-  std::size_t next_loop = 0;
   std::vector<std::thread> io_threads;
   std::atomic<std::uint16_t> port{0};
 

@@ -69,7 +69,8 @@ ServerOptions test_options() {
 }
 
 // Routes: /inline/... runs on the io thread; /throw throws (inline); /rendezvous blocks until
-// `rendezvous_expected` handlers are inside it at once; /gate blocks until open_gate();
+// `rendezvous_expected` handlers are inside it at once; /gate (on a worker) and /inline/gate
+// (on the io thread) block until open_gate();
 // everything else echoes the request from the worker pool.
 class TestDispatcher final : public Dispatcher {
  public:
@@ -81,7 +82,7 @@ class TestDispatcher final : public Dispatcher {
     if (request.path == "/rendezvous") {
       return rendezvous();
     }
-    if (request.path == "/gate") {
+    if (request.path == "/gate" || request.path == "/inline/gate") {
       wait_at_gate();
     }
     if (request.path == "/inline/big") {
@@ -460,6 +461,25 @@ TEST_CASE("server answers a long pipeline in order", "[server]") {
   // Answered one after the other from the loop, not each from inside the previous one's write.
   constexpr std::uintptr_t kSameDepth = 64 * 1024;
   CHECK(test.dispatcher.stack_spread() < kSameDepth);
+}
+
+TEST_CASE("server keeps accepting while an io thread is stuck in a handler", "[server]") {
+  // Every io thread accepts its own connections: one busy in a long inline handler takes no
+  // new ones, and the others serve them. Dealt to the threads in turn, every second connection
+  // would wait for the stuck one.
+  TestServer test;  // two io threads
+  Client stuck(test.server.port());
+  REQUIRE_FALSE(stuck.send(make_request(bhttp::verb::get, "/inline/gate")));
+  REQUIRE(test.dispatcher.wait_until_at_gate());
+
+  for (int i = 0; i < 4; ++i) {
+    Client client(test.server.port());
+    INFO("connection " << i);
+    CHECK(client.round_trip(make_request(bhttp::verb::get, "/inline/echo")).result_int() == 200);
+  }
+
+  test.dispatcher.open_gate();
+  CHECK(stuck.receive().result_int() == 200);
 }
 
 TEST_CASE("server reads chunked bodies, repeated fields and requests split across reads", "[server]") {
