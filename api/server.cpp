@@ -28,7 +28,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -346,7 +346,7 @@ class Loop {
   void sweep();
 
   asio::io_context ioc_;
-  asio::steady_timer sweep_;
+  Timer sweep_;
   Acceptor acceptor_;
   Timer accept_retry_;
   std::chrono::milliseconds sweep_interval_;
@@ -614,31 +614,24 @@ class Session : public std::enable_shared_from_this<Session> {
     // Head and body go out in one gathered write: the body is not copied. A HEAD request gets
     // the head alone, also for the server's own answers (400, 500) that carry a body.
     const bool send_body = head.has_body && request_.method != "HEAD";
-    std::array<asio::const_buffer, 2> buffers{asio::buffer(out_),
-                                              send_body ? asio::buffer(response_.body) : asio::const_buffer()};
+    const std::array<asio::const_buffer, 2> buffers{
+        asio::buffer(out_), send_body ? asio::buffer(response_.body) : asio::const_buffer()};
     set_deadline(context_.options.request_timeout);
     // An answer almost always fits the socket's send buffer: send it now, without an operation
     // through the loop, and leave only what did not fit to async_write. Not while a pipelined
     // request is buffered: on_write would go straight on to it, and a long pipeline would
     // recurse.
+    std::size_t sent = 0;
     if (writes_first_ && buffer_.size() == 0) {
       beast::error_code ec;
-      const std::size_t total = asio::buffer_size(buffers);
-      const std::size_t sent = socket_.write_some(buffers, ec);
-      if (ec != asio::error::would_block && (ec || sent == total)) {
+      sent = socket_.write_some(buffers, ec);  // 0 on an error
+      if (ec != asio::error::would_block && (ec || sent == asio::buffer_size(buffers))) {
         return on_write(ec, sent);
       }
-      skip_sent(buffers, ec ? 0 : sent);
     }
-    asio::async_write(socket_, buffers, beast::bind_front_handler(&Session::on_write, shared_from_this()));
-  }
-
-  static void skip_sent(std::array<asio::const_buffer, 2>& buffers, std::size_t sent) {
-    for (auto& b : buffers) {
-      const std::size_t n = std::min(sent, b.size());
-      b += n;
-      sent -= n;
-    }
+    beast::buffers_suffix<std::array<asio::const_buffer, 2>> unsent(buffers);
+    unsent.consume(sent);
+    asio::async_write(socket_, unsent, beast::bind_front_handler(&Session::on_write, shared_from_this()));
   }
 
   void on_write(beast::error_code ec, std::size_t /*bytes*/) {
