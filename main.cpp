@@ -74,6 +74,7 @@ struct Config {
   std::size_t io_threads = 2;
   std::size_t worker_threads = 8;
   std::string log_level = "info";
+  bool help = false;  // --help was given: the options were printed, nothing is to run
 };
 
 // Options shared by every subcommand; --config FILE and KEYLEDGER_* environment variables
@@ -112,9 +113,15 @@ bool parse(int argc, char** argv, po::options_description& extra, Config& c, std
   std::string config_file;
   po::options_description all = common_options(c, pepper_file, config_file);
   all.add(extra);
+  all.add_options()("help,h", "print these options and exit");
   try {
     po::variables_map vm;
     po::store(po::parse_command_line(argc, argv, all), vm);
+    if (vm.count("help")) {
+      std::cout << all << std::endl;
+      c.help = true;
+      return true;
+    }
     if (vm.count("config")) {
       std::ifstream in(vm["config"].as<std::string>());
       if (!in) {
@@ -144,6 +151,31 @@ bool parse(int argc, char** argv, po::options_description& extra, Config& c, std
     c.pepper_file = pepper_file;
   }
   return true;
+}
+
+// Creates the data directory (and its parents) owner-only, and tightens an existing one that
+// group or others could read: the log holds agent profiles, key digests and encrypted webhook
+// secrets. Files created in it are owner-only too (main sets the umask to 077).
+Status prepare_data_dir(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return Status::IoError("cannot create data directory " + dir.string() + ": " + ec.message());
+  }
+  const fs::perms perms = fs::status(dir, ec).permissions();
+  if (ec) {
+    return Status::IoError("cannot read the permissions of " + dir.string() + ": " + ec.message());
+  }
+  const fs::perms open_to_others = fs::perms::group_all | fs::perms::others_all;
+  if ((perms & open_to_others) != fs::perms::none) {
+    fs::permissions(dir, open_to_others, fs::perm_options::remove, ec);
+    if (ec) {
+      return Status::IoError("data directory " + dir.string() +
+                             " is readable by other users and cannot be made private: " + ec.message());
+    }
+    spdlog::warn("data directory {} was accessible to other users; it is now owner-only (0700)", dir.string());
+  }
+  return Status::Ok();
 }
 
 Result<std::unique_ptr<EventStore>> open_store(const Config& c) {
@@ -200,11 +232,8 @@ struct Node {
       return parsed_tiers.status();
     }
     tiers = *parsed_tiers;
-    std::error_code ec;
-    fs::create_directories(config.data_dir, ec);
-    if (ec) {
-      return Status::IoError("cannot create data directory " + config.data_dir.string() + ": " +
-                             ec.message());
+    if (Status s = prepare_data_dir(config.data_dir); !s.ok()) {
+      return s;
     }
     auto opened = open_store(config);
     if (!opened.ok()) {
@@ -379,11 +408,8 @@ int run_webhooks(const Config& config, const std::string& from) {
     return sigtimedwait(&signals, nullptr, &timeout) > 0;
   };
 
-  std::error_code ec;
-  fs::create_directories(config.data_dir, ec);
-  if (ec) {
-    spdlog::error("cannot create data directory {}: {}", config.data_dir.string(), ec.message());
-    return 1;
+  if (Status s = prepare_data_dir(config.data_dir); !s.ok()) {
+    return fail(s, "cannot use the data directory");
   }
   EventStoreOptions store_options;
   store_options.path = config.data_dir / kMirrorDir;
@@ -524,6 +550,9 @@ int serve(Config config) {
   Projector& projector = *node.projector;
   metrics.add_gauge("keyledger_log_position", "Position of the last acknowledged event.",
                     [&] { return static_cast<double>(store.last_position()); });
+  metrics.add_gauge("keyledger_log_unreadable_events",
+                    "Records of the log that do not decode, met since start (each reader passes over them).",
+                    [&] { return static_cast<double>(store.unreadable_events()); });
   metrics.add_gauge("keyledger_projection_lag_events", "Events acknowledged but not yet projected.",
                     [&] { return static_cast<double>(store.last_position() - projector.checkpoint()); });
   metrics.add_gauge("keyledger_keys", "Keys in the verification table.",
@@ -694,8 +723,8 @@ int rebuild(Config config) {
   return 0;
 }
 
-void usage() {
-  std::cerr
+void usage(std::ostream& out) {
+  out
       << "usage: keyledger serve [--data-dir DIR] [--listen HOST:PORT] [--kafka-brokers embedded|none|LIST]\n"
          "                       [--pepper-file FILE] [--config FILE] [--allow-insecure-webhooks] ...\n"
          "                       [--webhooks in-process|external] [--webhook-deliveries-topic T]\n"
@@ -722,19 +751,28 @@ int main(int argc, char** argv) {
   // stdout carries only what scripts read (the listening line, a created token, JSON lines);
   // every log line goes to stderr.
   spdlog::set_default_logger(spdlog::stderr_color_mt("keyledger"));
+  // Every file keyledger creates (RocksDB's, the pepper, the bootstrap token) is owner-only.
+  umask(077);
   if (argc < 2) {
-    usage();
+    usage(std::cerr);
     return 2;
   }
   const std::string command = argv[1];
+  if (command == "--help" || command == "-h" || command == "help") {
+    usage(std::cout);
+    return 0;
+  }
   Config config;
   std::string error;
   if (command == "serve" || command == "rebuild-projections") {
     po::options_description none("");
     if (!parse(argc - 1, argv + 1, none, config, error)) {
       std::cerr << "keyledger: " << error << "\n";
-      usage();
+      usage(std::cerr);
       return 2;
+    }
+    if (config.help) {
+      return 0;
     }
     spdlog::set_level(spdlog::level::from_str(config.log_level));
     return command == "serve" ? serve(config) : rebuild(config);
@@ -747,8 +785,11 @@ int main(int argc, char** argv) {
         "scope", po::value(&scopes)->required(), "comma-separated scopes");
     if (!parse(argc - 2, argv + 2, extra, config, error)) {
       std::cerr << "keyledger: " << error << "\n";
-      usage();
+      usage(std::cerr);
       return 2;
+    }
+    if (config.help) {
+      return 0;
     }
     return token_create(config, name, scopes);
   }
@@ -760,8 +801,11 @@ int main(int argc, char** argv) {
         "from", po::value(&from), "where a new group starts: earliest | latest");
     if (!parse(argc - 2, argv + 2, extra, config, error)) {
       std::cerr << "keyledger: " << error << "\n";
-      usage();
+      usage(std::cerr);
       return 2;
+    }
+    if (config.help) {
+      return 0;
     }
     spdlog::set_level(spdlog::level::from_str(config.log_level));
     return consume_revocations(config, group, from);
@@ -774,12 +818,15 @@ int main(int argc, char** argv) {
                         "delivered or failed) | latest (only events after start)");
     if (!parse(argc - 1, argv + 1, extra, config, error)) {
       std::cerr << "keyledger: " << error << "\n";
-      usage();
+      usage(std::cerr);
       return 2;
+    }
+    if (config.help) {
+      return 0;
     }
     spdlog::set_level(spdlog::level::from_str(config.log_level));
     return run_webhooks(config, from);
   }
-  usage();
+  usage(std::cerr);
   return 2;
 }

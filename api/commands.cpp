@@ -2,6 +2,39 @@
 
 namespace keyledger::api {
 
+StreamLocks::Guard::Guard(StreamLocks& locks, std::string_view stream) : locks_(locks), stream_(stream) {
+  Entry* entry = nullptr;
+  {
+    std::lock_guard lock(locks_.mutex_);
+    auto& slot = locks_.entries_[stream_];
+    if (!slot) {
+      slot = std::make_unique<Entry>();
+    }
+    entry = slot.get();
+    ++entry->users;
+  }
+  entry->mutex.lock();  // the entry lives while users > 0
+}
+
+StreamLocks::Guard::~Guard() {
+  std::lock_guard lock(locks_.mutex_);
+  const auto it = locks_.entries_.find(stream_);
+  it->second->mutex.unlock();
+  if (--it->second->users == 0) {
+    locks_.entries_.erase(it);
+  }
+}
+
+namespace {
+
+// A conflict the per-stream lock should have made impossible (another writer to the same
+// stream): the client named no version, so it learns only that it may try again.
+Status persistent_conflict() {
+  return Status::Unavailable("busy", "the agent was changed concurrently; try again");
+}
+
+}  // namespace
+
 CommandService::CommandService(EventStore& store, Projector& projector, const Clock& clock, RandomSource& random,
                                const KeyHasher& hasher, const SecretBox& secrets, CommandServiceOptions options)
     : store_(store),
@@ -32,6 +65,7 @@ Result<Decision> CommandService::register_agent(const AgentProfile& profile, con
 
 Result<Decision> CommandService::on_agent(std::string_view agent_id, const std::string& actor,
                                           const AgentCommand& command) {
+  const StreamLocks::Guard serialised(locks_, agent_stream(agent_id));
   for (int attempt = 1;; ++attempt) {
     auto state = projector_.load_agent(agent_id);
     if (!state.ok()) {
@@ -51,8 +85,11 @@ Result<Decision> CommandService::on_agent(std::string_view agent_id, const std::
       decision->agent_id = std::string(agent_id);
       return decision;
     }
-    if (!appended.status().IsVersionConflict() || attempt >= options_.max_attempts) {
+    if (!appended.status().IsVersionConflict()) {
       return appended.status();
+    }
+    if (attempt >= options_.max_attempts) {
+      return persistent_conflict();
     }
   }
 }
@@ -67,6 +104,7 @@ Result<Decision> CommandService::on_key(std::string_view key_id, const std::stri
 }
 
 Result<TokenDecision> CommandService::on_tokens(const std::string& actor, const TokenCommand& command) {
+  const StreamLocks::Guard serialised(locks_, kTokensStream);
   for (int attempt = 1;; ++attempt) {
     const TokenRegistryState state = projector_.tokens().state();
     CommandContext ctx = context(actor);
@@ -79,8 +117,11 @@ Result<TokenDecision> CommandService::on_tokens(const std::string& actor, const 
       decision->events = std::move(appended->events);
       return decision;
     }
-    if (!appended.status().IsVersionConflict() || attempt >= options_.max_attempts) {
+    if (!appended.status().IsVersionConflict()) {
       return appended.status();
+    }
+    if (attempt >= options_.max_attempts) {
+      return persistent_conflict();
     }
   }
 }

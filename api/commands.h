@@ -1,11 +1,20 @@
 #pragma once
 // Runs commands against the log: folds the aggregate, lets the domain decide, appends the
-// events with the version it decided on, and retries the whole cycle when another writer
-// got there first (version_conflict only escapes after several tries).
+// events with the version it decided on. One process owns the log, so commands on the same
+// stream (an agent, or the token registry) are serialised here, each holding its stream's
+// lock from load to durable append, while commands on different streams run side by side and
+// share the store's group commit. The append's expected version stays as the safety net: if
+// it ever fails (a writer outside this service), the cycle is retried, and a conflict that
+// persists is answered Unavailable ("busy"), never as a version conflict with the internal
+// versions, since the client named none (API.md §3).
 // Blocks until the events are durable and projected.
 
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "domain/agent.h"
@@ -21,6 +30,31 @@ struct CommandServiceOptions {
   std::vector<std::string> tiers = {"standard", "elevated"};
   // How often a command is retried after a version conflict. Default 8.
   int max_attempts = 8;
+};
+
+// A mutex per stream name, created on first use and dropped when no command holds or waits
+// for it.
+class StreamLocks {
+ public:
+  class Guard {
+   public:
+    Guard(StreamLocks& locks, std::string_view stream);
+    ~Guard();
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+
+   private:
+    StreamLocks& locks_;
+    std::string stream_;
+  };
+
+ private:
+  struct Entry {
+    std::mutex mutex;
+    std::size_t users = 0;  // holders and waiters; under StreamLocks::mutex_
+  };
+  std::mutex mutex_;
+  std::unordered_map<std::string, std::unique_ptr<Entry>> entries_;  // under mutex_
 };
 
 class CommandService {
@@ -58,6 +92,7 @@ class CommandService {
   const KeyHasher& hasher_;
   const SecretBox& secrets_;
   CommandServiceOptions options_;
+  StreamLocks locks_;
 };
 
 }  // namespace keyledger::api

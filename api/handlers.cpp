@@ -13,6 +13,7 @@
 #include "api/verify_responses.h"
 #include "api/views.h"
 #include "domain/ids.h"
+#include "domain/text.h"
 
 namespace keyledger::api {
 
@@ -22,6 +23,8 @@ using http::Request;
 using http::Response;
 
 constexpr std::size_t kMaxLeakItems = 100;
+// The actor of a leak report's events: "leak:<source>" (API.md §4).
+constexpr std::string_view kLeakActorPrefix = "leak:";
 constexpr std::size_t kMaxAuditLimit = 1000;
 constexpr std::size_t kDefaultAuditLimit = 100;
 
@@ -840,11 +843,16 @@ struct Api::Impl {
         if (entry->condition_at(now_ms) != KeyCondition::kActive) {
           r["result"] = "already_inactive";
         } else {
+          // A leak report never fails for cosmetic reasons: whatever the scanner sent as
+          // source is made storable (characters kept whole, control characters replaced) and
+          // cut to the limits of the note's source and of an actor.
           const std::string source = item.source.empty() ? "unknown" : item.source;
+          const std::string actor = std::string(kLeakActorPrefix) +
+                                    sanitize_text(source, kMaxActorChars - kLeakActorPrefix.size());
           ReportCompromise cmd{entry->key_id.str(), "reported by secret scanning",
-                               source.substr(0, kMaxCompromiseSourceChars), false};
+                               sanitize_text(source, kMaxCompromiseSourceChars), false};
           auto decision = ctx.commands.on_key(
-              cmd.key_id, "leak:" + source,
+              cmd.key_id, actor,
               [&](const AgentState& s, CommandContext& c) { return report_compromise(s, cmd, c); });
           if (decision.ok()) {
             r["result"] = "revoked";

@@ -46,6 +46,26 @@ bool percent_decode(std::string_view in, std::string& out) {
 
 }  // namespace
 
+bool is_canonical_path(std::string_view path) {
+  if (path.empty() || path.front() != '/') {
+    return false;
+  }
+  if (path.size() == 1) {
+    return true;  // "/"
+  }
+  std::size_t start = 1;
+  while (start <= path.size()) {
+    const std::size_t end = std::min(path.find('/', start), path.size());
+    const std::string_view segment = path.substr(start, end - start);
+    if (segment.empty() || segment == "." || segment == ".." ||
+        segment.find('%') != std::string_view::npos) {
+      return false;
+    }
+    start = end + 1;
+  }
+  return true;
+}
+
 namespace {
 
 // ASCII only, as header names are (and without std::tolower's locale lookup).
@@ -200,9 +220,11 @@ bool parse_target(std::string_view target, std::string& path, std::map<std::stri
     return false;
   }
   const auto qpos = target.find('?');
-  if (!percent_decode(target.substr(0, qpos), path)) {
+  const std::string_view raw_path = target.substr(0, qpos);
+  if (!is_canonical_path(raw_path)) {
     return false;
   }
+  path.assign(raw_path);
   query.clear();
   if (qpos == std::string_view::npos) {
     return true;

@@ -127,8 +127,14 @@ struct Response {
 // The non-empty segments of a path: "/v1/keys/abc" -> {"v1", "keys", "abc"} (views into `path`).
 std::vector<std::string_view> path_segments(std::string_view path);
 
-// Splits "/a/b?x=1&y=%20" into path and decoded query parameters (percent and '+' decoding).
-// Returns false for a malformed target (bad percent escape, not starting with '/').
+// True if `path` is "/" or "/seg/seg…" with no empty, "." or ".." segment and no percent escape
+// (API.md §3: a non-canonical path is refused, so a proxy's path rules and keyledger's routing
+// and idempotency scopes see the same path; keyledger's ids never need escaping).
+bool is_canonical_path(std::string_view path);
+
+// Splits "/a/b?x=1&y=%20" into the path, kept as sent, and the decoded query parameters
+// (percent and '+' decoding). Returns false for a malformed target: a path that is not
+// canonical (is_canonical_path), or a bad percent escape in the query.
 bool parse_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query);
 
 }  // namespace keyledger::http

@@ -41,7 +41,8 @@ class Metrics {
  public:
   Metrics();
 
-  // `route` is the route pattern (/v1/keys/{key_id}), never the raw path (no unbounded labels).
+  // `route` is the route pattern (/v1/keys/{key_id}), never the raw path, and a method outside
+  // GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS is counted as OTHER: no unbounded labels.
   void count_request(std::string_view method, std::string_view route, unsigned status);
   void observe_verification(VerifyCode code, std::chrono::nanoseconds latency);
   void count_events_appended(std::uint64_t n) { events_appended_.add(n); }

@@ -35,6 +35,7 @@
 #include <boost/beast/http.hpp>
 
 #include "api/errors.h"
+#include "api/request_reader.h"
 #include "api/response_head.h"
 
 namespace keyledger::api {
@@ -73,8 +74,6 @@ constexpr unsigned kInternalServerError = 500;
 // A handler's final answer: 1xx would leave the client waiting for another response.
 constexpr unsigned kMinStatus = 200;
 constexpr unsigned kMaxStatus = 999;
-
-std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
 
 http::Response internal_error(const std::string& request_id) {
   return error_response(kInternalServerError, "internal_error", "internal error", request_id);
@@ -236,72 +235,6 @@ using Executor = asio::io_context::executor_type;
 using Socket = asio::basic_stream_socket<tcp, Executor>;
 using Acceptor = asio::basic_socket_acceptor<tcp, Executor>;
 using Timer = asio::basic_waitable_timer<SteadyClock, asio::wait_traits<SteadyClock>, Executor>;
-// Reads one request straight into an http::Request. Beast parses (framing, limits, chunked
-// bodies) and hands over each piece as it is parsed; the method, target, fields and body land
-// in the Request with no Beast message in between, and a reused Request keeps its buffers.
-//
-// Trailer fields of a chunked body are not headers: they are dropped, and counted against the
-// header limit (Beast applies neither limit to them), so they cannot smuggle in a credential
-// or grow without bound.
-class RequestReader final : public bhttp::basic_parser<true> {
- public:
-  RequestReader(http::Request& request, std::size_t max_trailer_bytes)
-      : request_(request), max_trailer_bytes_(max_trailer_bytes) {}
-
-  unsigned version() const { return version_; }
-  // False if the request target is not a path with a well-formed query (API.md §3: 400).
-  bool target_ok() const { return target_ok_; }
-
- private:
-  void on_request_impl(bhttp::verb /*method*/, beast::string_view method, beast::string_view target, int version,
-                       beast::error_code& /*ec*/) override {
-    request_.method.assign(method.data(), method.size());
-    target_ok_ = http::parse_target(view(target), request_.path, request_.query);
-    version_ = version == 10 ? 10 : 11;
-  }
-  void on_response_impl(int /*code*/, beast::string_view /*reason*/, int /*version*/,
-                        beast::error_code& /*ec*/) override {}
-  void on_field_impl(bhttp::field /*name*/, beast::string_view name, beast::string_view value,
-                     beast::error_code& ec) override {
-    if (!in_trailer_) {
-      request_.headers.add_folded(view(name), view(value));
-      return;
-    }
-    trailer_bytes_ += name.size() + value.size() + 4;  // "name: value\r\n"
-    if (trailer_bytes_ > max_trailer_bytes_) {
-      ec = bhttp::error::header_limit;
-    }
-  }
-  void on_header_impl(beast::error_code& /*ec*/) override {}
-  void on_body_init_impl(const boost::optional<std::uint64_t>& length, beast::error_code& /*ec*/) override {
-    // The parser has already refused a Content-Length over the body limit.
-    if (length) {
-      request_.body.reserve(static_cast<std::size_t>(*length));
-    }
-  }
-  std::size_t on_body_impl(beast::string_view body, beast::error_code& /*ec*/) override {
-    request_.body.append(body.data(), body.size());
-    return body.size();
-  }
-  void on_chunk_header_impl(std::uint64_t size, beast::string_view /*extensions*/,
-                            beast::error_code& /*ec*/) override {
-    in_trailer_ = in_trailer_ || size == 0;  // the last chunk: what follows is the trailer
-  }
-  std::size_t on_chunk_body_impl(std::uint64_t /*remain*/, beast::string_view body,
-                                 beast::error_code& /*ec*/) override {
-    request_.body.append(body.data(), body.size());
-    return body.size();
-  }
-  void on_finish_impl(beast::error_code& /*ec*/) override {}
-
-  http::Request& request_;
-  std::size_t max_trailer_bytes_;
-  std::size_t trailer_bytes_ = 0;
-  unsigned version_ = 11;
-  bool target_ok_ = true;
-  bool in_trailer_ = false;
-};
-
 // One io thread's event loop. Its io_context is run by that thread alone, so a connection's
 // handlers need no strand and no lock. Deadlines are not timers per operation (each would be
 // armed and cancelled on every read and write): a connection sets a deadline, and the loop's
@@ -519,7 +452,8 @@ class Session : public std::enable_shared_from_this<Session> {
       return answer_and_close(kHeadersTooLarge, "headers_too_large", "request header block is too large");
     }
     if (is_parse_error(ec)) {
-      return answer_and_close(kBadRequest, "bad_request", "malformed HTTP request");
+      const std::string_view why = parser_->refusal();
+      return answer_and_close(kBadRequest, "bad_request", why.empty() ? "malformed HTTP request" : why);
     }
     if (ec) {
       return fail(ec, "read");
@@ -538,7 +472,7 @@ class Session : public std::enable_shared_from_this<Session> {
       // The framing is intact, so the connection may stay open.
       request_.path.clear();
       request_.query.clear();
-      response_ = error_response(kBadRequest, "bad_request", "malformed request target", request_.request_id);
+      response_ = error_response(kBadRequest, "bad_request", "malformed or non-canonical request target", request_.request_id);
       return write_response();
     }
 
@@ -707,7 +641,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Socket socket_;
   beast::flat_buffer buffer_;  // reused for every request of the connection
   http::Request request_;  // declared before the parser that fills it
-  std::optional<RequestReader> parser_;
+  std::optional<http::RequestReader> parser_;
   http::Response response_;
   std::string out_;  // the head of the response being written
   std::string remote_address_;

@@ -39,7 +39,7 @@ const RateLimitTier& Verifier::tier_of(const KeyEntry& entry) const {
   return tiers_.front();
 }
 
-VerifyOutcome Verifier::verify(std::string_view api_key, std::uint32_t cost) const {
+VerifyOutcome Verifier::verify(std::string_view api_key, std::uint32_t cost, bool record_use) const {
   VerifyOutcome out;
   if (!is_well_formed_api_key(api_key)) {
     out.code = VerifyCode::kMalformed;
@@ -61,7 +61,7 @@ VerifyOutcome Verifier::verify(std::string_view api_key, std::uint32_t cost) con
     out.tier = &tier_of(entry);
     out.ratelimit = take_tokens(bucket, *out.tier, cost, now_ns);
     out.code = out.ratelimit->allowed ? VerifyCode::kValid : VerifyCode::kRateLimited;
-    return out.ratelimit->allowed;
+    return out.ratelimit->allowed && record_use;
   });
   if (!known) {
     out.code = VerifyCode::kNotFound;

@@ -30,8 +30,9 @@ class Verifier {
   Verifier(ActiveKeyTable& table, const KeyHasher& hasher, std::vector<RateLimitTier> tiers, const Clock& clock);
 
   // `cost` tokens are taken from a valid key's bucket (0 only reads it). Records the key's
-  // last use on success.
-  VerifyOutcome verify(std::string_view api_key, std::uint32_t cost) const;
+  // last use on success, unless `record_use` is false (a key presented where agent keys are
+  // refused is not a use of it).
+  VerifyOutcome verify(std::string_view api_key, std::uint32_t cost, bool record_use = true) const;
 
   const std::vector<RateLimitTier>& tiers() const { return tiers_; }
 

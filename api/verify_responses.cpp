@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "api/errors.h"
+#include "domain/text.h"
 
 namespace keyledger::api {
 
@@ -238,7 +239,7 @@ std::variant<TokenCaller, Response> authenticate_service_token(const Request& re
   }
   if (presented->starts_with(kApiKeyPrefix)) {
     // An agent key is never a service token: a working one lacks the scope, others are unknown.
-    const auto outcome = verifier.verify(*presented, 0);
+    const auto outcome = verifier.verify(*presented, 0, /*record_use=*/false);
     if (outcome.code == VerifyCode::kValid || outcome.code == VerifyCode::kRateLimited) {
       return error_response(403, "forbidden", "agent keys cannot call this route", req.request_id);
     }
@@ -257,9 +258,12 @@ std::variant<TokenCaller, Response> authenticate_service_token(const Request& re
   }
   TokenCaller caller;
   if (auto x_actor = req.headers.get("x-actor"); x_actor && token->has_scope("manage")) {
-    if (x_actor->size() > kMaxActorChars) {
-      return error_response(422, "validation_failed", "X-Actor is too long", req.request_id,
-                            {{"X-Actor", "must be at most 128 characters"}});
+    // It goes into events: valid UTF-8 on one line, counted in characters (API.md §3).
+    const auto chars = count_text_characters(*x_actor, TextForm::kSingleLine);
+    if (!chars || *chars > kMaxActorChars) {
+      return error_response(422, "validation_failed", "X-Actor is not acceptable", req.request_id,
+                            {{"X-Actor", "must be valid UTF-8 of at most " + std::to_string(kMaxActorChars) +
+                                             " characters, without control characters"}});
     }
     caller.on_behalf_of = std::string(*x_actor);
   }
@@ -285,6 +289,14 @@ Response verify_response(const Request& req, const Verifier& verifier, Metrics& 
   const auto started = std::chrono::steady_clock::now();
   const auto outcome = verifier.verify(api_key.value_or(""), static_cast<std::uint32_t>(cost.value_or(1)));
   metrics.observe_verification(outcome.code, std::chrono::steady_clock::now() - started);
+  if (outcome.code == VerifyCode::kRateLimited && outcome.tier != nullptr && cost &&
+      *cost > static_cast<std::int64_t>(outcome.tier->burst)) {
+    // Waiting would not help: a bucket never holds more than the burst.
+    return error_response(422, "validation_failed", "cost exceeds what the key's rate-limit tier can ever admit",
+                          req.request_id,
+                          {{"cost", "must be at most the burst of the key's tier (" +
+                                        std::to_string(outcome.tier->burst) + ")"}});
+  }
   Json out = {{"valid", outcome.valid()}, {"code", verify_code_name(outcome.code)}};
   if (outcome.valid()) {
     const KeyEntry& e = *outcome.entry;

@@ -309,6 +309,16 @@ struct OutboxRelay::Impl {
 
   // Publishes one event and its key-state snapshot. False if anything failed.
   bool publish(const v1::Event& event) {
+    if (is_unreadable(event)) {
+      // A record the store cannot decode (it logged and counts it): there is nothing to
+      // publish, and stopping here would stop publication for every agent for good.
+      if (unconfirmed.empty()) {
+        confirmed = event.position();
+      } else {
+        unconfirmed.push_back(0);
+      }
+      return true;
+    }
     std::vector<OutgoingMessage> messages;
     messages.push_back({&options.events_topic, event_message_key(event), event.SerializeAsString(), &event});
     if (!options.state_topic.empty()) {

@@ -589,7 +589,7 @@ void WebhookDispatcher::stop() {
 Status WebhookDispatcher::retry(const std::string& agent_id, const std::string& event_id) {
   Impl& m = *impl_;
   const auto not_found = [&] {
-    return Status::NotFound("event_not_found", "no key event " + event_id + " of agent " + agent_id);
+    return Status::NotFound("event_not_found", "no such key event for this agent");
   };
   auto event = m.store.read_event(event_id);
   if (!event.ok()) {

@@ -154,8 +154,9 @@ KeyState* find_key_mut(AgentState& state, std::string_view key_id) {
   return nullptr;
 }
 
-Status key_not_found(std::string_view key_id) {
-  return Status::NotFound("key_not_found", "no key " + std::string(key_id));
+// Never quotes the id asked for: a full key pasted where a key id belongs must not come back.
+Status key_not_found() {
+  return Status::NotFound("key_not_found", "no such key");
 }
 
 Status key_not_active(const KeyState& key, TimePoint now) {
@@ -399,7 +400,8 @@ AgentState fold_agent(const std::vector<v1::Event>& events) {
 std::vector<FieldError> validate_profile(const AgentProfile& profile, const RegisterAgentOptions& options) {
   std::vector<FieldError> errors;
   check_text_length(errors, "name", profile.name, kMinNameChars, kMaxNameChars);
-  check_text_length(errors, "description", profile.description, kMinDescriptionChars, kMaxDescriptionChars);
+  check_text_length(errors, "description", profile.description, kMinDescriptionChars, kMaxDescriptionChars,
+                    TextForm::kMultiLine);
   check_list(errors, "skills", profile.skills, kMaxSkills);
   check_list(errors, "languages", profile.languages, kMaxLanguages);
   if (std::string problem = webhook_url_problem(profile.webhook_url, options.allow_insecure_webhooks);
@@ -479,7 +481,7 @@ Result<Decision> create_key(const AgentState& state, const CreateKey& cmd, Comma
 Result<Decision> rotate_key(const AgentState& state, const RotateKey& cmd, CommandContext& ctx) {
   const KeyState* old_key = state.find_key(cmd.key_id);
   if (old_key == nullptr) {
-    return key_not_found(cmd.key_id);
+    return key_not_found();
   }
   std::vector<FieldError> errors;
   if (cmd.label) {
@@ -539,10 +541,10 @@ Result<Decision> rotate_key(const AgentState& state, const RotateKey& cmd, Comma
 Result<Decision> revoke_key(const AgentState& state, const RevokeKey& cmd, CommandContext& ctx) {
   const KeyState* key = state.find_key(cmd.key_id);
   if (key == nullptr) {
-    return key_not_found(cmd.key_id);
+    return key_not_found();
   }
   std::vector<FieldError> errors;
-  check_text_length(errors, "reason", cmd.reason, 0, kMaxRevocationReasonChars);
+  check_text_length(errors, "reason", cmd.reason, 0, kMaxRevocationReasonChars, TextForm::kMultiLine);
   if (!errors.empty()) {
     return invalid("the revocation request is invalid", std::move(errors));
   }
@@ -567,10 +569,10 @@ Result<Decision> report_compromise(const AgentState& state, const ReportCompromi
                                    CommandContext& ctx) {
   const KeyState* key = state.find_key(cmd.key_id);
   if (key == nullptr) {
-    return key_not_found(cmd.key_id);
+    return key_not_found();
   }
   std::vector<FieldError> errors;
-  check_text_length(errors, "note", cmd.note, 0, kMaxCompromiseNoteChars);
+  check_text_length(errors, "note", cmd.note, 0, kMaxCompromiseNoteChars, TextForm::kMultiLine);
   check_text_length(errors, "source", cmd.source, 0, kMaxCompromiseSourceChars);
   if (!errors.empty()) {
     return invalid("the compromise report is invalid", std::move(errors));
@@ -610,7 +612,7 @@ Result<Decision> report_compromise(const AgentState& state, const ReportCompromi
 Result<Decision> expire_key(const AgentState& state, std::string_view key_id, CommandContext& ctx) {
   const KeyState* key = state.find_key(key_id);
   if (key == nullptr) {
-    return key_not_found(key_id);
+    return key_not_found();
   }
   const TimePoint now = ctx.clock.now();
   if (key->status != KeyStatus::kActive || !key->expires_at || now < *key->expires_at) {

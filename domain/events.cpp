@@ -130,6 +130,10 @@ std::string event_agent_id(const v1::Event& event) {
   return "";
 }
 
+bool is_unreadable(const v1::Event& event) {
+  return event.event_id().empty() && event.payload_case() == v1::Event::PAYLOAD_NOT_SET;
+}
+
 std::string event_key_id(const v1::Event& event) {
   switch (event.payload_case()) {
     case v1::Event::kKeyCreated:

@@ -21,6 +21,10 @@ std::string_view event_type_name(v1::Event::PayloadCase payload);
 
 // The agent and key an event is about ("" where it has none).
 std::string event_agent_id(const v1::Event& event);
+// True for the stand-in the event store returns for a record it cannot decode: only position
+// (and, read by stream, stream and stream_version) set, no event_id, no payload. Consumers
+// pass over it (it changes no state and is published nowhere); the store counts and logs it.
+bool is_unreadable(const v1::Event& event);
 std::string event_key_id(const v1::Event& event);
 
 // Conversions between TimePoint and protobuf Timestamps (nanosecond precision).

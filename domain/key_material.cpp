@@ -3,6 +3,7 @@
 #include <sodium.h>
 
 #include <cstdlib>
+#include <tuple>
 
 namespace keyledger {
 
@@ -123,7 +124,8 @@ std::string generate_webhook_secret(RandomSource& random) {
 }
 
 bool digest_equal(const Digest& a, const Digest& b) {
-  return sodium_memcmp(a.data(), b.data(), a.size()) == 0;
+  static_assert(std::tuple_size_v<Digest> == crypto_verify_32_BYTES);
+  return crypto_verify_32(a.data(), b.data()) == 0;
 }
 
 std::string to_hex(std::string_view bytes) {

@@ -41,7 +41,7 @@ std::string service_token_hint(std::string_view token);
 // A fresh webhook signing secret, `whsec_` + 43 base64url characters.
 std::string generate_webhook_secret(RandomSource& random);
 
-// Constant-time comparison of two digests (sodium_memcmp).
+// Constant-time comparison of two digests (crypto_verify_32).
 bool digest_equal(const Digest& a, const Digest& b);
 
 // Lowercase hex of a digest or any byte string (libsodium's sodium_bin2hex).

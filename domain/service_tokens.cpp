@@ -111,7 +111,7 @@ Result<TokenDecision> revoke_service_token(const TokenRegistryState& state, cons
                                            CommandContext& ctx) {
   auto it = state.tokens.find(token_id);
   if (it == state.tokens.end()) {
-    return Status::NotFound("token_not_found", "no service token " + token_id);
+    return Status::NotFound("token_not_found", "no such service token");
   }
   if (!it->second.active()) {
     return Status::Conflict("token_not_active", "service token " + token_id + " is already revoked");

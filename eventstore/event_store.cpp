@@ -6,6 +6,7 @@
 #include <rocksdb/options.h>
 #include <rocksdb/utilities/options_util.h>
 #include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -13,6 +14,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -107,6 +109,29 @@ struct EventStore::Impl {
   // Set when a WAL sync failed: what was written since is of unknown durability, so the
   // store refuses appends until it is reopened (recovery then decides).
   std::atomic<bool> broken{false};
+
+  // Records met that do not decode (unreadable_events()), and the positions already logged.
+  std::atomic<std::uint64_t> unreadable{0};
+  std::mutex unreadable_mutex;
+  std::set<std::uint64_t> unreadable_logged;
+
+  // The stand-in for a record at `position` that does not decode (is_unreadable): readers go
+  // on past it instead of stopping at it for good. Said loudly, once per position.
+  v1::Event unreadable_event(std::uint64_t position) {
+    {
+      std::lock_guard lock(unreadable_mutex);
+      if (unreadable_logged.insert(position).second) {
+        unreadable.fetch_add(1, std::memory_order_relaxed);
+        spdlog::error(
+            "event store: the event at position {} cannot be decoded; every reader passes over it "
+            "(see README, Operations: unreadable events)",
+            position);
+      }
+    }
+    v1::Event e;
+    e.set_position(position);
+    return e;
+  }
 
   ~Impl() {
     {
@@ -339,6 +364,29 @@ struct EventStore::Impl {
   }
 };
 
+namespace {
+
+// Nothing is appended that could not be read back: an event that does not survive an encode
+// and a decode (a proto3 string that is not valid UTF-8 is refused by the decoder, not the
+// encoder) would stop every reader of the log at its position.
+Status check_readable(std::string_view stream, const std::vector<v1::Event>& events) {
+  v1::Event probe;
+  std::string bytes;
+  probe.set_stream(std::string(stream));  // stored in every event of the append
+  if (!probe.SerializeToString(&bytes) || !probe.ParseFromString(bytes)) {
+    return Status::InvalidArgument("invalid stream name");
+  }
+  for (const v1::Event& e : events) {
+    if (!e.SerializeToString(&bytes) || !probe.ParseFromString(bytes)) {
+      return Status::InvalidArgument("event " + std::string(event_type_name(e.payload_case())) +
+                                     " would not decode (a text field that is not valid UTF-8)");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 EventStore::EventStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 EventStore::~EventStore() = default;
 
@@ -430,6 +478,9 @@ Result<AppendResult> EventStore::append(std::string_view stream, std::int64_t ex
   if (expected_version < kAnyVersion) {
     return Status::InvalidArgument("invalid expected version");
   }
+  if (Status s = check_readable(stream, events); !s.ok()) {
+    return s;
+  }
   auto pending = std::make_unique<PendingAppend>();
   pending->stream = std::string(stream);
   pending->expected_version = expected_version;
@@ -460,7 +511,9 @@ Result<std::vector<v1::Event>> EventStore::read_stream(std::string_view stream,
     }
     v1::Event e;
     if (!e.ParseFromString(value)) {
-      return Status::Corruption("unreadable event in stream " + std::string(stream));
+      e = impl_->unreadable_event(decode_be64(it->value().ToStringView()));
+      e.set_stream(std::string(stream));
+      e.set_stream_version(decode_be64(it->key().ToStringView().substr(prefix.size())));
     }
     out.push_back(std::move(e));
   }
@@ -486,8 +539,7 @@ Result<std::vector<v1::Event>> EventStore::read_all(std::uint64_t from_position,
     }
     v1::Event e;
     if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-      return Status::Corruption("unreadable event at position " +
-                                std::to_string(decode_be64(it->key().ToStringView())));
+      e = impl_->unreadable_event(decode_be64(it->key().ToStringView()));
     }
     out.push_back(std::move(e));
   }
@@ -501,7 +553,7 @@ Result<v1::Event> EventStore::read_event(std::string_view event_id) const {
   std::string pos;
   rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->event_ids_cf, event_id, &pos);
   if (s.IsNotFound()) {
-    return Status::NotFound("event_not_found", "no event " + std::string(event_id));
+    return Status::NotFound("event_not_found", "no such event");
   }
   if (!s.ok()) {
     return from_rocks(s, "read event id");
@@ -516,6 +568,10 @@ Result<v1::Event> EventStore::read_event(std::string_view event_id) const {
     return Status::Corruption("unreadable event " + std::string(event_id));
   }
   return e;
+}
+
+std::uint64_t EventStore::unreadable_events() const {
+  return impl_->unreadable.load(std::memory_order_relaxed);
 }
 
 std::uint64_t EventStore::last_position() const {

@@ -79,11 +79,18 @@ class EventStore {
   // Appends `events` to `stream` atomically, all or nothing. Each event must carry its
   // event_id; position, stream and stream_version are assigned here. Returns the stored
   // events, or VersionConflict if the stream's version is not `expected_version` (nothing is
-  // written), InvalidArgument for an empty list or a duplicate event_id, IoError if the write
+  // written), InvalidArgument for an empty list, a duplicate event_id or an event that would
+  // not decode again (checked by encoding and decoding it here), IoError if the write
   // failed. Thread-safe; blocks until durable.
   Result<AppendResult> append(std::string_view stream, std::int64_t expected_version,
                               std::vector<v1::Event> events);
 
+  // Readers and records that do not decode: read_stream and read_all return, in the place of
+  // a stored record that cannot be decoded (disk corruption, or a writer from before append
+  // checked this), a stand-in with only its position (and stream and version) set, for which
+  // is_unreadable() is true, and count it (unreadable_events) and log it once; read_event
+  // answers Corruption. No record that append() accepted can be unreadable.
+  //
   // The events of one stream with stream_version >= from_version, in order. An unknown
   // stream yields an empty list.
   Result<std::vector<v1::Event>> read_stream(std::string_view stream, std::uint64_t from_version = 1) const;
@@ -95,6 +102,8 @@ class EventStore {
   Result<v1::Event> read_event(std::string_view event_id) const;
   // Position of the last acknowledged event (0 when the log is empty).
   std::uint64_t last_position() const;
+  // How many distinct records that do not decode the readers have met since open.
+  std::uint64_t unreadable_events() const;
 
   // Set before the first append (not thread-safe against concurrent appends).
   void set_commit_listener(CommitListener listener);

@@ -96,7 +96,7 @@ struct PositionWalk {
       v1::Event event;
       if (values_are_events) {
         if (!event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-          return Status::Corruption("unreadable event at position " + std::to_string(position));
+          continue;  // unreadable: not shown (the store's readers count and log it)
         }
       } else {
         const rocksdb::Status s = db->Get(rocksdb::ReadOptions(), events, sf::encode_be64(position), &value);
@@ -107,7 +107,7 @@ struct PositionWalk {
           return sf::from_rocks(s, "read event");
         }
         if (!event.ParseFromString(value)) {
-          return Status::Corruption("unreadable event at position " + std::to_string(position));
+          continue;
         }
       }
       if (!accept(event)) {

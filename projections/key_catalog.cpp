@@ -127,7 +127,7 @@ Result<std::string> KeyCatalog::agent_of_key(std::string_view key_id) const {
   std::string agent_id;
   const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), key_agent_, key_id, &agent_id);
   if (s.IsNotFound()) {
-    return Status::NotFound("key_not_found", "no key " + std::string(key_id));
+    return Status::NotFound("key_not_found", "no such key");
   }
   if (!s.ok()) {
     return sf::from_rocks(s, "read key_agent");

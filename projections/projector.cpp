@@ -318,7 +318,7 @@ Result<AgentState> Projector::load_agent(std::string_view agent_id) const {
   }
   AgentState state = fold_agent(*events);
   if (!state.exists()) {
-    return Status::NotFound("agent_not_found", "no agent " + std::string(agent_id));
+    return Status::NotFound("agent_not_found", "no such agent");
   }
   return state;
 }

@@ -1,5 +1,6 @@
 #include "api/http.h"
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -122,6 +123,28 @@ TEST_CASE("frameable finds CR, LF and NUL at any position and nothing else", "[h
     CAPTURE(length);
     CHECK(frameable(allowed));
   }
+}
+
+TEST_CASE("paths are canonical or refused; queries are decoded", "[http][hardening]") {
+  std::string path;
+  std::map<std::string, std::string> query;
+  for (const std::string target : {"/", "/v1/tokens", "/v1/keys/key_abc/revoke", "/v1/a.b~c-d_e"}) {
+    INFO(target);
+    CHECK(parse_target(target, path, query));
+    CHECK(path == target);
+  }
+  for (const std::string target :
+       {"", "v1/tokens", "//v1//tokens", "/v1/tokens/", "/v1/%74okens", "/v1/agents/ID%2Fkeys", "/v1/./tokens",
+        "/v1/../v1/tokens", "/v1/tokens/..", "/v1/tokens/.", "/v1/a%20b"}) {
+    INFO(target);
+    CHECK_FALSE(parse_target(target, path, query));
+  }
+  REQUIRE(parse_target("/v1/audit?actor=leak%3Acontent&type=key.revoked&x=a+b&flag", path, query));
+  CHECK(path == "/v1/audit");
+  CHECK(query["actor"] == "leak:content");
+  CHECK(query["x"] == "a b");
+  CHECK(query.count("flag") == 1);
+  CHECK_FALSE(parse_target("/v1/audit?actor=%zz", path, query));
 }
 
 }  // namespace keyledger::http

@@ -637,6 +637,59 @@ TEST_CASE("server answers 400 bad_request to malformed requests", "[server]") {
   }
 }
 
+TEST_CASE("server refuses request smuggling: 400 and close (RFC 9112 §6)", "[server][hardening]") {
+  TestServer test;
+  // A "body" that is itself a request: if the server ignored the framing header, it would
+  // answer it as a second request on the same connection.
+  const std::string smuggled = "GET /inline/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string chunked_smuggled = "0\r\n\r\n" + smuggled;
+  const auto refused = [&](const std::string& head_fields, const std::string& body) {
+    Client client(test.server.port());
+    REQUIRE_FALSE(client.send_raw("POST /inline/first HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+                                  head_fields + "\r\n" + body));
+    const Response response = client.receive();
+    INFO(head_fields);
+    CHECK(response.result_int() == 400);
+    CHECK(json_of(response).at("error").at("code") == "bad_request");
+    CHECK(header(response, "Connection") == "close");
+    CHECK(closed_by_peer(client.read_until_closed()));
+  };
+  for (const std::string coding : {"xchunked", "gzip", "identity", "chunked, identity", "gzip, chunked",
+                                   "chunked, chunked"}) {
+    refused("Transfer-Encoding: " + coding + "\r\n", chunked_smuggled);
+  }
+  refused("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", chunked_smuggled);
+  refused("Content-Length: 5\r\nContent-Length: 6\r\n", smuggled);
+  refused("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", chunked_smuggled);
+  refused("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", chunked_smuggled);
+  refused("Authorization: Bearer a\r\nAuthorization: Bearer b\r\n", "");
+  refused("Authorization: Bearer a\r\nauthorization: Bearer b\r\n", "");
+  // Plain chunked, in any letter case, still works.
+  Client client(test.server.port());
+  REQUIRE_FALSE(client.send_raw("POST /inline/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"
+                                "2\r\n{}\r\n0\r\n\r\n"));
+  const Response response = client.receive();
+  CHECK(response.result_int() == 200);
+  CHECK(json_of(response).at("body") == "{}");
+}
+
+TEST_CASE("server refuses non-canonical paths before routing", "[server][hardening]") {
+  TestServer test;
+  Client client(test.server.port());
+  for (const std::string target : {"/inline/ID%2Fkeys", "//inline//a", "/inline/%74okens", "/inline/a/",
+                                   "/inline/./a", "/inline/../a", "/inline/a/..", "/inline//"}) {
+    const Response response = client.round_trip(make_request(bhttp::verb::get, target));
+    INFO(target);
+    CHECK(response.result_int() == 400);
+    CHECK(json_of(response).at("error").at("code") == "bad_request");
+  }
+  // The query is still decoded; canonical paths pass as sent.
+  const Response ok = client.round_trip(make_request(bhttp::verb::get, "/inline/a.b/c-d_e~f?x=%2F+y"));
+  CHECK(ok.result_int() == 200);
+  CHECK(json_of(ok).at("path") == "/inline/a.b/c-d_e~f");
+  CHECK(json_of(ok).at("query").at("x") == "/ y");
+}
+
 TEST_CASE("server closes a connection idle for idle_timeout", "[server]") {
   const ServerOptions options = test_options();
   TestServer test(options);

@@ -262,4 +262,41 @@ TEST_CASE("keyledger rebuild-projections on a stopped server's directory keeps e
   CHECK(server.stop() == 0);
 }
 
+TEST_CASE("keyledger --help and every subcommand's --help print the options and exit 0", "[e2e]") {
+  testing::TempDir dir;
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--help"}, {"serve", "--help"}, {"serve", "-h"}, {"rebuild-projections", "--help"},
+        {"token", "create", "--help"}, {"webhooks", "--help"}}) {
+    const auto result = run_cli(dir.path(), args);
+    INFO(args.front() << " " << args.back() << ": " << result.err);
+    CHECK(result.exit_code == 0);
+    CHECK(result.out.find("--data-dir") != std::string::npos);
+  }
+  CHECK(run_cli(dir.path(), {"serve", "--no-such-flag"}).exit_code == 2);
+  // Nothing was started: no data directory appeared.
+  CHECK_FALSE(std::filesystem::exists(dir.path() / "keyledger-data"));
+}
+
+TEST_CASE("the data directory and every file in it are owner-only", "[e2e]") {
+  namespace fs = std::filesystem;
+  testing::TempDir dir;
+  const fs::path data_dir = dir.path() / "data";
+  fs::create_directories(data_dir);
+  fs::permissions(data_dir, fs::perms::all);  // 0777: tightened at start
+  {
+    ServerProcess server(data_dir);
+    const auto token = server.bootstrap_token();
+    CHECK(server.request("POST", "/v1/agents", agent_body(), token).status == 201);
+  }
+  const fs::perms open_to_others = fs::perms::group_all | fs::perms::others_all;
+  CHECK((fs::status(data_dir).permissions() & open_to_others) == fs::perms::none);
+  std::size_t files = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(data_dir)) {
+    INFO(entry.path());
+    CHECK((fs::symlink_status(entry.path()).permissions() & open_to_others) == fs::perms::none);
+    ++files;
+  }
+  CHECK(files > 5);  // the pepper, the bootstrap token, RocksDB's files
+}
+
 }  // namespace keyledger::e2e

@@ -1,6 +1,7 @@
 #include "eventstore/event_store.h"
 
 #include <catch2/catch.hpp>
+#include <rocksdb/db.h>
 
 #include <atomic>
 #include <set>
@@ -215,6 +216,49 @@ TEST_CASE("concurrent appenders get distinct gap-free positions; conflicts lose 
   for (std::size_t i = 0; i < shared->size(); ++i) {
     REQUIRE((*shared)[i].stream_version() == i + 1);
   }
+}
+
+TEST_CASE("an event that would not decode again is refused and nothing is written", "[eventstore][hardening]") {
+  testing::TempDir dir;
+  auto store = open_store(dir.path());
+  v1::Event bad = make_event("e1");
+  bad.set_actor("caf\xe9");  // Latin-1: a proto3 string must be UTF-8, so decoding it fails
+  auto refused = store->append("agent-a", kNoStream, {make_event("e0"), bad});
+  CHECK(refused.status().IsInvalidArgument());
+  CHECK(store->last_position() == 0);
+  CHECK(store->append("agent-\xff", kNoStream, {make_event("e2")}).status().IsInvalidArgument());
+  REQUIRE(store->append("agent-a", kNoStream, {make_event("e3")}).ok());
+  CHECK(store->last_position() == 1);
+}
+
+TEST_CASE("a stored record that does not decode is passed over by readers, counted once", "[eventstore][hardening]") {
+  testing::TempDir dir;
+  {
+    auto store = open_store(dir.path());
+    REQUIRE(store->append("agent-a", kNoStream, {make_event("e1"), make_event("e2"), make_event("e3")}).ok());
+    // Damage position 2 below the store, as a bad disk or an old bug could.
+    REQUIRE(store->db()
+                ->Put(rocksdb::WriteOptions(), store->column_family("events"), encode_be64(2), "\xff\xff\xff garbage")
+                .ok());
+  }
+  auto store = open_store(dir.path());
+  auto all = store->read_all(1, 10);
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == 3);
+  CHECK((*all)[0].event_id() == "e1");
+  CHECK(is_unreadable((*all)[1]));
+  CHECK((*all)[1].position() == 2);
+  CHECK((*all)[2].event_id() == "e3");
+  auto stream = store->read_stream("agent-a");
+  REQUIRE(stream.ok());
+  REQUIRE(stream->size() == 3);
+  CHECK(is_unreadable((*stream)[1]));
+  CHECK((*stream)[1].stream_version() == 2);
+  CHECK((*stream)[1].stream() == "agent-a");
+  CHECK(store->unreadable_events() == 1);  // met twice, counted once
+  // Appends go on after it.
+  REQUIRE(store->append("agent-a", 3, {make_event("e4")}).ok());
+  CHECK(store->last_position() == 4);
 }
 
 }  // namespace keyledger

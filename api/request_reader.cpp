@@ -1,0 +1,89 @@
+#include "api/request_reader.h"
+
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/rfc7230.hpp>
+
+namespace keyledger::http {
+
+namespace {
+
+namespace bhttp = boost::beast::http;
+
+std::string_view view(boost::beast::string_view s) { return {s.data(), s.size()}; }
+
+// "name: value\r\n" on the wire.
+constexpr std::size_t kFieldLineOverhead = 4;
+
+// True if the codings listed are exactly one: chunked. Anything else (another coding, chunked
+// not last, chunked twice, an empty list) is refused: keyledger decodes no other coding.
+bool is_only_chunked(std::string_view value) {
+  std::size_t codings = 0;
+  bool chunked = true;
+  for (const auto& coding : bhttp::token_list{boost::beast::string_view(value.data(), value.size())}) {
+    ++codings;
+    chunked = chunked && equals_ignoring_case(view(coding), "chunked");
+  }
+  return codings == 1 && chunked;
+}
+
+}  // namespace
+
+void RequestReader::on_request_impl(bhttp::verb /*method*/, string_view method_text, string_view target,
+                                    int version, error_code& /*ec*/) {
+  request_.method.assign(method_text.data(), method_text.size());
+  target_ok_ = http::parse_target(view(target), request_.path, request_.query);
+  version_ = version == 10 ? 10 : 11;
+}
+
+void RequestReader::on_response_impl(int /*code*/, string_view /*reason*/, int /*version*/, error_code& /*ec*/) {}
+
+void RequestReader::on_field_impl(bhttp::field name, string_view name_text, string_view value, error_code& ec) {
+  if (in_trailer_) {
+    trailer_bytes_ += name_text.size() + value.size() + kFieldLineOverhead;
+    if (trailer_bytes_ > max_trailer_bytes_) {
+      ec = bhttp::error::header_limit;
+    }
+    return;
+  }
+  if (name == bhttp::field::transfer_encoding && !is_only_chunked(view(value))) {
+    refusal_ = "Transfer-Encoding other than chunked is not supported";
+    ec = bhttp::error::bad_transfer_encoding;
+    return;
+  }
+  if (name == bhttp::field::authorization) {
+    if (has_authorization_) {
+      refusal_ = "more than one Authorization header";
+      ec = bhttp::error::bad_field;
+      return;
+    }
+    has_authorization_ = true;
+  }
+  request_.headers.add_folded(view(name_text), view(value));
+}
+
+void RequestReader::on_header_impl(error_code& /*ec*/) {}
+
+void RequestReader::on_body_init_impl(const boost::optional<std::uint64_t>& length, error_code& /*ec*/) {
+  // The parser has already refused a Content-Length over the body limit.
+  if (length) {
+    request_.body.reserve(static_cast<std::size_t>(*length));
+  }
+}
+
+std::size_t RequestReader::on_body_impl(string_view body, error_code& /*ec*/) {
+  request_.body.append(body.data(), body.size());
+  return body.size();
+}
+
+void RequestReader::on_chunk_header_impl(std::uint64_t size, string_view /*extensions*/, error_code& /*ec*/) {
+  in_trailer_ = in_trailer_ || size == 0;  // the last chunk: what follows is the trailer
+}
+
+std::size_t RequestReader::on_chunk_body_impl(std::uint64_t /*remain*/, string_view body, error_code& /*ec*/) {
+  request_.body.append(body.data(), body.size());
+  return body.size();
+}
+
+void RequestReader::on_finish_impl(error_code& /*ec*/) {}
+
+}  // namespace keyledger::http

@@ -1,0 +1,242 @@
+// Regression tests for the findings of the first hostile review (issue 13): each one a way a
+// single request could poison the log, slip past a rule or leak, now refused or made harmless.
+#include <catch2/catch.hpp>
+
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "api/api_fixture.h"
+#include "domain/text.h"
+
+namespace keyledger::api {
+
+using namespace test;
+
+namespace {
+
+// Every event of the log, read back through the store: what every consumer would decode.
+std::vector<v1::Event> whole_log(World& w) {
+  auto events = w.store->read_all(1, 1'000'000);
+  REQUIRE(events.ok());
+  for (const auto& e : *events) {
+    CHECK_FALSE(is_unreadable(e));
+  }
+  return *events;
+}
+
+}  // namespace
+
+TEST_CASE("hardening: an X-Actor that is not valid one-line UTF-8 is refused and appends nothing",
+          "[handlers][hardening]") {
+  World w;
+  const std::string agent_id = w.register_agent();
+  const auto key = w.create_key(agent_id);
+  const std::uint64_t before = w.store->last_position();
+  for (const std::string& actor : {std::string("caf\xe9"), std::string("a\0b", 3), std::string("tab\there"),
+                                  std::string("\xc3"), std::string(129, 'a')}) {
+    INFO(actor);
+    const auto res = w.post("/v1/keys/" + key.key_id + "/revoke", Json::object(), w.manage, {{"X-Actor", actor}});
+    CHECK(detail_fields(w.expect_error(res, 422, "validation_failed")) == std::set<std::string>{"X-Actor"});
+  }
+  CHECK(w.store->last_position() == before);
+  CHECK(w.code_of(key.api_key) == "VALID");
+  // 128 characters are counted as characters, not bytes: 128 two-byte letters are fine.
+  std::string accented;
+  for (int i = 0; i < 128; ++i) {
+    accented += "\xc3\xa9";
+  }
+  const auto res = w.post("/v1/keys/" + key.key_id + "/revoke", Json::object(), w.manage, {{"X-Actor", accented}});
+  REQUIRE(res.status == 200);
+  const auto log = whole_log(w);
+  CHECK(log.back().actor() == "dashboard (" + accented + ")");
+  CHECK(w.code_of(key.api_key) == "REVOKED");
+}
+
+TEST_CASE("hardening: the event store appends nothing that would not decode again", "[eventstore][hardening]") {
+  World w;
+  const std::string agent_id = w.register_agent();
+  const std::uint64_t before = w.store->last_position();
+  v1::Event bad;
+  bad.set_event_id("evt-bad-utf8");
+  bad.set_actor("caf\xe9");
+  bad.mutable_key_revoked()->set_agent_id(agent_id);
+  auto appended = w.store->append(agent_stream(agent_id), kAnyVersion, {bad});
+  CHECK(appended.status().IsInvalidArgument());
+  CHECK(w.store->last_position() == before);
+  // The agent is untouched: it still reads, takes keys and is audited.
+  CHECK(w.get("/v1/agents/" + agent_id, w.manage).status == 200);
+  w.create_key(agent_id);
+  CHECK(w.get("/v1/audit", w.auditor).status == 200);
+}
+
+TEST_CASE("hardening: control characters are refused in one-line fields, kept out of prose but for line breaks",
+          "[handlers][hardening]") {
+  World w;
+  Json nul_name = agent_body(std::string("a\0b", 3));
+  CHECK(detail_fields(w.expect_error(w.post("/v1/agents", nul_name, w.manage), 422, "validation_failed")) ==
+        std::set<std::string>{"name"});
+  Json escape_skill = agent_body();
+  escape_skill["skills"] = {"pdf", "\x1b[31mred"};
+  CHECK(detail_fields(w.expect_error(w.post("/v1/agents", escape_skill, w.manage), 422, "validation_failed")) ==
+        std::set<std::string>{"skills[1]"});
+  Json multiline = agent_body();
+  multiline["description"] = "Extracts line items\nfrom PDF invoices.\tFast.";
+  CHECK(w.post("/v1/agents", multiline, w.manage).status == 201);
+  Json nul_description = agent_body();
+  nul_description["description"] = std::string("Extracts line items from\0 PDF invoices.", 39);
+  CHECK(detail_fields(w.expect_error(w.post("/v1/agents", nul_description, w.manage), 422,
+                                     "validation_failed")) == std::set<std::string>{"description"});
+  const std::string agent_id = w.register_agent();
+  CHECK(detail_fields(w.expect_error(
+            w.post("/v1/agents/" + agent_id + "/keys", Json{{"label", std::string("a\0", 2)}}, w.manage), 422,
+            "validation_failed")) == std::set<std::string>{"label"});
+}
+
+TEST_CASE("hardening: a leak report revokes whatever its source says, with a bounded actor",
+          "[handlers][hardening]") {
+  World w;
+  const std::string agent_id = w.register_agent();
+  // A source that a byte cut at 200 would split inside a character, one far too long, one with
+  // control characters.
+  std::string split_me(199, 'x');
+  split_me += "\xc3\xa9\xc3\xa9";
+  const std::vector<std::string> sources = {split_me, std::string(60'000, 's'), std::string("a\0\x1b" "b", 4)};
+  for (const auto& source : sources) {
+    const auto key = w.create_key(agent_id);
+    const Json report = Json::array({{{"token", key.api_key}, {"type", "clawgig_api_key"}, {"source", source}}});
+    const auto res = w.post("/v1/leaks", report, w.scanner);
+    INFO(res.body);
+    REQUIRE(res.status == 200);
+    CHECK(parse(res)[0]["result"] == "revoked");
+    CHECK(w.code_of(key.api_key) == "COMPROMISED");
+    const v1::Event last = whole_log(w).back();
+    REQUIRE(last.has_key_compromised());
+    CHECK(last.actor().rfind("leak:", 0) == 0);
+    CHECK(count_text_characters(last.actor(), TextForm::kSingleLine).value_or(9999) <= kMaxActorChars);
+    CHECK(count_text_characters(last.key_compromised().source(), TextForm::kSingleLine).value_or(9999) <=
+          kMaxCompromiseSourceChars);
+  }
+}
+
+TEST_CASE("hardening: error messages never quote what was asked for", "[handlers][hardening]") {
+  World w;
+  const std::string pasted_key = "cg_0123456789abcdef0123456789abcdef";
+  for (const auto& [method, target] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/v1/keys/" + pasted_key},
+           {"POST", "/v1/keys/" + pasted_key + "/revoke"},
+           {"GET", "/v1/agents/" + pasted_key},
+           {"POST", "/v1/tokens/" + pasted_key + "/revoke"}}) {
+    const std::string& credential = target.starts_with("/v1/tokens") ? w.admin : w.manage;
+    const auto res = method == "GET" ? w.get(target, credential) : w.post(target, Json::object(), credential);
+    INFO(method << " " << target << " -> " << res.body);
+    CHECK(res.status == 404);
+    CHECK(res.body.find(pasted_key) == std::string::npos);
+    CHECK(res.body.find("0123456789abcdef") == std::string::npos);
+  }
+}
+
+TEST_CASE("hardening: an agent key refused on a service route is not a use of it", "[handlers][hardening]") {
+  World w;
+  const std::string agent_id = w.register_agent();
+  const auto key = w.create_key(agent_id);
+  w.clock.advance(std::chrono::seconds(5));
+  CHECK(w.get("/v1/tokens", key.api_key).status == 403);
+  CHECK(w.post("/v1/verify", Json{{"api_key", key.api_key}}, key.api_key).status == 403);
+  CHECK(parse(w.get("/v1/keys/" + key.key_id, w.auditor))["last_used_at"].is_null());
+  // Its own routes are a use.
+  CHECK(w.get("/v1/self", key.api_key).status == 200);
+  CHECK(parse(w.get("/v1/keys/" + key.key_id, w.auditor))["last_used_at"] == w.now_text());
+}
+
+TEST_CASE("hardening: a verification cost above the tier's burst is refused as such, not rate limited",
+          "[handlers][hardening]") {
+  World w;
+  const std::string agent_id = w.register_agent();
+  const auto key = w.create_key(agent_id);
+  const auto res = w.post("/v1/verify", Json{{"api_key", key.api_key}, {"cost", 101}}, w.gateway);
+  CHECK(detail_fields(w.expect_error(res, 422, "validation_failed")) == std::set<std::string>{"cost"});
+  // The burst itself is admitted, once; then the bucket is empty and waiting helps.
+  CHECK(w.verify(key.api_key, 100)["code"] == "VALID");
+  const Json limited = w.verify(key.api_key, 100);
+  CHECK(limited["code"] == "RATE_LIMITED");
+  CHECK(limited["retry_after_seconds"] == 2);
+}
+
+TEST_CASE("hardening: /metrics labels come from known sets, whatever the method", "[handlers][hardening]") {
+  World w;
+  for (int i = 0; i < 50; ++i) {
+    w.raw("M" + std::string(200, static_cast<char>('A' + i % 26)) + std::to_string(i), "/v1/tokens", "", "");
+  }
+  w.raw("GET", "/v1/tokens", "", "");
+  const std::string metrics = w.get("/metrics", "").body;
+  CHECK(metrics.find("AAAAAAAAAA") == std::string::npos);
+  CHECK(metrics.find("method=\"OTHER\"") != std::string::npos);
+  CHECK(metrics.size() < 16 * 1024);
+}
+
+TEST_CASE("hardening: concurrent commands on the same agents are serialised, never refused",
+          "[handlers][hardening]") {
+  World w;
+  constexpr int kAgents = 8;
+  constexpr int kCommandsPerAgent = 50;
+  struct AgentPlan {
+    std::string agent_id;
+    std::vector<std::string> keys_to_revoke;
+  };
+  std::vector<AgentPlan> plans;
+  for (int a = 0; a < kAgents; ++a) {
+    AgentPlan plan{w.register_agent("Agent " + std::to_string(a)), {}};
+    for (int k = 0; k < 5; ++k) {
+      plan.keys_to_revoke.push_back(w.create_key(plan.agent_id).key_id);
+    }
+    plans.push_back(std::move(plan));
+  }
+  // Per agent: 5 revocations, 5 key creations (room for them whatever the order), 40 tier
+  // changes, all at once from many threads. Api::handle is what the server's workers call.
+  struct Outcome {
+    unsigned status;
+    std::string body;
+  };
+  std::vector<std::future<Outcome>> outcomes;
+  for (const auto& plan : plans) {
+    for (int i = 0; i < kCommandsPerAgent; ++i) {
+      outcomes.push_back(std::async(std::launch::async, [&w, &plan, i] {
+        http::Request req;
+        req.method = i % 10 == 0 ? "POST" : (i % 10 == 1 ? "POST" : "PUT");
+        std::string target;
+        if (i % 10 == 0) {
+          target = "/v1/keys/" + plan.keys_to_revoke[static_cast<std::size_t>(i / 10)] + "/revoke";
+          req.body = "{}";
+        } else if (i % 10 == 1) {
+          target = "/v1/agents/" + plan.agent_id + "/keys";
+          req.body = "{}";
+        } else {
+          target = "/v1/agents/" + plan.agent_id + "/rate-limit";
+          req.body = i % 2 == 0 ? R"({"tier": "elevated"})" : R"({"tier": "standard"})";
+        }
+        REQUIRE(http::parse_target(target, req.path, req.query));
+        req.headers.set("Authorization", "Bearer " + w.manage);
+        req.headers.set("Content-Type", "application/json");
+        req.request_id = "concurrent-" + std::to_string(i);
+        http::Response res = w.api->handle(req);
+        return Outcome{res.status, res.body};
+      }));
+    }
+  }
+  for (auto& f : outcomes) {
+    const Outcome o = f.get();
+    INFO(o.body);
+    CHECK((o.status == 200 || o.status == 201));
+  }
+  for (const auto& plan : plans) {
+    const Json agent = parse(w.get("/v1/agents/" + plan.agent_id, w.manage));
+    CHECK(agent["active_key_count"] == 5);
+    for (const auto& key_id : plan.keys_to_revoke) {
+      CHECK(parse(w.get("/v1/keys/" + key_id, w.manage))["status"] == "revoked");
+    }
+  }
+}
+
+}  // namespace keyledger::api
