@@ -72,6 +72,7 @@ struct Config {
   std::string webhook_ca_file;
   bool replica = false;
   std::size_t io_threads = 2;
+  std::size_t max_connections = 10'000;
   std::size_t worker_threads = 8;
   std::string log_level = "info";
   bool help = false;  // --help was given: the options were printed, nothing is to run
@@ -102,6 +103,8 @@ po::options_description common_options(Config& c, std::string& pepper_file, std:
       "webhook-ca-file", po::value(&c.webhook_ca_file), "extra trusted CAs (PEM) for webhook TLS")(
       "replica", po::bool_switch(&c.replica), "run as a verifier replica fed from Kafka")(
       "io-threads", po::value(&c.io_threads), "threads serving connections")(
+      "max-connections", po::value(&c.max_connections),
+      "open connections at most; more are closed on accept (default 10000)")(
       "worker-threads", po::value(&c.worker_threads), "threads running commands")(
       "log-level", po::value(&c.log_level), "trace | debug | info | warn | error");
   return o;
@@ -319,6 +322,7 @@ int serve_replica(const Config& config) {
   api::ServerOptions server_options;
   server_options.listen = config.listen;
   server_options.io_threads = config.io_threads;
+  server_options.max_connections = config.max_connections;
   server_options.worker_threads = 1;
   api::Server server(server_options, api);
   if (Status s = server.start(); !s.ok()) {
@@ -550,6 +554,10 @@ int serve(Config config) {
   Projector& projector = *node.projector;
   metrics.add_gauge("keyledger_log_position", "Position of the last acknowledged event.",
                     [&] { return static_cast<double>(store.last_position()); });
+  metrics.add_gauge("keyledger_log_writable",
+                    "1 while the event log takes writes; 0 after a failed write (until it resumes) or fsync "
+                    "(until a restart).",
+                    [&] { return store.write_health().ok() ? 1.0 : 0.0; });
   metrics.add_gauge("keyledger_log_unreadable_events",
                     "Records of the log that do not decode, met since start (each reader passes over them).",
                     [&] { return static_cast<double>(store.unreadable_events()); });
@@ -623,6 +631,7 @@ int serve(Config config) {
   api::ServerOptions server_options;
   server_options.listen = node.config.listen;
   server_options.io_threads = node.config.io_threads;
+  server_options.max_connections = node.config.max_connections;
   server_options.worker_threads = node.config.worker_threads;
   api::Server server(server_options, api);
   if (Status s = server.start(); !s.ok()) {

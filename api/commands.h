@@ -77,6 +77,9 @@ class CommandService {
   // Appends KeyExpired for up to `limit` keys past their expiry; returns how many.
   Result<std::size_t> expire_due(std::size_t limit);
 
+  // Whether the log takes writes (EventStore::write_health).
+  Status write_health() const { return store_.write_health(); }
+
   const CommandServiceOptions& options() const { return options_; }
   const Clock& clock() const { return clock_; }
 

@@ -58,8 +58,12 @@ http::Response status_response(const Status& status, const std::string& request_
     case Status::Code::kUnavailable:
       return error_response(kServiceUnavailable, reason_or(status, "unavailable"), status.message(),
                             request_id);
-    case Status::Code::kOk:
     case Status::Code::kIoError:
+      // The log could not take the change (API contract: commands fail, verification goes on).
+      spdlog::warn("request {}: answering 503 for {}", request_id, status.ToString());
+      return error_response(kServiceUnavailable, "storage_unavailable",
+                            "the event log cannot take writes right now; try again later", request_id);
+    case Status::Code::kOk:
     case Status::Code::kCorruption:
       break;
   }

@@ -302,6 +302,10 @@ struct Api::Impl {
   Response healthz(Request&, const Caller&, const Params&) { return healthz_response(); }
 
   Response readyz(Request& req, const Caller&, const Params&) {
+    if (const Status storage = ctx.commands.write_health(); storage.IsIoError()) {
+      // A failed fsync: only a restart recovers, so the node says so to whoever routes to it.
+      return readyz_response(req, false, storage.message());
+    }
     return readyz_response(req, ctx.ready && ctx.ready(), "projections are catching up");
   }
 

@@ -51,7 +51,9 @@ std::string_view method_label(std::string_view method) {
 Metrics::Metrics() : id_(g_next_metrics_id.fetch_add(1)) {}
 
 ShardedCounter& Metrics::request_counter(std::string_view method, std::string_view route, unsigned status) {
-  const std::tuple<std::string_view, std::string_view, unsigned> labels{method, route, status};
+  // Only on a miss of the caller's thread-local cache: building the owned key costs nothing
+  // that matters.
+  std::tuple<std::string, std::string, unsigned> labels{method, route, status};
   {
     std::shared_lock lock(requests_mutex_);
     if (auto it = requests_.find(labels); it != requests_.end()) {
@@ -59,7 +61,7 @@ ShardedCounter& Metrics::request_counter(std::string_view method, std::string_vi
     }
   }
   std::unique_lock lock(requests_mutex_);
-  auto [it, fresh] = requests_.try_emplace({std::string(method), std::string(route), status}, nullptr);
+  auto [it, fresh] = requests_.try_emplace(std::move(labels), nullptr);
   if (fresh) {
     it->second = std::make_unique<ShardedCounter>();
   }

@@ -65,7 +65,7 @@ class Metrics {
   // Request counters by label set; found through a per-thread cache, so the shared lock is
   // taken only the first time a thread sees a label set.
   mutable std::shared_mutex requests_mutex_;
-  std::map<std::tuple<std::string, std::string, unsigned>, std::unique_ptr<ShardedCounter>, std::less<>> requests_;
+  std::map<std::tuple<std::string, std::string, unsigned>, std::unique_ptr<ShardedCounter>> requests_;
   struct Gauge {
     std::string help;
     std::function<double()> read;

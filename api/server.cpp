@@ -63,6 +63,9 @@ constexpr std::size_t kKeptWriteBufferBytes = 64 * 1024;
 constexpr std::size_t kKeptRequestBodyBytes = 16 * 1024;
 // A failed accept (out of file descriptors, say) is retried after this pause, not in a spin.
 constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
+// Connections refused over the limit are logged once per this many (a flood must not flood
+// the log too).
+constexpr std::uint64_t kRefusalLogEvery = 1000;
 // X-Request-Id: a client's value is kept only if it is this short and made of [A-Za-z0-9._-].
 constexpr std::size_t kMaxRequestIdLength = 128;
 constexpr std::size_t kGeneratedRequestIdBytes = 8;  // 16 hex characters
@@ -872,7 +875,14 @@ struct Server::Impl {
       });
       return;
     }
-    if (!context.draining.load()) {
+    if (context.sessions.size() >= context.options.max_connections) {
+      beast::error_code ignored;
+      socket.close(ignored);
+      if (refused_connections.fetch_add(1, std::memory_order_relaxed) % kRefusalLogEvery == 0) {
+        spdlog::warn("{} open connections, the limit: refusing new ones (refused so far: {})",
+                     context.options.max_connections, refused_connections.load(std::memory_order_relaxed));
+      }
+    } else if (!context.draining.load()) {
       std::make_shared<Session>(std::move(socket), loop, context)->start();
     }
     do_accept(loop);
@@ -902,6 +912,7 @@ struct Server::Impl {
   // Declared first: sessions still queued in a loop's io_context use it while it is destroyed.
   ServerContext context;
   std::vector<std::unique_ptr<Loop>> loops;
+  std::atomic<std::uint64_t> refused_connections{0};  // over max_connections
   std::vector<asio::executor_work_guard<Executor>> work;
   std::vector<std::thread> io_threads;
   std::atomic<std::uint16_t> port{0};

@@ -35,6 +35,10 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{10'000};
   // A request that takes longer than this to arrive is closed. Default 30 s.
   std::chrono::milliseconds request_timeout{30'000};
+  // Open connections at most; one accepted beyond that is closed at once (nginx's
+  // worker_connections does the same), so a flood of idle connections cannot exhaust file
+  // descriptors or memory. Default 10 000.
+  std::size_t max_connections = 10'000;
 };
 
 class Dispatcher {

@@ -30,7 +30,7 @@ constexpr std::array<RoutePattern, 5> kServed = {{
 }};
 
 // The routes of the contract only the primary serves (API.md §2–§4).
-constexpr std::array<RoutePattern, 18> kPrimaryOnly = {{
+constexpr std::array<RoutePattern, 19> kPrimaryOnly = {{
     {"POST", "/v1/tokens"},
     {"GET", "/v1/tokens"},
     {"POST", "/v1/tokens/{token_id}/revoke"},
@@ -40,6 +40,7 @@ constexpr std::array<RoutePattern, 18> kPrimaryOnly = {{
     {"POST", "/v1/agents/{agent_id}/keys"},
     {"GET", "/v1/agents/{agent_id}/keys"},
     {"GET", "/v1/agents/{agent_id}/webhook-deliveries"},
+    {"POST", "/v1/agents/{agent_id}/webhook-deliveries/{event_id}/retry"},
     {"GET", "/v1/keys/due-for-rotation"},
     {"GET", "/v1/keys/{key_id}"},
     {"POST", "/v1/keys/{key_id}/rotate"},

@@ -1,5 +1,7 @@
 #include "domain/agent.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -86,10 +88,11 @@ std::string webhook_url_problem(std::string_view url, bool allow_insecure) {
     if (close == std::string_view::npos || close == 1) {
       return expected;
     }
-    for (char c : host.substr(1, close - 1)) {
-      if (!std::isxdigit(static_cast<unsigned char>(c)) && c != ':' && c != '.') {
-        return expected;
-      }
+    // An IPv6 literal exactly as delivery will parse it (inet_pton, which Asio uses too): what
+    // registers must be deliverable.
+    in6_addr ignored{};
+    if (inet_pton(AF_INET6, std::string(host.substr(1, close - 1)).c_str(), &ignored) != 1) {
+      return expected;
     }
     const std::string_view after = host.substr(close + 1);
     if (!after.empty()) {

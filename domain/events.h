@@ -9,8 +9,6 @@
 
 namespace keyledger {
 
-namespace v1 = ::keyledger::v1;
-
 inline constexpr std::string_view kTokensStream = "tokens";
 
 // `agent-<agent_id>`.

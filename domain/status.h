@@ -60,6 +60,7 @@ class Status {
   bool IsConflict() const { return code_ == Code::kConflict; }
   bool IsVersionConflict() const { return code_ == Code::kVersionConflict; }
   bool IsIoError() const { return code_ == Code::kIoError; }
+  bool IsUnavailable() const { return code_ == Code::kUnavailable; }
 
   Code code() const { return code_; }
   const std::string& reason() const { return reason_; }

@@ -1,9 +1,12 @@
 #include "eventstore/event_store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
 #include <rocksdb/options.h>
+#include <rocksdb/sst_file_manager.h>
 #include <rocksdb/utilities/options_util.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
@@ -80,6 +83,7 @@ struct WrittenGroup {
 
 struct EventStore::Impl {
   EventStoreOptions options;
+  std::unique_ptr<rocksdb::Env> env;  // over options.file_system, if given; outlives db
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   std::map<std::string, rocksdb::ColumnFamilyHandle*, std::less<>> cf_by_name;
@@ -109,6 +113,10 @@ struct EventStore::Impl {
   // Set when a WAL sync failed: what was written since is of unknown durability, so the
   // store refuses appends until it is reopened (recovery then decides).
   std::atomic<bool> broken{false};
+  // Set when a write failed (a full disk, say). Owned by the writer thread: before the next
+  // group it asks RocksDB to resume, and answers the group unavailable until it can.
+  bool needs_resume = false;
+  std::atomic<bool> writes_failing{false};
 
   // Records met that do not decode (unreadable_events()), and the positions already logged.
   std::atomic<std::uint64_t> unreadable{0};
@@ -196,13 +204,62 @@ struct EventStore::Impl {
     }
   }
 
+  // True if a file of a WAL write's size can be written beside the log now. Resume is only
+  // tried then: a resume that fails (the disk still full) can leave RocksDB in a state no
+  // later resume recovers from.
+  rocksdb::Status probe_write() const {
+    constexpr std::size_t kProbeBytes = 64 * 1024;
+    rocksdb::FileSystem* fs = db->GetFileSystem();
+    const std::string path = (options.path / "WRITE_PROBE").string();
+    std::unique_ptr<rocksdb::FSWritableFile> file;
+    rocksdb::IOStatus s = fs->NewWritableFile(path, rocksdb::FileOptions(), &file, nullptr);
+    if (s.ok()) {
+      s = file->Append(rocksdb::Slice(std::string(kProbeBytes, '\0')), rocksdb::IOOptions(), nullptr);
+      const rocksdb::IOStatus closed = file->Close(rocksdb::IOOptions(), nullptr);
+      if (s.ok()) {
+        s = closed;
+      }
+    }
+    fs->DeleteFile(path, rocksdb::IOOptions(), nullptr).PermitUncheckedError();
+    return s;
+  }
+
+  // DB::Resume answers Busy while RocksDB's own recovery from a full disk runs (it retries
+  // every second): wait for that a little, then report whatever it says.
+  rocksdb::Status resume() {
+    constexpr int kBusyPolls = 40;
+    constexpr std::chrono::milliseconds kBusyPoll{50};
+    if (rocksdb::Status probed = probe_write(); !probed.ok()) {
+      return probed;
+    }
+    rocksdb::Status s = db->Resume();
+    for (int i = 0; i < kBusyPolls && s.IsBusy(); ++i) {
+      std::this_thread::sleep_for(kBusyPoll);
+      s = db->Resume();
+    }
+    return s;
+  }
+
   // Validates each append against the current stream versions and writes every accepted one
   // in one WriteBatch; the syncer answers them once they are fsync'd.
   void commit_group(std::vector<std::unique_ptr<PendingAppend>>& group) {
+    Status usable = Status::Ok();
     if (broken) {
-      const Status failed = Status::IoError("a WAL sync failed; reopen the event store to recover");
+      usable = Status::IoError("a WAL sync failed; restart to recover");
+    } else if (needs_resume) {
+      // After a failed write RocksDB refuses writes until it is resumed, which succeeds once
+      // the cause is gone (space freed). Nothing of the failed group was applied.
+      if (const rocksdb::Status resumed = resume(); resumed.ok()) {
+        needs_resume = false;
+        writes_failing = false;
+        spdlog::info("event store: writes resumed");
+      } else {
+        usable = from_rocks(resumed, "storage still failing");
+      }
+    }
+    if (!usable.ok()) {
       for (auto& p : group) {
-        p->done.set_value(failed);
+        p->done.set_value(usable);
       }
       group.clear();
       return;
@@ -265,6 +322,10 @@ struct EventStore::Impl {
       // fsync runs, the next groups are already being validated and written.
       const rocksdb::Status s = db->Write(rocksdb::WriteOptions(), &batch);
       if (!s.ok()) {
+        spdlog::error("event store: writing to the log failed: {}; commands are refused until it works again",
+                      s.ToString());
+        needs_resume = true;
+        writes_failing = true;
         // Nothing of this group was written: forget the positions and versions it took.
         next_position = first_position_of_group;
         for (const auto& [stream, before] : touched) {
@@ -303,6 +364,11 @@ struct EventStore::Impl {
       if (wrote && options.sync) {
         const rocksdb::Status s = db->SyncWAL();
         if (!s.ok()) {
+          // Not retried (PostgreSQL's fsyncgate): after a failed fsync the kernel may have
+          // dropped the dirty pages, so a later fsync that succeeds proves nothing. The store
+          // refuses every append from now on; a restart recovers what the WAL really holds.
+          spdlog::critical("event store: syncing the log failed: {}; no more writes until a restart",
+                           s.ToString());
           broken = true;
           synced = from_rocks(s, "sync WAL");
         }
@@ -398,6 +464,11 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
   }
 
   rocksdb::DBOptions db_options;
+  std::unique_ptr<rocksdb::Env> env;
+  if (options.file_system) {
+    env = rocksdb::NewCompositeEnv(options.file_system);
+    db_options.env = env.get();
+  }
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   // A crash can leave a torn record at the WAL's tail. Every acknowledged batch was fsync'd
@@ -408,6 +479,11 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
   // kAbsoluteConsistency would).
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db_options.max_background_jobs = 2;
+  // Recovery from a full disk: RocksDB marks it in progress as soon as a write fails with
+  // ENOSPC, and only an SstFileManager ever completes it (it watches the free space). The
+  // writer's Resume (after a probe write) covers what the free space does not show.
+  db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(
+      db_options.env, options.file_system ? options.file_system : rocksdb::FileSystem::Default()));
 
   rocksdb::ColumnFamilyOptions cf_options;
   // Point lookups of absent keys (a new event id, a new stream) are on the append path: a
@@ -437,6 +513,7 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
 
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  impl->env = std::move(env);  // db_options.env still points to it
   rocksdb::DB* raw = nullptr;
   const rocksdb::Status s =
       rocksdb::DB::Open(db_options, options.path.string(), descriptors, &impl->handles, &raw);
@@ -568,6 +645,16 @@ Result<v1::Event> EventStore::read_event(std::string_view event_id) const {
     return Status::Corruption("unreadable event " + std::string(event_id));
   }
   return e;
+}
+
+Status EventStore::write_health() const {
+  if (impl_->broken) {
+    return Status::IoError("syncing the event log failed; the node takes no writes until it is restarted");
+  }
+  if (impl_->writes_failing) {
+    return Status::Unavailable("storage_unavailable", "writing to the event log failed (disk full?)");
+  }
+  return Status::Ok();
 }
 
 std::uint64_t EventStore::unreadable_events() const {

@@ -30,6 +30,7 @@
 namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
+class FileSystem;
 }  // namespace rocksdb
 
 namespace keyledger {
@@ -49,6 +50,8 @@ struct EventStoreOptions {
   std::size_t max_group_size = 1024;
   // Extra column families to create/open (used by projections); handles via column_family().
   std::vector<std::string> extra_column_families;
+  // The file system RocksDB uses (tests inject faults through it). Default: the machine's.
+  std::shared_ptr<rocksdb::FileSystem> file_system = nullptr;
 };
 
 // The version of a stream an append expects. kAny skips the check; kNoStream (0) demands an
@@ -100,6 +103,15 @@ class EventStore {
   Result<std::vector<v1::Event>> read_all(std::uint64_t from_position, std::size_t max_count) const;
   // The event with this id, or NotFound.
   Result<v1::Event> read_event(std::string_view event_id) const;
+  // Storage faults. A write that fails (a full disk) fails its appends with IoError and
+  // nothing of them is applied; the next append asks RocksDB to resume first, so writes come
+  // back by themselves once space does. A failed fsync of the WAL is not retried: every
+  // later append fails with IoError until the store is reopened (a restart), since what the
+  // kernel dropped cannot be known. Reads are unaffected by either.
+  // write_health() is Ok; Unavailable("storage_unavailable") while writes fail and may come
+  // back by themselves; IoError once a sync failed (only a restart helps).
+  Status write_health() const;
+
   // Position of the last acknowledged event (0 when the log is empty).
   std::uint64_t last_position() const;
   // How many distinct records that do not decode the readers have met since open.

@@ -74,9 +74,11 @@ class World {
  public:
   inline static const std::vector<std::string> kTierNames = {"standard", "elevated"};
 
-  World() {
+  // `file_system`: what RocksDB writes through (a FaultyFileSystem in the storage-fault tests).
+  explicit World(std::shared_ptr<rocksdb::FileSystem> file_system = nullptr) {
     EventStoreOptions options;
     options.path = dir_.path() / "log";
+    options.file_system = std::move(file_system);
     options.extra_column_families = projection_column_families();
     options.extra_column_families.emplace_back(kIdempotencyColumnFamily);
     auto opened = EventStore::open(options);

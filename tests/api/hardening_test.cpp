@@ -9,6 +9,7 @@
 
 #include "api/api_fixture.h"
 #include "domain/text.h"
+#include "support/faulty_file_system.h"
 
 namespace keyledger::api {
 
@@ -237,6 +238,89 @@ TEST_CASE("hardening: concurrent commands on the same agents are serialised, nev
       CHECK(parse(w.get("/v1/keys/" + key_id, w.manage))["status"] == "revoked");
     }
   }
+}
+
+TEST_CASE("hardening: a full disk fails commands with 503, verification goes on, writes come back by themselves",
+          "[handlers][hardening][faults]") {
+  auto fs = std::make_shared<testing::FaultyFileSystem>();
+  World w(fs);
+  const std::string agent_id = w.register_agent();
+  const auto key = w.create_key(agent_id);
+  const std::uint64_t before = w.store->last_position();
+
+  fs->fail_writes = true;
+  for (int i = 0; i < 3; ++i) {
+    w.expect_error(w.post("/v1/agents/" + agent_id + "/keys", Json::object(), w.manage), 503, "storage_unavailable");
+  }
+  w.expect_error(w.post("/v1/keys/" + key.key_id + "/revoke", Json::object(), w.manage), 503, "storage_unavailable");
+  CHECK(w.store->last_position() == before);
+  CHECK(w.code_of(key.api_key) == "VALID");  // served from memory
+  CHECK(w.get("/v1/auth", key.api_key).status == 200);
+  CHECK(w.get("/readyz", "").status == 200);  // still verifying; commands say why they fail
+  CHECK(w.store->write_health().IsUnavailable());
+
+  fs->fail_writes = false;
+  const auto created = w.create_key(agent_id);  // resumes first
+  CHECK(w.code_of(created.api_key) == "VALID");
+  CHECK(w.store->last_position() == before + 1);  // nothing of the failed commands was applied
+  REQUIRE(w.post("/v1/keys/" + key.key_id + "/revoke", Json::object(), w.manage).status == 200);
+  CHECK(w.code_of(key.api_key) == "REVOKED");
+  CHECK(w.store->write_health().ok());
+  // Positions stayed gap-free through it all.
+  std::uint64_t expected = 1;
+  for (const auto& e : whole_log(w)) {
+    CHECK(e.position() == expected++);
+  }
+}
+
+TEST_CASE("hardening: a failed fsync stops writes until a restart and says so on /readyz",
+          "[handlers][hardening][faults]") {
+  auto fs = std::make_shared<testing::FaultyFileSystem>();
+  World w(fs);
+  const std::string agent_id = w.register_agent();
+  const auto key = w.create_key(agent_id);
+
+  fs->fail_syncs = true;
+  w.expect_error(w.post("/v1/agents/" + agent_id + "/keys", Json::object(), w.manage), 503, "storage_unavailable");
+  fs->fail_syncs = false;  // a later fsync that works proves nothing: still refused
+  w.expect_error(w.post("/v1/agents/" + agent_id + "/keys", Json::object(), w.manage), 503, "storage_unavailable");
+  const auto ready = w.get("/readyz", "");
+  CHECK(ready.status == 503);
+  CHECK(ready.body.find("restart") != std::string::npos);
+  CHECK(w.code_of(key.api_key) == "VALID");
+}
+
+TEST_CASE("hardening: the wall clock jumping an hour either way reorders nothing and breaks no bucket",
+          "[handlers][hardening][faults]") {
+  World w;
+  const std::string agent_id = w.register_agent();
+  const auto key = w.create_key(agent_id, Json{{"expires_in_seconds", 7200}});
+  // Empty the bucket, then jump back an hour: the bucket refills at its rate from the new
+  // time on (it is neither stuck until the old time comes back nor refilled by the jump).
+  CHECK(w.verify(key.api_key, 100)["code"] == "VALID");
+  w.clock.advance(-std::chrono::hours(1));
+  CHECK(w.verify(key.api_key, 1)["code"] == "RATE_LIMITED");
+  w.clock.advance(std::chrono::seconds(1));
+  const Json refilled = w.verify(key.api_key, 40);
+  CHECK(refilled["code"] == "VALID");
+  CHECK(refilled["ratelimit"]["remaining"] == 10);
+  // Commands made while the clock is behind come later in the log all the same.
+  const auto second = w.create_key(agent_id);
+  w.clock.advance(std::chrono::hours(2));
+  const auto third = w.create_key(agent_id);
+  std::uint64_t previous = 0;
+  for (const auto& e : whole_log(w)) {
+    CHECK(e.position() == previous + 1);
+    previous = e.position();
+  }
+  // The clock is now 1 h after issue: a 2-hour key is not expired early by the jumps.
+  CHECK(w.code_of(key.api_key) == "VALID");
+  w.clock.advance(std::chrono::seconds(3600));
+  CHECK(w.code_of(key.api_key) == "EXPIRED");  // 2 h + 1 s after issue
+  w.clock.advance(-std::chrono::seconds(2));
+  CHECK(w.code_of(key.api_key) == "VALID");  // expiry is checked against the clock, not cached
+  CHECK(w.code_of(second.api_key) == "VALID");
+  CHECK(w.code_of(third.api_key) == "VALID");
 }
 
 }  // namespace keyledger::api

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -688,6 +689,38 @@ TEST_CASE("server refuses non-canonical paths before routing", "[server][hardeni
   CHECK(ok.result_int() == 200);
   CHECK(json_of(ok).at("path") == "/inline/a.b/c-d_e~f");
   CHECK(json_of(ok).at("query").at("x") == "/ y");
+}
+
+TEST_CASE("server closes connections over max_connections at once and serves the rest", "[server][hardening]") {
+  ServerOptions options = test_options();
+  options.max_connections = 3;
+  TestServer test(options);
+  std::vector<std::unique_ptr<Client>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<Client>(test.server.port()));
+    // A request answered means the session is registered.
+    CHECK(held.back()->round_trip(make_request(bhttp::verb::get, "/inline/held")).result_int() == 200);
+  }
+  Client refused(test.server.port());  // the kernel completes the handshake; the server closes
+  CHECK(closed_by_peer(refused.read_until_closed()));
+  for (auto& client : held) {  // the ones within the limit are unaffected
+    CHECK(client->round_trip(make_request(bhttp::verb::get, "/inline/again")).result_int() == 200);
+  }
+  held.pop_back();  // closes one: room for one more
+  for (int attempt = 0;; ++attempt) {
+    Client next(test.server.port());
+    beast::error_code ec = next.send(make_request(bhttp::verb::get, "/inline/next"));
+    Response response;
+    if (!ec) {
+      response = next.try_receive(ec);
+    }
+    if (!ec) {
+      CHECK(response.result_int() == 200);
+      break;
+    }
+    REQUIRE(attempt < 100);  // the server notices the close within a loop turn
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 TEST_CASE("server closes a connection idle for idle_timeout", "[server]") {

@@ -505,13 +505,6 @@ std::size_t run_matrix(World& w, Node node, const std::vector<Route>& table,
           std::string(node_name(node)) + " | " + route.method + " " + route.pattern + " | " + cred.name;
       INFO("cell: " << cell << "\n  request: " << route.method << " " << target.path << "\n  expected "
                     << expected << ", got " << res.status << ": " << res.body.substr(0, 300));
-      if (node == Node::kReplica && route.pattern == kRetryPattern) {
-        // KNOWN BUG: consumers/replica.cpp kPrimaryOnly lacks this command route, so a replica
-        // answers 404 not_found instead of 503 read_only_replica (API.md §7: "every command
-        // route answers 503 read_only_replica").
-        CHECK(res.status == expected);
-        continue;
-      }
       CHECK(res.status == expected);
       CHECK_FALSE(res.header("x-request-id").empty());
       Json body = res.json();  // non-const: a missing member reads as null
