@@ -224,20 +224,14 @@ struct EventStore::Impl {
     return s;
   }
 
-  // DB::Resume answers Busy while RocksDB's own recovery from a full disk runs (it retries
-  // every second): wait for that a little, then report whatever it says.
+  // DB::Resume answers Busy while the SstFileManager's recovery from a full disk runs (it
+  // retries every 5 s while the disk is full): the appends of now are refused at once, and a
+  // later group resumes once that recovery is through.
   rocksdb::Status resume() {
-    constexpr int kBusyPolls = 40;
-    constexpr std::chrono::milliseconds kBusyPoll{50};
     if (rocksdb::Status probed = probe_write(); !probed.ok()) {
       return probed;
     }
-    rocksdb::Status s = db->Resume();
-    for (int i = 0; i < kBusyPolls && s.IsBusy(); ++i) {
-      std::this_thread::sleep_for(kBusyPoll);
-      s = db->Resume();
-    }
-    return s;
+    return db->Resume();
   }
 
   // Validates each append against the current stream versions and writes every accepted one
@@ -361,7 +355,11 @@ struct EventStore::Impl {
       }
       const bool wrote = std::any_of(groups.begin(), groups.end(), [](const auto& g) { return !g.committed.empty(); });
       Status synced = Status::Ok();
-      if (wrote && options.sync) {
+      if (wrote && options.sync && broken) {
+        // Written before the writer saw the failed fsync: a later fsync that succeeds would
+        // not prove these durable (the kernel reports a lost writeback only once).
+        synced = Status::IoError("a WAL sync failed; restart to recover");
+      } else if (wrote && options.sync) {
         const rocksdb::Status s = db->SyncWAL();
         if (!s.ok()) {
           // Not retried (PostgreSQL's fsyncgate): after a failed fsync the kernel may have
