@@ -1,7 +1,6 @@
 #include "api/request_reader.h"
 
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/http/rfc7230.hpp>
 
 namespace keyledger::http {
 
@@ -14,16 +13,17 @@ std::string_view view(boost::beast::string_view s) { return {s.data(), s.size()}
 // "name: value\r\n" on the wire.
 constexpr std::size_t kFieldLineOverhead = 4;
 
-// True if the codings listed are exactly one: chunked. Anything else (another coding, chunked
-// not last, chunked twice, an empty list) is refused: keyledger decodes no other coding.
+// True if the field value is exactly "chunked" (any case, optional white space around it).
+// Anything else (another coding, chunked not last, chunked twice, an empty list, bytes a list
+// parser would stop at) is refused: keyledger decodes no other coding, and a proxy in front
+// must not read the field differently from us.
 bool is_only_chunked(std::string_view value) {
-  std::size_t codings = 0;
-  bool chunked = true;
-  for (const auto& coding : bhttp::token_list{boost::beast::string_view(value.data(), value.size())}) {
-    ++codings;
-    chunked = chunked && equals_ignoring_case(view(coding), "chunked");
+  const auto first = value.find_first_not_of(" \t");
+  if (first == std::string_view::npos) {
+    return false;
   }
-  return codings == 1 && chunked;
+  const auto last = value.find_last_not_of(" \t");
+  return equals_ignoring_case(value.substr(first, last - first + 1), "chunked");
 }
 
 }  // namespace
