@@ -33,6 +33,14 @@ Status persistent_conflict() {
   return Status::Unavailable("busy", "the agent was changed concurrently; try again");
 }
 
+template <typename State>
+State after(State state, const std::vector<v1::Event>& events) {
+  for (const auto& e : events) {
+    state = apply(std::move(state), e);
+  }
+  return state;
+}
+
 }  // namespace
 
 CommandService::CommandService(EventStore& store, Projector& projector, const Clock& clock, RandomSource& random,
@@ -49,13 +57,19 @@ CommandContext CommandService::context(const std::string& actor) const {
   return CommandContext{clock_, random_, hasher_, secrets_, actor};
 }
 
-Result<Decision> CommandService::register_agent(const AgentProfile& profile, const std::string& actor) {
+Result<Decision> CommandService::register_agent(const AgentProfile& profile, const std::string& actor,
+                                                const AgentOutcome& outcome) {
   CommandContext ctx = context(actor);
   auto decision = keyledger::register_agent(profile, options_.registration, ctx);
   if (!decision.ok()) {
     return decision;
   }
-  auto appended = store_.append(agent_stream(decision->agent_id), kNoStream, decision->events);
+  std::vector<SideWrite> side_writes;
+  if (outcome) {
+    side_writes = outcome(after(AgentState{}, decision->events), *decision);
+  }
+  auto appended = store_.append(agent_stream(decision->agent_id), kNoStream, decision->events,
+                                std::move(side_writes));
   if (!appended.ok()) {
     return appended.status();
   }
@@ -64,7 +78,7 @@ Result<Decision> CommandService::register_agent(const AgentProfile& profile, con
 }
 
 Result<Decision> CommandService::on_agent(std::string_view agent_id, const std::string& actor,
-                                          const AgentCommand& command) {
+                                          const AgentCommand& command, const AgentOutcome& outcome) {
   const StreamLocks::Guard serialised(locks_, agent_stream(agent_id));
   for (int attempt = 1;; ++attempt) {
     auto state = projector_.load_agent(agent_id);
@@ -76,13 +90,18 @@ Result<Decision> CommandService::on_agent(std::string_view agent_id, const std::
     if (!decision.ok()) {
       return decision;
     }
-    if (decision->events.empty()) {
-      return decision;
+    decision->agent_id = std::string(agent_id);
+    std::vector<SideWrite> side_writes;
+    if (outcome) {
+      side_writes = outcome(after(*state, decision->events), *decision);
     }
-    auto appended = store_.append(agent_stream(agent_id), static_cast<std::int64_t>(state->version), decision->events);
+    if (decision->events.empty()) {
+      return decision;  // nothing changes, so nothing to keep: a repeat decides the same
+    }
+    auto appended = store_.append(agent_stream(agent_id), static_cast<std::int64_t>(state->version),
+                                  decision->events, std::move(side_writes));
     if (appended.ok()) {
       decision->events = std::move(appended->events);
-      decision->agent_id = std::string(agent_id);
       return decision;
     }
     if (!appended.status().IsVersionConflict()) {
@@ -95,15 +114,16 @@ Result<Decision> CommandService::on_agent(std::string_view agent_id, const std::
 }
 
 Result<Decision> CommandService::on_key(std::string_view key_id, const std::string& actor,
-                                        const AgentCommand& command) {
+                                        const AgentCommand& command, const AgentOutcome& outcome) {
   auto agent_id = projector_.agent_of_key(key_id);
   if (!agent_id.ok()) {
     return agent_id.status();
   }
-  return on_agent(*agent_id, actor, command);
+  return on_agent(*agent_id, actor, command, outcome);
 }
 
-Result<TokenDecision> CommandService::on_tokens(const std::string& actor, const TokenCommand& command) {
+Result<TokenDecision> CommandService::on_tokens(const std::string& actor, const TokenCommand& command,
+                                                const TokenOutcome& outcome) {
   const StreamLocks::Guard serialised(locks_, kTokensStream);
   for (int attempt = 1;; ++attempt) {
     const TokenRegistryState state = projector_.tokens().state();
@@ -112,7 +132,12 @@ Result<TokenDecision> CommandService::on_tokens(const std::string& actor, const 
     if (!decision.ok()) {
       return decision;
     }
-    auto appended = store_.append(kTokensStream, static_cast<std::int64_t>(state.version), decision->events);
+    std::vector<SideWrite> side_writes;
+    if (outcome) {
+      side_writes = outcome(after(state, decision->events), *decision);
+    }
+    auto appended = store_.append(kTokensStream, static_cast<std::int64_t>(state.version), decision->events,
+                                  std::move(side_writes));
     if (appended.ok()) {
       decision->events = std::move(appended->events);
       return decision;
@@ -127,16 +152,23 @@ Result<TokenDecision> CommandService::on_tokens(const std::string& actor, const 
 }
 
 Result<TokenDecision> CommandService::create_token(const std::string& name, const std::vector<std::string>& scopes,
-                                                   const std::string& actor) {
-  return on_tokens(actor, [&](const TokenRegistryState& state, CommandContext& ctx) {
-    return create_service_token(state, name, scopes, ctx);
-  });
+                                                   const std::string& actor, const TokenOutcome& outcome) {
+  return on_tokens(
+      actor,
+      [&](const TokenRegistryState& state, CommandContext& ctx) {
+        return create_service_token(state, name, scopes, ctx);
+      },
+      outcome);
 }
 
-Result<TokenDecision> CommandService::revoke_token(const std::string& token_id, const std::string& actor) {
-  return on_tokens(actor, [&](const TokenRegistryState& state, CommandContext& ctx) {
-    return revoke_service_token(state, token_id, ctx);
-  });
+Result<TokenDecision> CommandService::revoke_token(const std::string& token_id, const std::string& actor,
+                                                   const TokenOutcome& outcome) {
+  return on_tokens(
+      actor,
+      [&](const TokenRegistryState& state, CommandContext& ctx) {
+        return revoke_service_token(state, token_id, ctx);
+      },
+      outcome);
 }
 
 Result<std::size_t> CommandService::expire_due(std::size_t limit) {

@@ -64,15 +64,29 @@ class CommandService {
 
   using AgentCommand = std::function<Result<Decision>(const AgentState&, CommandContext&)>;
 
-  Result<Decision> register_agent(const AgentProfile& profile, const std::string& actor);
-  // NotFound agent_not_found when the agent does not exist.
-  Result<Decision> on_agent(std::string_view agent_id, const std::string& actor, const AgentCommand& command);
+  // What a command leaves behind, seen before it is appended: called under the stream's lock
+  // with the state after the decided events (exactly what the stream will hold, since no one
+  // else writes it meanwhile) and the decision (agent_id set). The writes it returns go in
+  // the events' WriteBatch: the HTTP layer builds its response here and keeps it under the
+  // request's Idempotency-Key, so the record exists if and only if the events do.
+  using AgentOutcome = std::function<std::vector<SideWrite>(const AgentState& after, const Decision&)>;
+  using TokenOutcome =
+      std::function<std::vector<SideWrite>(const TokenRegistryState& after, const TokenDecision&)>;
+
+  Result<Decision> register_agent(const AgentProfile& profile, const std::string& actor,
+                                  const AgentOutcome& outcome = {});
+  // NotFound agent_not_found when the agent does not exist. A command that decides no events
+  // appends nothing (its outcome's writes are dropped: a repeat decides the same).
+  Result<Decision> on_agent(std::string_view agent_id, const std::string& actor, const AgentCommand& command,
+                            const AgentOutcome& outcome = {});
   // NotFound key_not_found when no agent owns the key.
-  Result<Decision> on_key(std::string_view key_id, const std::string& actor, const AgentCommand& command);
+  Result<Decision> on_key(std::string_view key_id, const std::string& actor, const AgentCommand& command,
+                          const AgentOutcome& outcome = {});
 
   Result<TokenDecision> create_token(const std::string& name, const std::vector<std::string>& scopes,
-                                     const std::string& actor);
-  Result<TokenDecision> revoke_token(const std::string& token_id, const std::string& actor);
+                                     const std::string& actor, const TokenOutcome& outcome = {});
+  Result<TokenDecision> revoke_token(const std::string& token_id, const std::string& actor,
+                                     const TokenOutcome& outcome = {});
 
   // Appends KeyExpired for up to `limit` keys past their expiry; returns how many.
   Result<std::size_t> expire_due(std::size_t limit);
@@ -85,7 +99,8 @@ class CommandService {
 
  private:
   using TokenCommand = std::function<Result<TokenDecision>(const TokenRegistryState&, CommandContext&)>;
-  Result<TokenDecision> on_tokens(const std::string& actor, const TokenCommand& command);
+  Result<TokenDecision> on_tokens(const std::string& actor, const TokenCommand& command,
+                                  const TokenOutcome& outcome);
   CommandContext context(const std::string& actor) const;
 
   EventStore& store_;

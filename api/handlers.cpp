@@ -263,11 +263,33 @@ struct Api::Impl {
     return key_json(key, now(), ctx.projector.last_used(key.key_id));
   }
 
-  // Runs a POST handler under its Idempotency-Key, if the request has one.
-  Response idempotent(Request& req, const Caller& caller, const std::function<Response()>& run) {
+  // A POST's Idempotency-Key as the handler sees it. A command handler builds its response
+  // in the command's outcome callback and returns keep(response) there, so the response is
+  // kept in the WriteBatch of the events (IdempotencyStore::record): a crash between the two
+  // is impossible, and a retry after a crash replays instead of running the command again.
+  struct Replay {
+    IdempotencyStore* store = nullptr;  // null when the request has no Idempotency-Key
+    std::string scope;
+    std::string body_hash;
+    bool kept = false;
+
+    std::vector<SideWrite> keep(const Response& res) {
+      if (store == nullptr || res.status < 200 || res.status >= 300) {
+        return {};
+      }
+      kept = true;
+      return {store->record(scope, {body_hash, res.status, strip_secrets(res.body)})};
+    }
+  };
+
+  // Runs a POST handler under its Idempotency-Key, if the request has one. A response the
+  // handler did not keep with its events (a handler that appends nothing itself) is saved
+  // after it.
+  Response idempotent(Request& req, const Caller& caller, const std::function<Response(Replay&)>& run) {
     auto key = req.headers.get("idempotency-key");
     if (!key) {
-      return run();
+      Replay none;
+      return run(none);
     }
     if (key->empty() || key->size() > kMaxIdempotencyKeyChars) {
       return error_response(422, "validation_failed", "Idempotency-Key must be 1-255 characters",
@@ -287,8 +309,9 @@ struct Api::Impl {
       replay.headers.set("Idempotent-Replayed", "true");
       return replay;
     }
-    Response res = run();
-    if (res.status >= 200 && res.status < 300) {
+    Replay replay{&ctx.idempotency, scope, body_hash};
+    Response res = run(replay);
+    if (res.status >= 200 && res.status < 300 && !replay.kept) {
       const Status saved = ctx.idempotency.save(scope, {body_hash, res.status, strip_secrets(res.body)});
       if (!saved.ok()) {
         return status_response(saved, req.request_id);
@@ -314,7 +337,7 @@ struct Api::Impl {
   // --- service tokens
 
   Response create_token(Request& req, const Caller& caller, const Params&) {
-    return idempotent(req, caller, [&] {
+    return idempotent(req, caller, [&](Replay& replay) {
       Json body;
       if (auto bad = json_body(req, body)) {
         return *bad;
@@ -325,18 +348,23 @@ struct Api::Impl {
       if (auto bad = f.problem(req.request_id)) {
         return *bad;
       }
+      Response out;
       auto decision = ctx.commands.create_token(
-          name.value_or(""), scopes.value_or(std::vector<std::string>{}), actor_of(caller));
+          name.value_or(""), scopes.value_or(std::vector<std::string>{}), actor_of(caller),
+          [&](const TokenRegistryState&, const TokenDecision& d) {
+            const auto& created = d.events.front().service_token_created();
+            out = json_response(
+                201, {{"token_id", created.token_id()},
+                      {"name", created.name()},
+                      {"scopes", std::vector<std::string>(created.scopes().begin(), created.scopes().end())},
+                      {"created_at", format_rfc3339(from_timestamp(d.events.front().occurred_at()))},
+                      {"token", d.token}});
+            return replay.keep(out);
+          });
       if (!decision.ok()) {
         return status_response(decision.status(), req.request_id);
       }
-      const auto& created = decision->events.front().service_token_created();
-      return json_response(
-          201, {{"token_id", created.token_id()},
-                {"name", created.name()},
-                {"scopes", std::vector<std::string>(created.scopes().begin(), created.scopes().end())},
-                {"created_at", format_rfc3339(from_timestamp(decision->events.front().occurred_at()))},
-                {"token", decision->token}});
+      return out;
     });
   }
 
@@ -349,24 +377,28 @@ struct Api::Impl {
   }
 
   Response revoke_token(Request& req, const Caller& caller, const Params& params) {
-    return idempotent(req, caller, [&] {
+    return idempotent(req, caller, [&](Replay& replay) {
       if (auto bad = no_fields_body(req)) {
         return *bad;
       }
-      auto decision = ctx.commands.revoke_token(params[0], actor_of(caller));
+      Response out;
+      auto decision = ctx.commands.revoke_token(
+          params[0], actor_of(caller), [&](const TokenRegistryState& after, const TokenDecision&) {
+            auto it = after.tokens.find(params[0]);
+            out = json_response(200, it == after.tokens.end() ? Json::object() : token_json(it->second));
+            return replay.keep(out);
+          });
       if (!decision.ok()) {
         return status_response(decision.status(), req.request_id);
       }
-      const TokenRegistryState state = ctx.projector.tokens().state();
-      auto it = state.tokens.find(params[0]);
-      return json_response(200, it == state.tokens.end() ? Json::object() : token_json(it->second));
+      return out;
     });
   }
 
   // --- agents
 
   Response register_agent(Request& req, const Caller& caller, const Params&) {
-    return idempotent(req, caller, [&] {
+    return idempotent(req, caller, [&](Replay& replay) {
       Json body;
       if (auto bad = json_body(req, body)) {
         return *bad;
@@ -395,18 +427,19 @@ struct Api::Impl {
         return error_response(422, "validation_failed", "the agent profile breaks field rules",
                               req.request_id, details);
       }
-      auto decision = ctx.commands.register_agent(profile, actor_of(caller));
+      Response out;
+      auto decision =
+          ctx.commands.register_agent(profile, actor_of(caller), [&](const AgentState& agent, const Decision& d) {
+            Json created = agent_json(agent, now());
+            created.erase("active_key_count");
+            created["webhook_secret"] = d.webhook_secret;
+            out = json_response(201, created);
+            return replay.keep(out);
+          });
       if (!decision.ok()) {
         return status_response(decision.status(), req.request_id);
       }
-      auto agent = ctx.projector.load_agent(decision->agent_id);
-      if (!agent.ok()) {
-        return status_response(agent.status(), req.request_id);
-      }
-      Json out = agent_json(*agent, now());
-      out.erase("active_key_count");
-      out["webhook_secret"] = decision->webhook_secret;
-      return json_response(201, out);
+      return out;
     });
   }
 
@@ -444,20 +477,24 @@ struct Api::Impl {
 
   // --- keys
 
-  // The response of a command that created a key: {"key", "api_key"} plus extras.
-  Response key_created(const Request& req, const Decision& decision, unsigned status,
-                       const std::function<void(const AgentState&, Json&)>& extend) {
-    auto agent = ctx.projector.load_agent(decision.agent_id);
-    if (!agent.ok()) {
-      return status_response(agent.status(), req.request_id);
+  // Runs a key command whose response `render` builds from the agent as the command leaves
+  // it; the response is kept under the Idempotency-Key with the events.
+  Response key_command(const Request& req, Replay& replay, std::string_view key_id, const std::string& actor,
+                       const CommandService::AgentCommand& command, unsigned status,
+                       const std::function<Json(const AgentState&, const Decision&)>& render) {
+    Response out;
+    auto decision = ctx.commands.on_key(key_id, actor, command, [&](const AgentState& agent, const Decision& d) {
+      out = json_response(status, render(agent, d));
+      return replay.keep(out);
+    });
+    if (!decision.ok()) {
+      return status_response(decision.status(), req.request_id);
     }
-    Json out = Json::object();
-    extend(*agent, out);
-    return json_response(status, out);
+    return out;
   }
 
   Response create_key(Request& req, const Caller& caller, const Params& params) {
-    return idempotent(req, caller, [&] {
+    return idempotent(req, caller, [&](Replay& replay) {
       Json body;
       if (auto bad = json_body(req, body)) {
         return *bad;
@@ -467,16 +504,18 @@ struct Api::Impl {
       if (auto bad = f.problem(req.request_id)) {
         return *bad;
       }
+      Response out;
       auto decision = ctx.commands.on_agent(
           params[0], actor_of(caller),
-          [&](const AgentState& s, CommandContext& c) { return keyledger::create_key(s, cmd, c); });
+          [&](const AgentState& s, CommandContext& c) { return keyledger::create_key(s, cmd, c); },
+          [&](const AgentState& agent, const Decision& d) {
+            out = json_response(201, {{"key", key_view(*agent.find_key(d.key_id))}, {"api_key", d.api_key}});
+            return replay.keep(out);
+          });
       if (!decision.ok()) {
         return status_response(decision.status(), req.request_id);
       }
-      return key_created(req, *decision, 201, [&](const AgentState& agent, Json& out) {
-        out["key"] = key_view(*agent.find_key(decision->key_id));
-        out["api_key"] = decision->api_key;
-      });
+      return out;
     });
   }
 
@@ -552,7 +591,7 @@ struct Api::Impl {
   }
 
   Response rotate_key(Request& req, const Caller& caller, const Params& params) {
-    return idempotent(req, caller, [&] {
+    return idempotent(req, caller, [&](Replay& replay) {
       Json body;
       if (auto bad = json_body(req, body)) {
         return *bad;
@@ -562,22 +601,19 @@ struct Api::Impl {
       if (auto bad = f.problem(req.request_id)) {
         return *bad;
       }
-      auto decision = ctx.commands.on_key(
-          params[0], actor_of(caller),
-          [&](const AgentState& s, CommandContext& c) { return keyledger::rotate_key(s, cmd, c); });
-      if (!decision.ok()) {
-        return status_response(decision.status(), req.request_id);
-      }
-      return key_created(req, *decision, 201, [&](const AgentState& agent, Json& out) {
-        out["key"] = key_view(*agent.find_key(decision->key_id));
-        out["api_key"] = decision->api_key;
-        out["previous"] = key_view(*agent.find_key(params[0]));
-      });
+      return key_command(
+          req, replay, params[0], actor_of(caller),
+          [&](const AgentState& s, CommandContext& c) { return keyledger::rotate_key(s, cmd, c); }, 201,
+          [&](const AgentState& agent, const Decision& d) {
+            return Json{{"key", key_view(*agent.find_key(d.key_id))},
+                        {"api_key", d.api_key},
+                        {"previous", key_view(*agent.find_key(params[0]))}};
+          });
     });
   }
 
   Response revoke_key(Request& req, const Caller& caller, const Params& params) {
-    return idempotent(req, caller, [&] {
+    return idempotent(req, caller, [&](Replay& replay) {
       Json body;
       if (auto bad = json_body(req, body)) {
         return *bad;
@@ -587,20 +623,15 @@ struct Api::Impl {
       if (auto bad = f.problem(req.request_id)) {
         return *bad;
       }
-      auto decision = ctx.commands.on_key(
-          params[0], actor_of(caller),
-          [&](const AgentState& s, CommandContext& c) { return keyledger::revoke_key(s, cmd, c); });
-      if (!decision.ok()) {
-        return status_response(decision.status(), req.request_id);
-      }
-      return key_created(req, *decision, 200, [&](const AgentState& agent, Json& out) {
-        out = key_view(*agent.find_key(params[0]));
-      });
+      return key_command(
+          req, replay, params[0], actor_of(caller),
+          [&](const AgentState& s, CommandContext& c) { return keyledger::revoke_key(s, cmd, c); }, 200,
+          [&](const AgentState& agent, const Decision&) { return key_view(*agent.find_key(params[0])); });
     });
   }
 
   Response compromise_key(Request& req, const Caller& caller, const Params& params) {
-    return idempotent(req, caller, [&] {
+    return idempotent(req, caller, [&](Replay& replay) {
       Json body;
       if (auto bad = json_body(req, body)) {
         return *bad;
@@ -611,26 +642,23 @@ struct Api::Impl {
       if (auto bad = f.problem(req.request_id)) {
         return *bad;
       }
-      return compromise(req, caller.actor, caller.on_behalf_of, cmd);
+      return compromise(req, replay, caller.actor, caller.on_behalf_of, cmd);
     });
   }
 
-  Response compromise(const Request& req, const std::string& actor, const std::string& on_behalf_of,
-                      const ReportCompromise& cmd) {
+  Response compromise(const Request& req, Replay& replay, const std::string& actor,
+                      const std::string& on_behalf_of, const ReportCompromise& cmd) {
     const std::string who = on_behalf_of.empty() ? actor : actor + " (" + on_behalf_of + ")";
-    auto decision = ctx.commands.on_key(cmd.key_id, who, [&](const AgentState& s, CommandContext& c) {
-      return report_compromise(s, cmd, c);
-    });
-    if (!decision.ok()) {
-      return status_response(decision.status(), req.request_id);
-    }
-    return key_created(req, *decision, 200, [&](const AgentState& agent, Json& out) {
-      out["key"] = key_view(*agent.find_key(cmd.key_id));
-      if (cmd.replace && !decision->key_id.empty()) {
-        out["replacement"] = {{"key", key_view(*agent.find_key(decision->key_id))},
-                              {"api_key", decision->api_key}};
-      }
-    });
+    return key_command(
+        req, replay, cmd.key_id, who,
+        [&](const AgentState& s, CommandContext& c) { return report_compromise(s, cmd, c); }, 200,
+        [&](const AgentState& agent, const Decision& d) {
+          Json out = {{"key", key_view(*agent.find_key(cmd.key_id))}};
+          if (cmd.replace && !d.key_id.empty()) {
+            out["replacement"] = {{"key", key_view(*agent.find_key(d.key_id))}, {"api_key", d.api_key}};
+          }
+          return out;
+        });
   }
 
   // --- verification
@@ -704,7 +732,7 @@ struct Api::Impl {
   }
 
   Response retry_delivery(Request& req, const Caller& caller, const Params& params) {
-    return idempotent(req, caller, [&] {
+    return idempotent(req, caller, [&](Replay&) {
       if (auto bad = no_fields_body(req)) {
         return *bad;
       }
@@ -795,7 +823,7 @@ struct Api::Impl {
   // Under the caller's Idempotency-Key like every POST: a repeated report replays its first
   // answer ("revoked") instead of a new one ("already_inactive").
   Response leaks(Request& req, const Caller& caller, const Params&) {
-    return idempotent(req, caller, [&] { return report_leaks(req); });
+    return idempotent(req, caller, [&](Replay&) { return report_leaks(req); });
   }
 
   Response report_leaks(const Request& req) {

@@ -49,15 +49,20 @@ std::optional<StoredResponse> IdempotencyStore::find(const std::string& scope) c
   return StoredResponse{j.value("body_hash", ""), j.value("status", 0u), j.value("body", "")};
 }
 
-Status IdempotencyStore::save(const std::string& scope, const StoredResponse& response) {
+SideWrite IdempotencyStore::record(const std::string& scope, const StoredResponse& response) const {
   const nlohmann::json j = {{"body_hash", response.body_hash},
                             {"status", response.status},
                             {"body", response.body},
                             {"saved_ms", to_ms(clock_.now())}};
+  return SideWrite{std::string(kIdempotencyColumnFamily), scope, j.dump()};
+}
+
+Status IdempotencyStore::save(const std::string& scope, const StoredResponse& response) {
   // Synced like the events it answers for: a replay after a crash must not repeat a command.
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  const auto s = db_->Put(wo, cf_, scope, j.dump());
+  const SideWrite write = record(scope, response);
+  const auto s = db_->Put(wo, cf_, write.key, write.value);
   return s.ok() ? Status::Ok() : Status::IoError("idempotency record: " + s.ToString());
 }
 

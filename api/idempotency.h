@@ -3,6 +3,8 @@
 // for 24 hours in RocksDB (column family `idempotency` of the event store's database, so it
 // survives restarts) with a hash of the request body. A repeat with the same body replays it;
 // a repeat with another body is refused. Secrets are stripped before the response is kept.
+// A command's response is kept in the WriteBatch of its events (record()), so a crash can
+// never leave the events without the record and a retry cannot run the command twice.
 
 #include <array>
 #include <chrono>
@@ -12,6 +14,7 @@
 
 #include "domain/clock.h"
 #include "domain/status.h"
+#include "eventstore/event_store.h"
 
 namespace rocksdb {
 class DB;
@@ -37,6 +40,9 @@ class IdempotencyStore {
   // The response kept for `scope` (caller + route + key) within the window, or nullopt.
   std::optional<StoredResponse> find(const std::string& scope) const;
   Status save(const std::string& scope, const StoredResponse& response);
+  // The same record as a write to keep in a command's WriteBatch (EventStore::append's side
+  // writes), so that it exists if and only if the command's events do.
+  SideWrite record(const std::string& scope, const StoredResponse& response) const;
 
   // Serialises requests with the same scope so a concurrent repeat waits for the first.
   std::mutex& lock_for(const std::string& scope);

@@ -69,6 +69,7 @@ struct PendingAppend {
   std::string stream;
   std::int64_t expected_version;
   std::vector<v1::Event> events;
+  std::vector<std::pair<rocksdb::ColumnFamilyHandle*, SideWrite>> side_writes;
   std::promise<Result<AppendResult>> done;
 };
 
@@ -301,6 +302,9 @@ struct EventStore::Impl {
         batch.Put(streams_cf, stream_key(p.stream, version), pos_key);
         batch.Put(event_ids_cf, e.event_id(), pos_key);
         group_event_ids.insert(e.event_id());
+      }
+      for (const auto& [cf, write] : p.side_writes) {
+        batch.Put(cf, write.key, write.value);
       }
       version_cache[p.stream] = version;
       result.last_position = next_position - 1;
@@ -543,7 +547,7 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
 }
 
 Result<AppendResult> EventStore::append(std::string_view stream, std::int64_t expected_version,
-                                        std::vector<v1::Event> events) {
+                                        std::vector<v1::Event> events, std::vector<SideWrite> side_writes) {
   if (events.empty()) {
     return Status::InvalidArgument("an append needs at least one event");
   }
@@ -557,6 +561,14 @@ Result<AppendResult> EventStore::append(std::string_view stream, std::int64_t ex
     return s;
   }
   auto pending = std::make_unique<PendingAppend>();
+  for (auto& write : side_writes) {
+    const auto& extras = impl_->options.extra_column_families;
+    rocksdb::ColumnFamilyHandle* cf = column_family(write.column_family);
+    if (cf == nullptr || std::find(extras.begin(), extras.end(), write.column_family) == extras.end()) {
+      return Status::InvalidArgument("a side write must go to an extra column family, not " + write.column_family);
+    }
+    pending->side_writes.emplace_back(cf, std::move(write));
+  }
   pending->stream = std::string(stream);
   pending->expected_version = expected_version;
   pending->events = std::move(events);

@@ -66,6 +66,16 @@ struct AppendResult {
   std::vector<v1::Event> events;     // as stored: positions and stream versions filled in
 };
 
+// A write kept with an append, in its WriteBatch: it is applied exactly when the append's
+// events are (both or neither, crash or not). `column_family` is one of
+// EventStoreOptions::extra_column_families, never the log's own. The command layer keeps an
+// Idempotency-Key's response this way, so a retry after a crash cannot run a command twice.
+struct SideWrite {
+  std::string column_family;
+  std::string key;
+  std::string value;
+};
+
 // Called on the syncer thread after each group is durable and before any of its appends
 // return, with every event of the group in position order. Keep it short: it delays acks.
 using CommitListener = std::function<void(const std::vector<v1::Event>&)>;
@@ -84,9 +94,10 @@ class EventStore {
   // events, or VersionConflict if the stream's version is not `expected_version` (nothing is
   // written), InvalidArgument for an empty list, a duplicate event_id or an event that would
   // not decode again (checked by encoding and decoding it here), IoError if the write
-  // failed. Thread-safe; blocks until durable.
+  // failed. Thread-safe; blocks until durable. `side_writes` go in the same WriteBatch
+  // (InvalidArgument if one names a column family that is not an extra one).
   Result<AppendResult> append(std::string_view stream, std::int64_t expected_version,
-                              std::vector<v1::Event> events);
+                              std::vector<v1::Event> events, std::vector<SideWrite> side_writes = {});
 
   // Readers and records that do not decode: read_stream and read_all return, in the place of
   // a stored record that cannot be decoded (disk corruption, or a writer from before append

@@ -249,9 +249,13 @@ TEST_CASE("hardening: a full disk fails commands with 503, verification goes on,
   const auto key = w.create_key(agent_id);
   const std::uint64_t before = w.store->last_position();
 
+  // The same Idempotency-Key all along: a failed attempt keeps no answer (the answer goes in
+  // the events' WriteBatch), so the attempt that finally succeeds runs once and then replays.
+  const std::map<std::string, std::string> once = {{"Idempotency-Key", "create-through-the-outage"}};
   fs->fail_writes = true;
   for (int i = 0; i < 3; ++i) {
-    w.expect_error(w.post("/v1/agents/" + agent_id + "/keys", Json::object(), w.manage), 503, "storage_unavailable");
+    w.expect_error(w.post("/v1/agents/" + agent_id + "/keys", Json::object(), w.manage, once), 503,
+                   "storage_unavailable");
   }
   w.expect_error(w.post("/v1/keys/" + key.key_id + "/revoke", Json::object(), w.manage), 503, "storage_unavailable");
   CHECK(w.store->last_position() == before);
@@ -265,8 +269,9 @@ TEST_CASE("hardening: a full disk fails commands with 503, verification goes on,
   // once it is through. Until then commands keep answering 503 at once.
   std::optional<Json> created_body;
   for (int attempt = 0; attempt < 300 && !created_body; ++attempt) {
-    const auto res = w.post("/v1/agents/" + agent_id + "/keys", Json::object(), w.manage);
+    const auto res = w.post("/v1/agents/" + agent_id + "/keys", Json::object(), w.manage, once);
     if (res.status == 201) {
+      CHECK_FALSE(res.headers.get("Idempotent-Replayed"));
       created_body = parse(res);
     } else {
       w.expect_error(res, 503, "storage_unavailable");
@@ -278,6 +283,11 @@ TEST_CASE("hardening: a full disk fails commands with 503, verification goes on,
                               (*created_body)["api_key"].get<std::string>(), (*created_body)["key"]};
   CHECK(w.code_of(created.api_key) == "VALID");
   CHECK(w.store->last_position() == before + 1);  // nothing of the failed commands was applied
+  const auto replayed = w.post("/v1/agents/" + agent_id + "/keys", Json::object(), w.manage, once);
+  CHECK(replayed.status == 201);
+  CHECK(replayed.headers.get("Idempotent-Replayed") == std::optional<std::string_view>("true"));
+  CHECK(parse(replayed)["key"]["key_id"] == created.key_id);
+  CHECK(w.store->last_position() == before + 1);
   REQUIRE(w.post("/v1/keys/" + key.key_id + "/revoke", Json::object(), w.manage).status == 200);
   CHECK(w.code_of(key.api_key) == "REVOKED");
   CHECK(w.store->write_health().ok());

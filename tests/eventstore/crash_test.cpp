@@ -8,6 +8,8 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <map>
 #include <random>
 #include <sstream>
@@ -28,7 +30,9 @@ struct Ack {
   std::string event_id;
 };
 
-// Runs the child for `run_for`, SIGKILLs it, and returns every line it printed.
+// Runs the child until it has acknowledged its first append and then for `run_for` more (a slow,
+// sanitised build can take longer than `run_for` just to open the store), SIGKILLs it, and
+// returns every line it printed.
 std::string run_and_kill(const std::filesystem::path& dir, int threads, std::chrono::milliseconds run_for) {
   int out[2];
   REQUIRE(pipe(out) == 0);
@@ -47,6 +51,9 @@ std::string run_and_kill(const std::filesystem::path& dir, int threads, std::chr
   close(out[1]);
 
   std::string output;
+  std::mutex mu;
+  std::condition_variable first_ack;
+  bool acknowledged = false;
   std::thread reader([&] {
     char buf[65536];
     for (;;) {
@@ -54,9 +61,18 @@ std::string run_and_kill(const std::filesystem::path& dir, int threads, std::chr
       if (n <= 0) {
         break;
       }
+      std::lock_guard lock(mu);
       output.append(buf, static_cast<std::size_t>(n));
+      if (!acknowledged && output.find('\n') != std::string::npos) {
+        acknowledged = true;
+        first_ack.notify_all();
+      }
     }
   });
+  {
+    std::unique_lock lock(mu);
+    first_ack.wait_for(lock, std::chrono::seconds(60), [&] { return acknowledged; });
+  }
   std::this_thread::sleep_for(run_for);
   REQUIRE(kill(pid, SIGKILL) == 0);
   int status = 0;

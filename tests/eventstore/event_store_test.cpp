@@ -4,6 +4,7 @@
 #include <rocksdb/db.h>
 
 #include <atomic>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -88,6 +89,48 @@ TEST_CASE("bad appends are refused without writing", "[eventstore]") {
   CHECK(store->append(std::string("bad\0name", 8), kAnyVersion, {make_event("e9")}).status().IsInvalidArgument());
   CHECK(store->last_position() == 1);
   CHECK(*store->stream_version("agent-a") == 1);
+}
+
+TEST_CASE("side writes are applied exactly when their append is", "[eventstore]") {
+  testing::TempDir dir;
+  auto opened = EventStore::open(keyledger::EventStoreOptions{
+      .path = dir.path(), .sync = true, .max_group_size = 1024, .extra_column_families = {"answers"}});
+  REQUIRE(opened.ok());
+  auto& store = **opened;
+  auto answer = [&](const std::string& key) -> std::optional<std::string> {
+    std::string value;
+    if (!store.db()->Get(rocksdb::ReadOptions(), store.column_family("answers"), key, &value).ok()) {
+      return std::nullopt;
+    }
+    return value;
+  };
+
+  REQUIRE(store.append("agent-a", kNoStream, {make_event("e1")}, {{"answers", "k1", "first"}}).ok());
+  CHECK(answer("k1") == "first");
+
+  SECTION("a conflicting append writes neither its events nor its side writes") {
+    auto stale = store.append("agent-a", kNoStream, {make_event("e2")}, {{"answers", "k2", "second"}});
+    CHECK(stale.status().IsVersionConflict());
+    CHECK_FALSE(answer("k2"));
+    CHECK_FALSE(store.read_event("e2").ok());
+  }
+  SECTION("a side write into the log's own column families is refused before anything is written") {
+    for (const char* cf : {"events", "streams", "event_ids", "default", "nonexistent"}) {
+      auto refused = store.append("agent-a", kAnyVersion, {make_event("e3")}, {{cf, "k", "v"}});
+      CHECK(refused.status().IsInvalidArgument());
+    }
+    CHECK_FALSE(store.read_event("e3").ok());
+    CHECK(store.last_position() == 1);
+  }
+  SECTION("the side write survives a reopen with its events") {
+    opened->reset();
+    auto reopened = EventStore::open(keyledger::EventStoreOptions{
+        .path = dir.path(), .sync = true, .max_group_size = 1024, .extra_column_families = {"answers"}});
+    REQUIRE(reopened.ok());
+    std::string value;
+    CHECK((*reopened)->db()->Get(rocksdb::ReadOptions(), (*reopened)->column_family("answers"), "k1", &value).ok());
+    CHECK(value == "first");
+  }
 }
 
 TEST_CASE("reads: one stream, the whole log in batches, an event by id", "[eventstore]") {

@@ -11,8 +11,8 @@
 //   check    1. every acknowledged command has its effect, and a command left unanswered by
 //               the kill has all of it or none of it (its unique label or name finds it);
 //               nothing else exists; an acknowledged command's Idempotency-Key replays after
-//               the restart; an unanswered one's retry should take effect exactly once (a
-//               known product issue today, counted apart unless --strict-retries);
+//               the restart; an unanswered one's retry takes effect exactly once (replayed
+//               if the kill came after its events were durable, run if before);
 //            2. the audit log (order=asc, paged by cursor) holds positions 1..N, no gap, no
 //               duplicate, no repeated event id;
 //            3. SIGTERM (clean exit), `keyledger rebuild-projections`, start again: the API
@@ -90,13 +90,11 @@ struct Options {
   // The kill comes this long after the load started: uniform in [min, max].
   int min_kill_ms = 50;
   int max_kill_ms = 1000;
-  // Count a retry of an unanswered command that is not exactly-once as a violation.
-  bool strict_retries = false;
 };
 
 void usage(std::ostream& out) {
   out << "usage: keyledger-torture [--keyledger PATH] [--cycles N | --long] [--seed S] [--threads T]\n"
-         "                         [--commands-per-thread N] [--kill-after-ms MIN:MAX] [--strict-retries]\n"
+         "                         [--commands-per-thread N] [--kill-after-ms MIN:MAX]\n"
          "  Kills `keyledger serve` at random moments under concurrent clients and checks what\n"
          "  survived (README \"Reliability\"). Default 10 cycles; --long is 200.\n";
 }
@@ -111,18 +109,14 @@ class Tally {
   void acknowledged() { ++acknowledged_; }
   void unanswered() { ++unanswered_; }
 
-  // Failures of `category` are printed and counted as a known product issue, not a violation.
-  void set_known_issue(const std::string& category) { known_issue_categories_.insert(category); }
-
   // Counts one check of `category`; a failed one is printed with `detail()` and counted.
   bool check(bool ok, const std::string& category, const std::function<std::string()>& detail) {
     std::lock_guard lock(mutex_);
     ++checks_[category];
     if (!ok) {
       ++violations_by_category_[category];
-      const bool known = known_issue_categories_.count(category) != 0;
-      (known ? known_issues_ : violations_) += 1;
-      std::cerr << (known ? "KNOWN PRODUCT ISSUE" : "VIOLATION") << " [cycle " << cycle_ << "] " << category
+      ++violations_;
+      std::cerr << "VIOLATION [cycle " << cycle_ << "] " << category
                 << ": " << detail() << std::endl;
     }
     return ok;
@@ -131,10 +125,6 @@ class Tally {
   std::uint64_t violations() const {
     std::lock_guard lock(mutex_);
     return violations_;
-  }
-  std::uint64_t known_issues() const {
-    std::lock_guard lock(mutex_);
-    return known_issues_;
   }
   std::uint64_t checks() const {
     std::lock_guard lock(mutex_);
@@ -153,8 +143,7 @@ class Tally {
     for (const auto& [category, count] : checks_) {
       out << "    " << category << ": " << count;
       if (auto it = violations_by_category_.find(category); it != violations_by_category_.end()) {
-        out << " (" << it->second
-            << (known_issue_categories_.count(category) != 0 ? " known product issue)" : " violated)");
+        out << " (" << it->second << " violated)";
       }
       out << "\n";
     }
@@ -168,9 +157,7 @@ class Tally {
   std::atomic<std::uint64_t> unanswered_{0};
   std::map<std::string, std::uint64_t> checks_;
   std::map<std::string, std::uint64_t> violations_by_category_;
-  std::set<std::string> known_issue_categories_;
   std::uint64_t violations_ = 0;
-  std::uint64_t known_issues_ = 0;
 };
 
 // --- processes
@@ -660,10 +647,8 @@ void apply(World& w, const Command& c, const HttpResult& res, Client& client, Ta
 }
 
 // A command the kill left unanswered, sent again with its Idempotency-Key after the restart, must
-// be replayed if it took effect and take effect if it did not. Today keyledger stores the answer
-// for an Idempotency-Key after the command's events are durable, in a write of its own: a kill
-// between the two makes the retry run the command again (a second key, or 409). Reported as a
-// known product issue unless --strict-retries.
+// be replayed if it took effect and take effect if it did not (keyledger keeps the answer for an
+// Idempotency-Key in the WriteBatch of the command's events, so the two survive together).
 constexpr const char* kRetryCategory = "idempotent retry of an unanswered command";
 
 // Sends the previous cycle's commands again with their Idempotency-Keys.
@@ -1343,9 +1328,6 @@ double seconds_since(SteadyClock::time_point t0) {
 int run(const Options& options) {
   const auto started = SteadyClock::now();
   Tally tally;
-  if (!options.strict_retries) {
-    tally.set_known_issue(kRetryCategory);
-  }
   std::cout << "torture: seed " << options.seed << ", " << options.cycles << " cycles, " << options.threads
             << " client threads, binary " << options.keyledger << "\n  replay: ops/torture --keyledger "
             << options.keyledger << " --cycles " << options.cycles << " --seed " << options.seed << std::endl;
@@ -1451,7 +1433,7 @@ int run(const Options& options) {
 
   std::cout << "torture totals: cycles " << options.cycles << ", commands acknowledged "
             << tally.acknowledged_count() << ", checks " << tally.checks() << ", violations "
-            << tally.violations() << ", known product issues " << tally.known_issues() << ", wall "
+            << tally.violations() << ", wall "
             << static_cast<int>(seconds_since(started)) << " s, kafka records read " << topic.records()
             << ", seed " << options.seed << "\n";
   tally.print_totals(std::cout);
@@ -1488,8 +1470,6 @@ std::optional<Options> parse(int argc, char** argv) {
       const auto colon = v.find(':');
       o.min_kill_ms = std::stoi(v.substr(0, colon));
       o.max_kill_ms = colon == std::string::npos ? o.min_kill_ms : std::stoi(v.substr(colon + 1));
-    } else if (arg == "--strict-retries") {
-      o.strict_retries = true;
     } else if (arg == "-h" || arg == "--help") {
       usage(std::cout);
       return std::nullopt;
