@@ -73,6 +73,7 @@ struct Config {
   bool replica = false;
   std::size_t io_threads = 2;
   std::size_t max_connections = 10'000;
+  std::uint32_t auth_failure_limit = 100;
   std::size_t worker_threads = 8;
   std::string log_level = "info";
   bool help = false;  // --help was given: the options were printed, nothing is to run
@@ -105,6 +106,9 @@ po::options_description common_options(Config& c, std::string& pepper_file, std:
       "io-threads", po::value(&c.io_threads), "threads serving connections")(
       "max-connections", po::value(&c.max_connections),
       "open connections at most; more are closed on accept (default 10000)")(
+      "auth-failure-limit", po::value(&c.auth_failure_limit),
+      "failed authentications a client address may have per minute before it gets 429 (0: no limit; "
+      "loopback is never limited; default 100)")(
       "worker-threads", po::value(&c.worker_threads), "threads running commands")(
       "log-level", po::value(&c.log_level), "trace | debug | info | warn | error");
   return o;
@@ -318,7 +322,8 @@ int serve_replica(const Config& config) {
                     [&] { return feed.ready() ? 1.0 : 0.0; });
   metrics.add_gauge("keyledger_keys", "Keys in the verification table.",
                     [&] { return static_cast<double>(keys.size()); });
-  consumers::ReplicaApi api({tokens, verifier, hasher, metrics, [&] { return feed.ready(); }});
+  api::AuthFailureLimiter auth_failures(clock, {.max_failures = config.auth_failure_limit});
+  consumers::ReplicaApi api({tokens, verifier, hasher, metrics, [&] { return feed.ready(); }, &auth_failures});
   api::ServerOptions server_options;
   server_options.listen = config.listen;
   server_options.io_threads = config.io_threads;
@@ -589,8 +594,9 @@ int serve(Config config) {
   }
   api::IdempotencyStore idempotency(store.db(), store.column_family(api::kIdempotencyColumnFamily),
                                     node.clock);
+  api::AuthFailureLimiter auth_failures(node.clock, {.max_failures = node.config.auth_failure_limit});
   api::Api api({projector, *node.commands, verifier, idempotency, metrics, node.clock, *node.hasher,
-                [&] { return projector.checkpoint() >= store.last_position(); }});
+                [&] { return projector.checkpoint() >= store.last_position(); }, &auth_failures});
 
   // Webhooks to agents, straight from the log; attempts are recorded as events. With
   // --webhooks external, `keyledger webhooks` delivers and this process records its attempts.

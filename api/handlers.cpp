@@ -921,15 +921,28 @@ struct Api::Impl {
       return error_response(404, "not_found", "no such route", req.request_id);
     }
     Caller caller;
+    const bool limited = ctx.auth_failures != nullptr && route->access != Access::kPublic &&
+                         route->handler != &Impl::forward_auth;
+    if (limited) {
+      if (const auto wait = ctx.auth_failures->retry_after(req.remote_address)) {
+        return too_many_failed_authentications(req, *wait);
+      }
+    }
     if (route->access == Access::kToken) {
       auto resolved = token_caller(req, route->scopes);
       if (auto* res = std::get_if<Response>(&resolved)) {
+        if (limited && res->status == 401) {
+          ctx.auth_failures->failed(req.remote_address);
+        }
         return std::move(*res);
       }
       caller = std::move(std::get<Caller>(resolved));
     } else if (route->access == Access::kAgentKey) {
       auto resolved = agent_caller(req);
       if (auto* res = std::get_if<Response>(&resolved)) {
+        if (limited && res->status == 401) {
+          ctx.auth_failures->failed(req.remote_address);
+        }
         return std::move(*res);
       }
       caller.agent = std::move(std::get<VerifyOutcome>(resolved));

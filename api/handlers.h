@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 
+#include "api/auth_failures.h"
 #include "api/commands.h"
 #include "api/idempotency.h"
 #include "api/metrics.h"
@@ -25,6 +26,10 @@ struct ApiContext {
   const KeyHasher& hasher;
   // True once the store is open and projections have caught up (GET /readyz).
   std::function<bool()> ready;
+  // Failed authentications per client address (null: no limit). Counts the 401s of every
+  // route that needs a credential but GET /v1/auth, whose client is a gateway speaking for
+  // many users; an address over its limit gets 429 there before its credential is checked.
+  AuthFailureLimiter* auth_failures = nullptr;
 };
 
 class Api final : public Dispatcher {

@@ -115,12 +115,7 @@ Response ReplicaApi::handle(Request& req) {
   } else if (served->pattern == "/metrics") {
     res = api::metrics_response(ctx_.metrics);
   } else if (served->pattern == "/v1/verify") {
-    auto caller = api::authenticate_service_token(req, {"verify"}, ctx_.tokens, ctx_.hasher, ctx_.verifier);
-    if (auto* refused = std::get_if<Response>(&caller)) {
-      res = std::move(*refused);
-    } else {
-      res = api::verify_response(req, ctx_.verifier, ctx_.metrics);
-    }
+    res = verify(req);
   } else {
     auto outcome = api::authenticate_agent_key(req, ctx_.verifier, ctx_.metrics);
     if (auto* refused = std::get_if<Response>(&outcome)) {
@@ -133,6 +128,22 @@ Response ReplicaApi::handle(Request& req) {
     res.body.clear();
   }
   return res;
+}
+
+Response ReplicaApi::verify(Request& req) {
+  if (ctx_.auth_failures != nullptr) {
+    if (const auto wait = ctx_.auth_failures->retry_after(req.remote_address)) {
+      return api::too_many_failed_authentications(req, *wait);
+    }
+  }
+  auto caller = api::authenticate_service_token(req, {"verify"}, ctx_.tokens, ctx_.hasher, ctx_.verifier);
+  if (auto* refused = std::get_if<Response>(&caller)) {
+    if (refused->status == 401 && ctx_.auth_failures != nullptr) {
+      ctx_.auth_failures->failed(req.remote_address);
+    }
+    return std::move(*refused);
+  }
+  return api::verify_response(req, ctx_.verifier, ctx_.metrics);
 }
 
 void ReplicaApi::on_response(const Request& request, const Response& response) {

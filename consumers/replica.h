@@ -12,6 +12,7 @@
 
 #include "api/metrics.h"
 #include "api/server.h"
+#include "api/auth_failures.h"
 #include "api/verifier.h"
 #include "projections/service_token_table.h"
 
@@ -24,6 +25,9 @@ struct ReplicaApiContext {
   api::Metrics& metrics;
   // True once the replica caught up with the topics at start-up (GET /readyz).
   std::function<bool()> ready;
+  // Failed authentications per client address on POST /v1/verify (null: no limit), as on
+  // the primary (api::ApiContext::auth_failures).
+  api::AuthFailureLimiter* auth_failures = nullptr;
 };
 
 class ReplicaApi final : public api::Dispatcher {
@@ -39,6 +43,8 @@ class ReplicaApi final : public api::Dispatcher {
   std::string route_of(const http::Request& request) const;
 
  private:
+  http::Response verify(http::Request& request);  // POST /v1/verify
+
   ReplicaApiContext ctx_;
 };
 

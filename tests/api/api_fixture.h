@@ -101,7 +101,7 @@ class World {
     commands =
         std::make_unique<CommandService>(*store, *projector, clock, random, hasher, secrets, command_options);
     api = std::make_unique<Api>(ApiContext{*projector, *commands, *verifier, *idempotency, metrics, clock,
-                                           hasher, [this] { return ready.load(); }});
+                                           hasher, [this] { return ready.load(); }, &auth_failures});
     admin = token("ops", {"admin"});
     manage = token("dashboard", {"manage"});
     auditor = token("auditor", {"audit"});
@@ -144,7 +144,7 @@ class World {
     }
     req.body = body;
     req.request_id = "req-" + std::to_string(++requests_);
-    req.remote_address = "127.0.0.1";
+    req.remote_address = remote_address;
     last_request_id = req.request_id;
     http::Response res = api->handle(req);
     api->on_response(req, res);
@@ -259,6 +259,9 @@ class World {
   SecretBox secrets{pepper};
   Metrics metrics;  // before the store: the commit listener uses it
   std::atomic<bool> ready{true};
+  // A small limit, so tests can reach it; requests come from `remote_address`.
+  AuthFailureLimiter auth_failures{clock, {.max_failures = 5, .window = std::chrono::seconds(60)}};
+  std::string remote_address = "127.0.0.1";
   std::unique_ptr<EventStore> store;
   std::unique_ptr<Projector> projector;
   std::unique_ptr<Verifier> verifier;

@@ -349,3 +349,94 @@ TEST_CASE("hardening: the wall clock jumping an hour either way reorders nothing
 }
 
 }  // namespace keyledger::api
+
+namespace keyledger::api {
+
+TEST_CASE("hardening: an address with too many failed authentications gets 429 until its window ends",
+          "[handlers][hardening]") {
+  using namespace test;
+  World w;
+  const std::string agent_id = w.register_agent();
+  const auto key = w.create_key(agent_id);
+
+  w.remote_address = "203.0.113.7";
+  for (int i = 0; i < 5; ++i) {
+    CHECK(w.get("/v1/tokens", "kl_not_a_token").status == 401);
+  }
+  // Over the limit: refused before the credential is looked at, whatever it is, on every
+  // route that needs one; public routes still answer.
+  const auto refused = w.get("/v1/tokens", w.admin);
+  w.expect_error(refused, 429, "rate_limited");
+  CHECK(refused.headers.get("Retry-After") == std::optional<std::string_view>("60"));
+  w.expect_error(w.get("/v1/self", key.api_key), 429, "rate_limited");
+  w.expect_error(w.post("/v1/verify", Json{{"api_key", key.api_key}}, w.gateway), 429, "rate_limited");
+  CHECK(w.get("/healthz", "").status == 200);
+
+  SECTION("GET /v1/auth is not limited: its client is a gateway speaking for many users") {
+    CHECK(w.get("/v1/auth", key.api_key).status == 200);
+    CHECK(w.get("/v1/auth", "cg_nonsense").status == 401);
+  }
+  SECTION("another address, the same /64 of IPv6, and loopback") {
+    w.remote_address = "203.0.113.8";
+    CHECK(w.get("/v1/tokens", w.admin).status == 200);
+    w.remote_address = "2001:db8:1:2::5";
+    for (int i = 0; i < 5; ++i) {
+      CHECK(w.get("/v1/tokens", "").status == 401);
+    }
+    w.remote_address = "2001:db8:1:2:ffff::9";  // same /64: one host's allocation
+    w.expect_error(w.get("/v1/tokens", w.admin), 429, "rate_limited");
+    w.remote_address = "2001:db8:1:3::5";
+    CHECK(w.get("/v1/tokens", w.admin).status == 200);
+    w.remote_address = "127.0.0.1";
+    for (int i = 0; i < 20; ++i) {
+      CHECK(w.get("/v1/tokens", "").status == 401);
+    }
+    CHECK(w.get("/v1/tokens", w.admin).status == 200);
+    w.remote_address = "::ffff:127.0.0.1";
+    CHECK(w.get("/v1/tokens", w.admin).status == 200);
+  }
+  SECTION("the window ends: the address starts afresh") {
+    w.clock.advance(std::chrono::seconds(59));
+    CHECK(w.get("/v1/tokens", w.admin).headers.get("Retry-After") == std::optional<std::string_view>("1"));
+    w.clock.advance(std::chrono::seconds(1));
+    CHECK(w.get("/v1/tokens", w.admin).status == 200);
+  }
+  SECTION("a wrong scope (403) is not a failed authentication") {
+    w.remote_address = "198.51.100.1";
+    for (int i = 0; i < 10; ++i) {
+      CHECK(w.get("/v1/tokens", w.gateway).status == 403);
+    }
+    CHECK(w.get("/v1/tokens", w.admin).status == 200);
+  }
+}
+
+TEST_CASE("auth failure limiter: buckets, off switch, bounded memory", "[api][hardening]") {
+  ManualClock clock{test::test_epoch()};
+  CHECK(AuthFailureLimiter::bucket_of("127.0.0.9").empty());
+  CHECK(AuthFailureLimiter::bucket_of("::1").empty());
+  CHECK(AuthFailureLimiter::bucket_of("::ffff:10.1.2.3") == "10.1.2.3");
+  CHECK(AuthFailureLimiter::bucket_of("2001:db8::1") == "2001:db8::/64");
+
+  AuthFailureLimiter off(clock, {.max_failures = 0});
+  for (int i = 0; i < 1000; ++i) {
+    off.failed("192.0.2.1");
+  }
+  CHECK_FALSE(off.retry_after("192.0.2.1"));
+
+  // Full of live entries: a new address is not tracked, the limited ones stay limited.
+  AuthFailureLimiter small(clock, {.max_failures = 1, .window = std::chrono::seconds(60), .max_tracked = 16});
+  for (int i = 0; i < 200; ++i) {
+    small.failed("10.0." + std::to_string(i / 250) + "." + std::to_string(i % 250));
+  }
+  int limited = 0;
+  for (int i = 0; i < 200; ++i) {
+    limited += small.retry_after("10.0." + std::to_string(i / 250) + "." + std::to_string(i % 250)) ? 1 : 0;
+  }
+  CHECK(limited > 0);
+  CHECK(limited <= 16 + 16);  // at most max_tracked/shards + 1 per shard
+  clock.advance(std::chrono::seconds(61));
+  small.failed("10.9.9.9");  // expired entries make room
+  CHECK(small.retry_after("10.9.9.9"));
+}
+
+}  // namespace keyledger::api
