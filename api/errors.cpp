@@ -62,7 +62,7 @@ http::Response status_response(const Status& status, const std::string& request_
       // The log could not take the change (API contract: commands fail, verification goes on).
       spdlog::warn("request {}: answering 503 for {}", request_id, status.ToString());
       return error_response(kServiceUnavailable, "storage_unavailable",
-                            "the event log cannot take writes right now; try again later", request_id);
+                            "the event log is not available right now; try again later", request_id);
     case Status::Code::kOk:
     case Status::Code::kCorruption:
       break;

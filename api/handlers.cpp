@@ -913,8 +913,9 @@ struct Api::Impl {
         for (const auto& m : allowed) {
           allow += (allow.empty() ? "" : ", ") + m;
         }
-        Response res = error_response(405, "method_not_allowed", "this route does not take " + req.method,
-                                      req.request_id);
+        Response res = error_response(
+            405, "method_not_allowed",
+            "this route does not take " + std::string(http::known_method_or_other(req.method)), req.request_id);
         res.headers.set("Allow", allow);
         return res;
       }

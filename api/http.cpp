@@ -1,6 +1,7 @@
 #include "api/http.h"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstring>
 
@@ -249,6 +250,17 @@ bool parse_target(std::string_view target, std::string& path, std::map<std::stri
     query[name] = value;
   }
   return true;
+}
+
+std::string_view known_method_or_other(std::string_view method) {
+  static constexpr std::array<std::string_view, 7> kKnown = {"GET", "HEAD", "POST", "PUT",
+                                                             "DELETE", "PATCH", "OPTIONS"};
+  for (const std::string_view known : kKnown) {
+    if (method == known) {
+      return known;
+    }
+  }
+  return "OTHER";
 }
 
 }  // namespace keyledger::http

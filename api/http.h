@@ -137,4 +137,9 @@ bool is_canonical_path(std::string_view path);
 // canonical (is_canonical_path), or a bad percent escape in the query.
 bool parse_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query);
 
+// `method` if it is GET, HEAD, POST, PUT, DELETE, PATCH or OPTIONS, else "OTHER": what a metric
+// label, a log line or an error message may say of a request's method (a raw method can be
+// thousands of bytes of anything).
+std::string_view known_method_or_other(std::string_view method);
+
 }  // namespace keyledger::http

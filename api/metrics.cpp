@@ -3,6 +3,8 @@
 #include <array>
 #include <sstream>
 
+#include "api/http.h"
+
 namespace keyledger::api {
 
 std::uint64_t ShardedCounter::value() const {
@@ -33,19 +35,6 @@ struct CachedCounter {
 };
 constexpr std::size_t kCachedCounters = 64;
 
-// The method label takes one of a known set of values: a raw method from the request line
-// would let unauthenticated clients grow /metrics (and memory) without bound.
-std::string_view method_label(std::string_view method) {
-  static constexpr std::array<std::string_view, 7> kKnown = {"GET", "HEAD", "POST", "PUT",
-                                                             "DELETE", "PATCH", "OPTIONS"};
-  for (const std::string_view known : kKnown) {
-    if (method == known) {
-      return known;
-    }
-  }
-  return "OTHER";
-}
-
 }  // namespace
 
 Metrics::Metrics() : id_(g_next_metrics_id.fetch_add(1)) {}
@@ -69,7 +58,9 @@ ShardedCounter& Metrics::request_counter(std::string_view method, std::string_vi
 }
 
 void Metrics::count_request(std::string_view raw_method, std::string_view route, unsigned status) {
-  const std::string_view method = method_label(raw_method);
+  // A known method or OTHER: a raw method from the request line would let unauthenticated
+  // clients grow /metrics (and memory) without bound.
+  const std::string_view method = http::known_method_or_other(raw_method);
   thread_local std::array<CachedCounter, kCachedCounters> cache;
   const std::size_t h = (std::hash<std::string_view>{}(route) * 31 + std::hash<std::string_view>{}(method)) * 31 +
                         status + id_;

@@ -1,5 +1,6 @@
 #include "api/request_reader.h"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/error.hpp>
 
 namespace keyledger::http {
@@ -57,6 +58,14 @@ void RequestReader::on_field_impl(bhttp::field name, string_view name_text, stri
       return;
     }
     has_authorization_ = true;
+  }
+  if (boost::beast::iequals(name_text, "x-api-key")) {
+    if (has_api_key_) {
+      refusal_ = "more than one X-Api-Key header";
+      ec = bhttp::error::bad_field;
+      return;
+    }
+    has_api_key_ = true;
   }
   request_.headers.add_folded(view(name_text), view(value));
 }

@@ -10,7 +10,8 @@
 //   - a Transfer-Encoding other than exactly "chunked": Beast reads a request whose final
 //     coding is not chunked (`gzip`, `chunked, identity`, `xchunked`) as having no body, so
 //     its "body" would be parsed as a second request (request smuggling);
-//   - a second Authorization field (which credential wins would depend on who reads it).
+//   - a second Authorization or X-Api-Key field (which credential wins would depend on who
+//     reads it).
 // Conflicting Content-Lengths, and Content-Length beside Transfer-Encoding, Beast refuses.
 //
 // Trailer fields of a chunked body are not headers: they are dropped, and counted against the
@@ -63,6 +64,7 @@ class RequestReader final : public boost::beast::http::basic_parser<true> {
   bool target_ok_ = true;
   bool in_trailer_ = false;
   bool has_authorization_ = false;
+  bool has_api_key_ = false;
   std::string_view refusal_;
 };
 

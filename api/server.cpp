@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sodium.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,6 +38,7 @@
 #include "api/errors.h"
 #include "api/request_reader.h"
 #include "api/response_head.h"
+#include "domain/key_material.h"
 
 namespace keyledger::api {
 
@@ -78,12 +80,50 @@ constexpr unsigned kInternalServerError = 500;
 constexpr unsigned kMinStatus = 200;
 constexpr unsigned kMaxStatus = 999;
 
+// Descriptors kept for everything but client connections (RocksDB's files, Kafka's sockets,
+// logs, webhook clients).
+constexpr std::size_t kReservedDescriptors = 256;
+
+// Each connection takes a descriptor. Raises the soft RLIMIT_NOFILE toward the hard one if
+// `wanted` connections need it, and lowers the connection limit (saying so) if even that is not
+// enough: an idle-connection flood must meet the limit, not accept() failing with EMFILE while
+// RocksDB cannot open a file.
+std::size_t connection_limit_for(std::size_t wanted) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    return wanted;
+  }
+  const rlim_t needed = static_cast<rlim_t>(wanted + kReservedDescriptors);
+  if (limit.rlim_cur < needed) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max == RLIM_INFINITY ? needed : std::min(needed, limit.rlim_max);
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      limit = raised;
+    }
+  }
+  if (limit.rlim_cur >= needed) {
+    return wanted;
+  }
+  const std::size_t available = static_cast<std::size_t>(limit.rlim_cur);
+  const std::size_t lowered =
+      available > 2 * kReservedDescriptors ? available - kReservedDescriptors : available / 2;
+  spdlog::warn("--max-connections {} needs {} file descriptors but the limit is {} (ulimit -n); "
+               "taking at most {} connections",
+               wanted, needed, available, lowered);
+  return lowered;
+}
+
 http::Response internal_error(const std::string& request_id) {
   return error_response(kInternalServerError, "internal_error", "internal error", request_id);
 }
 
 bool is_sane_request_id(std::string_view id) {
   if (id.empty() || id.size() > kMaxRequestIdLength) {
+    return false;
+  }
+  // Echoed in every log line and response: a value shaped like a key or a service token (a
+  // client that put its credential in the wrong header) is replaced, never repeated.
+  if (id.starts_with(kApiKeyPrefix) || id.starts_with(kServiceTokenPrefix)) {
     return false;
   }
   for (const char c : id) {
@@ -504,8 +544,9 @@ class Session : public std::enable_shared_from_this<Session> {
     } catch (...) {
       // Not even the exception's text is logged: it may quote the request (a JSON parser's
       // "last read" excerpt of a body holding a key, say).
-      spdlog::warn("request {} ({} {}): handler threw; answering 500", request_.request_id, request_.method,
-                   request_.path);
+      // Nor the path: GET /v1/keys/{id} may carry a full key pasted by mistake.
+      spdlog::warn("request {} ({}): handler threw; answering 500", request_.request_id,
+                   http::known_method_or_other(request_.method));
       response_ = internal_error(request_.request_id);
     }
   }
@@ -700,6 +741,7 @@ struct Server::Impl {
     if (options.io_threads == 0 || options.worker_threads == 0) {
       return Status::InvalidArgument("io_threads and worker_threads must be at least 1");
     }
+    connection_limit = connection_limit_for(options.max_connections);
     // Request ids come from libsodium's CSPRNG; sodium_init() is idempotent and thread-safe.
     if (sodium_init() < 0) {
       return Status::Unavailable("libsodium failed to initialise");
@@ -875,12 +917,12 @@ struct Server::Impl {
       });
       return;
     }
-    if (context.sessions.size() >= context.options.max_connections) {
+    if (context.sessions.size() >= connection_limit) {
       beast::error_code ignored;
       socket.close(ignored);
       if (refused_connections.fetch_add(1, std::memory_order_relaxed) % kRefusalLogEvery == 0) {
         spdlog::warn("{} open connections, the limit: refusing new ones (refused so far: {})",
-                     context.options.max_connections, refused_connections.load(std::memory_order_relaxed));
+                     connection_limit, refused_connections.load(std::memory_order_relaxed));
       }
     } else if (!context.draining.load()) {
       std::make_shared<Session>(std::move(socket), loop, context)->start();
@@ -912,7 +954,8 @@ struct Server::Impl {
   // Declared first: sessions still queued in a loop's io_context use it while it is destroyed.
   ServerContext context;
   std::vector<std::unique_ptr<Loop>> loops;
-  std::atomic<std::uint64_t> refused_connections{0};  // over max_connections
+  std::atomic<std::uint64_t> refused_connections{0};  // over connection_limit
+  std::size_t connection_limit = 0;  // max_connections, or less if descriptors are short; set by start()
   std::vector<asio::executor_work_guard<Executor>> work;
   std::vector<std::thread> io_threads;
   std::atomic<std::uint16_t> port{0};

@@ -201,10 +201,12 @@ std::optional<std::string_view> bearer_credential(const Request& req) {
 }
 
 std::optional<std::string_view> presented_api_key(const Request& req) {
-  if (auto b = bearer_credential(req)) {
-    return b;
+  const auto bearer = bearer_credential(req);
+  const auto header = req.headers.get("x-api-key");
+  if (bearer && header && *bearer != *header) {
+    return std::nullopt;
   }
-  return req.headers.get("x-api-key");
+  return bearer ? bearer : header;
 }
 
 Response unauthorized_response(const Request& req, bool invalid_token) {

@@ -55,7 +55,8 @@ class FieldReader {
 
 // The credential of `Authorization: Bearer …`, trimmed; nullopt without one.
 std::optional<std::string_view> bearer_credential(const http::Request& req);
-// An agent's own key: the bearer credential, else `X-Api-Key`.
+// An agent's own key: the bearer credential, else `X-Api-Key`; nullopt (no credential, so a
+// 401) when both are given and differ: which one is meant cannot be told.
 std::optional<std::string_view> presented_api_key(const http::Request& req);
 
 // 401 with `WWW-Authenticate: Bearer realm="keyledger"` (plus `error="invalid_token"`).

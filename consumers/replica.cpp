@@ -102,8 +102,9 @@ Response ReplicaApi::handle(Request& req) {
       for (const auto& m : allowed) {
         allow += (allow.empty() ? "" : ", ") + m;
       }
-      res = api::error_response(405, "method_not_allowed", "this route does not take " + req.method,
-                                req.request_id);
+      res = api::error_response(
+          405, "method_not_allowed",
+          "this route does not take " + std::string(http::known_method_or_other(req.method)), req.request_id);
       res.headers.set("Allow", allow);
     } else {
       res = api::error_response(404, "not_found", "no such route", req.request_id);

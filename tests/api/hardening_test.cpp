@@ -352,6 +352,25 @@ TEST_CASE("hardening: the wall clock jumping an hour either way reorders nothing
 
 namespace keyledger::api {
 
+TEST_CASE("hardening: an agent key given twice, differently, is no credential; a junk method is not quoted",
+          "[handlers][hardening]") {
+  using namespace test;
+  World w;
+  const std::string agent_id = w.register_agent();
+  const auto key = w.create_key(agent_id);
+  const auto other = w.create_key(agent_id);
+  CHECK(w.get("/v1/auth", key.api_key, {{"X-Api-Key", key.api_key}}).status == 200);
+  CHECK(w.get("/v1/auth", "", {{"X-Api-Key", key.api_key}}).status == 200);
+  CHECK(w.get("/v1/auth", key.api_key, {{"X-Api-Key", other.api_key}}).status == 401);
+  CHECK(w.get("/v1/self", other.api_key, {{"X-Api-Key", key.api_key}}).status == 401);
+
+  const std::string junk(3000, 'Q');
+  const auto res = w.call(junk, "/v1/tokens", std::nullopt, w.admin);
+  const Json error = w.expect_error(res, 405, "method_not_allowed");
+  CHECK(error["error"]["message"].get<std::string>().find("QQQ") == std::string::npos);
+  CHECK(error["error"]["message"].get<std::string>().find("OTHER") != std::string::npos);
+}
+
 TEST_CASE("hardening: an address with too many failed authentications gets 429 until its window ends",
           "[handlers][hardening]") {
   using namespace test;

@@ -377,7 +377,9 @@ TEST_CASE("server keeps a sane client X-Request-Id and replaces others", "[serve
   CHECK(header(client.round_trip(std::move(sane)), "X-Request-Id") == "Client-Id_1.2-3");
 
   for (const std::string& bad :
-       {std::string("has space"), std::string("semi;colon"), std::string(129, 'a')}) {
+       {std::string("has space"), std::string("semi;colon"), std::string(129, 'a'),
+        // shaped like a credential put in the wrong header: never echoed into logs
+        std::string("cg_live_0123456789abcdef"), std::string("kls_0123456789abcdef")}) {
     auto request = make_request(bhttp::verb::get, "/worker/echo");
     request.set("X-Request-Id", bad);
     const Response response = client.round_trip(std::move(request));
@@ -665,6 +667,7 @@ TEST_CASE("server refuses request smuggling: 400 and close (RFC 9112 §6)", "[se
   refused("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", chunked_smuggled);
   refused("Authorization: Bearer a\r\nAuthorization: Bearer b\r\n", "");
   refused("Authorization: Bearer a\r\nauthorization: Bearer b\r\n", "");
+  refused("X-Api-Key: a\r\nx-api-key: a\r\n", "");
   // Plain chunked, in any letter case, still works.
   Client client(test.server.port());
   REQUIRE_FALSE(client.send_raw("POST /inline/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"
