@@ -6,13 +6,15 @@
 // Checked: decode -> encode -> decode gives an equal message and the same bytes again; the folds are pure
 // (folding twice, or one event at a time, gives the same state) and the agent's version is the last event's
 // stream_version; the ActiveKeyTable never brings a revoked, expired or compromised key back to active, and
-// applying the same events again (at-least-once delivery) changes nothing; the JSON views of
+// applying the same events again (at-least-once delivery) changes nothing when they form a possible log
+// (no key changed before it was created); the JSON views of
 // every event and of the folded agent serialize when the decoded strings are valid UTF-8.
 #include <google/protobuf/util/message_differencer.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <tuple>
 
@@ -51,6 +53,41 @@ std::string agent_summary(const AgentState& s) {
            std::to_string(k.compromised_at.has_value());
   }
   return out;
+}
+
+// True if an event rotates, revokes, expires or compromises a key before the sequence created it.
+bool changes_keys_before_creating_them(const std::vector<v1::Event>& events) {
+  std::set<std::string> created;
+  for (const auto& e : events) {
+    switch (e.payload_case()) {
+      case v1::Event::kKeyCreated:
+        created.insert(e.key_created().key_id());
+        break;
+      case v1::Event::kKeyRotated:
+        if (!created.contains(e.key_rotated().key_id())) {
+          return true;
+        }
+        break;
+      case v1::Event::kKeyRevoked:
+        if (!created.contains(e.key_revoked().key_id())) {
+          return true;
+        }
+        break;
+      case v1::Event::kKeyExpired:
+        if (!created.contains(e.key_expired().key_id())) {
+          return true;
+        }
+        break;
+      case v1::Event::kKeyCompromised:
+        if (!created.contains(e.key_compromised().key_id())) {
+          return true;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+  return false;
 }
 
 void run(std::string_view input) {
@@ -141,11 +178,17 @@ void run(std::string_view input) {
     }
     before = after;
   }
-  for (const auto& e : events) {
-    table.apply(e);
+  // Redelivery replays a suffix of a real log onto a table that holds it, and in a real log a
+  // key's changes come after its creation (the aggregate decides them against its state). A
+  // fuzzed sequence that changes a key before creating it is no such log: applied twice, the
+  // second pass sees the change with the key present and the first did not
+  // (tests/fuzz/regressions/event_fold/table-redelivery-not-idempotent, analysed).
+  if (!changes_keys_before_creating_them(events)) {
+    for (const auto& e : events) {
+      table.apply(e);
+    }
+    FUZZ_CHECK(table_rows(table) == before, "applying the events again changed the table");
   }
-  FUZZ_CHECK_UNLESS_KNOWN("active-key-table-redelivery", table_rows(table) == before,
-                          "applying the events again changed the table");
 }
 
 }  // namespace
