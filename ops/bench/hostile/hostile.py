@@ -41,6 +41,10 @@ def pct(sorted_values, p):
     return sorted_values[k]
 
 
+class Eof(Exception):
+    """The server closed the connection (clean EOF) before a whole response arrived."""
+
+
 def parse_head(head):
     """(status, {lower-name: value}) of a response head (bytes without the blank line)."""
     lines = head.split(b"\r\n")
@@ -246,7 +250,7 @@ class Attack:
 
     async def read_response(self, s, buf, timeout=5.0):
         """Reads one response from s (buf: bytearray of bytes already read). Returns
-        (status, headers) or raises ConnectionError / asyncio.TimeoutError."""
+        (status, headers) or raises Eof, OSError or asyncio.TimeoutError."""
         async def go():
             while True:
                 i = buf.find(b"\r\n\r\n")
@@ -254,14 +258,14 @@ class Attack:
                     break
                 data = await self.loop.sock_recv(s, 65536)
                 if not data:
-                    raise ConnectionError("eof" if not buf else "eof mid-response")
+                    raise Eof("eof" if not buf else "eof_mid_response")
                 buf.extend(data)
             status, headers = parse_head(bytes(buf[:i]))
             need = i + 4 + int(headers.get("content-length", "0"))
             while len(buf) < need:
                 data = await self.loop.sock_recv(s, 65536)
                 if not data:
-                    raise ConnectionError("eof mid-body")
+                    raise Eof("eof_mid_body")
                 buf.extend(data)
             del buf[:need]
             return status, headers
@@ -380,9 +384,10 @@ class Attack:
                         self.stats[name]["max_answer_ms"] = round(ms, 1)
                 except asyncio.TimeoutError:
                     self.count(name, "no_answer_5s")
-                except (OSError, ConnectionError, ValueError) as e:
-                    self.count(name, "read_" + (str(e) if isinstance(e, ConnectionError) and not isinstance(e, OSError)
-                                                else type(e).__name__))
+                except Eof as e:
+                    self.count(name, "read_" + str(e))
+                except (OSError, ValueError) as e:
+                    self.count(name, "read_" + type(e).__name__)
                 self.rst_close(s)
                 self.count("attempts")
 
@@ -603,7 +608,12 @@ class Attack:
                 try:
                     await self.loop.sock_sendall(s, req)
                     status, headers = await self.read_response(s, buf, timeout=10)
-                except (OSError, ConnectionError, asyncio.TimeoutError, ValueError) as e:
+                except Eof as e:
+                    self.count(name, "error_" + str(e))
+                    s.close()
+                    s = None
+                    continue
+                except (OSError, asyncio.TimeoutError, ValueError) as e:
                     self.count(name, "error_" + type(e).__name__)
                     s.close()
                     s = None
