@@ -430,13 +430,6 @@ int run_webhooks(const Config& config, const std::string& from) {
   std::unique_ptr<EventStore> store = std::move(opened).value();
   SystemClock clock;
   SecretBox secrets(*pepper);
-  // Set once delivery runs; appends to the mirror wake it.
-  std::atomic<consumers::WebhookDispatcher*> webhooks_ptr{nullptr};
-  store->set_commit_listener([&](const std::vector<v1::Event>&) {
-    if (auto* hooks = webhooks_ptr.load()) {
-      hooks->notify();
-    }
-  });
 
   consumers::EventMirrorOptions mirror_options;
   mirror_options.brokers = config.kafka_brokers;
@@ -470,7 +463,6 @@ int run_webhooks(const Config& config, const std::string& from) {
   if (Status s = webhooks.start(); !s.ok()) {
     return fail(s, "cannot start webhook delivery");
   }
-  webhooks_ptr = &webhooks;
   // The line tests and scripts wait for.
   std::cout << "keyledger webhooks ready" << std::endl;
   spdlog::info("webhooks: delivering; attempts recorded to {}", config.webhook_deliveries_topic);
@@ -479,7 +471,6 @@ int run_webhooks(const Config& config, const std::string& from) {
     spdlog::warn("webhooks: sigwait failed; shutting down");
   }
   spdlog::info("shutting down");
-  webhooks_ptr = nullptr;
   webhooks.stop();  // lets attempts in flight finish; pending retries stay in the mirror
   mirror.stop();
   return 0;
@@ -577,18 +568,8 @@ int serve(Config config) {
     metrics.add_gauge("keyledger_kafka_published_position", "Last position confirmed published to Kafka.",
                       [&] { return static_cast<double>(relay->published_position()); });
   }
-  // Set once webhook delivery runs; the commit listener wakes it.
-  std::atomic<consumers::WebhookDispatcher*> webhooks_ptr{nullptr};
-  store.set_commit_listener([&](const std::vector<v1::Event>& events) {
-    projector.apply(events);
-    metrics.count_events_appended(events.size());
-    if (relay) {
-      relay->notify();
-    }
-    if (auto* hooks = webhooks_ptr.load()) {
-      hooks->notify();
-    }
-  });
+  const CommitSubscription count_appends =
+      store.subscribe([&](const std::vector<v1::Event>& events) { metrics.count_events_appended(events.size()); });
   if (relay) {
     relay->start();
   }
@@ -628,7 +609,6 @@ int serve(Config config) {
     if (Status s = webhooks->start(); !s.ok()) {
       return fail(s, "cannot start webhook delivery");
     }
-    webhooks_ptr = webhooks.get();
     api.set_webhook_retry([&](const std::string& agent_id, const std::string& event_id) {
       return webhooks->retry(agent_id, event_id);
     });
@@ -681,7 +661,6 @@ int serve(Config config) {
   wake.notify_all();
   housekeeper.join();
   if (webhooks) {
-    webhooks_ptr = nullptr;
     webhooks->stop();  // lets attempts in flight finish; pending retries stay persisted
   }
   if (delivery_records) {

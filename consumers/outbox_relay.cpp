@@ -84,6 +84,7 @@ struct OutboxRelay::Impl {
   int wake_write = -1;
 
   std::thread thread;
+  CommitSubscription subscription;  // wakes the thread from start() to stop()
   std::atomic<bool> stopping{false};
   bool started = false;
   bool stopped = false;
@@ -444,6 +445,7 @@ void OutboxRelay::start() {
   }
   impl_->started = true;
   impl_->thread = std::thread([this] { impl_->run(); });
+  impl_->subscription = impl_->store.subscribe([impl = impl_.get()](const std::vector<v1::Event>&) { impl->wake(); });
 }
 
 void OutboxRelay::notify() { impl_->wake(); }
@@ -453,6 +455,7 @@ void OutboxRelay::stop() {
     return;
   }
   impl_->stopped = true;
+  impl_->subscription.reset();
   impl_->stopping = true;
   impl_->wake();
   if (impl_->thread.joinable()) {

@@ -73,9 +73,10 @@ class OutboxRelay {
   OutboxRelay(const OutboxRelay&) = delete;
   OutboxRelay& operator=(const OutboxRelay&) = delete;
 
-  // Starts the publishing thread. Call once.
+  // Starts the publishing thread and subscribes to the store: every committed group wakes it
+  // (EventStore::subscribe). Call once.
   void start();
-  // Wakes the thread: new events were committed. Never blocks; call from the commit listener.
+  // Wakes the thread, as a commit does. Never blocks.
   void notify();
   // Publishes what it can within flush_timeout, persists the published position, stops the
   // thread and the producer. Idempotent.

@@ -207,6 +207,7 @@ struct WebhookDispatcher::Impl {
   std::atomic<std::uint64_t> cursor{0};
   std::thread tailer;
   std::vector<std::thread> workers;
+  CommitSubscription subscription;  // wakes the tailer (notify) from start() to stop()
 
   // Agents folded so far, brought up to date before each attempt.
   std::mutex agents_mu;
@@ -556,6 +557,7 @@ Status WebhookDispatcher::start() {
   for (std::size_t i = 0; i < workers; ++i) {
     m.workers.emplace_back([&m] { m.work(); });
   }
+  m.subscription = m.store.subscribe([this](const std::vector<v1::Event>&) { notify(); });
   return Status::Ok();
 }
 
@@ -574,6 +576,7 @@ void WebhookDispatcher::stop() {
     std::lock_guard lock(m.mu);
     m.stopping = true;
   }
+  m.subscription.reset();
   m.cv.notify_all();
   if (m.tailer.joinable()) {
     m.tailer.join();

@@ -103,14 +103,14 @@ class WebhookDispatcher {
 
   // Sets up the HTTP client (InvalidArgument for an unreadable CA file), loads the cursor and
   // the pending deliveries, reconciles them with the recorded attempts (IoError/Corruption on
-  // storage failure), then starts the tailing thread and the workers. Conflict
-  // `dispatcher_started` on a second call.
+  // storage failure), then starts the tailing thread and the workers and subscribes to the
+  // store: every committed group wakes the tailer, so a delivery starts without waiting for
+  // the next poll. Conflict `dispatcher_started` on a second call.
   Status start();
   // Stops tailing, lets attempts in flight finish (each bounded by the client timeout) and
   // joins the threads. Pending deliveries stay persisted. Idempotent.
   void stop();
-  // Wakes the tailing thread: new events were committed (the store's commit listener calls
-  // it, so a delivery starts without waiting for the next poll).
+  // Wakes the tailing thread, as a commit does.
   void notify();
 
   // Re-queues the delivery of `event_id` to `agent_id` for an attempt now, with a fresh

@@ -17,6 +17,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <shared_mutex>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -82,6 +83,54 @@ struct WrittenGroup {
 
 }  // namespace
 
+class CommitSubscription::Registry {
+ public:
+  std::uint64_t add(CommitListener listener) {
+    std::unique_lock lock(mutex_);
+    listeners_.emplace_back(++last_id_, std::move(listener));
+    return last_id_;
+  }
+  void remove(std::uint64_t id) {
+    std::unique_lock lock(mutex_);  // waits for a call in progress
+    std::erase_if(listeners_, [id](const auto& entry) { return entry.first == id; });
+  }
+  void notify(const std::vector<v1::Event>& events) const {
+    std::shared_lock lock(mutex_);
+    for (const auto& entry : listeners_) {
+      entry.second(events);
+    }
+  }
+
+ private:
+  mutable std::shared_mutex mutex_;
+  std::vector<std::pair<std::uint64_t, CommitListener>> listeners_;  // in subscription order
+  std::uint64_t last_id_ = 0;
+};
+
+CommitSubscription::CommitSubscription(std::shared_ptr<Registry> registry, std::uint64_t id)
+    : registry_(std::move(registry)), id_(id) {}
+
+CommitSubscription::CommitSubscription(CommitSubscription&& other) noexcept
+    : registry_(std::move(other.registry_)), id_(other.id_) {}
+
+CommitSubscription& CommitSubscription::operator=(CommitSubscription&& other) noexcept {
+  if (this != &other) {
+    reset();
+    registry_ = std::move(other.registry_);
+    id_ = other.id_;
+  }
+  return *this;
+}
+
+CommitSubscription::~CommitSubscription() { reset(); }
+
+void CommitSubscription::reset() {
+  if (registry_) {
+    registry_->remove(id_);
+    registry_.reset();
+  }
+}
+
 struct EventStore::Impl {
   EventStoreOptions options;
   std::unique_ptr<rocksdb::Env> env;  // over options.file_system, if given; outlives db
@@ -95,7 +144,7 @@ struct EventStore::Impl {
   // Owned by the writer thread once it runs.
   std::uint64_t next_position = 1;
   std::unordered_map<std::string, std::uint64_t> version_cache;
-  CommitListener listener;
+  std::shared_ptr<CommitSubscription::Registry> listeners = std::make_shared<CommitSubscription::Registry>();
 
   std::atomic<std::uint64_t> last_position{0};
 
@@ -379,9 +428,7 @@ struct EventStore::Impl {
         if (!g.committed.empty()) {
           if (synced.ok()) {
             last_position.store(g.committed.back().position(), std::memory_order_release);
-            if (listener) {
-              listener(g.committed);
-            }
+            listeners->notify(g.committed);
           } else {
             for (auto& o : g.outcomes) {
               if (o && o->ok()) {
@@ -675,9 +722,9 @@ std::uint64_t EventStore::last_position() const {
   return impl_->last_position.load(std::memory_order_acquire);
 }
 
-void EventStore::set_commit_listener(CommitListener listener) {
-  std::lock_guard lock(impl_->mutex);
-  impl_->listener = std::move(listener);
+CommitSubscription EventStore::subscribe(CommitListener listener) {
+  const std::uint64_t id = impl_->listeners->add(std::move(listener));
+  return CommitSubscription(impl_->listeners, id);
 }
 
 rocksdb::DB* EventStore::db() const { return impl_->db.get(); }

@@ -78,7 +78,32 @@ struct SideWrite {
 
 // Called on the syncer thread after each group is durable and before any of its appends
 // return, with every event of the group in position order. Keep it short: it delays acks.
+// It must not append, subscribe or unsubscribe (the syncer would wait for itself).
 using CommitListener = std::function<void(const std::vector<v1::Event>&)>;
+
+// A commit listener's registration (EventStore::subscribe). Destroying it, or reset(),
+// unsubscribes and returns only once no call of the listener is running, so the listener may
+// capture what is destroyed right after. It may outlive the store.
+class [[nodiscard]] CommitSubscription {
+ public:
+  CommitSubscription() = default;
+  CommitSubscription(CommitSubscription&& other) noexcept;
+  CommitSubscription& operator=(CommitSubscription&& other) noexcept;
+  CommitSubscription(const CommitSubscription&) = delete;
+  CommitSubscription& operator=(const CommitSubscription&) = delete;
+  ~CommitSubscription();
+
+  void reset();
+  bool active() const { return registry_ != nullptr; }
+
+  class Registry;  // the store's listeners (event_store.cpp)
+
+ private:
+  friend class EventStore;
+  CommitSubscription(std::shared_ptr<Registry> registry, std::uint64_t id);
+  std::shared_ptr<Registry> registry_;
+  std::uint64_t id_ = 0;
+};
 
 class EventStore {
  public:
@@ -128,8 +153,12 @@ class EventStore {
   // How many distinct records that do not decode the readers have met since open.
   std::uint64_t unreadable_events() const;
 
-  // Set before the first append (not thread-safe against concurrent appends).
-  void set_commit_listener(CommitListener listener);
+  // Adds a listener of every committed group, called after the listeners subscribed before
+  // it. Thread-safe; a listener subscribed while appends run sees the groups committed after
+  // it returns. This is how the system follows the log: the projector (before any append is
+  // acknowledged, so a command's answer is already projected), the Kafka relay, the webhook
+  // dispatcher and the metrics each subscribe themselves.
+  CommitSubscription subscribe(CommitListener listener);
 
   // Raw access for projections that keep column families in this database.
   rocksdb::DB* db() const;

@@ -64,7 +64,7 @@ struct Projector::Impl {
   // keeps the failed group's writes so the next group's write carries them (the checkpoint
   // in it only ever moves forward with them).
   rocksdb::WriteBatch pending;
-  bool listening = false;
+  CommitSubscription subscription;  // from start() on
 
   Status open_status() const {
     if (checkpoint_cf == nullptr) {
@@ -239,16 +239,12 @@ Projector::Projector(EventStore& store, std::vector<std::string> tiers)
   impl_ = std::make_unique<Impl>(store, *key_table_, *tokens_);
 }
 
-Projector::~Projector() {
-  if (impl_->listening) {
-    impl_->store.set_commit_listener(nullptr);
-  }
-}
+Projector::~Projector() { impl_->subscription.reset(); }
 
 Status Projector::start() {
   Impl& p = *impl_;
   std::lock_guard lock(p.apply_mutex);
-  if (p.listening) {
+  if (p.subscription.active()) {
     return Status::Conflict("projector_started", "the projector is already started");
   }
   if (Status s = p.open_status(); !s.ok()) {
@@ -288,10 +284,9 @@ Status Projector::start() {
   if (Status s = p.replay_tail(); !s.ok()) {
     return s;
   }
-  p.store.set_commit_listener([this](const std::vector<v1::Event>& events) { apply(events); });
-  p.listening = true;
-  // Anything committed between the replay and the listener (there should be nothing: the
-  // listener is installed before serving) is picked up here.
+  p.subscription = p.store.subscribe([this](const std::vector<v1::Event>& events) { apply(events); });
+  // Anything committed between the replay and the subscription (there should be nothing: the
+  // projector starts before serving) is picked up here.
   return p.replay_tail();
 }
 
@@ -358,7 +353,7 @@ Result<AuditPage> Projector::webhook_deliveries(std::string_view agent_id, std::
 Status Projector::rebuild() {
   Impl& p = *impl_;
   std::lock_guard lock(p.apply_mutex);
-  if (p.listening) {
+  if (p.subscription.active()) {
     return Status::Conflict("projector_started", "rebuild needs a projector that is not started");
   }
   if (Status s = p.open_status(); !s.ok()) {

@@ -71,8 +71,7 @@ class Projector {
   // `tiers`: tier names from configuration (first is the default). `store` must have been
   // opened with projection_column_families() and must outlive the Projector.
   Projector(EventStore& store, std::vector<std::string> tiers);
-  // Removes the commit listener if start() installed it (so destroy the Projector while no
-  // append is in flight, as for EventStore::set_commit_listener).
+  // Unsubscribes from the store (waiting for an apply in progress).
   ~Projector();
   Projector(const Projector&) = delete;
   Projector& operator=(const Projector&) = delete;

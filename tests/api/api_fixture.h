@@ -89,10 +89,8 @@ class World {
     const Status started = projector->start();
     INFO(started.ToString());
     REQUIRE(started.ok());
-    store->set_commit_listener([this](const std::vector<v1::Event>& events) {
-      projector->apply(events);
-      metrics.count_events_appended(events.size());
-    });
+    count_appends = store->subscribe(
+        [this](const std::vector<v1::Event>& events) { metrics.count_events_appended(events.size()); });
     verifier = std::make_unique<Verifier>(projector->key_table(), hasher, default_tiers(), clock);
     idempotency = std::make_unique<IdempotencyStore>(store->db(),
                                                      store->column_family(kIdempotencyColumnFamily), clock);
@@ -257,13 +255,14 @@ class World {
   Pepper pepper = fixed_pepper();
   KeyHasher hasher{pepper};
   SecretBox secrets{pepper};
-  Metrics metrics;  // before the store: the commit listener uses it
+  Metrics metrics;  // before count_appends, which uses it
   std::atomic<bool> ready{true};
   // A small limit, so tests can reach it; requests come from `remote_address`.
   AuthFailureLimiter auth_failures{clock, {.max_failures = 5, .window = std::chrono::seconds(60)}};
   std::string remote_address = "127.0.0.1";
   std::unique_ptr<EventStore> store;
   std::unique_ptr<Projector> projector;
+  CommitSubscription count_appends;
   std::unique_ptr<Verifier> verifier;
   std::unique_ptr<IdempotencyStore> idempotency;
   std::unique_ptr<CommandService> commands;

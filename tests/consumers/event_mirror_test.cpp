@@ -97,11 +97,6 @@ struct Standalone {
     auto opened = EventStore::open(options);
     REQUIRE(opened.ok());
     store = std::move(opened).value();
-    store->set_commit_listener([this](const std::vector<v1::Event>&) {
-      if (auto* d = dispatcher_ptr.load()) {
-        d->notify();
-      }
-    });
     EventMirrorOptions mirror_options;
     mirror_options.brokers = brokers;
     mirror = std::make_unique<EventMirror>(*store, mirror_options);
@@ -118,10 +113,8 @@ struct Standalone {
     const Status started = dispatcher->start();
     INFO(started.ToString());
     REQUIRE(started.ok());
-    dispatcher_ptr = dispatcher.get();
   }
   ~Standalone() {
-    dispatcher_ptr = nullptr;
     dispatcher->stop();
     mirror->stop();
   }
@@ -130,7 +123,6 @@ struct Standalone {
   std::unique_ptr<EventStore> store;
   std::unique_ptr<EventMirror> mirror;
   std::unique_ptr<DeliveryPublisher> publisher;
-  std::atomic<WebhookDispatcher*> dispatcher_ptr{nullptr};
   std::unique_ptr<WebhookDispatcher> dispatcher;
 };
 

@@ -59,11 +59,6 @@ class KafkaLedger {
     INFO(created.status().ToString());
     REQUIRE(created.ok());
     relay = std::move(created).value();
-    // As main does: every commit wakes the relay.
-    ledger.store->set_commit_listener([this](const std::vector<v1::Event>& events) {
-      ledger.projector->apply(events);
-      relay->notify();
-    });
     relay->start();
   }
   void start_relay() { start_relay(publisher()); }
@@ -72,8 +67,6 @@ class KafkaLedger {
     if (!relay) {
       return;
     }
-    ledger.store->set_commit_listener(
-        [this](const std::vector<v1::Event>& events) { ledger.projector->apply(events); });
     relay->stop();
     relay.reset();
   }

@@ -211,7 +211,7 @@ TEST_CASE("concurrent appenders get distinct gap-free positions; conflicts lose 
   auto store = open_store(dir.path());
   std::vector<v1::Event> seen;
   std::mutex seen_mutex;
-  store->set_commit_listener([&](const std::vector<v1::Event>& events) {
+  const CommitSubscription subscription = store->subscribe([&](const std::vector<v1::Event>& events) {
     std::lock_guard lock(seen_mutex);
     seen.insert(seen.end(), events.begin(), events.end());
   });
@@ -302,6 +302,40 @@ TEST_CASE("a stored record that does not decode is passed over by readers, count
   // Appends go on after it.
   REQUIRE(store->append("agent-a", 3, {make_event("e4")}).ok());
   CHECK(store->last_position() == 4);
+}
+
+
+TEST_CASE("subscribers see each committed group in subscription order until their handle goes", "[eventstore]") {
+  testing::TempDir dir;
+  auto store = open_store(dir.path());
+  std::vector<std::string> calls;  // appended only on the syncer thread
+  CommitSubscription first = store->subscribe([&](const std::vector<v1::Event>& events) {
+    calls.push_back("first:" + std::to_string(events.back().position()));
+  });
+  std::optional<CommitSubscription> second = store->subscribe([&](const std::vector<v1::Event>& events) {
+    calls.push_back("second:" + std::to_string(events.back().position()));
+  });
+  CHECK(first.active());
+  REQUIRE(store->append("agent-a", kNoStream, {make_event("e1")}).ok());
+  // The listeners ran before the append returned.
+  CHECK(calls == std::vector<std::string>{"first:1", "second:1"});
+
+  second.reset();  // destroying the handle unsubscribes
+  REQUIRE(store->append("agent-a", 1, {make_event("e2")}).ok());
+  CHECK(calls == std::vector<std::string>{"first:1", "second:1", "first:2"});
+
+  CommitSubscription moved = std::move(first);
+  CHECK(moved.active());
+  moved.reset();
+  CHECK_FALSE(moved.active());
+  REQUIRE(store->append("agent-a", 2, {make_event("e3")}).ok());
+  CHECK(calls.size() == 3);
+
+  // A handle may outlive its store.
+  CommitSubscription late = store->subscribe([](const std::vector<v1::Event>&) {});
+  store.reset();
+  late.reset();
+  CHECK_FALSE(late.active());
 }
 
 }  // namespace keyledger

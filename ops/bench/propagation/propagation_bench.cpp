@@ -171,11 +171,7 @@ int main(int argc, char** argv) {
       die("relay", created.status());
     }
     std::unique_ptr<consumers::OutboxRelay> relay = std::move(created).value();
-    store->set_commit_listener([&](const std::vector<v1::Event>& events) {
-      projector.apply(events);
-      relay->notify();
-    });
-    relay->start();
+    relay->start();  // the relay subscribes to the store, as the projector did in start()
 
     ActiveKeyTable replica_keys(tiers);
     ServiceTokenTable replica_tokens;
@@ -300,7 +296,6 @@ int main(int argc, char** argv) {
         static_cast<unsigned long long>(total), seconds, static_cast<double>(total) / seconds,
         static_cast<unsigned long long>(relay->messages_delivered()));
     relay->stop();
-    store->set_commit_listener([](const std::vector<v1::Event>&) {});
   }
   store.reset();
   std::error_code ignored;
