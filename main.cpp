@@ -19,7 +19,7 @@
 #include <iostream>
 #include <thread>
 
-#include "api/commands.h"
+#include "eventstore/command_service.h"
 #include "api/handlers.h"
 #include "api/idempotency.h"
 #include "api/metrics.h"
@@ -230,7 +230,7 @@ struct Node {
   std::unique_ptr<SecretBox> secrets;
   std::vector<api::RateLimitTier> tiers;
   std::unique_ptr<Projector> projector;
-  std::unique_ptr<api::CommandService> commands;
+  std::unique_ptr<CommandService> commands;
 
   // Opens the store and loads the pepper; `start_projections` replays the tail.
   Status open(bool start_projections) {
@@ -260,15 +260,26 @@ struct Node {
       tier_names.push_back(t.name);
     }
     projector = std::make_unique<Projector>(*store, tier_names);
-    api::CommandServiceOptions options;
+    CommandServiceOptions options;
     options.registration.allow_insecure_webhooks = config.allow_insecure_webhooks;
     options.registration.default_tier = tier_names.front();
     options.tiers = tier_names;
     commands =
-        std::make_unique<api::CommandService>(*store, *projector, clock, random, *hasher, *secrets, options);
+        std::make_unique<CommandService>(*store, *projector, clock, random, *hasher, *secrets, options);
     return start_projections ? projector->start() : Status::Ok();
   }
 };
+
+// Blocks SIGINT and SIGTERM in this thread and every thread it starts from now on, so a signal
+// sent while the server starts is kept pending (Server::run_until_signal takes it) instead of
+// killing the process by default before the handler exists.
+void hold_termination_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+}
 
 int fail(const Status& s, std::string_view what) {
   spdlog::error("{}: {}", what, s.ToString());
@@ -477,6 +488,7 @@ int run_webhooks(const Config& config, const std::string& from) {
 }
 
 int serve(Config config) {
+  hold_termination_signals();
   Node node;
   node.config = std::move(config);
   if (node.config.replica) {

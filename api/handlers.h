@@ -7,7 +7,7 @@
 #include <memory>
 
 #include "api/auth_failures.h"
-#include "api/commands.h"
+#include "eventstore/command_service.h"
 #include "api/idempotency.h"
 #include "api/metrics.h"
 #include "api/server.h"

@@ -880,6 +880,12 @@ struct Server::Impl {
       spdlog::warn("signal {} received; shutting down", signal_number);
       request_stop();
     });
+    // A signal that arrived before (blocked by the process until now) is delivered here.
+    sigset_t termination;
+    sigemptyset(&termination);
+    sigaddset(&termination, SIGINT);
+    sigaddset(&termination, SIGTERM);
+    pthread_sigmask(SIG_UNBLOCK, &termination, nullptr);
     {
       std::unique_lock lock(stop_request_mutex);
       stop_request_cv.wait(lock, [&] { return stop_requested; });

@@ -67,7 +67,9 @@ class Server {
   // Stops accepting, lets in-flight requests finish (up to a few seconds), closes
   // connections, joins threads. Idempotent; safe from any thread except the server's own.
   void stop();
-  // Blocks until SIGINT or SIGTERM arrives (or stop() is called), then stops.
+  // Blocks until SIGINT or SIGTERM arrives (or stop() is called), then stops. A process
+  // that blocks both signals before it starts any thread (so none of them dies of one)
+  // loses none sent meanwhile: they stay pending until this unblocks them on its thread.
   void run_until_signal();
 
  private:

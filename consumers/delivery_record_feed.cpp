@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "api/commands.h"
+#include "eventstore/command_service.h"
 
 namespace keyledger::consumers {
 
@@ -15,7 +15,7 @@ constexpr int kMetadataTimeoutMs = 5000;
 
 }  // namespace
 
-DeliveryRecordFeed::DeliveryRecordFeed(api::CommandService& commands, const EventStore& store,
+DeliveryRecordFeed::DeliveryRecordFeed(CommandService& commands, const EventStore& store,
                                        DeliveryRecordFeedOptions options)
     : commands_(commands), store_(store), options_(std::move(options)) {}
 

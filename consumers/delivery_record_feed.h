@@ -23,7 +23,7 @@
 #include "domain/status.h"
 #include "eventstore/event_store.h"
 
-namespace keyledger::api {
+namespace keyledger {
 class CommandService;
 }
 
@@ -49,7 +49,7 @@ struct DeliveryRecordFeedOptions {
 class DeliveryRecordFeed {
  public:
   // `commands` and `store` (the log of record it appends to) must outlive the feed.
-  DeliveryRecordFeed(api::CommandService& commands, const EventStore& store,
+  DeliveryRecordFeed(CommandService& commands, const EventStore& store,
                      DeliveryRecordFeedOptions options);
   ~DeliveryRecordFeed();  // stop()
   DeliveryRecordFeed(const DeliveryRecordFeed&) = delete;
@@ -76,7 +76,7 @@ class DeliveryRecordFeed {
  private:
   void run();
 
-  api::CommandService& commands_;
+  CommandService& commands_;
   const EventStore& store_;
   const DeliveryRecordFeedOptions options_;
   KafkaHandle consumer_;

@@ -18,7 +18,7 @@
 #include <thread>
 #include <tuple>
 
-#include "api/commands.h"
+#include "eventstore/command_service.h"
 #include "api/views.h"
 #include "domain/agent.h"
 #include "domain/ids.h"
@@ -163,7 +163,7 @@ std::string webhook_signature(std::string_view secret, std::int64_t unix_seconds
   return "t=" + t + ",v1=" + std::string(hex.data());
 }
 
-DeliveryRecorder record_with(api::CommandService& commands, std::string actor) {
+DeliveryRecorder record_with(CommandService& commands, std::string actor) {
   return [&commands, actor = std::move(actor)](const std::string& agent_id,
                                                const v1::WebhookDeliveryRecorded& record) -> Status {
     auto decision = commands.on_agent(

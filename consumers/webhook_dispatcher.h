@@ -39,7 +39,7 @@
 #include "domain/status.h"
 #include "eventstore/event_store.h"
 
-namespace keyledger::api {
+namespace keyledger {
 class CommandService;
 }
 
@@ -55,7 +55,7 @@ using DeliveryRecorder = std::function<Status(const std::string& agent_id, const
 
 // A DeliveryRecorder appending through CommandService::on_agent (version-checked, retried on
 // conflict) with actor `actor`. `commands` must outlive the recorder.
-DeliveryRecorder record_with(api::CommandService& commands, std::string actor = "system:webhooks");
+DeliveryRecorder record_with(CommandService& commands, std::string actor = "system:webhooks");
 
 // The JSON body of a key event's webhook ("" for events that are not key events).
 std::string webhook_body(const v1::Event& event);

@@ -307,16 +307,10 @@ Result<std::string> Projector::agent_of_key(std::string_view key_id) const {
 }
 
 Result<AgentState> Projector::load_agent(std::string_view agent_id) const {
-  Result<std::vector<v1::Event>> events = impl_->store.read_stream(agent_stream(agent_id));
-  if (!events.ok()) {
-    return events.status();
-  }
-  AgentState state = fold_agent(*events);
-  if (!state.exists()) {
-    return Status::NotFound("agent_not_found", "no such agent");
-  }
-  return state;
+  return keyledger::load_agent(impl_->store, agent_id);
 }
+
+TokenRegistryState Projector::token_registry() const { return tokens_->state(); }
 
 Result<std::vector<KeyRef>> Projector::keys_created_before(TimePoint created_before,
                                                            std::size_t limit) const {

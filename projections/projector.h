@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "domain/agent.h"
+#include "eventstore/command_service.h"
 #include "eventstore/event_store.h"
 #include "projections/active_key_table.h"
 #include "projections/service_token_table.h"
@@ -61,12 +62,7 @@ struct AuditPage {
   std::optional<std::uint64_t> next_after;
 };
 
-struct KeyRef {
-  std::string agent_id;
-  std::string key_id;
-};
-
-class Projector {
+class Projector final : public CommandIndex {
  public:
   // `tiers`: tier names from configuration (first is the default). `store` must have been
   // opened with projection_column_families() and must outlive the Projector.
@@ -97,13 +93,15 @@ class Projector {
   const ServiceTokenTable& tokens() const { return *tokens_; }
 
   // The agent that owns `key_id`; NotFound("key_not_found") if none.
-  Result<std::string> agent_of_key(std::string_view key_id) const;
+  Result<std::string> agent_of_key(std::string_view key_id) const override;
+  // The token registry, as tokens() folds it.
+  TokenRegistryState token_registry() const override;
   // Folds the agent's stream from the store; NotFound("agent_not_found") if it has no events.
   Result<AgentState> load_agent(std::string_view agent_id) const;
   // Active keys created before `created_before`, oldest first, at most `limit`.
   Result<std::vector<KeyRef>> keys_created_before(TimePoint created_before, std::size_t limit) const;
   // Active keys whose expires_at <= `now`, at most `limit` (the expiry scheduler's work list).
-  Result<std::vector<KeyRef>> keys_expiring_by(TimePoint now, std::size_t limit) const;
+  Result<std::vector<KeyRef>> keys_expiring_by(TimePoint now, std::size_t limit) const override;
 
   // Last successful verification of a key: in-memory usage, else the flushed value.
   std::optional<TimePoint> last_used(std::string_view key_id) const;

@@ -9,7 +9,7 @@
 #include <atomic>
 #include <map>
 
-#include "api/commands.h"
+#include "eventstore/command_service.h"
 #include "consumers/delivery_publisher.h"
 #include "consumers/delivery_record_feed.h"
 #include "consumers/kafka_fixture.h"
@@ -27,11 +27,11 @@ using namespace std::chrono_literals;
 struct Server {
   Server() {
     kafka.start_relay();
-    api::CommandServiceOptions options;
+    CommandServiceOptions options;
     options.registration.allow_insecure_webhooks = true;
     options.tiers = testing::Ledger::kTiers;
     commands =
-        std::make_unique<api::CommandService>(*kafka.ledger.store, *kafka.ledger.projector, clock, random,
+        std::make_unique<CommandService>(*kafka.ledger.store, *kafka.ledger.projector, clock, random,
                                               kafka.ledger.hasher, kafka.ledger.secrets, options);
     DeliveryRecordFeedOptions records;
     records.brokers = brokers();
@@ -84,7 +84,7 @@ struct Server {
   testing::KafkaLedger kafka;
   SystemClock clock;
   SystemRandom random;
-  std::unique_ptr<api::CommandService> commands;
+  std::unique_ptr<CommandService> commands;
   std::unique_ptr<DeliveryRecordFeed> feed;
 };
 

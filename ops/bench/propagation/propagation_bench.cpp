@@ -27,7 +27,7 @@
 #include <thread>
 #include <vector>
 
-#include "api/commands.h"
+#include "eventstore/command_service.h"
 #include "consumers/embedded_broker.h"
 #include "consumers/outbox_relay.h"
 #include "consumers/replica_feed.h"
@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
     if (Status s = projector.start(); !s.ok()) {
       die("projector", s);
     }
-    api::CommandService commands(*store, projector, clock, random, hasher, secrets, {});
+    CommandService commands(*store, projector, clock, random, hasher, secrets, {});
 
     auto started = consumers::EmbeddedBroker::start();
     if (!started.ok()) {

@@ -84,9 +84,9 @@ World::World() : dir_(world_dir()), clock_(epoch()), pepper_(fixed_pepper()) {
   verifier_ = std::make_unique<api::Verifier>(projector_->key_table(), hasher_, api::default_tiers(), clock_);
   idempotency_ = std::make_unique<api::IdempotencyStore>(
       store_->db(), store_->column_family(api::kIdempotencyColumnFamily), clock_);
-  api::CommandServiceOptions command_options;
+  CommandServiceOptions command_options;
   command_options.tiers = kTierNames;
-  commands_ = std::make_unique<api::CommandService>(*store_, *projector_, clock_, random_, hasher_, secrets_,
+  commands_ = std::make_unique<CommandService>(*store_, *projector_, clock_, random_, hasher_, secrets_,
                                                     command_options);
   api_ = std::make_unique<api::Api>(api::ApiContext{*projector_, *commands_, *verifier_, *idempotency_,
                                                     metrics_, clock_, hasher_, [] { return true; }});

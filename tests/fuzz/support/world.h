@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "api/commands.h"
+#include "eventstore/command_service.h"
 #include "api/handlers.h"
 #include "api/idempotency.h"
 #include "api/metrics.h"
@@ -78,7 +78,7 @@ class World {
   std::unique_ptr<Projector> projector_;
   std::unique_ptr<api::Verifier> verifier_;
   std::unique_ptr<api::IdempotencyStore> idempotency_;
-  std::unique_ptr<api::CommandService> commands_;
+  std::unique_ptr<CommandService> commands_;
   std::unique_ptr<api::Api> api_;
   std::mutex appended_mutex_;
   std::vector<v1::Event> appended_;

@@ -1,13 +1,14 @@
 #pragma once
-// Runs commands against the log: folds the aggregate, lets the domain decide, appends the
-// events with the version it decided on. One process owns the log, so commands on the same
-// stream (an agent, or the token registry) are serialised here, each holding its stream's
-// lock from load to durable append, while commands on different streams run side by side and
-// share the store's group commit. The append's expected version stays as the safety net: if
-// it ever fails (a writer outside this service), the cycle is retried, and a conflict that
-// persists is answered Unavailable ("busy"), never as a version conflict with the internal
-// versions, since the client named none (API.md §3).
-// Blocks until the events are durable and projected.
+// The command side of the log (an aggregate store, as in Eventuous): load a stream, fold it
+// into its state, let the domain decide, append the decided events with the version they
+// were decided on. One process owns the log, so commands on the same stream (an agent, or
+// the token registry) are serialised here, each holding its stream's lock from load to
+// durable append, while commands on different streams run side by side and share the
+// store's group commit. The append's expected version stays as the safety net: if it ever
+// fails (a writer outside this service), the cycle is retried, and a conflict that persists
+// is answered Unavailable ("busy"), never as a version conflict with the internal versions,
+// since the client named none (API.md §3).
+// Blocks until the events are durable (and, through the store's subscribers, projected).
 
 #include <functional>
 #include <memory>
@@ -20,9 +21,31 @@
 #include "domain/agent.h"
 #include "domain/service_tokens.h"
 #include "eventstore/event_store.h"
-#include "projections/projector.h"
 
-namespace keyledger::api {
+namespace keyledger {
+
+// Folds an agent's stream from the store; NotFound("agent_not_found") if it has no events.
+Result<AgentState> load_agent(const EventStore& store, std::string_view agent_id);
+
+// A key and the agent that owns it.
+struct KeyRef {
+  std::string agent_id;
+  std::string key_id;
+};
+
+// What commands look up beyond the stream they write: read models the projections keep
+// (they implement this; the layer above this one).
+class CommandIndex {
+ public:
+  virtual ~CommandIndex() = default;
+  // The agent that owns `key_id`; NotFound("key_not_found") if none.
+  virtual Result<std::string> agent_of_key(std::string_view key_id) const = 0;
+  // The token registry as of the last acknowledged event.
+  virtual TokenRegistryState token_registry() const = 0;
+  // Active keys whose expires_at <= `now`, at most `limit` (the expiry scheduler's work list).
+  virtual Result<std::vector<KeyRef>> keys_expiring_by(TimePoint now, std::size_t limit) const = 0;
+};
+
 
 struct CommandServiceOptions {
   RegisterAgentOptions registration;
@@ -59,7 +82,7 @@ class StreamLocks {
 
 class CommandService {
  public:
-  CommandService(EventStore& store, Projector& projector, const Clock& clock, RandomSource& random,
+  CommandService(EventStore& store, const CommandIndex& index, const Clock& clock, RandomSource& random,
                  const KeyHasher& hasher, const SecretBox& secrets, CommandServiceOptions options);
 
   using AgentCommand = std::function<Result<Decision>(const AgentState&, CommandContext&)>;
@@ -104,7 +127,7 @@ class CommandService {
   CommandContext context(const std::string& actor) const;
 
   EventStore& store_;
-  Projector& projector_;
+  const CommandIndex& index_;
   const Clock& clock_;
   RandomSource& random_;
   const KeyHasher& hasher_;
@@ -113,4 +136,4 @@ class CommandService {
   StreamLocks locks_;
 };
 
-}  // namespace keyledger::api
+}  // namespace keyledger

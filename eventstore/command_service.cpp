@@ -1,6 +1,19 @@
-#include "api/commands.h"
+#include "eventstore/command_service.h"
 
-namespace keyledger::api {
+namespace keyledger {
+
+Result<AgentState> load_agent(const EventStore& store, std::string_view agent_id) {
+  Result<std::vector<v1::Event>> events = store.read_stream(agent_stream(agent_id));
+  if (!events.ok()) {
+    return events.status();
+  }
+  AgentState state = fold_agent(*events);
+  if (!state.exists()) {
+    return Status::NotFound("agent_not_found", "no such agent");
+  }
+  return state;
+}
+
 
 StreamLocks::Guard::Guard(StreamLocks& locks, std::string_view stream) : locks_(locks), stream_(stream) {
   Entry* entry = nullptr;
@@ -43,10 +56,10 @@ State after(State state, const std::vector<v1::Event>& events) {
 
 }  // namespace
 
-CommandService::CommandService(EventStore& store, Projector& projector, const Clock& clock, RandomSource& random,
+CommandService::CommandService(EventStore& store, const CommandIndex& index, const Clock& clock, RandomSource& random,
                                const KeyHasher& hasher, const SecretBox& secrets, CommandServiceOptions options)
     : store_(store),
-      projector_(projector),
+      index_(index),
       clock_(clock),
       random_(random),
       hasher_(hasher),
@@ -81,7 +94,7 @@ Result<Decision> CommandService::on_agent(std::string_view agent_id, const std::
                                           const AgentCommand& command, const AgentOutcome& outcome) {
   const StreamLocks::Guard serialised(locks_, agent_stream(agent_id));
   for (int attempt = 1;; ++attempt) {
-    auto state = projector_.load_agent(agent_id);
+    auto state = load_agent(store_, agent_id);
     if (!state.ok()) {
       return state.status();
     }
@@ -115,7 +128,7 @@ Result<Decision> CommandService::on_agent(std::string_view agent_id, const std::
 
 Result<Decision> CommandService::on_key(std::string_view key_id, const std::string& actor,
                                         const AgentCommand& command, const AgentOutcome& outcome) {
-  auto agent_id = projector_.agent_of_key(key_id);
+  auto agent_id = index_.agent_of_key(key_id);
   if (!agent_id.ok()) {
     return agent_id.status();
   }
@@ -126,7 +139,7 @@ Result<TokenDecision> CommandService::on_tokens(const std::string& actor, const 
                                                 const TokenOutcome& outcome) {
   const StreamLocks::Guard serialised(locks_, kTokensStream);
   for (int attempt = 1;; ++attempt) {
-    const TokenRegistryState state = projector_.tokens().state();
+    const TokenRegistryState state = index_.token_registry();
     CommandContext ctx = context(actor);
     auto decision = command(state, ctx);
     if (!decision.ok()) {
@@ -172,7 +185,7 @@ Result<TokenDecision> CommandService::revoke_token(const std::string& token_id, 
 }
 
 Result<std::size_t> CommandService::expire_due(std::size_t limit) {
-  auto due = projector_.keys_expiring_by(clock_.now(), limit);
+  auto due = index_.keys_expiring_by(clock_.now(), limit);
   if (!due.ok()) {
     return due.status();
   }
@@ -190,4 +203,4 @@ Result<std::size_t> CommandService::expire_due(std::size_t limit) {
   return expired;
 }
 
-}  // namespace keyledger::api
+}  // namespace keyledger
