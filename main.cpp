@@ -31,7 +31,7 @@
 #include "consumers/embedded_broker.h"
 #include "consumers/event_mirror.h"
 #include "consumers/outbox_relay.h"
-#include "consumers/replica.h"
+#include "api/replica.h"
 #include "consumers/replica_feed.h"
 #include "consumers/revocation_feed.h"
 #include "consumers/webhook_dispatcher.h"
@@ -334,7 +334,7 @@ int serve_replica(const Config& config) {
   metrics.add_gauge("keyledger_keys", "Keys in the verification table.",
                     [&] { return static_cast<double>(keys.size()); });
   api::AuthFailureLimiter auth_failures(clock, {.max_failures = config.auth_failure_limit});
-  consumers::ReplicaApi api({tokens, verifier, hasher, metrics, [&] { return feed.ready(); }, &auth_failures});
+  api::ReplicaApi api({tokens, verifier, hasher, metrics, [&] { return feed.ready(); }, &auth_failures});
   api::ServerOptions server_options;
   server_options.listen = config.listen;
   server_options.io_threads = config.io_threads;

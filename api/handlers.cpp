@@ -3,13 +3,16 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <functional>
+#include <stdexcept>
 #include <string_view>
 #include <unordered_map>
 
 #include "api/errors.h"
+#include "api/routes.h"
 #include "api/verify_responses.h"
 #include "api/views.h"
 #include "domain/ids.h"
@@ -68,8 +71,6 @@ struct Caller {
   VerifyOutcome agent;
 };
 
-enum class Access { kPublic, kToken, kAgentKey };
-
 }  // namespace
 
 struct Api::Impl {
@@ -78,149 +79,42 @@ struct Api::Impl {
 
   using Params = std::vector<std::string>;
   using Handler = Response (Impl::*)(Request&, const Caller&, const Params&);
-  struct Route {
-    std::string method;
-    std::string pattern;
-    std::vector<std::string> parts;
-    Access access;
-    std::vector<std::string_view> scopes;  // any of these (Access::kToken)
-    Handler handler;
-    bool inline_ok;
-  };
-  std::vector<Route> routes;
-  // Routes without parameters by exact path (the verification routes among them), so most
-  // requests find their route without splitting the path or trying every pattern.
-  struct StringHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-  };
-  std::unordered_map<std::string, std::vector<std::size_t>, StringHash, std::equal_to<>> literal_routes;
+  Router router;
+  std::array<Handler, static_cast<std::size_t>(RouteId::kCount)> handlers{};
 
   explicit Impl(ApiContext c) : ctx(std::move(c)) {
-    const std::vector<std::string_view> manage = {"manage"};
-    const std::vector<std::string_view> read = {"manage", "audit"};
-    add("GET", "/healthz", Access::kPublic, {}, &Impl::healthz, true);
-    add("GET", "/readyz", Access::kPublic, {}, &Impl::readyz, true);
-    add("GET", "/metrics", Access::kPublic, {}, &Impl::metrics, true);
-    add("POST", "/v1/tokens", Access::kToken, {"admin"}, &Impl::create_token, false);
-    add("GET", "/v1/tokens", Access::kToken, {"admin"}, &Impl::list_tokens, true);
-    add("POST", "/v1/tokens/{token_id}/revoke", Access::kToken, {"admin"}, &Impl::revoke_token, false);
-    add("POST", "/v1/agents", Access::kToken, manage, &Impl::register_agent, false);
-    add("GET", "/v1/agents/{agent_id}", Access::kToken, read, &Impl::get_agent, false);
-    add("PUT", "/v1/agents/{agent_id}/rate-limit", Access::kToken, manage, &Impl::set_tier, false);
-    add("POST", "/v1/agents/{agent_id}/keys", Access::kToken, manage, &Impl::create_key, false);
-    add("GET", "/v1/agents/{agent_id}/keys", Access::kToken, read, &Impl::list_keys, false);
-    add("GET", "/v1/agents/{agent_id}/webhook-deliveries", Access::kToken, read, &Impl::agent_deliveries,
-        false);
-    add("POST", "/v1/agents/{agent_id}/webhook-deliveries/{event_id}/retry", Access::kToken, manage,
-        &Impl::retry_delivery, false);
-    add("GET", "/v1/keys/due-for-rotation", Access::kToken, read, &Impl::due_for_rotation, false);
-    add("GET", "/v1/keys/{key_id}", Access::kToken, read, &Impl::get_key, false);
-    add("POST", "/v1/keys/{key_id}/rotate", Access::kToken, manage, &Impl::rotate_key, false);
-    add("POST", "/v1/keys/{key_id}/revoke", Access::kToken, manage, &Impl::revoke_key, false);
-    add("POST", "/v1/keys/{key_id}/compromise", Access::kToken, manage, &Impl::compromise_key, false);
-    add("POST", "/v1/verify", Access::kToken, {"verify"}, &Impl::verify, true);
-    add("GET", "/v1/auth", Access::kAgentKey, {}, &Impl::forward_auth, true);
-    add("GET", "/v1/self", Access::kAgentKey, {}, &Impl::self, false);
-    add("GET", "/v1/self/webhook-deliveries", Access::kAgentKey, {}, &Impl::self_deliveries, false);
-    add("GET", "/v1/audit", Access::kToken, {"audit"}, &Impl::audit, false);
-    add("POST", "/v1/leaks", Access::kToken, {"report_leaks"}, &Impl::leaks, false);
-    index_literal_routes();
-  }
-
-  // A literal route goes into the fast index unless an earlier pattern also matches its path
-  // (that one wins in find_route, so the index must not answer for it).
-  void index_literal_routes() {
-    for (std::size_t i = 0; i < routes.size(); ++i) {
-      if (routes[i].pattern.find('{') != std::string::npos) {
-        continue;
-      }
-      const auto parts = http::path_segments(routes[i].pattern);
-      bool shadowed = false;
-      for (std::size_t j = 0; j < i; ++j) {
-        shadowed = shadowed || (routes[j].method == routes[i].method && matches(routes[j], parts, nullptr));
-      }
-      if (!shadowed) {
-        literal_routes[routes[i].pattern].push_back(i);
+    using enum RouteId;
+    const auto set = [&](RouteId id, Handler h) { handlers[static_cast<std::size_t>(id)] = h; };
+    set(kHealthz, &Impl::healthz);
+    set(kReadyz, &Impl::readyz);
+    set(kMetrics, &Impl::metrics);
+    set(kCreateToken, &Impl::create_token);
+    set(kListTokens, &Impl::list_tokens);
+    set(kRevokeToken, &Impl::revoke_token);
+    set(kRegisterAgent, &Impl::register_agent);
+    set(kGetAgent, &Impl::get_agent);
+    set(kSetTier, &Impl::set_tier);
+    set(kCreateKey, &Impl::create_key);
+    set(kListKeys, &Impl::list_keys);
+    set(kAgentDeliveries, &Impl::agent_deliveries);
+    set(kRetryDelivery, &Impl::retry_delivery);
+    set(kDueForRotation, &Impl::due_for_rotation);
+    set(kGetKey, &Impl::get_key);
+    set(kRotateKey, &Impl::rotate_key);
+    set(kRevokeKey, &Impl::revoke_key);
+    set(kCompromiseKey, &Impl::compromise_key);
+    set(kVerify, &Impl::verify);
+    set(kForwardAuth, &Impl::forward_auth);
+    set(kSelf, &Impl::self);
+    set(kSelfDeliveries, &Impl::self_deliveries);
+    set(kAudit, &Impl::audit);
+    set(kLeaks, &Impl::leaks);
+    for (const Route& route : contract_routes()) {
+      if (handlers[static_cast<std::size_t>(route.id)] == nullptr) {
+        throw std::logic_error("no handler for " + std::string(route.pattern));
       }
     }
   }
-
-  void add(std::string method, std::string pattern, Access access, std::vector<std::string_view> scopes,
-           Handler handler, bool inline_ok) {
-    std::vector<std::string> parts;
-    for (auto s : http::path_segments(pattern)) {
-      parts.emplace_back(s);
-    }
-    routes.push_back({std::move(method), std::move(pattern), std::move(parts), access, std::move(scopes),
-                      handler, inline_ok});
-  }
-
-  // True if `parts` fit the route's pattern; its {parameters} go to `params` (only then).
-  static bool matches(const Route& route, const std::vector<std::string_view>& parts, Params* params) {
-    if (route.parts.size() != parts.size()) {
-      return false;
-    }
-    for (std::size_t i = 0; i < parts.size(); ++i) {
-      const std::string& p = route.parts[i];
-      if (p.front() != '{' && p != parts[i]) {
-        return false;
-      }
-    }
-    if (params != nullptr) {
-      params->clear();
-      for (std::size_t i = 0; i < parts.size(); ++i) {
-        if (route.parts[i].front() == '{') {
-          params->emplace_back(parts[i]);
-        }
-      }
-    }
-    return true;
-  }
-
-  // The route for method + path; `allowed` lists the methods of routes matching the path.
-  // The request's route, matched once and remembered in the request.
-  const Route* route_for(const Request& req) const {
-    if (req.route_index == -2) {
-      if (auto it = literal_routes.find(std::string_view(req.path)); it != literal_routes.end()) {
-        const std::string_view method = req.method == "HEAD" ? "GET" : std::string_view(req.method);
-        for (const std::size_t i : it->second) {
-          if (routes[i].method == method) {
-            req.route_index = static_cast<int>(i);
-            req.route_params.clear();
-            return &routes[i];
-          }
-        }
-      }
-    }
-    if (req.route_index == -2) {
-      std::vector<std::string> allowed;
-      const Route* route = find_route(req, req.route_params, allowed);
-      req.route_index = route == nullptr ? -1 : static_cast<int>(route - routes.data());
-    }
-    return req.route_index < 0 ? nullptr : &routes[static_cast<std::size_t>(req.route_index)];
-  }
-
-  const Route* find_route(const Request& req, Params& params, std::vector<std::string>& allowed) const {
-    const auto parts = http::path_segments(req.path);
-    const Route* hit = nullptr;
-    for (const auto& route : routes) {
-      if (!matches(route, parts, nullptr)) {
-        continue;
-      }
-      if (route.method == req.method || (req.method == "HEAD" && route.method == "GET")) {
-        if (hit == nullptr) {
-          hit = &route;
-          matches(route, parts, &params);
-        }
-      } else if (std::find(allowed.begin(), allowed.end(), route.method) == allowed.end()) {
-        allowed.push_back(route.method);
-      }
-    }
-    return hit;
-  }
-
-  // --- credentials
 
   // Resolves a service token with one of `scopes`, or the 401/403/422 to send.
   std::variant<Caller, Response> token_caller(const Request& req,
@@ -903,27 +797,13 @@ struct Api::Impl {
   // --- dispatch
 
   Response dispatch(Request& req) {
-    const Route* route = route_for(req);
+    const Route* route = router.route_for(req);
     if (route == nullptr) {
-      Params ignored;
-      std::vector<std::string> allowed;
-      find_route(req, ignored, allowed);
-      if (!allowed.empty()) {
-        std::string allow;
-        for (const auto& m : allowed) {
-          allow += (allow.empty() ? "" : ", ") + m;
-        }
-        Response res = error_response(
-            405, "method_not_allowed",
-            "this route does not take " + std::string(http::known_method_or_other(req.method)), req.request_id);
-        res.headers.set("Allow", allow);
-        return res;
-      }
-      return error_response(404, "not_found", "no such route", req.request_id);
+      return router.no_route(req);
     }
     Caller caller;
     const bool limited = ctx.auth_failures != nullptr && route->access != Access::kPublic &&
-                         route->handler != &Impl::forward_auth;
+                         route->id != RouteId::kForwardAuth;
     if (limited) {
       if (const auto wait = ctx.auth_failures->retry_after(req.remote_address)) {
         return too_many_failed_authentications(req, *wait);
@@ -954,7 +834,7 @@ struct Api::Impl {
         caller.actor = "key:" + caller.id;
       }
     }
-    return (this->*(route->handler))(req, caller, req.route_params);
+    return (this->*handlers[static_cast<std::size_t>(route->id)])(req, caller, req.route_params);
   }
 };
 
@@ -972,7 +852,7 @@ http::Response Api::handle(http::Request& request) {
 void Api::set_webhook_retry(WebhookRetry retry) { impl_->webhook_retry = std::move(retry); }
 
 bool Api::runs_inline(const http::Request& request) const {
-  const auto* route = impl_->route_for(request);
+  const auto* route = impl_->router.route_for(request);
   return route == nullptr || route->inline_ok;
 }
 
@@ -981,8 +861,8 @@ void Api::on_response(const http::Request& request, const http::Response& respon
 }
 
 std::string_view Api::route_of(const http::Request& request) const {
-  const auto* route = impl_->route_for(request);
-  return route == nullptr ? std::string_view("unmatched") : std::string_view(route->pattern);
+  const auto* route = impl_->router.route_for(request);
+  return route == nullptr ? std::string_view("unmatched") : route->pattern;
 }
 
 }  // namespace keyledger::api

@@ -1,6 +1,6 @@
 #pragma once
 // The HTTP side of verification and operations, shared by the primary's Api and the verifier
-// replica (consumers/replica.h) so both answer byte for byte alike: request-body reading,
+// replica (api/replica.h) so both answer byte for byte alike: request-body reading,
 // service-token and agent-key authentication, POST /v1/verify, GET /v1/auth, the rate-limit
 // headers, /healthz, /readyz and /metrics.
 

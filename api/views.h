@@ -6,11 +6,14 @@
 #include <optional>
 
 #include "domain/agent.h"
+#include "domain/event_json.h"
 #include "domain/service_tokens.h"
 
 namespace keyledger::api {
 
-using Json = nlohmann::json;
+using keyledger::Json;
+using keyledger::audit_event_json;
+using keyledger::event_data_json;
 
 // RFC 3339 string, or null.
 Json time_json(const std::optional<TimePoint>& t);
@@ -21,10 +24,5 @@ Json key_json(const KeyState& key, TimePoint now, std::optional<TimePoint> last_
 Json agent_json(const AgentState& agent, TimePoint now);
 // A service token without its secret.
 Json token_json(const ServiceTokenState& token);
-// An audit entry: {position, event_id, type, agent_id, key_id, actor, occurred_at, data}.
-Json audit_event_json(const v1::Event& event);
-// The payload of an event as JSON (snake_case, enums as the contract's lowercase words),
-// without digests or sealed secrets.
-Json event_data_json(const v1::Event& event);
 
 }  // namespace keyledger::api

@@ -18,8 +18,8 @@
 #include <thread>
 #include <tuple>
 
+#include "domain/event_json.h"
 #include "eventstore/command_service.h"
-#include "api/views.h"
 #include "domain/agent.h"
 #include "domain/ids.h"
 
@@ -138,7 +138,7 @@ std::string webhook_body(const v1::Event& event) {
       {"id", event.event_id()},
       {"type", std::string(event_type_name(event.payload_case()))},
       {"created_at", format_rfc3339(from_timestamp(event.occurred_at()))},
-      {"data", api::event_data_json(event)},
+      {"data", event_data_json(event)},
   };
   return body.dump();
 }

@@ -1,10 +1,11 @@
-#include "consumers/replica.h"
+#include "api/replica.h"
 
 #include <catch2/catch.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include "api/rate_limiter.h"
+#include "api/routes.h"
 #include "projections/ledger_fixture.h"
 
 namespace keyledger {
@@ -20,7 +21,7 @@ struct ReplicaHttp {
   api::Verifier verifier{keys, ledger.hasher, api::default_tiers(), ledger.clock};
   api::Metrics metrics;
   bool ready = false;
-  consumers::ReplicaApi api{
+  api::ReplicaApi api{
       {tokens, verifier, ledger.hasher, metrics, [this] { return ready; }}};
 
   void sync() {
@@ -96,23 +97,33 @@ TEST_CASE("a replica verifies keys like the primary", "[kafka]") {
   CHECK(res.headers.get("www-authenticate") == "Bearer realm=\"keyledger\", error=\"invalid_token\"");
 }
 
-TEST_CASE("a replica answers command routes with 503 read_only_replica", "[kafka]") {
+TEST_CASE("a replica answers every route it does not serve with 503 read_only_replica", "[kafka]") {
   ReplicaHttp r;
-  for (const auto& [method, path] :
-       std::vector<std::pair<std::string, std::string>>{{"POST", "/v1/agents"},
-                                                        {"GET", "/v1/agents/agt_1"},
-                                                        {"POST", "/v1/keys/key_1/revoke"},
-                                                        {"POST", "/v1/tokens"},
-                                                        {"GET", "/v1/audit"},
-                                                        {"POST", "/v1/leaks"},
-                                                        {"GET", "/v1/self"},
-                                                        {"PUT", "/v1/agents/agt_1/rate-limit"}}) {
-    INFO(method << " " << path);
-    const auto res = r.call(method, path, "{}");
+  r.ready = true;
+  std::size_t primary_only = 0;
+  for (const api::Route& route : api::contract_routes()) {
+    // The pattern with each {parameter} filled in.
+    std::string path;
+    for (const auto part : http::path_segments(route.pattern)) {
+      path += "/" + (part.front() == '{' ? std::string("x_1") : std::string(part));
+    }
+    INFO(route.method << " " << path);
+    const auto res = r.call(std::string(route.method), path, route.method == "GET" ? "" : "{}");
+    if (route.on_replica) {
+      CHECK(res.status != 503);
+      CHECK(res.status != 404);
+      continue;
+    }
+    ++primary_only;
     CHECK(res.status == 503);
     CHECK(Json::parse(res.body)["error"]["code"] == "read_only_replica");
     CHECK(Json::parse(res.body)["error"]["request_id"] == "req-1");
+    http::Request probe;
+    probe.method = std::string(route.method);
+    probe.path = path;
+    CHECK(r.api.route_of(probe) == route.pattern);
   }
+  CHECK(primary_only == api::contract_routes().size() - 5);  // all but health, readiness, metrics, verify, auth
   CHECK(r.call("GET", "/v1/nothing").status == 404);
   const auto wrong = r.call("GET", "/v1/verify");
   CHECK(wrong.status == 405);
