@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -16,7 +17,7 @@ struct FieldError {
   std::string message;
 };
 
-class Status {
+class [[nodiscard]] Status {
  public:
   enum class Code {
     kOk,
@@ -67,6 +68,10 @@ class Status {
   const std::string& message() const { return message_; }
   const std::vector<FieldError>& details() const { return details_; }
   std::string ToString() const { return ok() ? "OK" : reason_ + ": " + message_; }
+  // The same status with "context: " before its message (Ok stays Ok).
+  Status Annotate(std::string_view context) const {
+    return ok() ? *this : Status(code_, reason_, std::string(context) + ": " + message_, details_);
+  }
 
  private:
   Status(Code code, std::string reason, std::string msg, std::vector<FieldError> details)
@@ -80,7 +85,7 @@ class Status {
 
 // A value or the Status explaining why there is none.
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {}  // NOLINT: implicit by design

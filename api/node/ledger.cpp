@@ -1,0 +1,63 @@
+#include "api/node/ledger.h"
+
+#include "api/idempotency.h"
+#include "consumers/outbox_relay.h"
+#include "consumers/webhook_dispatcher.h"
+#include "domain/pepper.h"
+
+namespace keyledger::api {
+
+Result<std::unique_ptr<Ledger>> Ledger::open(const Config& config, bool start_projections) {
+  std::unique_ptr<Ledger> ledger(new Ledger(config));
+  if (Status s = ledger->open(start_projections); !s.ok()) {
+    return s;
+  }
+  return ledger;
+}
+
+Status Ledger::open(bool start_projections) {
+  auto parsed_tiers = parse_tiers(config_.tiers);
+  if (!parsed_tiers.ok()) {
+    return parsed_tiers.status();
+  }
+  tiers_ = *parsed_tiers;
+  if (Status s = prepare_data_dir(config_.data_dir); !s.ok()) {
+    return s;
+  }
+  EventStoreOptions options;
+  options.path = config_.data_dir / "log";
+  options.extra_column_families = projection_column_families();
+  options.extra_column_families.emplace_back(kIdempotencyColumnFamily);
+  for (auto& name : consumers::consumer_column_families()) {
+    options.extra_column_families.push_back(std::move(name));
+  }
+  for (auto& name : consumers::webhook_column_families()) {
+    options.extra_column_families.push_back(std::move(name));
+  }
+  auto opened = EventStore::open(options);
+  if (!opened.ok()) {
+    return opened.status();
+  }
+  store_ = std::move(opened).value();
+  auto loaded = load_or_create_pepper(config_.data_dir, config_.pepper_file, store_->last_position() > 0, random_);
+  if (!loaded.ok()) {
+    return loaded.status();
+  }
+  pepper_ = *loaded;
+  hasher_ = std::make_unique<KeyHasher>(*pepper_);
+  secrets_ = std::make_unique<SecretBox>(*pepper_);
+  std::vector<std::string> tier_names;
+  for (const auto& t : tiers_) {
+    tier_names.push_back(t.name);
+  }
+  projector_ = std::make_unique<Projector>(*store_, tier_names);
+  CommandServiceOptions command_options;
+  command_options.registration.allow_insecure_webhooks = config_.allow_insecure_webhooks;
+  command_options.registration.default_tier = tier_names.front();
+  command_options.tiers = tier_names;
+  commands_ = std::make_unique<CommandService>(*store_, *projector_, clock_, random_, *hasher_, *secrets_,
+                                               command_options);
+  return start_projections ? projector_->start() : Status::Ok();
+}
+
+}  // namespace keyledger::api

@@ -1,0 +1,53 @@
+#pragma once
+// What every process over the log of record shares (serve, token create,
+// rebuild-projections): the data directory, the event store, the pepper and what it keys,
+// the projections and the command service.
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "api/node/config.h"
+#include "api/rate_limiter.h"
+#include "domain/key_material.h"
+#include "eventstore/command_service.h"
+#include "eventstore/event_store.h"
+#include "projections/projector.h"
+
+namespace keyledger::api {
+
+class Ledger {
+ public:
+  // Opens the data directory (creating it owner-only), the store with every column family
+  // the layers above keep in it, and the pepper (generated on a new log); `start_projections`
+  // loads the projections and replays the log's tail. IoError when another process holds the
+  // store.
+  static Result<std::unique_ptr<Ledger>> open(const Config& config, bool start_projections);
+
+  const Config& config() const { return config_; }
+  const Clock& clock() const { return clock_; }
+  RandomSource& random() { return random_; }
+  EventStore& store() { return *store_; }
+  const KeyHasher& hasher() const { return *hasher_; }
+  const SecretBox& secrets() const { return *secrets_; }
+  const std::vector<RateLimitTier>& tiers() const { return tiers_; }
+  Projector& projector() { return *projector_; }
+  CommandService& commands() { return *commands_; }
+
+ private:
+  explicit Ledger(Config config) : config_(std::move(config)) {}
+  Status open(bool start_projections);
+
+  Config config_;
+  SystemClock clock_;
+  SystemRandom random_;
+  std::unique_ptr<EventStore> store_;
+  std::optional<Pepper> pepper_;
+  std::unique_ptr<KeyHasher> hasher_;
+  std::unique_ptr<SecretBox> secrets_;
+  std::vector<RateLimitTier> tiers_;
+  std::unique_ptr<Projector> projector_;
+  std::unique_ptr<CommandService> commands_;
+};
+
+}  // namespace keyledger::api

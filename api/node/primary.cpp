@@ -1,0 +1,250 @@
+#include "api/node/primary.h"
+
+#include <spdlog/spdlog.h>
+
+namespace keyledger::api {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view kBootstrapTokenFile = "bootstrap-token";
+constexpr auto kExpiryInterval = std::chrono::seconds(1);
+constexpr auto kUsageFlushInterval = std::chrono::seconds(10);
+
+}  // namespace
+
+Result<std::unique_ptr<Primary>> Primary::open(Config config) {
+  const bool external_webhooks = config.webhooks == kWebhooksExternal;
+  if (!external_webhooks && config.webhooks != kWebhooksInProcess) {
+    return Status::InvalidArgument("--webhooks must be in-process or external, not " + config.webhooks);
+  }
+  if (external_webhooks && config.kafka_brokers == "none") {
+    return Status::InvalidArgument(
+        "--webhooks external needs Kafka (keyledger webhooks reads the events from it and records its "
+        "attempts through it); use --kafka-brokers embedded or a cluster, or the default --webhooks in-process");
+  }
+  auto ledger = Ledger::open(config, true);
+  if (!ledger.ok()) {
+    return ledger.status();
+  }
+  std::unique_ptr<Primary> primary(new Primary(std::move(ledger).value()));
+  if (Status s = primary->start_kafka(); !s.ok()) {
+    return s;
+  }
+  if (Status s = primary->ensure_bootstrap_token(); !s.ok()) {
+    return s;
+  }
+  return primary;
+}
+
+// Kafka: the embedded broker (default), a real cluster, or none.
+Status Primary::start_kafka() {
+  const Config& config = ledger_->config();
+  if (config.kafka_brokers == "none") {
+    return Status::Ok();
+  }
+  consumers::PublisherOptions publisher;
+  publisher.brokers = config.kafka_brokers;
+  publisher.events_topic = config.kafka_topic;
+  publisher.state_topic = config.kafka_state_topic;
+  if (config.kafka_brokers == "embedded") {
+    consumers::EmbeddedBrokerOptions embedded;
+    embedded.topics = {config.kafka_topic, config.kafka_state_topic, config.webhook_deliveries_topic};
+    auto started = consumers::EmbeddedBroker::start(embedded);
+    if (!started.ok()) {
+      return started.status().Annotate("cannot start the embedded Kafka broker");
+    }
+    broker_ = std::move(started).value();
+    publisher.brokers = broker_->bootstrap_servers();
+    // The embedded broker starts empty: publish the whole log again.
+    publisher.republish_from_start = true;
+    spdlog::info("embedded Kafka broker on {} (one machine and tests only; try kcat -b {} -t {} -C)",
+                 broker_->bootstrap_servers(), broker_->bootstrap_servers(), config.kafka_topic);
+  }
+  auto created = consumers::OutboxRelay::create(ledger_->store(), ledger_->projector(), publisher);
+  if (!created.ok()) {
+    return created.status().Annotate("cannot start publishing to Kafka");
+  }
+  relay_ = std::move(created).value();
+  return Status::Ok();
+}
+
+Status Primary::ensure_bootstrap_token() {
+  if (!ledger_->projector().tokens().empty()) {
+    return Status::Ok();
+  }
+  const std::vector<std::string> all_scopes(kScopes.begin(), kScopes.end());
+  auto created = ledger_->commands().create_token("bootstrap", all_scopes, "system:bootstrap");
+  if (!created.ok()) {
+    return created.status().Annotate("cannot create the bootstrap token");
+  }
+  const fs::path file = ledger_->config().data_dir / kBootstrapTokenFile;
+  if (!write_secret_file(file, created->token)) {
+    return Status::IoError("cannot write " + file.string());
+  }
+  spdlog::info("bootstrap token (every scope) written to {}", fs::absolute(file).string());
+  return Status::Ok();
+}
+
+void Primary::add_gauges() {
+  EventStore& store = ledger_->store();
+  Projector& projector = ledger_->projector();
+  metrics_.add_gauge("keyledger_log_position", "Position of the last acknowledged event.",
+                     [&store] { return static_cast<double>(store.last_position()); });
+  metrics_.add_gauge("keyledger_log_writable",
+                     "1 while the event log takes writes; 0 after a failed write (until it resumes) or fsync "
+                     "(until a restart).",
+                     [&store] { return store.write_health().ok() ? 1.0 : 0.0; });
+  metrics_.add_gauge("keyledger_log_unreadable_events",
+                     "Records of the log that do not decode, met since start (each reader passes over them).",
+                     [&store] { return static_cast<double>(store.unreadable_events()); });
+  metrics_.add_gauge("keyledger_projection_lag_events", "Events acknowledged but not yet projected.",
+                     [&] { return static_cast<double>(store.last_position() - projector.checkpoint()); });
+  metrics_.add_gauge("keyledger_keys", "Keys in the verification table.",
+                     [&projector] { return static_cast<double>(projector.key_table().size()); });
+  if (relay_) {
+    metrics_.add_gauge("keyledger_kafka_publication_lag_events",
+                       "Events acknowledged but not yet confirmed published to Kafka.",
+                       [this] { return static_cast<double>(relay_->lag()); });
+    metrics_.add_gauge("keyledger_kafka_published_position", "Last position confirmed published to Kafka.",
+                       [this] { return static_cast<double>(relay_->published_position()); });
+  }
+  count_appends_ = store.subscribe(
+      [this](const std::vector<v1::Event>& events) { metrics_.count_events_appended(events.size()); });
+}
+
+// Webhooks to agents, straight from the log; attempts are recorded as events. With
+// --webhooks external, `keyledger webhooks` delivers and this process records its attempts.
+Status Primary::start_webhooks() {
+  const Config& config = ledger_->config();
+  if (config.webhooks == kWebhooksExternal) {
+    consumers::DeliveryRecordFeedOptions records;
+    records.brokers = broker_ ? broker_->bootstrap_servers() : config.kafka_brokers;
+    records.topic = config.webhook_deliveries_topic;
+    delivery_records_ =
+        std::make_unique<consumers::DeliveryRecordFeed>(ledger_->commands(), ledger_->store(), records);
+    if (Status s = delivery_records_->start(); !s.ok()) {
+      return s.Annotate("cannot start recording webhook deliveries");
+    }
+    metrics_.add_gauge("keyledger_webhook_records_appended", "Delivery attempts of keyledger webhooks recorded.",
+                       [this] { return static_cast<double>(delivery_records_->recorded()); });
+    api_->set_webhook_retry([](const std::string&, const std::string&) {
+      return Status::Unavailable("webhooks_external",
+                                 "webhooks are delivered by keyledger webhooks (--webhooks external); a manual "
+                                 "retry is not available on this node");
+    });
+    return Status::Ok();
+  }
+  if (config.disable_webhooks) {
+    return Status::Ok();
+  }
+  consumers::WebhookDispatcherOptions hooks;
+  hooks.client.allow_insecure = config.allow_insecure_webhooks;
+  hooks.client.allow_private = config.allow_private_webhooks;
+  hooks.client.ca_file = config.webhook_ca_file;
+  webhooks_ = std::make_unique<consumers::WebhookDispatcher>(ledger_->store(), ledger_->secrets(), ledger_->clock(),
+                                                             consumers::record_with(ledger_->commands()), hooks);
+  if (Status s = webhooks_->start(); !s.ok()) {
+    return s.Annotate("cannot start webhook delivery");
+  }
+  api_->set_webhook_retry([this](const std::string& agent_id, const std::string& event_id) {
+    return webhooks_->retry(agent_id, event_id);
+  });
+  return Status::Ok();
+}
+
+Status Primary::start() {
+  const Config& config = ledger_->config();
+  EventStore& store = ledger_->store();
+  Projector& projector = ledger_->projector();
+  add_gauges();
+  if (relay_) {
+    relay_->start();
+  }
+  verifier_ = std::make_unique<Verifier>(projector.key_table(), ledger_->hasher(), ledger_->tiers(), ledger_->clock());
+  idempotency_ = std::make_unique<IdempotencyStore>(store.db(), store.column_family(kIdempotencyColumnFamily),
+                                                    ledger_->clock());
+  auth_failures_ = std::make_unique<AuthFailureLimiter>(
+      ledger_->clock(), AuthFailureLimitOptions{.max_failures = config.auth_failure_limit});
+  api_ = std::make_unique<Api>(ApiContext{projector, ledger_->commands(), *verifier_, *idempotency_, metrics_,
+                                          ledger_->clock(), ledger_->hasher(),
+                                          [&] { return projector.checkpoint() >= store.last_position(); },
+                                          auth_failures_.get()});
+  if (Status s = start_webhooks(); !s.ok()) {
+    return s;
+  }
+  ServerOptions server_options;
+  server_options.listen = config.listen;
+  server_options.io_threads = config.io_threads;
+  server_options.max_connections = config.max_connections;
+  server_options.worker_threads = config.worker_threads;
+  server_ = std::make_unique<Server>(server_options, *api_);
+  if (Status s = server_->start(); !s.ok()) {
+    return s.Annotate("cannot listen on " + config.listen);
+  }
+  housekeeper_ = std::thread([this] { housekeep(); });
+  return Status::Ok();
+}
+
+// Expiry events and usage flushes, until stop().
+void Primary::housekeep() {
+  auto next_flush = std::chrono::steady_clock::now() + kUsageFlushInterval;
+  std::unique_lock lock(housekeeping_mutex_);
+  while (!housekeeping_wake_.wait_for(lock, kExpiryInterval, [&] { return stopping_; })) {
+    lock.unlock();
+    if (auto expired = ledger_->commands().expire_due(1000); !expired.ok()) {
+      spdlog::warn("expiry scheduler: {}", expired.status().ToString());
+    }
+    if (std::chrono::steady_clock::now() >= next_flush) {
+      if (Status s = ledger_->projector().flush_usage(); !s.ok()) {
+        spdlog::warn("usage flush: {}", s.ToString());
+      }
+      next_flush += kUsageFlushInterval;
+    }
+    lock.lock();
+  }
+}
+
+std::uint16_t Primary::port() const { return server_ ? server_->port() : 0; }
+
+std::string Primary::embedded_kafka() const { return broker_ ? broker_->bootstrap_servers() : std::string(); }
+
+void Primary::run_until_signal() {
+  if (server_) {
+    server_->run_until_signal();
+  }
+  stop();
+}
+
+void Primary::stop() {
+  if (stopped_) {
+    return;
+  }
+  stopped_ = true;
+  if (server_) {
+    server_->stop();
+  }
+  {
+    std::lock_guard lock(housekeeping_mutex_);
+    stopping_ = true;
+  }
+  housekeeping_wake_.notify_all();
+  if (housekeeper_.joinable()) {
+    housekeeper_.join();
+  }
+  if (webhooks_) {
+    webhooks_->stop();  // lets attempts in flight finish; pending retries stay persisted
+  }
+  if (delivery_records_) {
+    delivery_records_->stop();  // commits the offsets of what was recorded
+  }
+  if (relay_) {
+    relay_->stop();  // flushes the producer and persists the published position
+  }
+  (void)ledger_->projector().flush_usage();
+}
+
+Primary::~Primary() { stop(); }
+
+}  // namespace keyledger::api
