@@ -1,0 +1,233 @@
+#pragma once
+// Inside the primary's dispatcher (Api, api/handlers.h): its state, the helpers every route
+// shares (credentials, JSON bodies, Idempotency-Key replays) and the routes' handlers.
+// api/handlers.cpp builds it and dispatches; the handlers live one file per resource in
+// api/routes/. Not for use outside api/.
+
+#include <sodium.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <functional>
+#include <stdexcept>
+#include <string_view>
+#include <unordered_map>
+#include <variant>
+
+#include "api/cursor.h"
+#include "api/errors.h"
+#include "api/handlers.h"
+#include "api/routes.h"
+#include "api/verify_responses.h"
+#include "api/views.h"
+#include "domain/ids.h"
+#include "domain/text.h"
+
+namespace keyledger::api {
+
+using http::Request;
+using http::Response;
+
+constexpr std::size_t kMaxLeakItems = 100;
+// The actor of a leak report's events: "leak:<source>" (API.md §4).
+constexpr std::string_view kLeakActorPrefix = "leak:";
+constexpr std::size_t kMaxAuditLimit = 1000;
+constexpr std::size_t kDefaultAuditLimit = 100;
+
+inline bool parse_size(const std::string& text, std::size_t& out) {
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return !text.empty() && ec == std::errc() && ptr == text.data() + text.size();
+}
+
+// Who is calling: a service token or an agent's own key.
+struct Caller {
+  std::string id;     // token_id or key_id (idempotency scope)
+  std::string actor;  // recorded in events
+  std::string on_behalf_of;
+  ServiceTokenState token;
+  VerifyOutcome agent;
+};
+
+struct Api::Impl {
+  ApiContext ctx;
+  Api::WebhookRetry webhook_retry;
+
+  using Params = std::vector<std::string>;
+  using Handler = Response (Impl::*)(Request&, const Caller&, const Params&);
+  Router router;
+  std::array<Handler, static_cast<std::size_t>(RouteId::kCount)> handlers{};
+  explicit Impl(ApiContext c);
+
+  // Resolves a service token with one of `scopes`, or the 401/403/422 to send.
+  std::variant<Caller, Response> token_caller(const Request& req,
+                                              const std::vector<std::string_view>& scopes) const {
+    auto resolved = authenticate_service_token(req, scopes, ctx.projector.tokens(), ctx.hasher, ctx.verifier);
+    if (auto* res = std::get_if<Response>(&resolved)) {
+      return std::move(*res);
+    }
+    TokenCaller& token = std::get<TokenCaller>(resolved);
+    Caller caller;
+    caller.id = token.token.token_id;
+    caller.actor = token.token.name;
+    caller.on_behalf_of = std::move(token.on_behalf_of);
+    caller.token = std::move(token.token);
+    return caller;
+  }
+  // --- helpers
+
+
+  std::optional<Response> json_body(const Request& req, Json& body, bool array = false) const {
+    return read_json_body(req, body, array);
+  }
+
+  // For commands that take no fields: the 400/415/422 to send unless the body is empty or {}.
+  std::optional<Response> no_fields_body(const Request& req) const {
+    Json body;
+    if (auto bad = json_body(req, body)) {
+      return bad;
+    }
+    return FieldReader(body, {}).problem(req.request_id);
+  }
+
+  std::string actor_of(const Caller& caller) const {
+    return caller.on_behalf_of.empty() ? caller.actor : caller.actor + " (" + caller.on_behalf_of + ")";
+  }
+
+  TimePoint now() const { return ctx.clock.now(); }
+
+  Json key_view(const KeyState& key) const {
+    return key_json(key, now(), ctx.projector.last_used(key.key_id));
+  }
+
+  // A POST's Idempotency-Key as the handler sees it. A command handler builds its response
+  // in the command's outcome callback and returns keep(response) there, so the response is
+  // kept in the WriteBatch of the events (IdempotencyStore::record): a crash between the two
+  // is impossible, and a retry after a crash replays instead of running the command again.
+  struct Replay {
+    IdempotencyStore* store = nullptr;  // null when the request has no Idempotency-Key
+    std::string scope;
+    std::string body_hash;
+    bool kept = false;
+
+    std::vector<SideWrite> keep(const Response& res) {
+      if (store == nullptr || res.status < 200 || res.status >= 300) {
+        return {};
+      }
+      kept = true;
+      return {store->record(scope, {body_hash, res.status, strip_secrets(res.body)})};
+    }
+  };
+
+  // Runs a POST handler under its Idempotency-Key, if the request has one. A response the
+  // handler did not keep with its events (a handler that appends nothing itself) is saved
+  // after it.
+  Response idempotent(Request& req, const Caller& caller, const std::function<Response(Replay&)>& run) {
+    auto key = req.headers.get("idempotency-key");
+    if (!key) {
+      Replay none;
+      return run(none);
+    }
+    if (key->empty() || key->size() > kMaxIdempotencyKeyChars) {
+      return error_response(422, "validation_failed", "Idempotency-Key must be 1-255 characters",
+                            req.request_id, {{"Idempotency-Key", "must be 1-255 characters"}});
+    }
+    const std::string scope = caller.id + "\n" + req.method + " " + req.path + "\n" + std::string(*key);
+    const std::string body_hash = sha256_hex(req.body);
+    std::lock_guard lock(ctx.idempotency.lock_for(scope));
+    if (auto stored = ctx.idempotency.find(scope)) {
+      if (stored->body_hash != body_hash) {
+        return error_response(422, "idempotency_key_reused",
+                              "this Idempotency-Key was used with a different request body", req.request_id);
+      }
+      Response replay;
+      replay.status = stored->status;
+      replay.body = stored->body;
+      replay.headers.set("Idempotent-Replayed", "true");
+      return replay;
+    }
+    Replay replay{&ctx.idempotency, scope, body_hash};
+    Response res = run(replay);
+    if (res.status >= 200 && res.status < 300 && !replay.kept) {
+      const Status saved = ctx.idempotency.save(scope, {body_hash, res.status, strip_secrets(res.body)});
+      if (!saved.ok()) {
+        return status_response(saved, req.request_id);
+      }
+    }
+    return res;
+  }
+
+  Response compromise(const Request& req, Replay& replay, const std::string& actor,
+                      const std::string& on_behalf_of, const ReportCompromise& cmd) {
+    const std::string who = on_behalf_of.empty() ? actor : actor + " (" + on_behalf_of + ")";
+    return key_command(
+        req, replay, cmd.key_id, who,
+        [&](const AgentState& s, CommandContext& c) { return report_compromise(s, cmd, c); }, 200,
+        [&](const AgentState& agent, const Decision& d) {
+          Json out = {{"key", key_view(*agent.find_key(cmd.key_id))}};
+          if (cmd.replace && !d.key_id.empty()) {
+            out["replacement"] = {{"key", key_view(*agent.find_key(d.key_id))}, {"api_key", d.api_key}};
+          }
+          return out;
+        });
+  }
+
+  // Verifies the caller's own key (GET /v1/auth, /v1/self…): the outcome, or the 401/429.
+  std::variant<VerifyOutcome, Response> agent_caller(const Request& req) {
+    return authenticate_agent_key(req, ctx.verifier, ctx.metrics);
+  }
+  // --- dispatch
+  Response dispatch(Request& req);
+
+  // --- the routes' handlers, one file per resource (api/routes/<name>.cpp)
+
+  // operations.cpp
+  Response healthz(Request&, const Caller&, const Params&);
+  Response readyz(Request& req, const Caller&, const Params&);
+  Response metrics(Request&, const Caller&, const Params&);
+
+  // tokens.cpp
+  Response create_token(Request& req, const Caller& caller, const Params&);
+  Response list_tokens(Request&, const Caller&, const Params&);
+  Response revoke_token(Request& req, const Caller& caller, const Params& params);
+
+  // agents.cpp
+  Response register_agent(Request& req, const Caller& caller, const Params&);
+  Response get_agent(Request& req, const Caller&, const Params& params);
+  Response set_tier(Request& req, const Caller& caller, const Params& params);
+
+  // keys.cpp
+  Response key_command(const Request& req, Replay& replay, std::string_view key_id, const std::string& actor,
+                       const CommandService::AgentCommand& command, unsigned status,
+                       const std::function<Json(const AgentState&, const Decision&)>& render);
+  Response create_key(Request& req, const Caller& caller, const Params& params);
+  Response list_keys(Request& req, const Caller&, const Params& params);
+  Response get_key(Request& req, const Caller&, const Params& params);
+  Response due_for_rotation(Request& req, const Caller&, const Params&);
+  Response rotate_key(Request& req, const Caller& caller, const Params& params);
+  Response revoke_key(Request& req, const Caller& caller, const Params& params);
+  Response compromise_key(Request& req, const Caller& caller, const Params& params);
+
+  // verification.cpp
+  Response verify(Request& req, const Caller&, const Params&);
+  Response forward_auth(Request&, const Caller& caller, const Params&);
+
+  // self.cpp
+  Response self(Request& req, const Caller& caller, const Params&);
+  Response self_deliveries(Request& req, const Caller& caller, const Params&);
+
+  // deliveries.cpp
+  Response deliveries(const Request& req, std::string_view agent_id);
+  Response agent_deliveries(Request& req, const Caller&, const Params& params);
+  Response retry_delivery(Request& req, const Caller& caller, const Params& params);
+
+  // audit.cpp
+  Response audit(Request& req, const Caller&, const Params&);
+
+  // leaks.cpp
+  Response leaks(Request& req, const Caller& caller, const Params&);
+  Response report_leaks(const Request& req);
+};
+
+}  // namespace keyledger::api
