@@ -1,6 +1,9 @@
 #include "api/replica.h"
 
 #include "api/errors.h"
+#include "api/auth.h"
+#include "api/json_body.h"
+#include "api/operations.h"
 #include "api/verify_responses.h"
 
 namespace keyledger::api {

@@ -12,6 +12,9 @@
 
 #include "api/rate_limiter.h"
 #include "api/verifier.h"
+#include "api/auth.h"
+#include "api/json_body.h"
+#include "api/operations.h"
 #include "api/verify_responses.h"
 #include "domain/events.h"
 #include "domain/key_material.h"

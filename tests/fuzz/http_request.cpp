@@ -17,6 +17,9 @@
 #include <string>
 
 #include "api/request_reader.h"
+#include "api/auth.h"
+#include "api/json_body.h"
+#include "api/operations.h"
 #include "api/verify_responses.h"
 #include "support/checks.h"
 #include "support/world.h"
