@@ -11,16 +11,7 @@ namespace {
 constexpr std::size_t kMaxKeyEvents = 1000;
 
 bool touches_key(const v1::Event& event, const std::string& key_id) {
-  switch (event.payload_case()) {
-    case v1::Event::kKeyCreated:
-    case v1::Event::kKeyRotated:
-    case v1::Event::kKeyRevoked:
-    case v1::Event::kKeyExpired:
-    case v1::Event::kKeyCompromised:
-      return event_key_id(event) == key_id;
-    default:
-      return false;
-  }
+  return is_key_event(event) && event_key_id(event) == key_id;
 }
 
 Result<std::optional<SnapshotRecord>> key_snapshot(const std::string& key_id, const Projector& projector) {

@@ -35,18 +35,6 @@ constexpr std::string_view kDelivered = "delivered";
 constexpr std::string_view kRetrying = "retrying";
 constexpr std::string_view kFailed = "failed";
 
-bool is_key_event(const v1::Event& event) {
-  switch (event.payload_case()) {
-    case v1::Event::kKeyCreated:
-    case v1::Event::kKeyRotated:
-    case v1::Event::kKeyRevoked:
-    case v1::Event::kKeyExpired:
-    case v1::Event::kKeyCompromised:
-      return true;
-    default:
-      return false;
-  }
-}
 
 std::int64_t to_unix_ms(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
@@ -119,9 +107,6 @@ Recorded last_recorded(const std::vector<v1::Event>& stream, std::string_view ev
   return out;
 }
 
-Status from_rocks(const rocksdb::Status& s, std::string_view what) {
-  return s.ok() ? Status::Ok() : Status::IoError(std::string(what) + ": " + s.ToString());
-}
 
 // Ordered by due time, then log position (so one agent's events go out in order).
 using QueueEntry = std::tuple<TimePoint, std::uint64_t, std::string>;

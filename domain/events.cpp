@@ -151,6 +151,19 @@ std::string event_key_id(const v1::Event& event) {
   }
 }
 
+bool is_key_event(const v1::Event& event) {
+  switch (event.payload_case()) {
+    case v1::Event::kKeyCreated:
+    case v1::Event::kKeyRotated:
+    case v1::Event::kKeyRevoked:
+    case v1::Event::kKeyExpired:
+    case v1::Event::kKeyCompromised:
+      return true;
+    default:
+      return false;
+  }
+}
+
 google::protobuf::Timestamp to_timestamp(TimePoint t) {
   const SplitTime parts = split(t);
   google::protobuf::Timestamp ts;

@@ -24,6 +24,8 @@ std::string event_agent_id(const v1::Event& event);
 // pass over it (it changes no state and is published nowhere); the store counts and logs it.
 bool is_unreadable(const v1::Event& event);
 std::string event_key_id(const v1::Event& event);
+// A key.* event (created, rotated, revoked, expired, compromised): what webhooks announce.
+bool is_key_event(const v1::Event& event);
 
 // Conversions between TimePoint and protobuf Timestamps (nanosecond precision).
 google::protobuf::Timestamp to_timestamp(TimePoint t);

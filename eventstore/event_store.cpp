@@ -56,15 +56,6 @@ std::string stream_key(std::string_view stream, std::uint64_t version) {
   return key;
 }
 
-Status from_rocks(const rocksdb::Status& s, std::string_view what) {
-  if (s.ok()) {
-    return Status::Ok();
-  }
-  if (s.IsCorruption()) {
-    return Status::Corruption(std::string(what) + ": " + s.ToString());
-  }
-  return Status::IoError(std::string(what) + ": " + s.ToString());
-}
 
 struct PendingAppend {
   std::string stream;
@@ -82,6 +73,16 @@ struct WrittenGroup {
 };
 
 }  // namespace
+
+Status from_rocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) {
+    return Status::Ok();
+  }
+  if (s.IsCorruption()) {
+    return Status::Corruption(std::string(what) + ": " + s.ToString());
+  }
+  return Status::IoError(std::string(what) + ": " + s.ToString());
+}
 
 class CommitSubscription::Registry {
  public:

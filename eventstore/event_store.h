@@ -29,6 +29,7 @@
 
 namespace rocksdb {
 class DB;
+class Status;
 class ColumnFamilyHandle;
 class FileSystem;
 }  // namespace rocksdb
@@ -40,6 +41,10 @@ namespace keyledger {
 std::string encode_be64(std::uint64_t v);
 // The first 8 bytes of `bytes` (fewer bytes read as the high part of the number).
 std::uint64_t decode_be64(std::string_view bytes);
+
+// A RocksDB status as ours: Ok, Corruption, or IoError for every other failure, the message
+// prefixed with `what`. For every layer that keeps column families in the store.
+Status from_rocks(const rocksdb::Status& s, std::string_view what);
 
 struct EventStoreOptions {
   // Directory of the RocksDB database; created if missing.

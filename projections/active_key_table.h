@@ -3,12 +3,12 @@
 // and expired ones too, so verification can say REVOKED / EXPIRED / COMPROMISED).
 //
 // Slots of 128 bytes (digest, entry, the key's rate-limit bucket and last use) live in 2 MiB
-// chunks on transparent huge pages and never move. 64 shards each own an open-addressing
+// chunks on transparent huge pages and never move. 8 shards (kShards) each own an open-addressing
 // index over them (8 bytes a place: slot number plus 32 bits of the digest as a tag) and a
 // mutex. A verification is one shard lock, one probe of the index and one slot: no TLB miss
 // and one cache miss past the index, however many keys there are. Many threads verify at once
-// (each locks one shard of 64, briefly) while the projection applies events. About 160 bytes
-// per key with the key-id and agent indexes.
+// (each locks one shard, briefly) while the projection applies events. Resident bytes per key,
+// indexes included, are measured by ops/bench/verify (README, Performance), not kept here.
 
 #include <array>
 #include <cstdint>

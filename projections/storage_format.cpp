@@ -147,14 +147,5 @@ bool unpack_agent_settings(std::string_view bytes, v1::Environment& environment,
   return true;
 }
 
-Status from_rocks(const rocksdb::Status& s, std::string_view what) {
-  if (s.ok()) {
-    return Status::Ok();
-  }
-  if (s.IsCorruption()) {
-    return Status::Corruption(std::string(what) + ": " + s.ToString());
-  }
-  return Status::IoError(std::string(what) + ": " + s.ToString());
-}
 
 }  // namespace keyledger::storage_format

@@ -46,6 +46,6 @@ std::string pack_agent_settings(v1::Environment environment, std::string_view ti
 bool unpack_agent_settings(std::string_view bytes, v1::Environment& environment, std::string& tier_name);
 
 // IoError or Corruption saying `what` failed; Ok for an ok status.
-Status from_rocks(const rocksdb::Status& s, std::string_view what);
+using keyledger::from_rocks;  // eventstore/event_store.h
 
 }  // namespace keyledger::storage_format

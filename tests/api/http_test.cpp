@@ -75,16 +75,20 @@ TEST_CASE("headers know whether they can be framed", "[http]") {
   headers.add("X-Fine", "a value with a \t tab");
   CHECK(headers.frameable());
 
-  SECTION("CR LF in a value") { headers.add("X-Evil", "a\r\nSet-Cookie: b"); }
-  SECTION("LF in a name") { headers.add("X-\nEvil", "v"); }
-  SECTION("NUL in a value") { headers.add("X-Evil", std::string_view("v\0v", 3)); }
-  SECTION("an empty name") { headers.add("", "v"); }
-  CHECK_FALSE(headers.frameable());
+  // What every section below leads to.
+  const auto check_outcome = [&] {
+    CHECK_FALSE(headers.frameable());
 
-  headers.set("X-Fine", "still");  // packing again keeps the verdict
-  CHECK_FALSE(headers.frameable());
-  headers.clear();
-  CHECK(headers.frameable());
+    headers.set("X-Fine", "still");  // packing again keeps the verdict
+    CHECK_FALSE(headers.frameable());
+    headers.clear();
+    CHECK(headers.frameable());
+  };
+
+  SECTION("CR LF in a value") { headers.add("X-Evil", "a\r\nSet-Cookie: b"); check_outcome(); }
+  SECTION("LF in a name") { headers.add("X-\nEvil", "v"); check_outcome(); }
+  SECTION("NUL in a value") { headers.add("X-Evil", std::string_view("v\0v", 3)); check_outcome(); }
+  SECTION("an empty name") { headers.add("", "v"); check_outcome(); }
 }
 
 TEST_CASE("set over the one field that could not be framed makes the headers frameable again", "[http]") {

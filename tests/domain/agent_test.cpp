@@ -161,29 +161,44 @@ TEST_CASE("validate_profile checks each field", "[domain][agent][validation]") {
   AgentProfile p = valid_profile();
   std::string expected_field;
 
+  // What every section below leads to.
+  const auto check_outcome = [&] {
+    const auto errors = validate_profile(p, options);
+    INFO(expected_field);
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0].field == expected_field);
+    CHECK_FALSE(errors[0].message.empty());
+  };
+
   SECTION("name empty") {
     p.name = "";
     expected_field = "name";
+    check_outcome();
   }
   SECTION("name 101 chars") {
     p.name = std::string(101, 'n');
     expected_field = "name";
+    check_outcome();
   }
   SECTION("name invalid UTF-8") {
     p.name = "bad \xC0\x80";
     expected_field = "name";
+    check_outcome();
   }
   SECTION("description 19 chars") {
     p.description = std::string(19, 'd');
     expected_field = "description";
+    check_outcome();
   }
   SECTION("description 2001 chars") {
     p.description = std::string(2001, 'd');
     expected_field = "description";
+    check_outcome();
   }
   SECTION("no skills") {
     p.skills.clear();
     expected_field = "skills";
+    check_outcome();
   }
   SECTION("51 skills") {
     p.skills.clear();
@@ -191,22 +206,27 @@ TEST_CASE("validate_profile checks each field", "[domain][agent][validation]") {
       p.skills.push_back("s" + std::to_string(i));
     }
     expected_field = "skills";
+    check_outcome();
   }
   SECTION("empty skill") {
     p.skills = {"pdf", "", "ocr"};
     expected_field = "skills[1]";
+    check_outcome();
   }
   SECTION("65-char skill") {
     p.skills = {"pdf", "ocr", std::string(65, 's')};
     expected_field = "skills[2]";
+    check_outcome();
   }
   SECTION("duplicate skill") {
     p.skills = {"pdf", "ocr", "pdf"};
     expected_field = "skills[2]";
+    check_outcome();
   }
   SECTION("no languages") {
     p.languages.clear();
     expected_field = "languages";
+    check_outcome();
   }
   SECTION("21 languages") {
     p.languages.clear();
@@ -214,89 +234,103 @@ TEST_CASE("validate_profile checks each field", "[domain][agent][validation]") {
       p.languages.push_back("l" + std::to_string(i));
     }
     expected_field = "languages";
+    check_outcome();
   }
   SECTION("duplicate language") {
     p.languages = {"en", "en"};
     expected_field = "languages[1]";
+    check_outcome();
   }
   SECTION("empty language") {
     p.languages = {""};
     expected_field = "languages[0]";
+    check_outcome();
   }
   SECTION("unspecified environment") {
     p.environment = v1::ENVIRONMENT_UNSPECIFIED;
     expected_field = "environment";
+    check_outcome();
   }
   SECTION("owner_id 129 chars") {
     p.owner_id = std::string(129, 'o');
     expected_field = "owner_id";
+    check_outcome();
   }
   SECTION("plain http webhook") {
     p.webhook_url = "http://agent.example.com/hook";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("empty webhook") {
     p.webhook_url = "";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("relative webhook") {
     p.webhook_url = "/hooks/clawgig";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("scheme-relative webhook") {
     p.webhook_url = "//agent.example.com/hook";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("webhook without host") {
     p.webhook_url = "https:///hooks";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("webhook with only a scheme") {
     p.webhook_url = "https://";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("ftp webhook") {
     p.webhook_url = "ftp://agent.example.com/";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("webhook missing //") {
     p.webhook_url = "https:agent.example.com";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("webhook with credentials") {
     p.webhook_url = "https://user:pw@agent.example.com/";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("webhook with a space") {
     p.webhook_url = "https://agent.example.com/a b";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("webhook with port 0") {
     p.webhook_url = "https://agent.example.com:0/";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("webhook with port 70000") {
     p.webhook_url = "https://agent.example.com:70000/";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("webhook with empty port") {
     p.webhook_url = "https://agent.example.com:/";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("webhook with bad host") {
     p.webhook_url = "https://agent_example!.com/";
     expected_field = "webhook_url";
+    check_outcome();
   }
   SECTION("webhook with unterminated IPv6") {
     p.webhook_url = "https://[::1/hook";
     expected_field = "webhook_url";
+    check_outcome();
   }
-
-  const auto errors = validate_profile(p, options);
-  INFO(expected_field);
-  REQUIRE(errors.size() == 1);
-  CHECK(errors[0].field == expected_field);
-  CHECK_FALSE(errors[0].message.empty());
 }
 
 TEST_CASE("webhook URLs that are fine", "[domain][agent][validation]") {

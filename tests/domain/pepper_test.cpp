@@ -123,45 +123,55 @@ TEST_CASE("read_pepper_file accepts hex in either case and raw bytes", "[domain]
   TempDir dir;
   const fs::path file = dir.path() / "pepper";
 
-  SECTION("lowercase hex without newline") { write_file(file, kHex); }
+  // What every section below leads to.
+  const auto check_outcome = [&] {
+    auto pepper = read_pepper_file(file);
+    REQUIRE(pepper.ok());
+    CHECK(pepper->bytes() == counting_bytes());
+  };
+
+  SECTION("lowercase hex without newline") { write_file(file, kHex); check_outcome(); }
   SECTION("uppercase hex with newline") {
     std::string upper = kHex;
     std::transform(upper.begin(), upper.end(), upper.begin(),
                    [](unsigned char c) { return std::toupper(c); });
     write_file(file, upper + "\n");
+    check_outcome();
   }
-  SECTION("hex with CRLF") { write_file(file, kHex + "\r\n"); }
+  SECTION("hex with CRLF") { write_file(file, kHex + "\r\n"); check_outcome(); }
   SECTION("32 raw bytes") {
     const auto bytes = counting_bytes();
     write_file(file, std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+    check_outcome();
   }
-  auto pepper = read_pepper_file(file);
-  REQUIRE(pepper.ok());
-  CHECK(pepper->bytes() == counting_bytes());
 }
 
 TEST_CASE("read_pepper_file rejects malformed files", "[domain][pepper]") {
   TempDir dir;
   const fs::path file = dir.path() / "pepper";
   std::string content;
-  SECTION("empty") { content = ""; }
-  SECTION("63 hex characters") { content = kHex.substr(1); }
-  SECTION("65 hex characters") { content = kHex + "0"; }
-  SECTION("a non-hex character") { content = kHex.substr(0, 63) + "g"; }
-  SECTION("spaces inside") { content = kHex.substr(0, 32) + " " + kHex.substr(32, 31); }
-  SECTION("two newlines") { content = kHex + "\n\n"; }
-  SECTION("31 raw bytes") { content = std::string(31, '\x01'); }
-  SECTION("33 raw bytes") { content = std::string(33, '\x01'); }
-  SECTION("a huge file") { content = std::string(100000, 'a'); }
-  write_file(file, content);
-  auto pepper = read_pepper_file(file);
-  REQUIRE_FALSE(pepper.ok());
-  CHECK(pepper.status().message().find("malformed") != std::string::npos);
+  // What every section below leads to.
+  const auto check_outcome = [&] {
+    write_file(file, content);
+    auto pepper = read_pepper_file(file);
+    REQUIRE_FALSE(pepper.ok());
+    CHECK(pepper.status().message().find("malformed") != std::string::npos);
 
-  // load_or_create_pepper neither accepts nor replaces a malformed pepper.
-  SeededRandom random(1);
-  CHECK_FALSE(load_or_create_pepper(dir.path(), std::nullopt, false, random).ok());
-  CHECK(read_file(file) == content);
+    // load_or_create_pepper neither accepts nor replaces a malformed pepper.
+    SeededRandom random(1);
+    CHECK_FALSE(load_or_create_pepper(dir.path(), std::nullopt, false, random).ok());
+    CHECK(read_file(file) == content);
+  };
+
+  SECTION("empty") { content = ""; check_outcome(); }
+  SECTION("63 hex characters") { content = kHex.substr(1); check_outcome(); }
+  SECTION("65 hex characters") { content = kHex + "0"; check_outcome(); }
+  SECTION("a non-hex character") { content = kHex.substr(0, 63) + "g"; check_outcome(); }
+  SECTION("spaces inside") { content = kHex.substr(0, 32) + " " + kHex.substr(32, 31); check_outcome(); }
+  SECTION("two newlines") { content = kHex + "\n\n"; check_outcome(); }
+  SECTION("31 raw bytes") { content = std::string(31, '\x01'); check_outcome(); }
+  SECTION("33 raw bytes") { content = std::string(33, '\x01'); check_outcome(); }
+  SECTION("a huge file") { content = std::string(100000, 'a'); check_outcome(); }
 }
 
 TEST_CASE("errors never echo the pepper file's content", "[domain][pepper]") {

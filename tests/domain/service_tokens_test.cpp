@@ -73,49 +73,62 @@ TEST_CASE("create_service_token validates name and scopes", "[domain][tokens][va
   std::string name = "ok";
   std::vector<std::string> scopes = {"manage"};
 
+  // What every section below leads to.
+  const auto check_outcome = [&] {
+    auto decision = create_service_token(state, name, scopes, w.ctx);
+    REQUIRE_FALSE(decision.ok());
+    CHECK(decision.status().reason() == "validation_failed");
+    CHECK(error_fields(decision.status()) == expected);
+
+    CHECK(create_service_token(state, std::string(100, 'n'), {"admin"}, w.ctx).ok());
+  };
+
   SECTION("empty name") {
     name = "";
     expected = {"name"};
+    check_outcome();
   }
   SECTION("101-char name") {
     name = std::string(101, 'n');
     expected = {"name"};
+    check_outcome();
   }
   SECTION("invalid UTF-8 name") {
     name = "\xFF";
     expected = {"name"};
+    check_outcome();
   }
   SECTION("no scopes") {
     scopes = {};
     expected = {"scopes"};
+    check_outcome();
   }
   SECTION("unknown scope") {
     scopes = {"manage", "root"};
     expected = {"scopes[1]"};
+    check_outcome();
   }
   SECTION("scope in the wrong case") {
     scopes = {"Manage"};
     expected = {"scopes[0]"};
+    check_outcome();
   }
   SECTION("duplicate scope") {
     scopes = {"audit", "verify", "audit"};
     expected = {"scopes[2]"};
+    check_outcome();
   }
   SECTION("six scopes") {
     scopes = {"manage", "verify", "audit", "report_leaks", "admin", "admin"};
     expected = {"scopes", "scopes[5]"};
+    check_outcome();
   }
   SECTION("everything at once") {
     name = "";
     scopes = {"nope", "audit", "audit"};
     expected = {"name", "scopes[0]", "scopes[2]"};
+    check_outcome();
   }
-  auto decision = create_service_token(state, name, scopes, w.ctx);
-  REQUIRE_FALSE(decision.ok());
-  CHECK(decision.status().reason() == "validation_failed");
-  CHECK(error_fields(decision.status()) == expected);
-
-  CHECK(create_service_token(state, std::string(100, 'n'), {"admin"}, w.ctx).ok());
 }
 
 TEST_CASE("revoke_service_token revokes once", "[domain][tokens]") {

@@ -80,7 +80,7 @@ World::World() : dir_(world_dir()), clock_(epoch()), pepper_(fixed_pepper()) {
   if (const Status started = projector_->start(); !started.ok()) {
     fail("cannot start the projector", started.ToString());
   }
-  store_->set_commit_listener([this](const std::vector<v1::Event>& events) { on_commit(events); });
+  commits_ = store_->subscribe([this](const std::vector<v1::Event>& events) { on_commit(events); });
   verifier_ = std::make_unique<api::Verifier>(projector_->key_table(), hasher_, api::default_tiers(), clock_);
   idempotency_ = std::make_unique<api::IdempotencyStore>(
       store_->db(), store_->column_family(api::kIdempotencyColumnFamily), clock_);
@@ -106,7 +106,6 @@ World::World() : dir_(world_dir()), clock_(epoch()), pepper_(fixed_pepper()) {
 }
 
 void World::on_commit(const std::vector<v1::Event>& events) {
-  projector_->apply(events);
   metrics_.count_events_appended(events.size());
   std::lock_guard lock(appended_mutex_);
   for (const auto& e : events) {

@@ -75,7 +75,7 @@ class World {
   SecretBox secrets_{pepper_};
   api::Metrics metrics_;
   std::unique_ptr<EventStore> store_;
-  std::unique_ptr<Projector> projector_;
+  std::unique_ptr<Projector> projector_;  // subscribed to the store by start()
   std::unique_ptr<api::Verifier> verifier_;
   std::unique_ptr<api::IdempotencyStore> idempotency_;
   std::unique_ptr<CommandService> commands_;
@@ -84,6 +84,8 @@ class World {
   std::vector<v1::Event> appended_;
   std::uint64_t requests_ = 0;
   std::string last_request_id_;
+  // Subscribed after the projector (events reach on_commit projected); unsubscribed first.
+  CommitSubscription commits_;
 };
 
 }  // namespace keyledger::fuzz
