@@ -35,7 +35,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "api/connection_limit.h"
 #include "api/errors.h"
+#include "api/request_id.h"
 #include "api/request_reader.h"
 #include "api/response_head.h"
 #include "domain/key_material.h"
@@ -68,9 +70,6 @@ constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 // Connections refused over the limit are logged once per this many (a flood must not flood
 // the log too).
 constexpr std::uint64_t kRefusalLogEvery = 1000;
-// X-Request-Id: a client's value is kept only if it is this short and made of [A-Za-z0-9._-].
-constexpr std::size_t kMaxRequestIdLength = 128;
-constexpr std::size_t kGeneratedRequestIdBytes = 8;  // 16 hex characters
 
 constexpr unsigned kBadRequest = 400;
 constexpr unsigned kPayloadTooLarge = 413;
@@ -80,89 +79,8 @@ constexpr unsigned kInternalServerError = 500;
 constexpr unsigned kMinStatus = 200;
 constexpr unsigned kMaxStatus = 999;
 
-// Descriptors kept for everything but client connections (RocksDB's files, Kafka's sockets,
-// logs, webhook clients).
-constexpr std::size_t kReservedDescriptors = 256;
-
-// Each connection takes a descriptor. Raises the soft RLIMIT_NOFILE toward the hard one if
-// `wanted` connections need it, and lowers the connection limit (saying so) if even that is not
-// enough: an idle-connection flood must meet the limit, not accept() failing with EMFILE while
-// RocksDB cannot open a file.
-std::size_t connection_limit_for(std::size_t wanted) {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
-    return wanted;
-  }
-  const rlim_t needed = static_cast<rlim_t>(wanted + kReservedDescriptors);
-  if (limit.rlim_cur < needed) {
-    rlimit raised = limit;
-    raised.rlim_cur = limit.rlim_max == RLIM_INFINITY ? needed : std::min(needed, limit.rlim_max);
-    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
-      limit = raised;
-    }
-  }
-  if (limit.rlim_cur >= needed) {
-    return wanted;
-  }
-  const std::size_t available = static_cast<std::size_t>(limit.rlim_cur);
-  const std::size_t lowered =
-      available > 2 * kReservedDescriptors ? available - kReservedDescriptors : available / 2;
-  spdlog::warn("--max-connections {} needs {} file descriptors but the limit is {} (ulimit -n); "
-               "taking at most {} connections",
-               wanted, needed, available, lowered);
-  return lowered;
-}
-
 http::Response internal_error(const std::string& request_id) {
   return error_response(kInternalServerError, "internal_error", "internal error", request_id);
-}
-
-bool is_sane_request_id(std::string_view id) {
-  if (id.empty() || id.size() > kMaxRequestIdLength) {
-    return false;
-  }
-  // Echoed in every log line and response: a value shaped like a key or a service token (a
-  // client that put its credential in the wrong header) is replaced, never repeated.
-  if (id.starts_with(kApiKeyPrefix) || id.starts_with(kServiceTokenPrefix)) {
-    return false;
-  }
-  for (const char c : id) {
-    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '_' || c == '-';
-    if (!ok) {
-      return false;
-    }
-  }
-  return true;
-}
-
-// A random per-thread prefix plus a counter: unique and unguessable enough for tracing,
-// without a getrandom() system call on every request.
-void new_request_id(std::string& out) {
-  struct ThreadIds {
-    std::array<unsigned char, kGeneratedRequestIdBytes> bytes{};
-    std::uint64_t next = 0;
-    ThreadIds() { randombytes_buf(bytes.data(), bytes.size()); }
-  };
-  thread_local ThreadIds ids;
-  std::array<unsigned char, kGeneratedRequestIdBytes> bytes = ids.bytes;
-  std::uint64_t n = ids.next++;
-  for (std::size_t i = 0; i < sizeof n && i < bytes.size(); ++i) {
-    bytes[bytes.size() - 1 - i] ^= static_cast<unsigned char>(n >> (8 * i));
-  }
-  std::array<char, kGeneratedRequestIdBytes * 2 + 1> hex{};
-  sodium_bin2hex(hex.data(), hex.size(), bytes.data(), bytes.size());
-  out.assign(hex.data(), kGeneratedRequestIdBytes * 2);
-}
-
-// Sets `out` to the client's X-Request-Id if it is sane, else to a fresh one.
-void request_id_for(const http::Headers& headers, std::string& out) {
-  const auto id = headers.get("x-request-id");
-  if (id && is_sane_request_id(*id)) {
-    out.assign(*id);
-    return;
-  }
-  new_request_id(out);
 }
 
 // Every Beast parse error (bad method, bad target, bad chunk, …) shares this category.
