@@ -3,16 +3,9 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <charconv>
 
 namespace keyledger::consumers {
 namespace {
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 bool in_v4(std::uint32_t a, std::uint32_t net, int prefix) {
   const std::uint32_t mask = prefix == 0 ? 0 : ~std::uint32_t{0} << (32 - prefix);
@@ -93,84 +86,6 @@ std::string classify_v6(const boost::asio::ip::address_v6& address) {
 }
 
 }  // namespace
-
-std::string WebhookUrl::host_header() const {
-  std::string out = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  if (port != (tls ? 443 : 80)) {
-    out += ":" + std::to_string(port);
-  }
-  return out;
-}
-
-Result<WebhookUrl> parse_webhook_url(std::string_view url) {
-  const auto invalid = [] { return Status::InvalidArgument("webhook_url must be an absolute http or https URL"); };
-  WebhookUrl out;
-  const std::size_t scheme_end = url.find("://");
-  if (scheme_end == std::string_view::npos) {
-    return invalid();
-  }
-  const std::string scheme = lower(url.substr(0, scheme_end));
-  if (scheme == "https") {
-    out.tls = true;
-    out.port = 443;
-  } else if (scheme == "http") {
-    out.tls = false;
-    out.port = 80;
-  } else {
-    return invalid();
-  }
-  // The fragment is never sent.
-  std::string_view rest = url.substr(scheme_end + 3);
-  rest = rest.substr(0, rest.find('#'));
-  const std::size_t authority_end = rest.find_first_of("/?");
-  std::string_view authority = rest.substr(0, authority_end);
-  const std::string_view target = authority_end == std::string_view::npos ? "" : rest.substr(authority_end);
-  if (authority.empty() || authority.find('@') != std::string_view::npos) {
-    return invalid();
-  }
-  std::string_view host;
-  std::string_view port;
-  if (authority.front() == '[') {
-    const std::size_t close = authority.find(']');
-    if (close == std::string_view::npos) {
-      return invalid();
-    }
-    host = authority.substr(1, close - 1);
-    const std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') {
-        return invalid();
-      }
-      port = after.substr(1);
-    }
-    boost::system::error_code ec;
-    const auto parsed = boost::asio::ip::make_address_v6(std::string(host), ec);
-    if (ec) {
-      return invalid();
-    }
-    (void)parsed;
-  } else {
-    const std::size_t colon = authority.find(':');
-    host = authority.substr(0, colon);
-    if (colon != std::string_view::npos) {
-      port = authority.substr(colon + 1);
-    }
-  }
-  if (host.empty()) {
-    return invalid();
-  }
-  if (!port.empty()) {
-    unsigned value = 0;
-    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535) {
-      return invalid();
-    }
-    out.port = static_cast<std::uint16_t>(value);
-  }
-  out.host = lower(host);
-  out.target = target.empty() || target.front() == '?' ? "/" + std::string(target) : std::string(target);
-  return out;
-}
 
 std::string refused_address_class(const boost::asio::ip::address& address) {
   return address.is_v4() ? classify_v4(address.to_v4()) : classify_v6(address.to_v6());

@@ -8,22 +8,13 @@
 #include <string_view>
 
 #include "domain/status.h"
+#include "domain/webhook_url.h"
 
 namespace keyledger::consumers {
 
-// An absolute http(s) URL split for a request.
-struct WebhookUrl {
-  bool tls = true;       // https
-  std::string host;      // without brackets for IPv6 literals, lowercase
-  std::uint16_t port = 443;
-  std::string target;    // path and query, "/" when empty
-  // The Host header value: host, bracketed for IPv6, with ":port" when not the default.
-  std::string host_header() const;
-};
-
-// InvalidArgument when `url` is not an absolute http or https URL with a host, or carries
-// user info. A fragment is dropped (it is never sent).
-Result<WebhookUrl> parse_webhook_url(std::string_view url);
+// The URL's parts come from the domain's parser, which registration uses too.
+using keyledger::parse_webhook_url;
+using keyledger::WebhookUrl;
 
 // Why a webhook may not be sent to `address` without --allow-private-webhooks: "loopback",
 // "private", "shared" (100.64/10), "link-local" (includes 169.254.169.254, the cloud metadata

@@ -1,7 +1,5 @@
 #include "domain/agent.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -9,6 +7,7 @@
 
 #include "domain/ids.h"
 #include "domain/text.h"
+#include "domain/webhook_url.h"
 
 namespace keyledger {
 
@@ -22,8 +21,6 @@ constexpr std::size_t kMaxSkills = 50;
 constexpr std::size_t kMaxLanguages = 20;
 constexpr std::size_t kMaxListItemChars = 64;
 constexpr std::size_t kMaxOwnerIdChars = 128;
-// Longer URLs are refused by common HTTP stacks anyway; a cap keeps events small.
-constexpr std::size_t kMaxWebhookUrlChars = 2048;
 
 using std::chrono::seconds;
 
@@ -46,87 +43,14 @@ void check_list(std::vector<FieldError>& errors, const std::string& field,
   }
 }
 
-bool is_host_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
-}
-
 // Empty when `url` is an absolute https (or, if allowed, http) URL with a host; otherwise why not.
 std::string webhook_url_problem(std::string_view url, bool allow_insecure) {
-  const std::string expected = allow_insecure ? "must be an absolute http or https URL with a host"
-                                              : "must be an absolute https URL with a host";
-  if (url.size() > kMaxWebhookUrlChars) {
-    return "must be at most " + std::to_string(kMaxWebhookUrlChars) + " characters";
+  const auto parsed = parse_webhook_url(url);
+  if (!parsed.ok()) {
+    return parsed.status().message();
   }
-  for (char c : url) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte <= 0x20 || byte >= 0x7F) {
-      return "must not contain spaces, control or non-ASCII characters";
-    }
-  }
-  const std::size_t colon = url.find("://");
-  if (colon == std::string_view::npos) {
-    return expected;
-  }
-  std::string scheme(url.substr(0, colon));
-  std::transform(scheme.begin(), scheme.end(), scheme.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (scheme == "http" && !allow_insecure) {
+  if (!parsed->tls && !allow_insecure) {
     return "must use https (plain http needs --allow-insecure-webhooks)";
-  }
-  if (scheme != "https" && scheme != "http") {
-    return expected;
-  }
-  const std::string_view rest = url.substr(colon + 3);
-  const std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
-  if (authority.find('@') != std::string_view::npos) {
-    return "must not contain credentials";
-  }
-  std::string_view host = authority;
-  std::string_view port;
-  if (host.starts_with('[')) {
-    const std::size_t close = host.find(']');
-    if (close == std::string_view::npos || close == 1) {
-      return expected;
-    }
-    // An IPv6 literal exactly as delivery will parse it (inet_pton, which Asio uses too): what
-    // registers must be deliverable.
-    in6_addr ignored{};
-    if (inet_pton(AF_INET6, std::string(host.substr(1, close - 1)).c_str(), &ignored) != 1) {
-      return expected;
-    }
-    const std::string_view after = host.substr(close + 1);
-    if (!after.empty()) {
-      if (!after.starts_with(':')) {
-        return expected;
-      }
-      port = after.substr(1);
-      if (port.empty()) {
-        return expected;
-      }
-    }
-  } else {
-    const std::size_t port_colon = host.find(':');
-    if (port_colon != std::string_view::npos) {
-      port = host.substr(port_colon + 1);
-      host = host.substr(0, port_colon);
-      if (port.empty()) {
-        return expected;
-      }
-    }
-    if (host.empty() || host.starts_with('.') || host.starts_with('-') ||
-        !std::all_of(host.begin(), host.end(), is_host_char)) {
-      return expected;
-    }
-  }
-  if (!port.empty()) {
-    if (port.size() > 5 ||
-        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      return "has an invalid port";
-    }
-    const int number = std::stoi(std::string(port));
-    if (number < 1 || number > 65535) {
-      return "has an invalid port";
-    }
   }
   return {};
 }

@@ -1,6 +1,7 @@
-// The webhook URL parsers: the registration rule (validate_profile's webhook_url, domain/agent.cpp)
-// and the delivery side's parse_webhook_url (consumers/address_policy.cpp), with the address
-// classes the SSRF policy refuses.
+// The webhook URL parser (domain/webhook_url.h), through both of its users: registration
+// (validate_profile's webhook_url) and delivery (parse_webhook_url), with the address classes
+// the SSRF policy refuses (consumers/address_policy.cpp). Until issue 14 they were two parsers
+// with different rules; the checks below keep them from drifting apart again.
 //
 // Checked: a URL registration accepts is one delivery can parse (else the agent's webhooks
 // could never be sent), with the scheme it was accepted for (https unless insecure webhooks are
