@@ -4,6 +4,7 @@
 
 #include <future>
 
+#include "domain/agent.h"
 #include "domain/ids.h"
 
 namespace keyledger::consumers {
@@ -20,15 +21,11 @@ using Acknowledgement = std::promise<rd_kafka_resp_err_t>;
 
 v1::Event delivery_record_event(const std::string& agent_id, const v1::WebhookDeliveryRecorded& record,
                                 TimePoint now) {
-  v1::Event e;
-  e.set_event_id(derived_event_id("keyledger.webhook-delivery/" + record.event_id() + "/" +
-                                  std::to_string(record.attempt())));
-  e.set_stream(agent_stream(agent_id));
-  *e.mutable_occurred_at() = to_timestamp(now);
-  e.set_actor(std::string(kWebhooksActor));
-  e.set_type(std::string(event_type_name(v1::Event::kWebhookDeliveryRecorded)));
-  *e.mutable_webhook_delivery_recorded() = record;
-  return e;
+  // Its id derives from the delivery and attempt, so the server records a repeat once.
+  return webhook_delivery_event(
+      agent_id, record,
+      derived_event_id("keyledger.webhook-delivery/" + record.event_id() + "/" + std::to_string(record.attempt())),
+      now, std::string(kWebhooksActor));
 }
 
 DeliveryPublisher::DeliveryPublisher(DeliveryPublisherOptions options, const Clock& clock, EventStore* mirror)

@@ -71,20 +71,13 @@ Status DeliveryRecordFeed::record(const v1::Event& envelope) {
   }
   const std::string& agent_id = envelope.webhook_delivery_recorded().agent_id();
   const std::string actor = envelope.actor().empty() ? std::string(kWebhooksActor) : envelope.actor();
-  auto decision =
-      commands_.on_agent(agent_id, actor, [&](const AgentState& state, CommandContext&) -> Result<Decision> {
-        Decision d;
-        d.agent_id = state.agent_id;
-        v1::Event e = envelope;  // as carried: its event id, occurred_at, actor and type
-        e.clear_position();
-        e.clear_stream_version();
-        e.set_stream(agent_stream(agent_id));
-        if (e.type().empty()) {
-          e.set_type(std::string(event_type_name(v1::Event::kWebhookDeliveryRecorded)));
-        }
-        d.events.push_back(std::move(e));
-        return d;
-      });
+  // As carried: its event id (a repeat is detected by it), occurred_at and actor.
+  const RecordWebhookDelivery command{.record = envelope.webhook_delivery_recorded(),
+                                      .event_id = envelope.event_id(),
+                                      .occurred_at = from_timestamp(envelope.occurred_at())};
+  auto decision = commands_.on_agent(agent_id, actor, [&](const AgentState& state, CommandContext& ctx) {
+    return record_webhook_delivery(state, command, ctx);
+  });
   if (decision.ok()) {
     ++recorded_;
     return Status::Ok();

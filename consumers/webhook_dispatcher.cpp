@@ -151,19 +151,9 @@ std::string webhook_signature(std::string_view secret, std::int64_t unix_seconds
 DeliveryRecorder record_with(CommandService& commands, std::string actor) {
   return [&commands, actor = std::move(actor)](const std::string& agent_id,
                                                const v1::WebhookDeliveryRecorded& record) -> Status {
-    auto decision = commands.on_agent(
-        agent_id, actor, [&record](const AgentState& state, CommandContext& ctx) -> Result<Decision> {
-          Decision d;
-          d.agent_id = state.agent_id;
-          v1::Event e;
-          e.set_event_id(new_event_id(ctx.random));
-          *e.mutable_occurred_at() = to_timestamp(ctx.clock.now());
-          e.set_actor(ctx.actor);
-          e.set_type("webhook.delivery_recorded");
-          *e.mutable_webhook_delivery_recorded() = record;
-          d.events.push_back(std::move(e));
-          return d;
-        });
+    auto decision = commands.on_agent(agent_id, actor, [&record](const AgentState& state, CommandContext& ctx) {
+      return record_webhook_delivery(state, {.record = record, .event_id = {}, .occurred_at = {}}, ctx);
+    });
     return decision.ok() ? Status::Ok() : decision.status();
   };
 }

@@ -582,4 +582,26 @@ Result<Decision> set_rate_limit_tier(const AgentState& state, const std::string&
   return decision;
 }
 
+v1::Event webhook_delivery_event(const std::string& agent_id, const v1::WebhookDeliveryRecorded& record,
+                                 std::string event_id, TimePoint occurred_at, std::string actor) {
+  v1::Event e;
+  e.set_event_id(std::move(event_id));
+  e.set_stream(agent_stream(agent_id));
+  *e.mutable_occurred_at() = to_timestamp(occurred_at);
+  e.set_actor(std::move(actor));
+  *e.mutable_webhook_delivery_recorded() = record;
+  e.mutable_webhook_delivery_recorded()->set_agent_id(agent_id);
+  return finish(e);
+}
+
+Result<Decision> record_webhook_delivery(const AgentState& state, const RecordWebhookDelivery& cmd,
+                                         CommandContext& ctx) {
+  Decision decision;
+  decision.agent_id = state.agent_id;
+  decision.events.push_back(webhook_delivery_event(state.agent_id, cmd.record,
+                                                   cmd.event_id.empty() ? new_event_id(ctx.random) : cmd.event_id,
+                                                   cmd.occurred_at.value_or(ctx.clock.now()), ctx.actor));
+  return decision;
+}
+
 }  // namespace keyledger

@@ -162,4 +162,18 @@ Result<Decision> expire_key(const AgentState& state, std::string_view key_id, Co
 Result<Decision> set_rate_limit_tier(const AgentState& state, const std::string& tier,
                                      const std::vector<std::string>& known_tiers, CommandContext& ctx);
 
+// One webhook delivery attempt, recorded in the agent's stream (WebhookDeliveryRecorded).
+struct RecordWebhookDelivery {
+  v1::WebhookDeliveryRecorded record;    // its agent_id is set to the agent's
+  std::string event_id;                  // empty: a new id (a carried record keeps its own)
+  std::optional<TimePoint> occurred_at;  // empty: now
+};
+Result<Decision> record_webhook_delivery(const AgentState& state, const RecordWebhookDelivery& cmd,
+                                         CommandContext& ctx);
+
+// The event that records a delivery attempt, as the command decides it and as `keyledger
+// webhooks` carries it over Kafka before the server records it.
+v1::Event webhook_delivery_event(const std::string& agent_id, const v1::WebhookDeliveryRecorded& record,
+                                 std::string event_id, TimePoint occurred_at, std::string actor);
+
 }  // namespace keyledger

@@ -1130,4 +1130,33 @@ TEST_CASE("apply ignores other streams and unknown payloads but tracks the versi
 }
 
 }  // namespace
+TEST_CASE("record_webhook_delivery records one attempt, new or carried", "[domain][agent]") {
+  DomainWorld w;
+  auto registered = register_agent(valid_profile(), RegisterAgentOptions{}, w.ctx);
+  REQUIRE(registered.ok());
+  const AgentState state = w.commit(AgentState{}, registered->events);
+
+  v1::WebhookDeliveryRecorded record;
+  record.set_agent_id("agt_someone_else");
+  record.set_event_id("evt_1");
+  record.set_attempt(2);
+  auto fresh = record_webhook_delivery(state, {.record = record, .event_id = {}, .occurred_at = {}}, w.ctx);
+  REQUIRE(fresh.ok());
+  REQUIRE(fresh->events.size() == 1);
+  const v1::Event& e = fresh->events[0];
+  CHECK(e.type() == "webhook.delivery_recorded");
+  CHECK(e.actor() == "dashboard");
+  CHECK(e.stream() == agent_stream(state.agent_id));
+  CHECK_FALSE(e.event_id().empty());
+  CHECK(from_timestamp(e.occurred_at()) == w.clock.now());
+  CHECK(e.webhook_delivery_recorded().agent_id() == state.agent_id);  // always the agent's own
+  CHECK(e.webhook_delivery_recorded().attempt() == 2);
+
+  const TimePoint then = w.clock.now() - std::chrono::seconds(30);
+  auto carried = record_webhook_delivery(state, {.record = record, .event_id = "evt_carried", .occurred_at = then}, w.ctx);
+  REQUIRE(carried.ok());
+  CHECK(carried->events[0].event_id() == "evt_carried");
+  CHECK(from_timestamp(carried->events[0].occurred_at()) == then);
+}
+
 }  // namespace keyledger
