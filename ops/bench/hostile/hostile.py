@@ -125,18 +125,21 @@ def random_unknown_key(real_key, rng):
     return "cg_" + "".join(secret)
 
 
+# Malformed on purpose, built from a counting pattern (never an issued key): each breaks one
+# rule of the format (API.md §1).
+_HEX32 = "0123456789abcdef" * 2
 MALFORMED = [
-    "", "cg_", "cg", "sk_live_0123456789abcdef0123456789abcdef",
-    "cg_0123456789abcdef0123456789abcde",  # 31 hex
-    "cg_0123456789abcdef0123456789abcdef0",  # 33 hex
-    "cg_0123456789ABCDEF0123456789ABCDEF",  # upper case
-    "cg_0123456789abcdef0123456789abcdeg",  # not hex
-    "CG_0123456789abcdef0123456789abcdef",
-    " cg_0123456789abcdef0123456789abcdef",
-    "cg_0123456789abcdef0123456789abcdef ",
+    "", "cg_", "cg", "sk_live_" + _HEX32,
+    "cg_" + _HEX32[:-1],  # 31 hex
+    "cg_" + _HEX32 + "0",  # 33 hex
+    "cg_" + _HEX32.upper(),  # upper case
+    "cg_" + _HEX32[:-1] + "g",  # not hex
+    "CG_" + _HEX32,
+    " cg_" + _HEX32,  # leading space
+    "cg_" + _HEX32 + " ",  # trailing space
     "cg_" + "a" * 2000,
     "x" * 4000,
-    "cg_\u00e9\u00e9\u00e9\u00e90123456789abcdef0123456789ab",
+    "cg_\u00e9\u00e9\u00e9\u00e9" + _HEX32[:28],
 ]
 
 # --------------------------------------------------------------------------- the good client
