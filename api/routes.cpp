@@ -81,33 +81,33 @@ bool Router::matches(const Compiled& route, const std::vector<std::string_view>&
   return true;
 }
 
-const Route* Router::find(const http::Request& req, std::vector<std::string>& params,
-                          std::vector<std::string>& allowed) const {
+int Router::find(const http::Request& req, std::vector<std::string>& params, std::vector<std::string>& allowed) const {
   const auto parts = http::path_segments(req.path);
-  const Compiled* hit = nullptr;
-  for (const Compiled& route : routes_) {
-    if (!matches(route, parts)) {
+  int hit = -1;
+  for (std::size_t i = 0; i < routes_.size(); ++i) {
+    if (!matches(routes_[i], parts)) {
       continue;
     }
-    const std::string_view method = route.route->method;
+    const std::string_view method = routes_[i].route->method;
     if (method == req.method || (req.method == "HEAD" && method == "GET")) {
-      if (hit == nullptr) {
-        hit = &route;
+      if (hit < 0) {
+        hit = static_cast<int>(i);
       }
     } else if (std::find(allowed.begin(), allowed.end(), method) == allowed.end()) {
       allowed.emplace_back(method);
     }
   }
-  if (hit == nullptr) {
-    return nullptr;
+  if (hit < 0) {
+    return hit;
   }
   params.clear();
+  const Compiled& route = routes_[static_cast<std::size_t>(hit)];
   for (std::size_t i = 0; i < parts.size(); ++i) {
-    if (hit->parts[i].front() == '{') {
+    if (route.parts[i].front() == '{') {
       params.emplace_back(parts[i]);
     }
   }
-  return hit->route;
+  return hit;
 }
 
 const Route* Router::route_for(const http::Request& req) const {
@@ -125,13 +125,7 @@ const Route* Router::route_for(const http::Request& req) const {
   }
   if (req.route_index == -2) {
     std::vector<std::string> allowed;
-    const Route* route = find(req, req.route_params, allowed);
-    req.route_index = -1;
-    for (std::size_t i = 0; route != nullptr && i < routes_.size(); ++i) {
-      if (routes_[i].route == route) {
-        req.route_index = static_cast<int>(i);
-      }
-    }
+    req.route_index = find(req, req.route_params, allowed);
   }
   return req.route_index < 0 ? nullptr : routes_[static_cast<std::size_t>(req.route_index)].route;
 }

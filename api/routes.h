@@ -81,10 +81,9 @@ class Router {
   };
 
   static bool matches(const Compiled& route, const std::vector<std::string_view>& parts);
-  // The first route taking method + path (filling `params`), and the methods of the routes
-  // taking the path.
-  const Route* find(const http::Request& request, std::vector<std::string>& params,
-                    std::vector<std::string>& allowed) const;
+  // The index of the first route taking method + path (filling `params`), or -1; and the
+  // methods of the routes taking the path.
+  int find(const http::Request& request, std::vector<std::string>& params, std::vector<std::string>& allowed) const;
 
   std::vector<Compiled> routes_;
   // Routes without parameters by exact path, so most requests (verification above all) find

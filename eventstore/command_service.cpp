@@ -1,5 +1,7 @@
 #include "eventstore/command_service.h"
 
+#include <optional>
+
 namespace keyledger {
 
 Result<AgentState> load_agent(const EventStore& store, std::string_view agent_id) {
@@ -44,6 +46,24 @@ namespace {
 // stream): the client named no version, so it learns only that it may try again.
 Status persistent_conflict() {
   return Status::Unavailable("busy", "the agent was changed concurrently; try again");
+}
+
+// How a cycle's append ends the command: its decision with the events as stored, the
+// store's error, or "busy" once `max_attempts` version conflicts were met; nullopt to decide
+// again (a version conflict with attempts left).
+template <typename D>
+std::optional<Result<D>> settle(Result<AppendResult> appended, Result<D> decision, int attempt, int max_attempts) {
+  if (appended.ok()) {
+    decision->events = std::move(appended->events);
+    return decision;
+  }
+  if (!appended.status().IsVersionConflict()) {
+    return Result<D>(appended.status());
+  }
+  if (attempt >= max_attempts) {
+    return Result<D>(persistent_conflict());
+  }
+  return std::nullopt;
 }
 
 template <typename State>
@@ -113,15 +133,8 @@ Result<Decision> CommandService::on_agent(std::string_view agent_id, const std::
     }
     auto appended = store_.append(agent_stream(agent_id), static_cast<std::int64_t>(state->version),
                                   decision->events, std::move(side_writes));
-    if (appended.ok()) {
-      decision->events = std::move(appended->events);
-      return decision;
-    }
-    if (!appended.status().IsVersionConflict()) {
-      return appended.status();
-    }
-    if (attempt >= options_.max_attempts) {
-      return persistent_conflict();
+    if (auto settled = settle(std::move(appended), std::move(decision), attempt, options_.max_attempts)) {
+      return std::move(*settled);
     }
   }
 }
@@ -151,15 +164,8 @@ Result<TokenDecision> CommandService::on_tokens(const std::string& actor, const 
     }
     auto appended = store_.append(kTokensStream, static_cast<std::int64_t>(state.version), decision->events,
                                   std::move(side_writes));
-    if (appended.ok()) {
-      decision->events = std::move(appended->events);
-      return decision;
-    }
-    if (!appended.status().IsVersionConflict()) {
-      return appended.status();
-    }
-    if (attempt >= options_.max_attempts) {
-      return persistent_conflict();
+    if (auto settled = settle(std::move(appended), std::move(decision), attempt, options_.max_attempts)) {
+      return std::move(*settled);
     }
   }
 }

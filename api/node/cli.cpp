@@ -17,7 +17,6 @@ namespace keyledger::api {
 
 namespace {
 
-
 constexpr auto kCatchUpCheckInterval = std::chrono::milliseconds(50);
 
 int fail(const Status& s, std::string_view what = {}) {
@@ -50,8 +49,12 @@ int serve_node(Result<std::unique_ptr<Node>> opened, const Config& config) {
     return fail(s);
   }
   std::cout << "keyledger listening on " << host_of(config) << ":" << node.port() << std::endl;
-  spdlog::info("serving on {}:{}, data in {}", host_of(config), node.port(),
-               std::filesystem::absolute(config.data_dir).string());
+  if constexpr (std::is_same_v<Node, Primary>) {
+    spdlog::info("serving on {}:{}, data in {}", host_of(config), node.port(),
+                 std::filesystem::absolute(config.data_dir).string());
+  } else {
+    spdlog::info("verifier replica serving on {}:{}", host_of(config), node.port());
+  }
   node.run_until_signal();
   spdlog::info("shut down");
   return 0;

@@ -96,6 +96,15 @@ bool parse_config(int argc, char** argv, po::options_description& extra, Config&
   return true;
 }
 
+ServerOptions server_options_for(const Config& config) {
+  ServerOptions options;
+  options.listen = config.listen;
+  options.io_threads = config.io_threads;
+  options.max_connections = config.max_connections;
+  options.worker_threads = config.worker_threads;
+  return options;
+}
+
 Status prepare_data_dir(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "api/server.h"
 #include "consumers/embedded_broker.h"
 #include "domain/status.h"
 
@@ -44,6 +45,9 @@ struct Config {
 // config.help set.
 bool parse_config(int argc, char** argv, boost::program_options::options_description& extra, Config& config,
                   std::string& error);
+
+// The HTTP server's options from --listen, --io-threads, --max-connections and --worker-threads.
+ServerOptions server_options_for(const Config& config);
 
 // Creates the data directory (and its parents) owner-only, and tightens an existing one that
 // group or others could read: the log holds agent profiles, key digests and encrypted webhook

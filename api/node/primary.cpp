@@ -174,12 +174,7 @@ Status Primary::start() {
   if (Status s = start_webhooks(); !s.ok()) {
     return s;
   }
-  ServerOptions server_options;
-  server_options.listen = config.listen;
-  server_options.io_threads = config.io_threads;
-  server_options.max_connections = config.max_connections;
-  server_options.worker_threads = config.worker_threads;
-  server_ = std::make_unique<Server>(server_options, *api_);
+  server_ = std::make_unique<Server>(server_options_for(config), *api_);
   if (Status s = server_->start(); !s.ok()) {
     return s.Annotate("cannot listen on " + config.listen);
   }

@@ -76,11 +76,8 @@ Status Replica::start() {
                      [this] { return static_cast<double>(keys_.size()); });
   api_ = std::make_unique<ReplicaApi>(
       ReplicaApiContext{tokens_, verifier_, hasher_, metrics_, [this] { return feed_->ready(); }, &auth_failures_});
-  ServerOptions server_options;
-  server_options.listen = config_.listen;
-  server_options.io_threads = config_.io_threads;
-  server_options.max_connections = config_.max_connections;
-  server_options.worker_threads = 1;
+  ServerOptions server_options = server_options_for(config_);
+  server_options.worker_threads = 1;  // every route answers from memory, on the io threads
   server_ = std::make_unique<Server>(server_options, *api_);
   if (Status s = server_->start(); !s.ok()) {
     return s.Annotate("cannot listen on " + config_.listen);
