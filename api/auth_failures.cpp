@@ -41,9 +41,10 @@ std::int64_t AuthFailureLimiter::now_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now().time_since_epoch()).count();
 }
 
-void AuthFailureLimiter::forget_expired(Shard& shard, std::int64_t now) {
-  const std::int64_t window_ms = std::chrono::duration_cast<std::chrono::milliseconds>(options_.window).count();
-  std::erase_if(shard.entries, [&](const auto& item) {
+void AuthFailureLimiter::forget_expired(Entries& entries, std::int64_t now) const {
+  const std::int64_t window_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(options_.window).count();
+  std::erase_if(entries, [&](const auto& item) {
     const std::int64_t age = now - item.second.window_start_ms;
     return age >= window_ms || age < 0;  // a clock that went back starts windows afresh
   });
@@ -57,19 +58,21 @@ std::optional<std::int64_t> AuthFailureLimiter::retry_after(std::string_view add
   if (bucket.empty()) {
     return std::nullopt;
   }
-  Shard& shard = shard_of(bucket);
-  std::lock_guard lock(shard.mutex);
-  const auto it = shard.entries.find(bucket);
-  if (it == shard.entries.end() || it->second.failures < options_.max_failures) {
-    return std::nullopt;
-  }
-  const std::int64_t window_ms = std::chrono::duration_cast<std::chrono::milliseconds>(options_.window).count();
-  const std::int64_t left_ms = it->second.window_start_ms + window_ms - now_ms();
-  if (left_ms <= 0 || left_ms > window_ms) {
-    shard.entries.erase(it);  // the window is over (or the clock went back): a fresh start
-    return std::nullopt;
-  }
-  return std::max<std::int64_t>(1, (left_ms + 999) / 1000);
+  const std::int64_t window_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(options_.window).count();
+  const std::int64_t now = now_ms();
+  return shard_of(bucket).with([&](Entries& entries) -> std::optional<std::int64_t> {
+    const auto it = entries.find(bucket);
+    if (it == entries.end() || it->second.failures < options_.max_failures) {
+      return std::nullopt;
+    }
+    const std::int64_t left_ms = it->second.window_start_ms + window_ms - now;
+    if (left_ms <= 0 || left_ms > window_ms) {
+      entries.erase(it);  // the window is over (or the clock went back): a fresh start
+      return std::nullopt;
+    }
+    return std::max<std::int64_t>(1, (left_ms + 999) / 1000);
+  });
 }
 
 void AuthFailureLimiter::failed(std::string_view address) {
@@ -81,30 +84,32 @@ void AuthFailureLimiter::failed(std::string_view address) {
     return;
   }
   const std::int64_t now = now_ms();
-  const std::int64_t window_ms = std::chrono::duration_cast<std::chrono::milliseconds>(options_.window).count();
-  Shard& shard = shard_of(bucket);
-  std::lock_guard lock(shard.mutex);
-  auto it = shard.entries.find(bucket);
-  if (it == shard.entries.end()) {
-    if (shard.entries.size() >= options_.max_tracked / kShards + 1) {
-      forget_expired(shard, now);
-      if (shard.entries.size() >= options_.max_tracked / kShards + 1) {
-        return;  // full of live entries: do not evict an address being limited
+  const std::int64_t window_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(options_.window).count();
+  shard_of(bucket).with([&](Entries& entries) {
+    auto it = entries.find(bucket);
+    if (it == entries.end()) {
+      if (entries.size() >= options_.max_tracked / kShards + 1) {
+        forget_expired(entries, now);
+        if (entries.size() >= options_.max_tracked / kShards + 1) {
+          return;  // full of live entries: do not evict an address being limited
+        }
       }
+      it = entries.emplace(bucket, Entry{now, 0}).first;
     }
-    it = shard.entries.emplace(bucket, Entry{now, 0}).first;
-  }
-  Entry& entry = it->second;
-  const std::int64_t age = now - entry.window_start_ms;
-  if (age >= window_ms || age < 0) {
-    entry = Entry{now, 0};
-  }
-  ++entry.failures;
+    Entry& entry = it->second;
+    const std::int64_t age = now - entry.window_start_ms;
+    if (age >= window_ms || age < 0) {
+      entry = Entry{now, 0};
+    }
+    ++entry.failures;
+  });
 }
 
-http::Response too_many_failed_authentications(const http::Request& request, std::int64_t retry_after_seconds) {
-  http::Response res = error_response(429, "rate_limited", "too many failed authentications from this address",
-                                      request.request_id);
+http::Response too_many_failed_authentications(const http::Request& request,
+                                               std::int64_t retry_after_seconds) {
+  http::Response res = error_response(
+      429, "rate_limited", "too many failed authentications from this address", request.request_id);
   res.headers.set("Retry-After", std::to_string(retry_after_seconds));
   return res;
 }

@@ -23,6 +23,7 @@
 
 #include "api/http.h"
 #include "domain/clock.h"
+#include "domain/guarded.h"
 
 namespace keyledger::api {
 
@@ -50,15 +51,13 @@ class AuthFailureLimiter {
     std::int64_t window_start_ms = 0;
     std::uint32_t failures = 0;
   };
-  struct Shard {
-    std::mutex mutex;
-    std::unordered_map<std::string, Entry> entries;  // under mutex
-  };
+  using Entries = std::unordered_map<std::string, Entry>;
+  using Shard = Guarded<Entries>;
   static constexpr std::size_t kShards = 16;
 
   Shard& shard_of(const std::string& bucket);
   std::int64_t now_ms() const;
-  void forget_expired(Shard& shard, std::int64_t now);  // under shard.mutex
+  void forget_expired(Entries& entries, std::int64_t now) const;
 
   const Clock& clock_;
   const AuthFailureLimitOptions options_;
@@ -66,6 +65,7 @@ class AuthFailureLimiter {
 };
 
 // The answer to a request from an address over its limit: 429 rate_limited, Retry-After.
-http::Response too_many_failed_authentications(const http::Request& request, std::int64_t retry_after_seconds);
+http::Response too_many_failed_authentications(const http::Request& request,
+                                               std::int64_t retry_after_seconds);
 
 }  // namespace keyledger::api

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <spdlog/spdlog.h>
+#include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -29,7 +30,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -37,10 +37,10 @@
 
 #include "api/connection_limit.h"
 #include "api/errors.h"
-#include "api/server_internals.h"
 #include "api/request_id.h"
 #include "api/request_reader.h"
 #include "api/response_head.h"
+#include "api/server_internals.h"
 #include "domain/key_material.h"
 
 namespace keyledger::api {
@@ -85,7 +85,6 @@ std::optional<tcp::endpoint> parse_listen(std::string_view listen) {
   return tcp::endpoint(address, port_number);
 }
 
-
 // How often each loop looks for connections past their deadline: a tenth of the shortest
 // timeout (so a deadline is enforced at most 10% late), between 5 ms and 1 s.
 std::chrono::milliseconds sweep_interval(const ServerOptions& options) {
@@ -105,27 +104,9 @@ struct Server::Impl {
 
   enum class State { kNew, kRunning, kStopped };
 
-  Status start() {
-    std::lock_guard lifecycle(lifecycle_mutex);
-    if (state != State::kNew) {
-      return Status::Unavailable("the server was already started");
-    }
+  // Binds the listening socket and gives every loop its own handle on it; sets port.
+  Status open_acceptors(const tcp::endpoint& endpoint) {
     const ServerOptions& options = context.options;
-    if (options.io_threads == 0 || options.worker_threads == 0) {
-      return Status::InvalidArgument("io_threads and worker_threads must be at least 1");
-    }
-    connection_limit = connection_limit_for(options.max_connections);
-    // Request ids come from libsodium's CSPRNG; sodium_init() is idempotent and thread-safe.
-    if (sodium_init() < 0) {
-      return Status::Unavailable("libsodium failed to initialise");
-    }
-    const auto endpoint = parse_listen(options.listen);
-    if (!endpoint) {
-      return Status::InvalidArgument(
-          "listen address must be host:port",
-          {{"listen", "not an IP literal or localhost with a port: " + options.listen}});
-    }
-
     beast::error_code ec;
     const auto failed = [&](std::string_view step) {
       close_acceptors();
@@ -133,13 +114,13 @@ struct Server::Impl {
                                  "): " + ec.message());
     };
     Acceptor& listener = loops.front()->acceptor();
-    if (listener.open(endpoint->protocol(), ec); ec) {
+    if (listener.open(endpoint.protocol(), ec); ec) {
       return failed("open");
     }
     if (listener.set_option(asio::socket_base::reuse_address(true), ec); ec) {
       return failed("set_option");
     }
-    if (listener.bind(*endpoint, ec); ec) {
+    if (listener.bind(endpoint, ec); ec) {
       return failed("bind");
     }
     if (listener.listen(asio::socket_base::max_listen_connections, ec); ec) {
@@ -166,13 +147,39 @@ struct Server::Impl {
         ec.assign(errno, boost::system::system_category());
         return failed("dup");
       }
-      if (loops[i]->acceptor().assign(endpoint->protocol(), fd, ec); ec) {
+      if (loops[i]->acceptor().assign(endpoint.protocol(), fd, ec); ec) {
         ::close(fd);
         return failed("assign");
       }
     }
     port = bound.port();
+    return Status::Ok();
+  }
 
+  Status start() {
+    std::lock_guard lifecycle(lifecycle_mutex);
+    if (state != State::kNew) {
+      return Status::Unavailable("the server was already started");
+    }
+    const ServerOptions& options = context.options;
+    if (options.io_threads == 0 || options.worker_threads == 0) {
+      return Status::InvalidArgument("io_threads and worker_threads must be at least 1");
+    }
+    connection_limit = connection_limit_for(options.max_connections);
+    // Request ids come from libsodium's CSPRNG; sodium_init() is idempotent and thread-safe.
+    if (sodium_init() < 0) {
+      return Status::Unavailable("libsodium failed to initialise");
+    }
+    const auto endpoint = parse_listen(options.listen);
+    if (!endpoint) {
+      return Status::InvalidArgument(
+          "listen address must be host:port",
+          {{"listen", "not an IP literal or localhost with a port: " + options.listen}});
+    }
+
+    if (Status listening = open_acceptors(*endpoint); !listening.ok()) {
+      return listening;
+    }
     context.workers.emplace(options.worker_threads);
     for (auto& loop : loops) {
       work.emplace_back(loop->executor());

@@ -22,7 +22,7 @@ DeliveryRecordFeed::DeliveryRecordFeed(CommandService& commands, const EventStor
 DeliveryRecordFeed::~DeliveryRecordFeed() { stop(); }
 
 Status DeliveryRecordFeed::start() {
-  if (consumer_) {
+  if (loop_.started()) {
     return Status::Conflict("feed_started", "the delivery record feed is already running");
   }
   if (options_.brokers.empty() || options_.topic.empty() || options_.group.empty()) {
@@ -43,18 +43,10 @@ Status DeliveryRecordFeed::start() {
   if (!consumer.ok()) {
     return consumer.status();
   }
-  consumer_ = std::move(consumer).value();
-  thread_ = std::thread([this] { run(); });
-  return Status::Ok();
+  return loop_.start(std::move(consumer).value(), [this] { run(); });
 }
 
-void DeliveryRecordFeed::stop() {
-  stopping_ = true;
-  if (thread_.joinable()) {
-    thread_.join();
-  }
-  close_kafka_consumer(consumer_, "delivery records");
-}
+void DeliveryRecordFeed::stop() { loop_.stop(); }
 
 Status DeliveryRecordFeed::record(const v1::Event& envelope) {
   if (envelope.payload_case() != v1::Event::kWebhookDeliveryRecorded || envelope.event_id().empty() ||
@@ -90,8 +82,8 @@ Status DeliveryRecordFeed::record(const v1::Event& envelope) {
 }
 
 void DeliveryRecordFeed::run() {
-  const auto found = wait_for_topic_partitions(consumer_.get(), options_.topic, kMetadataTimeoutMs,
-                                               options_.retry_backoff, stopping_, "delivery records");
+  const auto found = wait_for_topic_partitions(loop_.consumer(), options_.topic, kMetadataTimeoutMs,
+                                               options_.retry_backoff, loop_.stopping(), "delivery records");
   if (!found) {
     return;
   }
@@ -102,7 +94,7 @@ void DeliveryRecordFeed::run() {
     rd_kafka_topic_partition_list_add(list.get(), options_.topic.c_str(), p.id)->offset =
         RD_KAFKA_OFFSET_STORED;
   }
-  if (const rd_kafka_resp_err_t err = rd_kafka_assign(consumer_.get(), list.get());
+  if (const rd_kafka_resp_err_t err = rd_kafka_assign(loop_.consumer(), list.get());
       err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     spdlog::error("delivery records: cannot assign the partitions of {}: {}", options_.topic,
                   kafka_error_text(err));
@@ -110,8 +102,8 @@ void DeliveryRecordFeed::run() {
   }
   spdlog::info("delivery records: recording attempts from {}", options_.topic);
   rd_kafka_resp_err_t last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
-  while (!stopping_) {
-    KafkaMessage message(rd_kafka_consumer_poll(consumer_.get(), kPollTimeoutMs));
+  while (!loop_.stopping()) {
+    KafkaMessage message(rd_kafka_consumer_poll(loop_.consumer(), kPollTimeoutMs));
     if (!message || message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
       continue;
     }
@@ -140,7 +132,7 @@ void DeliveryRecordFeed::run() {
           break;
         }
         spdlog::warn("delivery records: cannot record {}: {}; retrying", envelope.event_id(), s.ToString());
-        if (!sleep_unless(stopping_, options_.retry_backoff)) {
+        if (!sleep_unless(loop_.stopping(), options_.retry_backoff)) {
           return;  // its offset is not stored: read again after a restart
         }
       }
@@ -148,7 +140,7 @@ void DeliveryRecordFeed::run() {
     KafkaPartitionList done(rd_kafka_topic_partition_list_new(1));
     rd_kafka_topic_partition_list_add(done.get(), options_.topic.c_str(), message->partition)->offset =
         message->offset + 1;
-    if (const rd_kafka_resp_err_t err = rd_kafka_offsets_store(consumer_.get(), done.get());
+    if (const rd_kafka_resp_err_t err = rd_kafka_offsets_store(loop_.consumer(), done.get());
         err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       spdlog::warn("delivery records: storing offset {}: {}", message->offset + 1, kafka_error_text(err));
     }

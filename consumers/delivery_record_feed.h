@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "consumers/consumer_loop.h"
 #include "consumers/delivery_publisher.h"
 #include "consumers/kafka_client.h"
 #include "domain/status.h"
@@ -49,8 +50,7 @@ struct DeliveryRecordFeedOptions {
 class DeliveryRecordFeed {
  public:
   // `commands` and `store` (the log of record it appends to) must outlive the feed.
-  DeliveryRecordFeed(CommandService& commands, const EventStore& store,
-                     DeliveryRecordFeedOptions options);
+  DeliveryRecordFeed(CommandService& commands, const EventStore& store, DeliveryRecordFeedOptions options);
   ~DeliveryRecordFeed();  // stop()
   DeliveryRecordFeed(const DeliveryRecordFeed&) = delete;
   DeliveryRecordFeed& operator=(const DeliveryRecordFeed&) = delete;
@@ -79,12 +79,10 @@ class DeliveryRecordFeed {
   CommandService& commands_;
   const EventStore& store_;
   const DeliveryRecordFeedOptions options_;
-  KafkaHandle consumer_;
-  std::thread thread_;
-  std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> recorded_{0};
   std::atomic<std::uint64_t> duplicates_{0};
   std::atomic<std::uint64_t> rejected_{0};
+  ConsumerLoop loop_{"delivery records"};  // last: stopped (its thread joined) before the members above go
 };
 
 }  // namespace keyledger::consumers

@@ -21,8 +21,8 @@ EventMirror::EventMirror(EventStore& mirror, EventMirrorOptions options)
 EventMirror::~EventMirror() { stop(); }
 
 Status EventMirror::start() {
-  if (consumer_) {
-    return Status::Conflict("mirror_started", "the event mirror is already running");
+  if (loop_.started()) {
+    return Status::Conflict("feed_started", "the event mirror is already running");
   }
   if (options_.brokers.empty() || options_.topic.empty() || options_.batch_size == 0) {
     return Status::InvalidArgument("the event mirror needs Kafka brokers, a topic and a positive batch size");
@@ -41,18 +41,10 @@ Status EventMirror::start() {
   if (!consumer.ok()) {
     return consumer.status();
   }
-  consumer_ = std::move(consumer).value();
-  thread_ = std::thread([this] { run(); });
-  return Status::Ok();
+  return loop_.start(std::move(consumer).value(), [this] { run(); });
 }
 
-void EventMirror::stop() {
-  stopping_ = true;
-  if (thread_.joinable()) {
-    thread_.join();
-  }
-  close_kafka_consumer(consumer_, "webhooks mirror");
-}
+void EventMirror::stop() { loop_.stop(); }
 
 Result<std::size_t> EventMirror::mirror(const std::vector<v1::Event>& events) {
   // Streams in order of first appearance, each with its new events in the order given.
@@ -113,9 +105,42 @@ Result<std::size_t> EventMirror::mirror(const std::vector<v1::Event>& events) {
   return appended;
 }
 
+void EventMirror::poll_batch(std::vector<v1::Event>& batch,
+                             std::map<std::int32_t, std::int64_t>& next_offsets) {
+  batch.clear();
+  next_offsets.clear();
+  int timeout = kPollTimeoutMs;
+  while (batch.size() < options_.batch_size) {
+    KafkaMessage message(rd_kafka_consumer_poll(loop_.consumer(), timeout));
+    timeout = 0;  // take what is already fetched, without waiting for more
+    if (!message) {
+      return;
+    }
+    if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      next_offsets[message->partition] = std::max(next_offsets[message->partition], message->offset);
+      continue;
+    }
+    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (message->err != last_error_) {
+        spdlog::warn("webhooks mirror: {}", kafka_error_text(message->err));
+        last_error_ = message->err;
+      }
+      continue;
+    }
+    last_error_ = RD_KAFKA_RESP_ERR_NO_ERROR;
+    next_offsets[message->partition] = std::max(next_offsets[message->partition], message->offset + 1);
+    v1::Event event;
+    if (!event.ParseFromArray(message->payload, static_cast<int>(message->len))) {
+      ++rejected_;
+      continue;
+    }
+    batch.push_back(std::move(event));
+  }
+}
+
 void EventMirror::run() {
-  const auto found = wait_for_topic_partitions(consumer_.get(), options_.topic, kMetadataTimeoutMs,
-                                               options_.retry_backoff, stopping_, "webhooks mirror");
+  const auto found = wait_for_topic_partitions(loop_.consumer(), options_.topic, kMetadataTimeoutMs,
+                                               options_.retry_backoff, loop_.stopping(), "webhooks mirror");
   if (!found) {
     return;
   }
@@ -130,7 +155,7 @@ void EventMirror::run() {
       behind[p.id] = p.high;
     }
   }
-  if (const rd_kafka_resp_err_t err = rd_kafka_assign(consumer_.get(), list.get());
+  if (const rd_kafka_resp_err_t err = rd_kafka_assign(loop_.consumer(), list.get());
       err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     spdlog::error("webhooks mirror: cannot assign the partitions of {}: {}", options_.topic,
                   kafka_error_text(err));
@@ -144,48 +169,19 @@ void EventMirror::run() {
     }
   };
   check_caught_up();
-  rd_kafka_resp_err_t last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
   std::vector<v1::Event> batch;
   std::map<std::int32_t, std::int64_t> next_offsets;  // of this batch, per partition
-  while (!stopping_) {
-    batch.clear();
-    next_offsets.clear();
-    int timeout = kPollTimeoutMs;
-    while (batch.size() < options_.batch_size) {
-      KafkaMessage message(rd_kafka_consumer_poll(consumer_.get(), timeout));
-      timeout = 0;  // take what is already fetched, without waiting for more
-      if (!message) {
-        break;
-      }
-      if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-        next_offsets[message->partition] = std::max(next_offsets[message->partition], message->offset);
-        continue;
-      }
-      if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        if (message->err != last_error) {
-          spdlog::warn("webhooks mirror: {}", kafka_error_text(message->err));
-          last_error = message->err;
-        }
-        continue;
-      }
-      last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
-      next_offsets[message->partition] = std::max(next_offsets[message->partition], message->offset + 1);
-      v1::Event event;
-      if (!event.ParseFromArray(message->payload, static_cast<int>(message->len))) {
-        ++rejected_;
-        continue;
-      }
-      batch.push_back(std::move(event));
-    }
-    while (!batch.empty() && !stopping_) {
+  while (!loop_.stopping()) {
+    poll_batch(batch, next_offsets);
+    while (!batch.empty() && !loop_.stopping()) {
       auto appended = mirror(batch);
       if (appended.ok()) {
         break;
       }
       spdlog::warn("webhooks mirror: appending to the mirror: {}; retrying", appended.status().ToString());
-      sleep_unless(stopping_, options_.retry_backoff);
+      sleep_unless(loop_.stopping(), options_.retry_backoff);
     }
-    if (stopping_) {
+    if (loop_.stopping()) {
       return;
     }
     // Durable now: partitions read up to their start-up end offsets count as caught up.

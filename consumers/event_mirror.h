@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "consumers/consumer_loop.h"
 #include "consumers/embedded_broker.h"
 #include "consumers/kafka_client.h"
 #include "domain/status.h"
@@ -75,16 +76,18 @@ class EventMirror {
 
  private:
   void run();
+  // Takes up to batch_size events that are already fetched (waiting for the first one at most
+  // a poll interval) and the offset after each partition's last one.
+  void poll_batch(std::vector<v1::Event>& batch, std::map<std::int32_t, std::int64_t>& next_offsets);
+  rd_kafka_resp_err_t last_error_ = RD_KAFKA_RESP_ERR_NO_ERROR;  // the last poll error logged
 
   EventStore& store_;
   const EventMirrorOptions options_;
-  KafkaHandle consumer_;
-  std::thread thread_;
-  std::atomic<bool> stopping_{false};
   std::atomic<bool> caught_up_{false};
   std::atomic<std::uint64_t> mirrored_{0};
   std::atomic<std::uint64_t> duplicates_{0};
   std::atomic<std::uint64_t> rejected_{0};
+  ConsumerLoop loop_{"webhooks mirror"};  // last: stopped (its thread joined) before the members above go
 };
 
 }  // namespace keyledger::consumers

@@ -19,7 +19,7 @@ ReplicaFeed::ReplicaFeed(ActiveKeyTable& keys, ServiceTokenTable& tokens, Replic
 ReplicaFeed::~ReplicaFeed() { stop(); }
 
 Status ReplicaFeed::start() {
-  if (consumer_) {
+  if (loop_.started()) {
     return Status::Conflict("feed_started", "the replica feed is already running");
   }
   if (options_.brokers.empty() || options_.events_topic.empty()) {
@@ -40,18 +40,10 @@ Status ReplicaFeed::start() {
   if (!consumer.ok()) {
     return consumer.status();
   }
-  consumer_ = std::move(consumer).value();
-  thread_ = std::thread([this] { run(); });
-  return Status::Ok();
+  return loop_.start(std::move(consumer).value(), [this] { run(); });
 }
 
-void ReplicaFeed::stop() {
-  stopping_ = true;
-  if (thread_.joinable()) {
-    thread_.join();
-  }
-  close_kafka_consumer(consumer_, "replica");
-}
+void ReplicaFeed::stop() { loop_.stop(); }
 
 void ReplicaFeed::apply(const v1::Event& event) {
   switch (event.payload_case()) {
@@ -81,8 +73,8 @@ void ReplicaFeed::apply(const v1::Event& event) {
 }
 
 bool ReplicaFeed::wait_for_partitions(const std::string& topic, std::vector<Partition>& out) {
-  const auto found =
-      wait_for_topic_partitions(consumer_.get(), topic, kMetadataTimeoutMs, options_.retry_backoff, stopping_, "replica");
+  const auto found = wait_for_topic_partitions(loop_.consumer(), topic, kMetadataTimeoutMs,
+                                               options_.retry_backoff, loop_.stopping(), "replica");
   if (!found) {
     return false;
   }
@@ -104,7 +96,7 @@ bool ReplicaFeed::assign(const std::string& topic, std::vector<Partition>& parti
     tp->offset = from_beginning ? RD_KAFKA_OFFSET_BEGINNING : p.end;
     p.caught_up = !from_beginning || p.end <= p.low;
   }
-  const rd_kafka_resp_err_t err = rd_kafka_assign(consumer_.get(), list.get());
+  const rd_kafka_resp_err_t err = rd_kafka_assign(loop_.consumer(), list.get());
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     spdlog::error("replica: cannot assign the partitions of {}: {}", topic, kafka_error_text(err));
     return false;
@@ -148,8 +140,8 @@ bool ReplicaFeed::consume_until_caught_up(std::vector<Partition>& partitions, bo
     return nullptr;
   };
   rd_kafka_resp_err_t last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
-  while (!stopping_ && !all_caught_up()) {
-    KafkaMessage message(rd_kafka_consumer_poll(consumer_.get(), kPollTimeoutMs));
+  while (!loop_.stopping() && !all_caught_up()) {
+    KafkaMessage message(rd_kafka_consumer_poll(loop_.consumer(), kPollTimeoutMs));
     if (!message) {
       continue;
     }
@@ -172,7 +164,7 @@ bool ReplicaFeed::consume_until_caught_up(std::vector<Partition>& partitions, bo
       p->caught_up = true;
     }
   }
-  return !stopping_;
+  return !loop_.stopping();
 }
 
 void ReplicaFeed::run() {
@@ -199,8 +191,8 @@ void ReplicaFeed::run() {
   spdlog::info("replica: caught up with {} at position {}; ready", options_.events_topic,
                last_position_.load());
   rd_kafka_resp_err_t last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
-  while (!stopping_) {
-    KafkaMessage message(rd_kafka_consumer_poll(consumer_.get(), kPollTimeoutMs));
+  while (!loop_.stopping()) {
+    KafkaMessage message(rd_kafka_consumer_poll(loop_.consumer(), kPollTimeoutMs));
     if (!message || message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
       continue;
     }

@@ -23,6 +23,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "consumers/consumer_loop.h"
 #include "consumers/embedded_broker.h"
 #include "consumers/kafka_client.h"
 #include "domain/status.h"
@@ -92,9 +93,6 @@ class ReplicaFeed {
   ActiveKeyTable& keys_;
   ServiceTokenTable& tokens_;
   const ReplicaOptions options_;
-  KafkaHandle consumer_;
-  std::thread thread_;
-  std::atomic<bool> stopping_{false};
   std::atomic<bool> ready_{false};
   std::atomic<std::uint64_t> last_position_{0};
   std::atomic<std::uint64_t> messages_applied_{0};
@@ -102,6 +100,7 @@ class ReplicaFeed {
   // Position of the last agent-settings event applied, per agent.
   std::mutex agent_settings_mutex_;
   std::unordered_map<std::string, std::uint64_t> agent_settings_position_;
+  ConsumerLoop loop_{"replica"};  // last: stopped (its thread joined) before the members above go
 };
 
 }  // namespace keyledger::consumers

@@ -88,7 +88,8 @@ WebhookAttempt exchange(asio::io_context& ioc, Stream& stream, const std::vector
   http::response_parser<http::empty_body> parser;
   parser.header_limit(kMaxResponseHeaderBytes);
   socket.expires_at(deadline);
-  ec = run_step(ioc, deadline, [&](auto handler) { http::async_read_header(stream, buffer, parser, handler); });
+  ec = run_step(ioc, deadline,
+                [&](auto handler) { http::async_read_header(stream, buffer, parser, handler); });
   if (ec) {
     out.error = describe("read", ec);
     return out;
@@ -122,8 +123,8 @@ Result<std::unique_ptr<WebhookClient>> WebhookClient::create(WebhookClientOption
     return Status::Unavailable(std::string("TLS context: ") + e.what());
   }
   ErrorCode ec;
-  tls->context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                               ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
+  tls->context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                               ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
                            ec);
   if (ec) {
     return Status::Unavailable("TLS options: " + ec.message());
@@ -145,109 +146,133 @@ Result<std::unique_ptr<WebhookClient>> WebhookClient::create(WebhookClientOption
   return std::unique_ptr<WebhookClient>(new WebhookClient(std::move(options), std::move(tls)));
 }
 
+namespace {
+
+// The addresses a webhook goes to: the literal, or what its name resolves to (once; the
+// connection goes to exactly these, checked, addresses).
+struct Resolved {
+  std::vector<tcp::endpoint> endpoints;
+  bool literal = false;
+  std::string error;  // empty when resolved
+};
+
+Resolved resolve(asio::io_context& ioc, const WebhookUrl& target, SteadyTime deadline) {
+  Resolved out;
+  ErrorCode ec;
+  const asio::ip::address literal = asio::ip::make_address(target.host, ec);
+  if (!ec) {
+    out.literal = true;
+    out.endpoints.emplace_back(literal, target.port);
+    return out;
+  }
+  tcp::resolver resolver(ioc);
+  tcp::resolver::results_type results;
+  ec = run_step(ioc, deadline, [&](auto handler) {
+    resolver.async_resolve(target.host, std::to_string(target.port),
+                           [&results, handler](ErrorCode e, tcp::resolver::results_type r) mutable {
+                             results = std::move(r);
+                             handler(e);
+                           });
+  });
+  if (ec) {
+    resolver.cancel();
+    out.error = describe("resolve", ec);
+    return out;
+  }
+  for (const auto& entry : results) {
+    out.endpoints.push_back(entry.endpoint());
+  }
+  if (out.endpoints.empty()) {
+    out.error = "resolve: no addresses";
+  }
+  return out;
+}
+
+// Why the target is refused, or empty. One refused address refuses the target: a name mixing
+// public and private addresses is exactly what a rebinding attack looks like.
+std::string refused_target(const WebhookUrl& target, const std::vector<tcp::endpoint>& endpoints) {
+  for (const auto& endpoint : endpoints) {
+    if (std::string why = refused_address_class(endpoint.address()); !why.empty()) {
+      return "address_refused: " + target.host + " is " + endpoint.address().to_string() + " (" + why + ")";
+    }
+  }
+  return "";
+}
+
+http::request<http::string_body> webhook_request(
+    const WebhookUrl& target, const std::string& body,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+  http::request<http::string_body> request{http::verb::post, target.target, 11};
+  request.set(http::field::host, target.host_header());
+  request.set(http::field::user_agent, std::string(kUserAgent));
+  for (const auto& [name, value] : headers) {
+    request.set(name, value);
+  }
+  request.set(http::field::connection, "close");
+  request.body() = body;
+  request.prepare_payload();
+  return request;
+}
+
+}  // namespace
+
 WebhookAttempt WebhookClient::post(const std::string& url, const std::string& body,
                                    const std::vector<std::pair<std::string, std::string>>& headers) const {
   const auto start = std::chrono::steady_clock::now();
   const SteadyTime deadline = start + options_.timeout;
+  const auto failed = [&](std::string error, bool permanent = false) {
+    WebhookAttempt attempt;
+    attempt.error = std::move(error);
+    attempt.permanent = permanent;
+    attempt.duration =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+    return attempt;
+  };
   const auto finish = [&](WebhookAttempt attempt) {
     attempt.duration =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
     return attempt;
   };
-  const auto permanent = [&](std::string error) {
-    WebhookAttempt attempt;
-    attempt.error = std::move(error);
-    attempt.permanent = true;
-    return finish(std::move(attempt));
-  };
 
   auto parsed = parse_webhook_url(url);
   if (!parsed.ok()) {
-    return permanent("invalid_url");
+    return failed("invalid_url", true);
   }
   const WebhookUrl& target = *parsed;
   if (!target.tls && !options_.allow_insecure) {
-    return permanent("insecure_url: plain http webhooks are not allowed");
+    return failed("insecure_url: plain http webhooks are not allowed", true);
   }
 
   try {
     asio::io_context ioc;
-    // Resolve once; the connection goes to exactly these (checked) addresses.
-    std::vector<tcp::endpoint> endpoints;
-    ErrorCode ec;
-    const asio::ip::address literal = asio::ip::make_address(target.host, ec);
-    const bool is_literal = !ec;
-    if (is_literal) {
-      endpoints.emplace_back(literal, target.port);
-    } else {
-      tcp::resolver resolver(ioc);
-      tcp::resolver::results_type results;
-      ec = run_step(ioc, deadline, [&](auto handler) {
-        resolver.async_resolve(target.host, std::to_string(target.port),
-                               [&results, handler](ErrorCode e, tcp::resolver::results_type r) mutable {
-                                 results = std::move(r);
-                                 handler(e);
-                               });
-      });
-      if (ec) {
-        resolver.cancel();
-        WebhookAttempt attempt;
-        attempt.error = describe("resolve", ec);
-        return finish(std::move(attempt));
-      }
-      for (const auto& entry : results) {
-        endpoints.push_back(entry.endpoint());
-      }
-    }
-    if (endpoints.empty()) {
-      WebhookAttempt attempt;
-      attempt.error = "resolve: no addresses";
-      return finish(std::move(attempt));
+    const Resolved resolved = resolve(ioc, target, deadline);
+    if (!resolved.error.empty()) {
+      return failed(resolved.error);
     }
     if (!options_.allow_private) {
-      // One refused address refuses the target: a name mixing public and private addresses
-      // is exactly what a rebinding attack looks like.
-      for (const auto& endpoint : endpoints) {
-        if (std::string why = refused_address_class(endpoint.address()); !why.empty()) {
-          return permanent("address_refused: " + target.host + " is " + endpoint.address().to_string() + " (" +
-                           why + ")");
-        }
+      if (std::string refused = refused_target(target, resolved.endpoints); !refused.empty()) {
+        return failed(std::move(refused), true);
       }
     }
-
-    http::request<http::string_body> request{http::verb::post, target.target, 11};
-    request.set(http::field::host, target.host_header());
-    request.set(http::field::user_agent, std::string(kUserAgent));
-    for (const auto& [name, value] : headers) {
-      request.set(name, value);
-    }
-    request.set(http::field::connection, "close");
-    request.body() = body;
-    request.prepare_payload();
-
+    const auto request = webhook_request(target, body, headers);
     if (!target.tls) {
       beast::tcp_stream stream(ioc);
-      return finish(exchange(ioc, stream, endpoints, request, deadline, false));
+      return finish(exchange(ioc, stream, resolved.endpoints, request, deadline, false));
     }
     beast::ssl_stream<beast::tcp_stream> stream(ioc, tls_->context);
-    if (!is_literal && SSL_set_tlsext_host_name(stream.native_handle(), target.host.c_str()) != 1) {
-      WebhookAttempt attempt;
-      attempt.error = "tls: cannot set SNI";
-      return finish(std::move(attempt));
+    if (!resolved.literal && SSL_set_tlsext_host_name(stream.native_handle(), target.host.c_str()) != 1) {
+      return failed("tls: cannot set SNI");
     }
+    ErrorCode ec;
     stream.set_verify_callback(ssl::host_name_verification(target.host), ec);
     if (ec) {
-      WebhookAttempt attempt;
-      attempt.error = describe("tls", ec);
-      return finish(std::move(attempt));
+      return failed(describe("tls", ec));
     }
-    return finish(exchange(ioc, stream, endpoints, request, deadline, true));
+    return finish(exchange(ioc, stream, resolved.endpoints, request, deadline, true));
   } catch (const std::exception& e) {
     // Beast and Asio report through error codes here; this is a last line for allocation
     // failures and the like.
-    WebhookAttempt attempt;
-    attempt.error = std::string("internal: ") + e.what();
-    return finish(std::move(attempt));
+    return failed(std::string("internal: ") + e.what());
   }
 }
 

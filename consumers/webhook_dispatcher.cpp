@@ -18,10 +18,11 @@
 #include <thread>
 #include <tuple>
 
-#include "domain/event_json.h"
-#include "eventstore/command_service.h"
 #include "domain/agent.h"
+#include "domain/event_json.h"
+#include "domain/guarded.h"
 #include "domain/ids.h"
+#include "eventstore/command_service.h"
 
 namespace keyledger::consumers {
 namespace {
@@ -34,7 +35,6 @@ constexpr char kPendingPrefix = 'p';
 constexpr std::string_view kDelivered = "delivered";
 constexpr std::string_view kRetrying = "retrying";
 constexpr std::string_view kFailed = "failed";
-
 
 std::int64_t to_unix_ms(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
@@ -107,7 +107,6 @@ Recorded last_recorded(const std::vector<v1::Event>& stream, std::string_view ev
   return out;
 }
 
-
 // Ordered by due time, then log position (so one agent's events go out in order).
 using QueueEntry = std::tuple<TimePoint, std::uint64_t, std::string>;
 
@@ -135,7 +134,8 @@ std::string webhook_signature(std::string_view secret, std::int64_t unix_seconds
   const auto* key = reinterpret_cast<const unsigned char*>(secret.data());
   const auto* msg = reinterpret_cast<const unsigned char*>(body.data());
   if (crypto_auth_hmacsha256_init(&state, key, secret.size()) != 0 ||
-      crypto_auth_hmacsha256_update(&state, reinterpret_cast<const unsigned char*>(t.data()), t.size()) != 0 ||
+      crypto_auth_hmacsha256_update(&state, reinterpret_cast<const unsigned char*>(t.data()), t.size()) !=
+          0 ||
       crypto_auth_hmacsha256_update(&state, reinterpret_cast<const unsigned char*>("."), 1) != 0 ||
       crypto_auth_hmacsha256_update(&state, msg, body.size()) != 0 ||
       crypto_auth_hmacsha256_final(&state, mac.data()) != 0) {
@@ -151,9 +151,10 @@ std::string webhook_signature(std::string_view secret, std::int64_t unix_seconds
 DeliveryRecorder record_with(CommandService& commands, std::string actor) {
   return [&commands, actor = std::move(actor)](const std::string& agent_id,
                                                const v1::WebhookDeliveryRecorded& record) -> Status {
-    auto decision = commands.on_agent(agent_id, actor, [&record](const AgentState& state, CommandContext& ctx) {
-      return record_webhook_delivery(state, {.record = record, .event_id = {}, .occurred_at = {}}, ctx);
-    });
+    auto decision =
+        commands.on_agent(agent_id, actor, [&record](const AgentState& state, CommandContext& ctx) {
+          return record_webhook_delivery(state, {.record = record, .event_id = {}, .occurred_at = {}}, ctx);
+        });
     return decision.ok() ? Status::Ok() : decision.status();
   };
 }
@@ -178,7 +179,7 @@ struct WebhookDispatcher::Impl {
   bool started = false;
   bool stopping = false;
   bool log_advanced = false;  // set by notify(): new events may be in the log
-  std::mt19937_64 jitter_rng{std::random_device{}()};
+  Guarded<std::mt19937_64> jitter_rng{std::random_device{}()};
   std::atomic<std::uint64_t> cursor{0};
   std::thread tailer;
   std::vector<std::thread> workers;
@@ -357,7 +358,7 @@ struct WebhookDispatcher::Impl {
     }
     delay = std::min(delay, static_cast<double>(options.max_delay.count()));
     std::uniform_real_distribution<double> stretch(1.0, 1.0 + std::max(options.jitter, 0.0));
-    delay *= stretch(jitter_rng);  // under mu
+    delay *= jitter_rng.with([&](std::mt19937_64& rng) { return stretch(rng); });
     return std::chrono::milliseconds(static_cast<std::int64_t>(delay));
   }
 
@@ -375,7 +376,8 @@ struct WebhookDispatcher::Impl {
 
   // Puts a delivery back in the schedule at `job.due`.
   void reschedule(const Pending& job) {
-    const auto s = store.db()->Put(rocksdb::WriteOptions(), cf, pending_key(job.event_id), encode_pending(job));
+    const auto s =
+        store.db()->Put(rocksdb::WriteOptions(), cf, pending_key(job.event_id), encode_pending(job));
     if (!s.ok()) {
       // The old entry stays; on restart the recorded attempts bring it up to date.
       spdlog::warn("webhooks: persisting pending {}: {}", job.event_id, s.ToString());
@@ -397,6 +399,26 @@ struct WebhookDispatcher::Impl {
       state = apply(std::move(state), e);
     }
     return state;
+  }
+
+  // One POST of the event to the agent's webhook URL, signed with the agent's secret.
+  WebhookAttempt send(const Pending& job, const AgentState& agent, const v1::Event& event) {
+    auto secret = secrets.open(agent.webhook_secret, job.agent_id);
+    if (!secret.ok()) {
+      WebhookAttempt result;
+      result.error = "secret_unavailable";
+      result.permanent = true;
+      return result;
+    }
+    const std::string body = webhook_body(event);
+    const auto t = std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch()).count();
+    const std::vector<std::pair<std::string, std::string>> headers = {
+        {"Content-Type", "application/json"},
+        {"ClawGig-Event-Id", job.event_id},
+        {"ClawGig-Signature", webhook_signature(*secret, t, body)},
+    };
+    sodium_memzero(secret->data(), secret->size());
+    return client->post(agent.profile.webhook_url, body, headers);
   }
 
   void attempt(Pending job) {
@@ -438,23 +460,7 @@ struct WebhookDispatcher::Impl {
       return;
     }
 
-    WebhookAttempt result;
-    auto secret = secrets.open(agent->webhook_secret, job.agent_id);
-    if (!secret.ok()) {
-      result.error = "secret_unavailable";
-      result.permanent = true;
-    } else {
-      const std::string body = webhook_body(*event);
-      const auto t = std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch()).count();
-      const std::vector<std::pair<std::string, std::string>> headers = {
-          {"Content-Type", "application/json"},
-          {"ClawGig-Event-Id", job.event_id},
-          {"ClawGig-Signature", webhook_signature(*secret, t, body)},
-      };
-      sodium_memzero(secret->data(), secret->size());
-      result = client->post(agent->profile.webhook_url, body, headers);
-    }
-
+    const WebhookAttempt result = send(job, *agent, *event);
     const std::uint32_t round_attempts = job.attempt - job.first_attempt + 1;
     std::string_view outcome = kRetrying;
     if (result.delivered()) {
@@ -481,10 +487,7 @@ struct WebhookDispatcher::Impl {
       return;
     }
     job.attempt += 1;
-    {
-      std::lock_guard lock(mu);
-      job.due = clock.now() + backoff(round_attempts);
-    }
+    job.due = clock.now() + backoff(round_attempts);
     reschedule(job);
   }
 
@@ -601,7 +604,8 @@ Status WebhookDispatcher::retry(const std::string& agent_id, const std::string& 
   p.due = m.clock.now();
   rocksdb::WriteOptions sync;
   sync.sync = true;
-  if (Status s = from_rocks(m.store.db()->Put(sync, cf, pending_key(event_id), encode_pending(p)), "webhooks retry");
+  if (Status s =
+          from_rocks(m.store.db()->Put(sync, cf, pending_key(event_id), encode_pending(p)), "webhooks retry");
       !s.ok()) {
     return s;
   }

@@ -16,28 +16,26 @@ Result<AgentState> load_agent(const EventStore& store, std::string_view agent_id
   return state;
 }
 
-
 StreamLocks::Guard::Guard(StreamLocks& locks, std::string_view stream) : locks_(locks), stream_(stream) {
-  Entry* entry = nullptr;
-  {
-    std::lock_guard lock(locks_.mutex_);
-    auto& slot = locks_.entries_[stream_];
+  Entry* entry = locks_.entries_.with([&](auto& entries) {
+    auto& slot = entries[stream_];
     if (!slot) {
       slot = std::make_unique<Entry>();
     }
-    entry = slot.get();
-    ++entry->users;
-  }
+    ++slot->users;
+    return slot.get();
+  });
   entry->mutex.lock();  // the entry lives while users > 0
 }
 
 StreamLocks::Guard::~Guard() {
-  std::lock_guard lock(locks_.mutex_);
-  const auto it = locks_.entries_.find(stream_);
-  it->second->mutex.unlock();
-  if (--it->second->users == 0) {
-    locks_.entries_.erase(it);
-  }
+  locks_.entries_.with([&](auto& entries) {
+    const auto it = entries.find(stream_);
+    it->second->mutex.unlock();
+    if (--it->second->users == 0) {
+      entries.erase(it);
+    }
+  });
 }
 
 namespace {
@@ -52,7 +50,8 @@ Status persistent_conflict() {
 // store's error, or "busy" once `max_attempts` version conflicts were met; nullopt to decide
 // again (a version conflict with attempts left).
 template <typename D>
-std::optional<Result<D>> settle(Result<AppendResult> appended, Result<D> decision, int attempt, int max_attempts) {
+std::optional<Result<D>> settle(Result<AppendResult> appended, Result<D> decision, int attempt,
+                                int max_attempts) {
   if (appended.ok()) {
     decision->events = std::move(appended->events);
     return decision;
@@ -76,8 +75,9 @@ State after(State state, const std::vector<v1::Event>& events) {
 
 }  // namespace
 
-CommandService::CommandService(EventStore& store, const CommandIndex& index, const Clock& clock, RandomSource& random,
-                               const KeyHasher& hasher, const SecretBox& secrets, CommandServiceOptions options)
+CommandService::CommandService(EventStore& store, const CommandIndex& index, const Clock& clock,
+                               RandomSource& random, const KeyHasher& hasher, const SecretBox& secrets,
+                               CommandServiceOptions options)
     : store_(store),
       index_(index),
       clock_(clock),
@@ -101,8 +101,8 @@ Result<Decision> CommandService::register_agent(const AgentProfile& profile, con
   if (outcome) {
     side_writes = outcome(after(AgentState{}, decision->events), *decision);
   }
-  auto appended = store_.append(agent_stream(decision->agent_id), kNoStream, decision->events,
-                                std::move(side_writes));
+  auto appended =
+      store_.append(agent_stream(decision->agent_id), kNoStream, decision->events, std::move(side_writes));
   if (!appended.ok()) {
     return appended.status();
   }
@@ -170,7 +170,8 @@ Result<TokenDecision> CommandService::on_tokens(const std::string& actor, const 
   }
 }
 
-Result<TokenDecision> CommandService::create_token(const std::string& name, const std::vector<std::string>& scopes,
+Result<TokenDecision> CommandService::create_token(const std::string& name,
+                                                   const std::vector<std::string>& scopes,
                                                    const std::string& actor, const TokenOutcome& outcome) {
   return on_tokens(
       actor,

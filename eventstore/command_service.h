@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "domain/agent.h"
+#include "domain/guarded.h"
 #include "domain/service_tokens.h"
 #include "eventstore/event_store.h"
 
@@ -45,7 +46,6 @@ class CommandIndex {
   // Active keys whose expires_at <= `now`, at most `limit` (the expiry scheduler's work list).
   virtual Result<std::vector<KeyRef>> keys_expiring_by(TimePoint now, std::size_t limit) const = 0;
 };
-
 
 struct CommandServiceOptions {
   RegisterAgentOptions registration;
@@ -74,10 +74,9 @@ class StreamLocks {
  private:
   struct Entry {
     std::mutex mutex;
-    std::size_t users = 0;  // holders and waiters; under StreamLocks::mutex_
+    std::size_t users = 0;  // holders and waiters
   };
-  std::mutex mutex_;
-  std::unordered_map<std::string, std::unique_ptr<Entry>> entries_;  // under mutex_
+  Guarded<std::unordered_map<std::string, std::unique_ptr<Entry>>> entries_;
 };
 
 class CommandService {

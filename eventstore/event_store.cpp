@@ -4,9 +4,9 @@
 #include <rocksdb/env.h>
 #include <rocksdb/file_system.h>
 #include <rocksdb/filter_policy.h>
-#include <rocksdb/table.h>
 #include <rocksdb/options.h>
 #include <rocksdb/sst_file_manager.h>
+#include <rocksdb/table.h>
 #include <rocksdb/utilities/options_util.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
@@ -17,13 +17,21 @@
 #include <future>
 #include <map>
 #include <mutex>
-#include <shared_mutex>
 #include <set>
+#include <shared_mutex>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "eventstore/event_store_impl.h"
+
 namespace keyledger {
+
+using store_detail::kEventIdsCf;
+using store_detail::kEventsCf;
+using store_detail::kStreamsCf;
+using store_detail::PendingAppend;
+using store_detail::stream_key;
 
 std::string encode_be64(std::uint64_t v) {
   std::string out(8, '\0');
@@ -42,38 +50,6 @@ std::uint64_t decode_be64(std::string_view bytes) {
   return v;
 }
 
-namespace {
-
-constexpr std::string_view kEventsCf = "events";
-constexpr std::string_view kStreamsCf = "streams";
-constexpr std::string_view kEventIdsCf = "event_ids";
-
-
-std::string stream_key(std::string_view stream, std::uint64_t version) {
-  std::string key(stream);
-  key.push_back('\0');
-  key += encode_be64(version);
-  return key;
-}
-
-
-struct PendingAppend {
-  std::string stream;
-  std::int64_t expected_version;
-  std::vector<v1::Event> events;
-  std::vector<std::pair<rocksdb::ColumnFamilyHandle*, SideWrite>> side_writes;
-  std::promise<Result<AppendResult>> done;
-};
-
-// One group after its WriteBatch went to the WAL: answered once an fsync covers it.
-struct WrittenGroup {
-  std::vector<std::unique_ptr<PendingAppend>> appends;
-  std::vector<std::optional<Result<AppendResult>>> outcomes;
-  std::vector<v1::Event> committed;  // in position order; empty if nothing was written
-};
-
-}  // namespace
-
 Status from_rocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) {
     return Status::Ok();
@@ -83,30 +59,6 @@ Status from_rocks(const rocksdb::Status& s, std::string_view what) {
   }
   return Status::IoError(std::string(what) + ": " + s.ToString());
 }
-
-class CommitSubscription::Registry {
- public:
-  std::uint64_t add(CommitListener listener) {
-    std::unique_lock lock(mutex_);
-    listeners_.emplace_back(++last_id_, std::move(listener));
-    return last_id_;
-  }
-  void remove(std::uint64_t id) {
-    std::unique_lock lock(mutex_);  // waits for a call in progress
-    std::erase_if(listeners_, [id](const auto& entry) { return entry.first == id; });
-  }
-  void notify(const std::vector<v1::Event>& events) const {
-    std::shared_lock lock(mutex_);
-    for (const auto& entry : listeners_) {
-      entry.second(events);
-    }
-  }
-
- private:
-  mutable std::shared_mutex mutex_;
-  std::vector<std::pair<std::uint64_t, CommitListener>> listeners_;  // in subscription order
-  std::uint64_t last_id_ = 0;
-};
 
 CommitSubscription::CommitSubscription(std::shared_ptr<Registry> registry, std::uint64_t id)
     : registry_(std::move(registry)), id_(id) {}
@@ -132,353 +84,46 @@ void CommitSubscription::reset() {
   }
 }
 
-struct EventStore::Impl {
-  EventStoreOptions options;
-  std::unique_ptr<rocksdb::Env> env;  // over options.file_system, if given; outlives db
-  std::unique_ptr<rocksdb::DB> db;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  std::map<std::string, rocksdb::ColumnFamilyHandle*, std::less<>> cf_by_name;
-  rocksdb::ColumnFamilyHandle* events_cf = nullptr;
-  rocksdb::ColumnFamilyHandle* streams_cf = nullptr;
-  rocksdb::ColumnFamilyHandle* event_ids_cf = nullptr;
-
-  // Owned by the writer thread once it runs.
-  std::uint64_t next_position = 1;
-  std::unordered_map<std::string, std::uint64_t> version_cache;
-  std::shared_ptr<CommitSubscription::Registry> listeners = std::make_shared<CommitSubscription::Registry>();
-
-  std::atomic<std::uint64_t> last_position{0};
-
-  std::mutex mutex;
-  std::condition_variable wake;
-  std::deque<std::unique_ptr<PendingAppend>> queue;
-  bool stopping = false;
-  std::thread writer;
-
-  // Groups written to the WAL (unsynced) and waiting for the fsync that makes them durable.
-  std::mutex sync_mutex;
-  std::condition_variable sync_wake;
-  std::deque<WrittenGroup> written;
-  bool sync_stopping = false;
-  std::thread syncer;
-  // Set when a WAL sync failed: what was written since is of unknown durability, so the
-  // store refuses appends until it is reopened (recovery then decides).
-  std::atomic<bool> broken{false};
-  // Set when a write failed (a full disk, say). Owned by the writer thread: before the next
-  // group it asks RocksDB to resume, and answers the group unavailable until it can.
-  bool needs_resume = false;
-  std::atomic<bool> writes_failing{false};
-
-  // Records met that do not decode (unreadable_events()), and the positions already logged.
-  std::atomic<std::uint64_t> unreadable{0};
-  std::mutex unreadable_mutex;
-  std::set<std::uint64_t> unreadable_logged;
-
-  // The stand-in for a record at `position` that does not decode (is_unreadable): readers go
-  // on past it instead of stopping at it for good. Said loudly, once per position.
-  v1::Event unreadable_event(std::uint64_t position) {
-    {
-      std::lock_guard lock(unreadable_mutex);
-      if (unreadable_logged.insert(position).second) {
-        unreadable.fetch_add(1, std::memory_order_relaxed);
-        spdlog::error(
-            "event store: the event at position {} cannot be decoded; every reader passes over it "
-            "(see README, Operations: unreadable events)",
-            position);
-      }
-    }
-    v1::Event e;
-    e.set_position(position);
-    return e;
+EventStore::Impl::~Impl() {
+  {
+    std::lock_guard lock(mutex);
+    stopping = true;
   }
+  wake.notify_all();
+  if (writer.joinable()) {
+    writer.join();
+  }
+  {
+    std::lock_guard lock(sync_mutex);
+    sync_stopping = true;
+  }
+  sync_wake.notify_all();
+  if (syncer.joinable()) {
+    syncer.join();
+  }
+  for (auto* h : handles) {
+    db->DestroyColumnFamilyHandle(h);
+  }
+  if (db) {
+    db->Close();
+  }
+}
 
-  ~Impl() {
-    {
-      std::lock_guard lock(mutex);
-      stopping = true;
-    }
-    wake.notify_all();
-    if (writer.joinable()) {
-      writer.join();
-    }
-    {
-      std::lock_guard lock(sync_mutex);
-      sync_stopping = true;
-    }
-    sync_wake.notify_all();
-    if (syncer.joinable()) {
-      syncer.join();
-    }
-    for (auto* h : handles) {
-      db->DestroyColumnFamilyHandle(h);
-    }
-    if (db) {
-      db->Close();
+v1::Event EventStore::Impl::unreadable_event(std::uint64_t position) {
+  {
+    std::lock_guard lock(unreadable_mutex);
+    if (unreadable_logged.insert(position).second) {
+      unreadable.fetch_add(1, std::memory_order_relaxed);
+      spdlog::error(
+          "event store: the event at position {} cannot be decoded; every reader passes over it "
+          "(see README, Operations: unreadable events)",
+          position);
     }
   }
-
-  Result<std::uint64_t> stored_stream_version(std::string_view stream) const {
-    rocksdb::ReadOptions ro;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, streams_cf));
-    const std::string upper = stream_key(stream, UINT64_MAX);
-    it->SeekForPrev(upper);
-    if (!it->status().ok()) {
-      return from_rocks(it->status(), "read stream version");
-    }
-    if (!it->Valid()) {
-      return std::uint64_t{0};
-    }
-    const rocksdb::Slice key = it->key();
-    const std::string prefix = std::string(stream) + '\0';
-    if (key.size() != prefix.size() + 8 || !key.starts_with(prefix)) {
-      return std::uint64_t{0};
-    }
-    return decode_be64(std::string_view(key.data() + prefix.size(), 8));
-  }
-
-  void run_writer() {
-    std::vector<std::unique_ptr<PendingAppend>> group;
-    for (;;) {
-      {
-        std::unique_lock lock(mutex);
-        wake.wait(lock, [&] { return stopping || !queue.empty(); });
-        if (queue.empty()) {
-          return;  // stopping and drained
-        }
-        while (!queue.empty() && group.size() < options.max_group_size) {
-          group.push_back(std::move(queue.front()));
-          queue.pop_front();
-        }
-      }
-      commit_group(group);  // hands the group on (or answers it)
-      group.clear();
-    }
-  }
-
-  // True if a file of a WAL write's size can be written beside the log now. Resume is only
-  // tried then: a resume that fails (the disk still full) can leave RocksDB in a state no
-  // later resume recovers from.
-  rocksdb::Status probe_write() const {
-    constexpr std::size_t kProbeBytes = 64 * 1024;
-    rocksdb::FileSystem* fs = db->GetFileSystem();
-    const std::string path = (options.path / "WRITE_PROBE").string();
-    std::unique_ptr<rocksdb::FSWritableFile> file;
-    rocksdb::IOStatus s = fs->NewWritableFile(path, rocksdb::FileOptions(), &file, nullptr);
-    if (s.ok()) {
-      s = file->Append(rocksdb::Slice(std::string(kProbeBytes, '\0')), rocksdb::IOOptions(), nullptr);
-      const rocksdb::IOStatus closed = file->Close(rocksdb::IOOptions(), nullptr);
-      if (s.ok()) {
-        s = closed;
-      }
-    }
-    fs->DeleteFile(path, rocksdb::IOOptions(), nullptr).PermitUncheckedError();
-    return s;
-  }
-
-  // DB::Resume answers Busy while the SstFileManager's recovery from a full disk runs (it
-  // retries every 5 s while the disk is full): the appends of now are refused at once, and a
-  // later group resumes once that recovery is through.
-  rocksdb::Status resume() {
-    if (rocksdb::Status probed = probe_write(); !probed.ok()) {
-      return probed;
-    }
-    return db->Resume();
-  }
-
-  // Validates each append against the current stream versions and writes every accepted one
-  // in one WriteBatch; the syncer answers them once they are fsync'd.
-  void commit_group(std::vector<std::unique_ptr<PendingAppend>>& group) {
-    Status usable = Status::Ok();
-    if (broken) {
-      usable = Status::IoError("a WAL sync failed; restart to recover");
-    } else if (needs_resume) {
-      // After a failed write RocksDB refuses writes until it is resumed, which succeeds once
-      // the cause is gone (space freed). Nothing of the failed group was applied.
-      if (const rocksdb::Status resumed = resume(); resumed.ok()) {
-        needs_resume = false;
-        writes_failing = false;
-        spdlog::info("event store: writes resumed");
-      } else {
-        usable = from_rocks(resumed, "storage still failing");
-      }
-    }
-    if (!usable.ok()) {
-      for (auto& p : group) {
-        p->done.set_value(usable);
-      }
-      group.clear();
-      return;
-    }
-    rocksdb::WriteBatch batch;
-    const std::uint64_t first_position_of_group = next_position;
-    std::unordered_map<std::string, std::uint64_t> touched;  // stream -> version before group
-    std::unordered_set<std::string> group_event_ids;
-    std::vector<std::optional<Result<AppendResult>>> outcomes(group.size());
-    std::vector<v1::Event> committed;
-
-    for (std::size_t i = 0; i < group.size(); ++i) {
-      PendingAppend& p = *group[i];
-      auto current = current_version(p.stream);
-      if (!current.ok()) {
-        outcomes[i] = current.status();
-        continue;
-      }
-      if (p.expected_version != kAnyVersion &&
-          static_cast<std::uint64_t>(p.expected_version) != *current) {
-        outcomes[i] = Status::VersionConflict("stream " + p.stream + " is at version " +
-                                              std::to_string(*current) + ", expected " +
-                                              std::to_string(p.expected_version));
-        continue;
-      }
-      Status ids_ok = check_event_ids(p.events, group_event_ids);
-      if (!ids_ok.ok()) {
-        outcomes[i] = ids_ok;
-        continue;
-      }
-
-      touched.try_emplace(p.stream, *current);
-      AppendResult result;
-      result.first_position = next_position;
-      std::uint64_t version = *current;
-      std::string value;
-      for (auto& e : p.events) {
-        const std::uint64_t position = next_position++;
-        e.set_position(position);
-        e.set_stream(p.stream);
-        e.set_stream_version(++version);
-        e.SerializeToString(&value);
-        const std::string pos_key = encode_be64(position);
-        batch.Put(events_cf, pos_key, value);
-        batch.Put(streams_cf, stream_key(p.stream, version), pos_key);
-        batch.Put(event_ids_cf, e.event_id(), pos_key);
-        group_event_ids.insert(e.event_id());
-      }
-      for (const auto& [cf, write] : p.side_writes) {
-        batch.Put(cf, write.key, write.value);
-      }
-      version_cache[p.stream] = version;
-      result.last_position = next_position - 1;
-      result.stream_version = version;
-      result.events = p.events;
-      committed.insert(committed.end(), p.events.begin(), p.events.end());
-      outcomes[i] = std::move(result);
-    }
-
-    if (batch.Count() > 0) {
-      // Pipelined group commit: the batch goes to the WAL now, unsynced, and the syncer thread
-      // fsyncs it (with every group written meanwhile) before anyone is answered. While one
-      // fsync runs, the next groups are already being validated and written.
-      const rocksdb::Status s = db->Write(rocksdb::WriteOptions(), &batch);
-      if (!s.ok()) {
-        spdlog::error("event store: writing to the log failed: {}; commands are refused until it works again",
-                      s.ToString());
-        needs_resume = true;
-        writes_failing = true;
-        // Nothing of this group was written: forget the positions and versions it took.
-        next_position = first_position_of_group;
-        for (const auto& [stream, before] : touched) {
-          version_cache[stream] = before;
-        }
-        const Status failed = from_rocks(s, "append");
-        for (auto& o : outcomes) {
-          if (o && o->ok()) {
-            o = failed;
-          }
-        }
-        committed.clear();
-      }
-    }
-
-    {
-      std::lock_guard lock(sync_mutex);
-      written.push_back(WrittenGroup{std::move(group), std::move(outcomes), std::move(committed)});
-    }
-    sync_wake.notify_one();
-  }
-
-  void run_syncer() {
-    std::deque<WrittenGroup> groups;
-    for (;;) {
-      {
-        std::unique_lock lock(sync_mutex);
-        sync_wake.wait(lock, [&] { return sync_stopping || !written.empty(); });
-        if (written.empty()) {
-          return;  // stopping and drained
-        }
-        groups.swap(written);
-      }
-      const bool wrote = std::any_of(groups.begin(), groups.end(), [](const auto& g) { return !g.committed.empty(); });
-      Status synced = Status::Ok();
-      if (wrote && options.sync && broken) {
-        // Written before the writer saw the failed fsync: a later fsync that succeeds would
-        // not prove these durable (the kernel reports a lost writeback only once).
-        synced = Status::IoError("a WAL sync failed; restart to recover");
-      } else if (wrote && options.sync) {
-        const rocksdb::Status s = db->SyncWAL();
-        if (!s.ok()) {
-          // Not retried (PostgreSQL's fsyncgate): after a failed fsync the kernel may have
-          // dropped the dirty pages, so a later fsync that succeeds proves nothing. The store
-          // refuses every append from now on; a restart recovers what the WAL really holds.
-          spdlog::critical("event store: syncing the log failed: {}; no more writes until a restart",
-                           s.ToString());
-          broken = true;
-          synced = from_rocks(s, "sync WAL");
-        }
-      }
-      for (auto& g : groups) {
-        if (!g.committed.empty()) {
-          if (synced.ok()) {
-            last_position.store(g.committed.back().position(), std::memory_order_release);
-            listeners->notify(g.committed);
-          } else {
-            for (auto& o : g.outcomes) {
-              if (o && o->ok()) {
-                o = synced;
-              }
-            }
-          }
-        }
-        for (std::size_t i = 0; i < g.appends.size(); ++i) {
-          g.appends[i]->done.set_value(std::move(*g.outcomes[i]));
-        }
-      }
-      groups.clear();
-    }
-  }
-
-  Result<std::uint64_t> current_version(const std::string& stream) {
-    if (auto it = version_cache.find(stream); it != version_cache.end()) {
-      return it->second;
-    }
-    auto stored = stored_stream_version(stream);
-    if (stored.ok()) {
-      version_cache.emplace(stream, *stored);
-    }
-    return stored;
-  }
-
-  Status check_event_ids(const std::vector<v1::Event>& events,
-                         const std::unordered_set<std::string>& group_event_ids) const {
-    std::unordered_set<std::string_view> own;
-    for (const auto& e : events) {
-      if (e.event_id().empty()) {
-        return Status::InvalidArgument("every event needs an event_id");
-      }
-      if (group_event_ids.contains(e.event_id()) || !own.insert(e.event_id()).second) {
-        return Status::InvalidArgument("duplicate event_id " + e.event_id());
-      }
-      std::string ignored;
-      const rocksdb::Status s = db->Get(rocksdb::ReadOptions(), event_ids_cf, e.event_id(), &ignored);
-      if (s.ok()) {
-        return Status::InvalidArgument("duplicate event_id " + e.event_id());
-      }
-      if (!s.IsNotFound()) {
-        return from_rocks(s, "check event id");
-      }
-    }
-    return Status::Ok();
-  }
-};
+  v1::Event e;
+  e.set_position(position);
+  return e;
+}
 
 namespace {
 
@@ -506,18 +151,12 @@ Status check_readable(std::string_view stream, const std::vector<v1::Event>& eve
 EventStore::EventStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 EventStore::~EventStore() = default;
 
-Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& options) {
-  std::error_code ec;
-  std::filesystem::create_directories(options.path, ec);
-  if (ec) {
-    return Status::IoError("cannot create " + options.path.string() + ": " + ec.message());
-  }
+namespace {
 
+rocksdb::DBOptions db_options_for(const EventStoreOptions& options, rocksdb::Env* env) {
   rocksdb::DBOptions db_options;
-  std::unique_ptr<rocksdb::Env> env;
-  if (options.file_system) {
-    env = rocksdb::NewCompositeEnv(options.file_system);
-    db_options.env = env.get();
+  if (env != nullptr) {
+    db_options.env = env;
   }
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
@@ -534,7 +173,13 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
   // writer's Resume (after a probe write) covers what the free space does not show.
   db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(
       db_options.env, options.file_system ? options.file_system : rocksdb::FileSystem::Default()));
+  return db_options;
+}
 
+// The store's own column families, the caller's, and any other that exists on disk (created,
+// say, by a newer projection): RocksDB opens a database only with all of them.
+std::vector<rocksdb::ColumnFamilyDescriptor> column_families_for(const EventStoreOptions& options,
+                                                                 const rocksdb::DBOptions& db_options) {
   rocksdb::ColumnFamilyOptions cf_options;
   // Point lookups of absent keys (a new event id, a new stream) are on the append path: a
   // Bloom filter answers them without reading every SST file's index.
@@ -546,8 +191,6 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
   for (const auto& extra : options.extra_column_families) {
     names.push_back(extra);
   }
-  // Column families that exist on disk must all be opened, including ones this build does
-  // not name (for instance created by a newer projection).
   std::vector<std::string> existing;
   if (rocksdb::DB::ListColumnFamilies(db_options, options.path.string(), &existing).ok()) {
     for (const auto& name : existing) {
@@ -560,6 +203,23 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
   for (const auto& name : names) {
     descriptors.emplace_back(name, cf_options);
   }
+  return descriptors;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& options) {
+  std::error_code ec;
+  std::filesystem::create_directories(options.path, ec);
+  if (ec) {
+    return Status::IoError("cannot create " + options.path.string() + ": " + ec.message());
+  }
+  std::unique_ptr<rocksdb::Env> env;
+  if (options.file_system) {
+    env = rocksdb::NewCompositeEnv(options.file_system);
+  }
+  const rocksdb::DBOptions db_options = db_options_for(options, env.get());
+  const std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = column_families_for(options, db_options);
 
   auto impl = std::make_unique<Impl>();
   impl->options = options;
@@ -613,7 +273,8 @@ Result<AppendResult> EventStore::append(std::string_view stream, std::int64_t ex
     const auto& extras = impl_->options.extra_column_families;
     rocksdb::ColumnFamilyHandle* cf = column_family(write.column_family);
     if (cf == nullptr || std::find(extras.begin(), extras.end(), write.column_family) == extras.end()) {
-      return Status::InvalidArgument("a side write must go to an extra column family, not " + write.column_family);
+      return Status::InvalidArgument("a side write must go to an extra column family, not " +
+                                     write.column_family);
     }
     pending->side_writes.emplace_back(cf, std::move(write));
   }
@@ -639,8 +300,7 @@ Result<std::vector<v1::Event>> EventStore::read_stream(std::string_view stream,
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->streams_cf));
   std::string value;
   for (it->Seek(stream_key(stream, from_version)); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    const rocksdb::Status s =
-        impl_->db->Get(rocksdb::ReadOptions(), impl_->events_cf, it->value(), &value);
+    const rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->events_cf, it->value(), &value);
     if (!s.ok()) {
       return from_rocks(s, "read stream event");
     }
@@ -662,7 +322,8 @@ Result<std::uint64_t> EventStore::stream_version(std::string_view stream) const 
   return impl_->stored_stream_version(stream);
 }
 
-Result<std::vector<v1::Event>> EventStore::read_all(std::uint64_t from_position, std::size_t max_count) const {
+Result<std::vector<v1::Event>> EventStore::read_all(std::uint64_t from_position,
+                                                    std::size_t max_count) const {
   std::vector<v1::Event> out;
   rocksdb::ReadOptions ro;
   // Never read past what has been acknowledged.

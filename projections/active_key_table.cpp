@@ -1,13 +1,13 @@
 #include "projections/active_key_table.h"
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <utility>
-
 
 namespace keyledger {
 
@@ -102,7 +102,7 @@ void index_insert(Index& index, std::size_t used, typename Index::value_type val
 }  // namespace
 
 std::optional<ActiveKeyTable::Ref> ActiveKeyTable::Shard::locate(const Digest& digest,
-                                                                const ActiveKeyTable& table) const {
+                                                                 const ActiveKeyTable& table) const {
   if (index.empty()) {
     return std::nullopt;
   }
@@ -129,14 +129,16 @@ std::optional<ActiveKeyTable::Ref> ActiveKeyTable::Shard::locate(const Digest& d
 }
 
 void ActiveKeyTable::Shard::insert(const Digest& digest, Ref ref, const ActiveKeyTable& table) {
-  index_insert(index, count, digest_tag(digest) | (static_cast<std::uint64_t>(ref) + 1), [&](std::uint64_t v) {
-    return digest_hash(table.slot_at(static_cast<Ref>((v & kRefMask) - 1)).digest);
-  });
+  index_insert(index, count, digest_tag(digest) | (static_cast<std::uint64_t>(ref) + 1),
+               [&](std::uint64_t v) {
+                 return digest_hash(table.slot_at(static_cast<Ref>((v & kRefMask) - 1)).digest);
+               });
   ++count;
 }
 
 void ActiveKeyTable::Shard::mark_used(Slot& slot, Ref ref, std::int64_t now_s) {
-  const auto at = static_cast<std::uint32_t>(std::clamp<std::int64_t>(now_s - kUsageEpoch, 1, kUnflushed - 1));
+  const auto at =
+      static_cast<std::uint32_t>(std::clamp<std::int64_t>(now_s - kUsageEpoch, 1, kUnflushed - 1));
   if (at <= (slot.last_used & ~kUnflushed)) {
     return;  // already recorded this second (or a later one)
   }
@@ -160,7 +162,9 @@ void ActiveKeyTable::free_chunks() {
   }
 }
 
-ActiveKeyTable::Ref ActiveKeyTable::add_slot(const Digest& digest, const KeyEntry& entry) {
+ActiveKeyTable::Ref ActiveKeyTable::add_slot([[maybe_unused]] const IndexWriter& held, const Digest& digest,
+                                             const KeyEntry& entry) {
+  assert(held.mutex() == &index_mutex_ && held.owns_lock());
   const Ref ref = slot_count_;
   Slot*& chunk = chunks_[ref >> kChunkBits];
   if (chunk == nullptr) {
@@ -191,7 +195,9 @@ std::optional<KeyEntry> ActiveKeyTable::find(const Digest& digest) const {
   return slot_at(*ref).entry;
 }
 
-std::optional<ActiveKeyTable::Ref> ActiveKeyTable::ref_by_key(std::string_view key_id) const {
+std::optional<ActiveKeyTable::Ref> ActiveKeyTable::ref_by_key([[maybe_unused]] IndexHeld held,
+                                                              std::string_view key_id) const {
+  assert(held.mutex == &index_mutex_ && held.owned);
   if (key_index_.empty()) {
     return std::nullopt;
   }
@@ -208,7 +214,8 @@ std::optional<ActiveKeyTable::Ref> ActiveKeyTable::ref_by_key(std::string_view k
   }
 }
 
-void ActiveKeyTable::index_key(Ref ref) {
+void ActiveKeyTable::index_key([[maybe_unused]] const IndexWriter& held, Ref ref) {
+  assert(held.mutex() == &index_mutex_ && held.owns_lock());
   index_insert(key_index_, key_count_, ref + 1, [&](std::uint32_t v) {
     // The new slot's id is written already, so it can be read back like the others.
     return key_id_hash(slot_at(v - 1).entry.key_id.view());
@@ -219,8 +226,8 @@ void ActiveKeyTable::index_key(Ref ref) {
 std::optional<KeyEntry> ActiveKeyTable::find_key(std::string_view key_id) const {
   Digest digest{};
   {
-    std::shared_lock lock(index_mutex_);
-    const auto ref = ref_by_key(key_id);
+    IndexReader lock(index_mutex_);
+    const auto ref = ref_by_key(lock, key_id);
     if (!ref) {
       return std::nullopt;
     }
@@ -230,99 +237,104 @@ std::optional<KeyEntry> ActiveKeyTable::find_key(std::string_view key_id) const 
 }
 
 void ActiveKeyTable::apply(const v1::Event& event, std::vector<Digest>* changed) {
-  // Tier names are resolved before taking the index lock (tier_index locks tiers_mutex_).
   switch (event.payload_case()) {
-    case v1::Event::kAgentRegistered: {
-      const v1::AgentRegistered& e = event.agent_registered();
-      const std::uint8_t tier = e.rate_limit_tier().empty() ? 0 : tier_index(e.rate_limit_tier());
-      const v1::Environment env =
-          e.environment() == v1::ENVIRONMENT_UNSPECIFIED ? v1::ENVIRONMENT_PRODUCTION : e.environment();
-      std::unique_lock lock(index_mutex_);
-      // A second registration of the same id changes nothing (the aggregate ignores it too).
-      Agent& agent = agents_[e.agent_id()];
-      if (!agent.registered) {
-        agent.registered = true;
-        agent.tier = tier;
-        agent.environment = env;
-      }
+    case v1::Event::kAgentRegistered:
+      apply_agent_registered(event.agent_registered());
       return;
-    }
-
-    case v1::Event::kRateLimitTierChanged: {
-      const v1::RateLimitTierChanged& e = event.rate_limit_tier_changed();
-      const std::uint8_t tier = tier_index(e.tier());
-      std::unique_lock lock(index_mutex_);
-      Agent& agent = agents_[e.agent_id()];
-      agent.registered = true;
-      agent.tier = tier;
-      for (const Ref ref : agent.keys) {
-        Slot& slot = slot_at(ref);
-        std::lock_guard shard_lock(shard_for(slot.digest).mutex);
-        if (slot.entry.tier != tier) {
-          slot.entry.tier = tier;
-          if (changed != nullptr) {
-            changed->push_back(slot.digest);
-          }
-        }
-      }
+    case v1::Event::kRateLimitTierChanged:
+      apply_tier_change(event.rate_limit_tier_changed(), changed);
       return;
-    }
-
-    case v1::Event::kKeyCreated: {
-      const v1::KeyCreated& e = event.key_created();
-      const std::optional<Digest> digest = digest_from_bytes(e.digest());
-      if (!digest || e.key_id().empty()) {
-        return;  // not a key this table can verify
-      }
-      std::unique_lock lock(index_mutex_);
-      if (ref_by_key(e.key_id())) {
-        return;
-      }
-      KeyEntry entry;
-      entry.key_id = InlineId(e.key_id());
-      entry.agent_id = InlineId(e.agent_id());
-      entry.created_at_ms = to_unix_ms(event.occurred_at());
-      entry.expires_at_ms = e.has_expires_at() ? expiry_ms(e.expires_at()) : 0;
-      entry.condition = KeyCondition::kActive;
-      auto agent = agents_.find(e.agent_id());
-      const bool registered = agent != agents_.end() && agent->second.registered;
-      if (registered) {
-        entry.tier = agent->second.tier;
-      }
-      entry.environment = e.environment();
-      if (entry.environment == v1::ENVIRONMENT_UNSPECIFIED) {
-        entry.environment = registered ? agent->second.environment : v1::ENVIRONMENT_PRODUCTION;
-      }
-      {
-        Shard& shard = shard_for(*digest);
-        std::lock_guard shard_lock(shard.mutex);
-        if (shard.locate(*digest, *this)) {
-          return;  // the same digest under another key id: keep the first
-        }
-      }
-      const Ref ref = add_slot(*digest, entry);
-      index_key(ref);
-      agents_[e.agent_id()].keys.push_back(ref);
-      if (changed != nullptr) {
-        changed->push_back(*digest);
-      }
+    case v1::Event::kKeyCreated:
+      apply_key_created(event, changed);
       return;
-    }
-
     case v1::Event::kKeyRotated:
     case v1::Event::kKeyRevoked:
     case v1::Event::kKeyExpired:
     case v1::Event::kKeyCompromised:
-      break;
-
+      apply_key_change(event, changed);
+      return;
     default:
       return;
   }
+}
 
-  // The events that change one existing key.
-  const std::string key_id = event_key_id(event);
-  std::shared_lock lock(index_mutex_);
-  const auto ref = ref_by_key(key_id);
+// Tier names are resolved before taking the index lock (tier_index locks tiers_mutex_).
+void ActiveKeyTable::apply_agent_registered(const v1::AgentRegistered& e) {
+  const std::uint8_t tier = e.rate_limit_tier().empty() ? 0 : tier_index(e.rate_limit_tier());
+  const v1::Environment env =
+      e.environment() == v1::ENVIRONMENT_UNSPECIFIED ? v1::ENVIRONMENT_PRODUCTION : e.environment();
+  IndexWriter lock(index_mutex_);
+  // A second registration of the same id changes nothing (the aggregate ignores it too).
+  Agent& agent = agents_[e.agent_id()];
+  if (!agent.registered) {
+    agent.registered = true;
+    agent.tier = tier;
+    agent.environment = env;
+  }
+}
+
+void ActiveKeyTable::apply_tier_change(const v1::RateLimitTierChanged& e, std::vector<Digest>* changed) {
+  const std::uint8_t tier = tier_index(e.tier());
+  IndexWriter lock(index_mutex_);
+  Agent& agent = agents_[e.agent_id()];
+  agent.registered = true;
+  agent.tier = tier;
+  for (const Ref ref : agent.keys) {
+    Slot& slot = slot_at(ref);
+    std::lock_guard shard_lock(shard_for(slot.digest).mutex);
+    if (slot.entry.tier != tier) {
+      slot.entry.tier = tier;
+      if (changed != nullptr) {
+        changed->push_back(slot.digest);
+      }
+    }
+  }
+}
+
+void ActiveKeyTable::apply_key_created(const v1::Event& event, std::vector<Digest>* changed) {
+  const v1::KeyCreated& e = event.key_created();
+  const std::optional<Digest> digest = digest_from_bytes(e.digest());
+  if (!digest || e.key_id().empty()) {
+    return;  // not a key this table can verify
+  }
+  IndexWriter lock(index_mutex_);
+  if (ref_by_key(lock, e.key_id())) {
+    return;
+  }
+  KeyEntry entry;
+  entry.key_id = InlineId(e.key_id());
+  entry.agent_id = InlineId(e.agent_id());
+  entry.created_at_ms = to_unix_ms(event.occurred_at());
+  entry.expires_at_ms = e.has_expires_at() ? expiry_ms(e.expires_at()) : 0;
+  entry.condition = KeyCondition::kActive;
+  auto agent = agents_.find(e.agent_id());
+  const bool registered = agent != agents_.end() && agent->second.registered;
+  if (registered) {
+    entry.tier = agent->second.tier;
+  }
+  entry.environment = e.environment();
+  if (entry.environment == v1::ENVIRONMENT_UNSPECIFIED) {
+    entry.environment = registered ? agent->second.environment : v1::ENVIRONMENT_PRODUCTION;
+  }
+  {
+    Shard& shard = shard_for(*digest);
+    std::lock_guard shard_lock(shard.mutex);
+    if (shard.locate(*digest, *this)) {
+      return;  // the same digest under another key id: keep the first
+    }
+  }
+  const Ref ref = add_slot(lock, *digest, entry);
+  index_key(lock, ref);
+  agents_[e.agent_id()].keys.push_back(ref);
+  if (changed != nullptr) {
+    changed->push_back(*digest);
+  }
+}
+
+// The events that change one existing key.
+void ActiveKeyTable::apply_key_change(const v1::Event& event, std::vector<Digest>* changed) {
+  IndexReader lock(index_mutex_);
+  const auto ref = ref_by_key(lock, event_key_id(event));
   if (!ref) {
     return;
   }
@@ -362,7 +374,7 @@ void ActiveKeyTable::apply(const v1::Event& event, std::vector<Digest>* changed)
 }
 
 void ActiveKeyTable::put(const Digest& digest, const KeyEntry& entry) {
-  std::unique_lock lock(index_mutex_);
+  IndexWriter lock(index_mutex_);
   {
     Shard& shard = shard_for(digest);
     std::lock_guard shard_lock(shard.mutex);
@@ -371,9 +383,9 @@ void ActiveKeyTable::put(const Digest& digest, const KeyEntry& entry) {
       return;
     }
   }
-  const Ref ref = add_slot(digest, entry);
-  if (!ref_by_key(entry.key_id.view())) {
-    index_key(ref);
+  const Ref ref = add_slot(lock, digest, entry);
+  if (!ref_by_key(lock, entry.key_id.view())) {
+    index_key(lock, ref);
     agents_[entry.agent_id.str()].keys.push_back(ref);
   }
 }
@@ -449,8 +461,8 @@ void ActiveKeyTable::touch(const Digest& digest, std::int64_t now_s) {
 }
 
 std::optional<std::int64_t> ActiveKeyTable::last_used(std::string_view key_id) const {
-  std::shared_lock lock(index_mutex_);
-  const auto ref = ref_by_key(key_id);
+  IndexReader lock(index_mutex_);
+  const auto ref = ref_by_key(lock, key_id);
   if (!ref) {
     return std::nullopt;
   }

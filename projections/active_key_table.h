@@ -68,8 +68,6 @@ struct TokenBucket {
   float tokens = 0;
 };
 
-
-
 class ActiveKeyTable {
  public:
   // `tiers`: tier names from configuration; entry.tier indexes into this list (names not in
@@ -178,7 +176,8 @@ class ActiveKeyTable {
 
   struct Shard {
     mutable std::mutex mutex;
-    std::vector<std::uint64_t, HugePageAllocator<std::uint64_t>> index;  // 0 empty, else tag << 32 | (ref + 1)
+    std::vector<std::uint64_t, HugePageAllocator<std::uint64_t>>
+        index;  // 0 empty, else tag << 32 | (ref + 1)
     std::size_t count = 0;
     std::vector<Ref> unflushed;  // slots whose last use is not flushed yet
 
@@ -192,12 +191,28 @@ class ActiveKeyTable {
   const Shard& shard_for(const Digest& d) const { return shards_[shard_of(d)]; }
   Slot& slot_at(Ref ref) const { return chunks_[ref >> kChunkBits][ref & (kChunkSlots - 1)]; }
 
-  // Under index_mutex_ held exclusively: a new slot holding `entry`, indexed in its shard.
-  Ref add_slot(const Digest& digest, const KeyEntry& entry);
-  // Under index_mutex_ (shared is enough for lookups).
-  std::optional<Ref> ref_by_key(std::string_view key_id) const;
-  void index_key(Ref ref);  // the slot must hold its key id already
+  // The helpers below run under index_mutex_ and take the caller's lock as proof: a call
+  // without one does not compile, and debug builds check it locks index_mutex_.
+  using IndexWriter = std::unique_lock<std::shared_mutex>;
+  using IndexReader = std::shared_lock<std::shared_mutex>;
+  struct IndexHeld {  // either kind of lock: lookups need no more than shared
+    IndexHeld(const IndexWriter& lock) : mutex(lock.mutex()), owned(lock.owns_lock()) {}  // NOLINT
+    IndexHeld(const IndexReader& lock) : mutex(lock.mutex()), owned(lock.owns_lock()) {}  // NOLINT
+    const std::shared_mutex* mutex;
+    bool owned;
+  };
+
+  // A new slot holding `entry`, indexed in its shard.
+  Ref add_slot(const IndexWriter& held, const Digest& digest, const KeyEntry& entry);
+  std::optional<Ref> ref_by_key(IndexHeld held, std::string_view key_id) const;
+  void index_key(const IndexWriter& held, Ref ref);  // the slot must hold its key id already
   void free_chunks();
+
+  // apply(), by kind of event.
+  void apply_agent_registered(const v1::AgentRegistered& e);
+  void apply_tier_change(const v1::RateLimitTierChanged& e, std::vector<Digest>* changed);
+  void apply_key_created(const v1::Event& event, std::vector<Digest>* changed);
+  void apply_key_change(const v1::Event& event, std::vector<Digest>* changed);
 
   std::array<Shard, kShards> shards_;
   std::array<Slot*, kMaxChunks> chunks_{};  // written before a slot of theirs is indexed

@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "domain/ids.h"
-#include "tests/domain/domain_fixture.h"
+#include "domain/domain_fixture.h"
 
 namespace keyledger {
 namespace {

@@ -6,7 +6,7 @@
 #include <regex>
 #include <set>
 
-#include "tests/domain/domain_fixture.h"
+#include "domain/domain_fixture.h"
 
 namespace keyledger {
 namespace {

@@ -8,7 +8,7 @@
 #include <fstream>
 
 #include "support/temp_dir.h"
-#include "tests/domain/domain_fixture.h"
+#include "domain/domain_fixture.h"
 
 namespace keyledger {
 namespace {

@@ -4,7 +4,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "tests/domain/domain_fixture.h"
+#include "domain/domain_fixture.h"
 
 namespace keyledger {
 namespace {

@@ -4,7 +4,7 @@
 #include <regex>
 
 #include "domain/ids.h"
-#include "tests/domain/domain_fixture.h"
+#include "domain/domain_fixture.h"
 
 namespace keyledger {
 namespace {
