@@ -1,7 +1,5 @@
 #include "api/idempotency.h"
 
-#include <rocksdb/db.h>
-
 #include <functional>
 #include <nlohmann/json.hpp>
 
@@ -30,20 +28,21 @@ void strip(nlohmann::json& j) {
 
 }  // namespace
 
-IdempotencyStore::IdempotencyStore(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, const Clock& clock)
-    : db_(db), cf_(cf), clock_(clock) {}
+IdempotencyStore::IdempotencyStore(ColumnFamily records, const Clock& clock)
+    : records_(records), clock_(clock) {}
 
 std::optional<StoredResponse> IdempotencyStore::find(const std::string& scope) const {
-  std::string value;
-  if (!db_->Get(rocksdb::ReadOptions(), cf_, scope, &value).ok()) {
+  const auto value = records_.get(scope);
+  if (!value.ok() || !value->has_value()) {
     return std::nullopt;
   }
-  const auto j = nlohmann::json::parse(value, nullptr, false);
+  const auto j = nlohmann::json::parse(**value, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     return std::nullopt;
   }
   const std::int64_t saved_ms = j.value("saved_ms", std::int64_t{0});
-  if (to_ms(clock_.now()) - saved_ms > std::chrono::duration_cast<std::chrono::milliseconds>(kIdempotencyWindow).count()) {
+  if (to_ms(clock_.now()) - saved_ms >
+      std::chrono::duration_cast<std::chrono::milliseconds>(kIdempotencyWindow).count()) {
     return std::nullopt;
   }
   return StoredResponse{j.value("body_hash", ""), j.value("status", 0u), j.value("body", "")};
@@ -59,11 +58,8 @@ SideWrite IdempotencyStore::record(const std::string& scope, const StoredRespons
 
 Status IdempotencyStore::save(const std::string& scope, const StoredResponse& response) {
   // Synced like the events it answers for: a replay after a crash must not repeat a command.
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
   const SideWrite write = record(scope, response);
-  const auto s = db_->Put(wo, cf_, write.key, write.value);
-  return s.ok() ? Status::Ok() : Status::IoError("idempotency record: " + s.ToString());
+  return records_.put(write.key, write.value, /*sync=*/true).Annotate("idempotency record");
 }
 
 std::mutex& IdempotencyStore::lock_for(const std::string& scope) {

@@ -16,11 +16,6 @@
 #include "domain/status.h"
 #include "eventstore/event_store.h"
 
-namespace rocksdb {
-class DB;
-class ColumnFamilyHandle;
-}  // namespace rocksdb
-
 namespace keyledger::api {
 
 inline constexpr std::string_view kIdempotencyColumnFamily = "idempotency";
@@ -30,12 +25,12 @@ inline constexpr std::chrono::hours kIdempotencyWindow{24};
 struct StoredResponse {
   std::string body_hash;  // hex SHA-256 of the request body
   unsigned status = 0;
-  std::string body;       // the response body, secrets removed
+  std::string body;  // the response body, secrets removed
 };
 
 class IdempotencyStore {
  public:
-  IdempotencyStore(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, const Clock& clock);
+  IdempotencyStore(ColumnFamily records, const Clock& clock);  // kIdempotencyColumnFamily
 
   // The response kept for `scope` (caller + route + key) within the window, or nullopt.
   std::optional<StoredResponse> find(const std::string& scope) const;
@@ -48,8 +43,7 @@ class IdempotencyStore {
   std::mutex& lock_for(const std::string& scope);
 
  private:
-  rocksdb::DB* db_;
-  rocksdb::ColumnFamilyHandle* cf_;
+  const ColumnFamily records_;
   const Clock& clock_;
   std::array<std::mutex, 64> locks_;
 };

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <rocksdb/db.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -74,7 +73,7 @@ struct OutboxRelay::Impl {
   EventStore& store;
   const Projector& projector;
   const PublisherOptions options;
-  rocksdb::ColumnFamilyHandle* cf = nullptr;
+  ColumnFamily cf;  // kRelayCf
 
   // The producer and its main queue (delivery reports); replaced after a fatal error.
   KafkaHandle producer;
@@ -105,11 +104,11 @@ struct OutboxRelay::Impl {
   bool warned_persist = false;
 
   Status open() {
-    cf = store.column_family(kRelayCf);
-    if (cf == nullptr) {
-      return Status::IoError(
-          "column family kafka_relay is missing: open the store with consumer_column_families()");
+    auto family = store.extra_column_family(kRelayCf);
+    if (!family.ok()) {
+      return Status::IoError(family.status().message() + "; open the store with consumer_column_families()");
     }
+    cf = *family;
     if (options.brokers.empty()) {
       return Status::InvalidArgument("Kafka brokers are required", {{"brokers", "must not be empty"}});
     }
@@ -122,15 +121,13 @@ struct OutboxRelay::Impl {
     if (options.republish_from_start) {
       confirmed = 0;
     } else {
-      std::string value;
-      const rocksdb::Status s = store.db()->Get(rocksdb::ReadOptions(), cf, kPublishedKey, &value);
+      const auto value = cf.get(kPublishedKey);
+      if (!value.ok()) {
+        return value.status();
+      }
       std::uint64_t position = 0;
-      if (s.ok()) {
-        if (!decode_position(value, position)) {
-          return Status::Corruption("kafka_relay: the published position is not 8 bytes");
-        }
-      } else if (!s.IsNotFound()) {
-        return Status::IoError("kafka_relay: " + s.ToString());
+      if (value->has_value() && !decode_position(**value, position)) {
+        return Status::Corruption("kafka_relay: the published position is not 8 bytes");
       }
       // A log that was wiped and rebuilt behind a stale position would never publish again.
       confirmed = std::min(position, store.last_position());
@@ -152,7 +149,8 @@ struct OutboxRelay::Impl {
     main_queue.reset();
     producer.reset();
     auto conf = make_kafka_producer_conf(
-        options.brokers, {{"client.id", "keyledger-outbox-relay"}, {"linger.ms", std::to_string(options.linger_ms)}},
+        options.brokers,
+        {{"client.id", "keyledger-outbox-relay"}, {"linger.ms", std::to_string(options.linger_ms)}},
         options.producer_config);
     if (!conf.ok()) {
       return conf.status();
@@ -179,10 +177,8 @@ struct OutboxRelay::Impl {
       return Status::Ok();
     }
     // Unsynced: losing the last moves to a crash only republishes a few events.
-    const rocksdb::Status s =
-        store.db()->Put(rocksdb::WriteOptions(), cf, kPublishedKey, encode_be64(position));
-    if (!s.ok()) {
-      return Status::IoError("kafka_relay: " + s.ToString());
+    if (Status s = cf.put(kPublishedKey, encode_be64(position)); !s.ok()) {
+      return s;
     }
     persisted = position;
     return Status::Ok();
@@ -445,7 +441,8 @@ void OutboxRelay::start() {
   }
   impl_->started = true;
   impl_->thread = std::thread([this] { impl_->run(); });
-  impl_->subscription = impl_->store.subscribe([impl = impl_.get()](const std::vector<v1::Event>&) { impl->wake(); });
+  impl_->subscription =
+      impl_->store.subscribe([impl = impl_.get()](const std::vector<v1::Event>&) { impl->wake(); });
 }
 
 void OutboxRelay::notify() { impl_->wake(); }

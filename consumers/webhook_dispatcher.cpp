@@ -168,7 +168,7 @@ struct WebhookDispatcher::Impl {
   const Clock& clock;
   DeliveryRecorder record;
   WebhookDispatcherOptions options;
-  rocksdb::ColumnFamilyHandle* cf = nullptr;
+  ColumnFamily cf;  // kColumnFamily
   std::unique_ptr<WebhookClient> client;
 
   mutable std::mutex mu;
@@ -190,30 +190,27 @@ struct WebhookDispatcher::Impl {
   std::map<std::string, AgentState> agents;
 
   Status load_cursor() {
-    std::string value;
-    const auto s = store.db()->Get(rocksdb::ReadOptions(), cf, kCursorKey, &value);
-    if (s.IsNotFound()) {
+    const auto value = cf.get(kCursorKey);
+    if (!value.ok()) {
+      return value.status();
+    }
+    if (!value->has_value()) {
       // A new dispatcher on an existing log starts at its end: history is not replayed.
       const std::uint64_t start = options.from_beginning ? 0 : store.last_position();
       cursor = start;
-      rocksdb::WriteOptions sync;
-      sync.sync = true;
-      return from_rocks(store.db()->Put(sync, cf, kCursorKey, encode_be64(start)), "webhooks cursor");
+      return cf.put(kCursorKey, encode_be64(start), /*sync=*/true);
     }
-    if (!s.ok()) {
-      return from_rocks(s, "webhooks cursor");
-    }
-    if (value.size() != 8) {
+    if ((*value)->size() != 8) {
       return Status::Corruption("webhooks cursor is not 8 bytes");
     }
-    cursor = decode_be64(value);
+    cursor = decode_be64(**value);
     return Status::Ok();
   }
 
   // Loads the pending deliveries and reconciles them with the attempts already recorded.
   Status load_pending() {
     std::vector<Pending> loaded;
-    std::unique_ptr<rocksdb::Iterator> it(store.db()->NewIterator(rocksdb::ReadOptions(), cf));
+    std::unique_ptr<rocksdb::Iterator> it = cf.iterator();
     const std::string prefix(1, kPendingPrefix);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       const std::string_view key(it->key().data(), it->key().size());
@@ -242,17 +239,17 @@ struct WebhookDispatcher::Impl {
       if (last.attempt >= p.attempt) {
         // Recorded, but the schedule was not updated before the restart.
         if (last.outcome == kDelivered || last.outcome == kFailed) {
-          batch.Delete(cf, pending_key(p.event_id));
+          cf.erase(batch, pending_key(p.event_id));
           continue;
         }
         p.attempt = last.attempt + 1;
         p.due = now;
-        batch.Put(cf, pending_key(p.event_id), encode_pending(p));
+        cf.put(batch, pending_key(p.event_id), encode_pending(p));
       }
       queue.emplace(p.due, p.position, p.event_id);
       pending.emplace(p.event_id, std::move(p));
     }
-    return from_rocks(store.db()->Write(rocksdb::WriteOptions(), &batch), "webhooks reconcile");
+    return store.write(batch).Annotate("webhooks reconcile");
   }
 
   bool sleep_unless_stopping(std::chrono::milliseconds d) {
@@ -305,15 +302,13 @@ struct WebhookDispatcher::Impl {
         p.agent_id = agent_id;
         p.position = e.position();
         p.due = now;
-        batch.Put(cf, pending_key(p.event_id), encode_pending(p));
+        cf.put(batch, pending_key(p.event_id), encode_pending(p));
         fresh.push_back(std::move(p));
       }
       lock.unlock();
       const std::uint64_t last = events->back().position();
-      batch.Put(cf, kCursorKey, encode_be64(last));
-      rocksdb::WriteOptions sync;
-      sync.sync = true;
-      if (Status s = from_rocks(store.db()->Write(sync, &batch), "webhooks cursor"); !s.ok()) {
+      cf.put(batch, kCursorKey, encode_be64(last));
+      if (Status s = store.write(batch, /*sync=*/true).Annotate("webhooks cursor"); !s.ok()) {
         spdlog::warn("webhooks: {}", s.ToString());
         if (!sleep_unless_stopping(options.poll_interval)) {
           return;
@@ -364,8 +359,7 @@ struct WebhookDispatcher::Impl {
 
   // Drops a delivery from the schedule and the column family.
   void finish(const Pending& job) {
-    const auto s = store.db()->Delete(rocksdb::WriteOptions(), cf, pending_key(job.event_id));
-    if (!s.ok()) {
+    if (const Status s = cf.erase(pending_key(job.event_id)); !s.ok()) {
       // Harmless: on restart the recorded outcome drops it.
       spdlog::warn("webhooks: deleting pending {}: {}", job.event_id, s.ToString());
     }
@@ -376,9 +370,7 @@ struct WebhookDispatcher::Impl {
 
   // Puts a delivery back in the schedule at `job.due`.
   void reschedule(const Pending& job) {
-    const auto s =
-        store.db()->Put(rocksdb::WriteOptions(), cf, pending_key(job.event_id), encode_pending(job));
-    if (!s.ok()) {
+    if (const Status s = cf.put(pending_key(job.event_id), encode_pending(job)); !s.ok()) {
       // The old entry stays; on restart the recorded attempts bring it up to date.
       spdlog::warn("webhooks: persisting pending {}: {}", job.event_id, s.ToString());
     }
@@ -515,10 +507,12 @@ Status WebhookDispatcher::start() {
     }
     m.started = true;
   }
-  m.cf = m.store.column_family(kColumnFamily);
-  if (m.cf == nullptr) {
-    return Status::InvalidArgument("the store was not opened with webhook_column_families()");
+  auto family = m.store.extra_column_family(kColumnFamily);
+  if (!family.ok()) {
+    return Status::InvalidArgument(family.status().message() +
+                                   "; open the store with webhook_column_families()");
   }
+  m.cf = *family;
   auto client = WebhookClient::create(m.options.client);
   if (!client.ok()) {
     return client.status();
@@ -585,15 +579,14 @@ Status WebhookDispatcher::retry(const std::string& agent_id, const std::string& 
   }
   const Recorded last = last_recorded(*stream, event_id);
   std::lock_guard lock(m.mu);
+  if (!m.cf.valid()) {
+    return Status::Unavailable("the webhook dispatcher is not started");
+  }
   if (m.pending.contains(event_id)) {
     return Status::Conflict("delivery_pending", "the delivery of " + event_id + " is still scheduled");
   }
   if (last.outcome != kFailed) {
     return Status::Conflict("delivery_not_failed", "the delivery of " + event_id + " has not failed");
-  }
-  rocksdb::ColumnFamilyHandle* cf = m.store.column_family(kColumnFamily);
-  if (cf == nullptr) {
-    return Status::InvalidArgument("the store was not opened with webhook_column_families()");
   }
   Pending p;
   p.event_id = event_id;
@@ -602,10 +595,7 @@ Status WebhookDispatcher::retry(const std::string& agent_id, const std::string& 
   p.attempt = last.attempt + 1;
   p.first_attempt = p.attempt;
   p.due = m.clock.now();
-  rocksdb::WriteOptions sync;
-  sync.sync = true;
-  if (Status s =
-          from_rocks(m.store.db()->Put(sync, cf, pending_key(event_id), encode_pending(p)), "webhooks retry");
+  if (Status s = m.cf.put(pending_key(event_id), encode_pending(p), /*sync=*/true).Annotate("webhooks retry");
       !s.ok()) {
     return s;
   }

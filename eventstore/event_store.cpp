@@ -271,7 +271,8 @@ Result<AppendResult> EventStore::append(std::string_view stream, std::int64_t ex
   auto pending = std::make_unique<PendingAppend>();
   for (auto& write : side_writes) {
     const auto& extras = impl_->options.extra_column_families;
-    rocksdb::ColumnFamilyHandle* cf = column_family(write.column_family);
+    const auto found = impl_->cf_by_name.find(write.column_family);
+    rocksdb::ColumnFamilyHandle* cf = found == impl_->cf_by_name.end() ? nullptr : found->second;
     if (cf == nullptr || std::find(extras.begin(), extras.end(), write.column_family) == extras.end()) {
       return Status::InvalidArgument("a side write must go to an extra column family, not " +
                                      write.column_family);
@@ -389,11 +390,71 @@ CommitSubscription EventStore::subscribe(CommitListener listener) {
   return CommitSubscription(impl_->listeners, id);
 }
 
-rocksdb::DB* EventStore::db() const { return impl_->db.get(); }
+Status EventStore::scan(std::uint64_t first, std::uint64_t last, bool descending,
+                        const std::function<bool(const v1::Event&)>& visit) const {
+  last = std::min(last, last_position());  // never past what has been acknowledged
+  if (first > last) {
+    return Status::Ok();
+  }
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->events_cf));
+  if (descending) {
+    it->SeekForPrev(encode_be64(last));
+  } else {
+    it->Seek(encode_be64(first));
+  }
+  for (; it->Valid(); descending ? it->Prev() : it->Next()) {
+    const std::uint64_t position = decode_be64(it->key().ToStringView());
+    if (descending ? position < first : position > last) {
+      break;
+    }
+    v1::Event e;
+    if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      e = impl_->unreadable_event(position);
+    }
+    if (!visit(e)) {
+      break;
+    }
+  }
+  return it->status().ok() ? Status::Ok() : from_rocks(it->status(), "read log");
+}
 
-rocksdb::ColumnFamilyHandle* EventStore::column_family(std::string_view name) const {
-  auto it = impl_->cf_by_name.find(name);
-  return it == impl_->cf_by_name.end() ? nullptr : it->second;
+Result<v1::Event> EventStore::read_position(std::uint64_t position) const {
+  if (position == 0 || position > last_position()) {
+    return Status::NotFound("event_not_found", "no event at position " + std::to_string(position));
+  }
+  std::string value;
+  const rocksdb::Status s =
+      impl_->db->Get(rocksdb::ReadOptions(), impl_->events_cf, encode_be64(position), &value);
+  if (s.IsNotFound()) {
+    return Status::NotFound("event_not_found", "no event at position " + std::to_string(position));
+  }
+  if (!s.ok()) {
+    return from_rocks(s, "read event");
+  }
+  v1::Event e;
+  if (!e.ParseFromString(value)) {
+    return Status::Corruption("unreadable event at position " + std::to_string(position));
+  }
+  return e;
+}
+
+Result<ColumnFamily> EventStore::extra_column_family(std::string_view name) const {
+  if (name == kEventsCf || name == kStreamsCf || name == kEventIdsCf ||
+      name == rocksdb::kDefaultColumnFamilyName) {
+    return Status::InvalidArgument("column family " + std::string(name) + " belongs to the log");
+  }
+  const auto it = impl_->cf_by_name.find(name);
+  if (it == impl_->cf_by_name.end()) {
+    return Status::NotFound("column_family_not_found",
+                            "column family " + std::string(name) + " is not open (extra_column_families)");
+  }
+  return ColumnFamily(impl_->db.get(), it->second);
+}
+
+Status EventStore::write(rocksdb::WriteBatch& batch, bool sync) const {
+  rocksdb::WriteOptions options;
+  options.sync = sync;
+  return from_rocks(impl_->db->Write(options, &batch), "write projections");
 }
 
 }  // namespace keyledger

@@ -7,7 +7,8 @@
 //                                                    stream_version filled in)
 //   streams   stream name + '\0' + version (BE)   -> position (8-byte big-endian)
 //   event_ids event_id                            -> position
-// Projections may add column families of their own through `extra_column_families`.
+// Projections may add column families of their own through `extra_column_families` and
+// reach them through a ColumnFamily handle (extra_column_family), never the raw database.
 //
 // Durability: an append returns only after its WriteBatch is in the WAL and the WAL is
 // fsync'd. Appends from many threads are committed by one writer thread in groups: all
@@ -26,12 +27,12 @@
 
 #include "domain/events.h"
 #include "domain/status.h"
+#include "eventstore/column_family.h"
 
 namespace rocksdb {
-class DB;
 class Status;
-class ColumnFamilyHandle;
 class FileSystem;
+class WriteBatch;
 }  // namespace rocksdb
 
 namespace keyledger {
@@ -53,7 +54,7 @@ struct EventStoreOptions {
   bool sync = true;
   // Most appends committed in one WriteBatch. Default: 1024.
   std::size_t max_group_size = 1024;
-  // Extra column families to create/open (used by projections); handles via column_family().
+  // Extra column families to create/open (used by projections); handles via extra_column_family().
   std::vector<std::string> extra_column_families;
   // The file system RocksDB uses (tests inject faults through it). Default: the machine's.
   std::shared_ptr<rocksdb::FileSystem> file_system = nullptr;
@@ -165,9 +166,20 @@ class EventStore {
   // dispatcher and the metrics each subscribe themselves.
   CommitSubscription subscribe(CommitListener listener);
 
-  // Raw access for projections that keep column families in this database.
-  rocksdb::DB* db() const;
-  rocksdb::ColumnFamilyHandle* column_family(std::string_view name) const;
+  // Events with first <= position <= last (and at most last_position()), oldest first or,
+  // if `descending`, newest first, passed to `visit` until it returns false. Unreadable
+  // records come as read_all's stand-ins.
+  Status scan(std::uint64_t first, std::uint64_t last, bool descending,
+              const std::function<bool(const v1::Event&)>& visit) const;
+  // The event at `position`: NotFound if there is none (yet), Corruption if it does not decode.
+  Result<v1::Event> read_position(std::uint64_t position) const;
+
+  // Projections' own column families (extra_column_families, or any other found on disk):
+  // the typed handle through which they read and write (column_family.h). NotFound for a
+  // family that is not open, InvalidArgument for one of the log's own.
+  Result<ColumnFamily> extra_column_family(std::string_view name) const;
+  // Commits a batch of ColumnFamily::put/erase writes atomically, fsync'd first if `sync`.
+  Status write(rocksdb::WriteBatch& batch, bool sync = false) const;
 
  private:
   struct Impl;

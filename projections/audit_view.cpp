@@ -55,13 +55,13 @@ bool matches(const AuditQuery& q, const v1::Event& event) {
   return true;
 }
 
-// Walks keys `prefix BE(position)` of `cf` over `[first, last]` in the given direction and
-// collects the events accepted by `accept`, at most `limit`, peeking one further for
-// next_after. With `cf == events`, the values are the events themselves.
+// Walks the events over `[first, last]` in the given direction — the log itself, or those an
+// index names by keys `prefix BE(position)` — and collects the ones `accept` takes, at most
+// `limit`, peeking one further for next_after. Unreadable records are not shown (the store
+// counts and logs them).
 struct PositionWalk {
-  rocksdb::DB* db;
-  rocksdb::ColumnFamilyHandle* events;
-  rocksdb::ColumnFamilyHandle* cf;
+  const EventStore* store;
+  const ColumnFamily* index;  // nullptr: the log in position order
   std::string prefix;
   std::uint64_t first;
   std::uint64_t last;
@@ -73,14 +73,30 @@ struct PositionWalk {
     if (limit == 0 || first > last) {
       return page;
     }
-    const bool values_are_events = cf == events;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf));
+    // False once the page is full.
+    const auto take = [&](const v1::Event& event) {
+      if (is_unreadable(event) || !accept(event)) {
+        return true;
+      }
+      if (page.events.size() == limit) {
+        page.next_after = page.events.back().position();
+        return false;
+      }
+      page.events.push_back(event);
+      return true;
+    };
+    if (index == nullptr) {
+      if (Status s = store->scan(first, last, descending, take); !s.ok()) {
+        return s;
+      }
+      return page;
+    }
+    std::unique_ptr<rocksdb::Iterator> it = index->iterator();
     if (descending) {
       it->SeekForPrev(prefix + sf::encode_be64(last));
     } else {
       it->Seek(prefix + sf::encode_be64(first));
     }
-    std::string value;
     for (; it->Valid(); descending ? it->Prev() : it->Next()) {
       const std::string_view key = it->key().ToStringView();
       if (!key.starts_with(prefix)) {
@@ -93,31 +109,16 @@ struct PositionWalk {
       if (descending ? position < first : position > last) {
         break;
       }
-      v1::Event event;
-      if (values_are_events) {
-        if (!event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-          continue;  // unreadable: not shown (the store's readers count and log it)
-        }
-      } else {
-        const rocksdb::Status s = db->Get(rocksdb::ReadOptions(), events, sf::encode_be64(position), &value);
-        if (s.IsNotFound()) {
-          continue;  // an index entry without its event cannot be shown
-        }
-        if (!s.ok()) {
-          return sf::from_rocks(s, "read event");
-        }
-        if (!event.ParseFromString(value)) {
-          continue;
-        }
+      const Result<v1::Event> event = store->read_position(position);
+      if (event.status().IsNotFound() || event.status().code() == Status::Code::kCorruption) {
+        continue;  // an index entry without a readable event cannot be shown
       }
-      if (!accept(event)) {
-        continue;
+      if (!event.ok()) {
+        return event.status();
       }
-      if (page.events.size() == limit) {
-        page.next_after = page.events.back().position();
+      if (!take(*event)) {
         break;
       }
-      page.events.push_back(std::move(event));
     }
     if (!it->status().ok()) {
       return sf::from_rocks(it->status(), "read audit index");
@@ -128,29 +129,30 @@ struct PositionWalk {
 
 }  // namespace
 
-AuditView::AuditView(const EventStore& store) : db_(store.db()) {
+AuditView::AuditView(const EventStore& store) : store_(store) {
   struct Family {
     std::string_view name;
-    rocksdb::ColumnFamilyHandle** handle;
+    ColumnFamily* handle;
   };
-  const Family families[] = {{"events", &events_},        {"audit_agent", &by_agent_},
-                             {"audit_key", &by_key_},     {"audit_type", &by_type_},
-                             {"audit_actor", &by_actor_}, {"audit_time", &by_time_},
-                             {"deliveries", &deliveries_}};
+  const Family families[] = {{"audit_agent", &by_agent_}, {"audit_key", &by_key_},
+                             {"audit_type", &by_type_},   {"audit_actor", &by_actor_},
+                             {"audit_time", &by_time_},   {"deliveries", &deliveries_}};
   for (const Family& f : families) {
-    *f.handle = store.column_family(f.name);
-    if (*f.handle == nullptr && open_status_.ok()) {
-      open_status_ = Status::IoError("column family " + std::string(f.name) +
-                                     " is missing: open the store with projection_column_families()");
+    auto family = store.extra_column_family(f.name);
+    if (family.ok()) {
+      *f.handle = *family;
+    } else if (open_status_.ok()) {
+      open_status_ =
+          Status::IoError(family.status().message() + "; open the store with projection_column_families()");
     }
   }
 }
 
 void AuditView::record(rocksdb::WriteBatch& batch, const v1::Event& event) {
   const std::uint64_t position = event.position();
-  auto index = [&](rocksdb::ColumnFamilyHandle* cf, std::string_view value) {
+  auto index = [&](const ColumnFamily& cf, std::string_view value) {
     if (!value.empty()) {
-      batch.Put(cf, sf::value_position_key(value, position), rocksdb::Slice());
+      cf.put(batch, sf::value_position_key(value, position), "");
     }
   };
   const std::string agent_id = event_agent_id(event);
@@ -166,11 +168,11 @@ void AuditView::record(rocksdb::WriteBatch& batch, const v1::Event& event) {
   }
 
   time_watermark_ms_ = std::max(time_watermark_ms_, sf::unix_ms(from_timestamp(event.occurred_at())));
-  batch.Put(by_time_, sf::time_key(time_watermark_ms_) + sf::encode_be64(position), rocksdb::Slice());
+  by_time_.put(batch, sf::time_key(time_watermark_ms_) + sf::encode_be64(position), "");
 }
 
 Status AuditView::load_time_watermark() {
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), by_time_));
+  std::unique_ptr<rocksdb::Iterator> it = by_time_.iterator();
   it->SeekToLast();
   if (!it->status().ok()) {
     return sf::from_rocks(it->status(), "read audit_time");
@@ -184,7 +186,7 @@ Result<AuditView::PositionRange> AuditView::time_range(const AuditQuery& query) 
   if (!query.since && !query.until) {
     return range;
   }
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), by_time_));
+  std::unique_ptr<rocksdb::Iterator> it = by_time_.iterator();
   if (query.since) {
     // Every event stamped at or after `since` follows the first position whose running
     // maximum reached it.
@@ -220,9 +222,8 @@ Result<AuditPage> AuditView::query(const AuditQuery& query) const {
   if (!range.ok()) {
     return range.status();
   }
-  PositionWalk walk{.db = db_,
-                    .events = events_,
-                    .cf = events_,
+  PositionWalk walk{.store = &store_,
+                    .index = nullptr,
                     .prefix = "",
                     .first = range->first,
                     .last = range->last,
@@ -240,17 +241,17 @@ Result<AuditPage> AuditView::query(const AuditQuery& query) const {
     }
   }
   // The most selective index first: a key has few events, an agent more, and so on.
-  const std::pair<const std::optional<std::string>*, rocksdb::ColumnFamilyHandle*> indexes[] = {
-      {&query.key_id, by_key_},
-      {&query.agent_id, by_agent_},
-      {&query.actor, by_actor_},
-      {&query.type, by_type_}};
+  const std::pair<const std::optional<std::string>*, const ColumnFamily*> indexes[] = {
+      {&query.key_id, &by_key_},
+      {&query.agent_id, &by_agent_},
+      {&query.actor, &by_actor_},
+      {&query.type, &by_type_}};
   for (const auto& [filter, cf] : indexes) {
     if (*filter) {
       if ((*filter)->empty()) {
         return AuditPage{};
       }
-      walk.cf = cf;
+      walk.index = cf;
       walk.prefix = sf::value_prefix(**filter);
       break;
     }
@@ -263,9 +264,8 @@ Result<AuditPage> AuditView::deliveries(std::string_view agent_id, std::size_t l
   if (agent_id.empty()) {
     return AuditPage{};
   }
-  PositionWalk walk{.db = db_,
-                    .events = events_,
-                    .cf = deliveries_,
+  PositionWalk walk{.store = &store_,
+                    .index = &deliveries_,
                     .prefix = sf::value_prefix(agent_id),
                     .first = 1,
                     .last = UINT64_MAX,

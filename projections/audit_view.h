@@ -60,14 +60,13 @@ class AuditView {
   };
   Result<PositionRange> time_range(const AuditQuery& query) const;
 
-  rocksdb::DB* db_;
-  rocksdb::ColumnFamilyHandle* events_ = nullptr;
-  rocksdb::ColumnFamilyHandle* by_agent_ = nullptr;
-  rocksdb::ColumnFamilyHandle* by_key_ = nullptr;
-  rocksdb::ColumnFamilyHandle* by_type_ = nullptr;
-  rocksdb::ColumnFamilyHandle* by_actor_ = nullptr;
-  rocksdb::ColumnFamilyHandle* by_time_ = nullptr;
-  rocksdb::ColumnFamilyHandle* deliveries_ = nullptr;
+  const EventStore& store_;
+  ColumnFamily by_agent_;
+  ColumnFamily by_key_;
+  ColumnFamily by_type_;
+  ColumnFamily by_actor_;
+  ColumnFamily by_time_;
+  ColumnFamily deliveries_;
   Status open_status_;
   std::int64_t time_watermark_ms_ = 0;
 };

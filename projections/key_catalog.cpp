@@ -28,19 +28,21 @@ std::optional<Digest> digest_from_key(const rocksdb::Slice& key) {
 
 }  // namespace
 
-KeyCatalog::KeyCatalog(const EventStore& store) : db_(store.db()) {
+KeyCatalog::KeyCatalog(const EventStore& store) : store_(store) {
   struct Family {
     std::string_view name;
-    rocksdb::ColumnFamilyHandle** handle;
+    ColumnFamily* handle;
   };
   const Family families[] = {{"key_table", &key_table_},   {"key_agent", &key_agent_},
                              {"key_active", &key_active_}, {"key_expiry", &key_expiry_},
                              {"key_usage", &key_usage_},   {"agent_settings", &agent_settings_}};
   for (const Family& f : families) {
-    *f.handle = store.column_family(f.name);
-    if (*f.handle == nullptr && open_status_.ok()) {
-      open_status_ = Status::IoError("column family " + std::string(f.name) +
-                                     " is missing: open the store with projection_column_families()");
+    auto family = store.extra_column_family(f.name);
+    if (family.ok()) {
+      *f.handle = *family;
+    } else if (open_status_.ok()) {
+      open_status_ =
+          Status::IoError(family.status().message() + "; open the store with projection_column_families()");
     }
   }
 }
@@ -49,7 +51,7 @@ void KeyCatalog::record_key_change(rocksdb::WriteBatch& batch, std::string_view 
                                    const std::optional<KeyEntry>& before,
                                    const std::optional<KeyEntry>& after) const {
   if (!before && after) {
-    batch.Put(key_agent_, key_id, after->agent_id.view());
+    key_agent_.put(batch, key_id, after->agent_id.view());
   }
   const bool was_active = indexed_active(before);
   const bool is_active = indexed_active(after);
@@ -57,28 +59,28 @@ void KeyCatalog::record_key_change(rocksdb::WriteBatch& batch, std::string_view 
   const bool same_expiry = was_active && is_active && before->expires_at_ms == after->expires_at_ms;
 
   if (was_active && !same_created) {
-    batch.Delete(key_active_, sf::time_key_id(before->created_at_ms, key_id));
+    key_active_.erase(batch, sf::time_key_id(before->created_at_ms, key_id));
   }
   if (was_active && before->expires_at_ms != 0 && !same_expiry) {
-    batch.Delete(key_expiry_, sf::time_key_id(before->expires_at_ms, key_id));
+    key_expiry_.erase(batch, sf::time_key_id(before->expires_at_ms, key_id));
   }
   if (is_active && !same_created) {
-    batch.Put(key_active_, sf::time_key_id(after->created_at_ms, key_id), after->agent_id.view());
+    key_active_.put(batch, sf::time_key_id(after->created_at_ms, key_id), after->agent_id.view());
   }
   if (is_active && after->expires_at_ms != 0 && !same_expiry) {
-    batch.Put(key_expiry_, sf::time_key_id(after->expires_at_ms, key_id), after->agent_id.view());
+    key_expiry_.put(batch, sf::time_key_id(after->expires_at_ms, key_id), after->agent_id.view());
   }
 }
 
 void KeyCatalog::record_entry(rocksdb::WriteBatch& batch, const Digest& digest, const KeyEntry& entry,
                               std::string_view tier_name) const {
-  const rocksdb::Slice key(reinterpret_cast<const char*>(digest.data()), digest.size());
-  batch.Put(key_table_, key, sf::pack_key_entry(entry, tier_name));
+  const std::string_view key(reinterpret_cast<const char*>(digest.data()), digest.size());
+  key_table_.put(batch, key, sf::pack_key_entry(entry, tier_name));
 }
 
 void KeyCatalog::record_agent(rocksdb::WriteBatch& batch, std::string_view agent_id,
                               v1::Environment environment, std::string_view tier_name) const {
-  batch.Put(agent_settings_, agent_id, sf::pack_agent_settings(environment, tier_name));
+  agent_settings_.put(batch, agent_id, sf::pack_agent_settings(environment, tier_name));
 }
 
 Status KeyCatalog::write_usage(const std::unordered_map<std::string, std::int64_t>& usage) const {
@@ -87,16 +89,14 @@ Status KeyCatalog::write_usage(const std::unordered_map<std::string, std::int64_
   }
   rocksdb::WriteBatch batch;
   for (const auto& [key_id, seconds] : usage) {
-    batch.Put(key_usage_, key_id,
-              sf::encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, seconds))));
+    key_usage_.put(batch, key_id,
+                   sf::encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, seconds))));
   }
-  rocksdb::WriteOptions wo;
-  wo.sync = false;
-  return sf::from_rocks(db_->Write(wo, &batch), "write key usage");
+  return store_.write(batch, /*sync=*/false).Annotate("write key usage");
 }
 
 Status KeyCatalog::load(ActiveKeyTable& table) const {
-  std::unique_ptr<rocksdb::Iterator> agents(db_->NewIterator(rocksdb::ReadOptions(), agent_settings_));
+  std::unique_ptr<rocksdb::Iterator> agents = agent_settings_.iterator();
   std::string tier;
   for (agents->SeekToFirst(); agents->Valid(); agents->Next()) {
     v1::Environment environment = v1::ENVIRONMENT_PRODUCTION;
@@ -110,7 +110,7 @@ Status KeyCatalog::load(ActiveKeyTable& table) const {
     return sf::from_rocks(agents->status(), "load agent settings");
   }
 
-  std::unique_ptr<rocksdb::Iterator> entries(db_->NewIterator(rocksdb::ReadOptions(), key_table_));
+  std::unique_ptr<rocksdb::Iterator> entries = key_table_.iterator();
   for (entries->SeekToFirst(); entries->Valid(); entries->Next()) {
     const std::optional<Digest> digest = digest_from_key(entries->key());
     KeyEntry entry;
@@ -124,15 +124,14 @@ Status KeyCatalog::load(ActiveKeyTable& table) const {
 }
 
 Result<std::string> KeyCatalog::agent_of_key(std::string_view key_id) const {
-  std::string agent_id;
-  const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), key_agent_, key_id, &agent_id);
-  if (s.IsNotFound()) {
+  auto agent_id = key_agent_.get(key_id);
+  if (!agent_id.ok()) {
+    return agent_id.status();
+  }
+  if (!agent_id->has_value()) {
     return Status::NotFound("key_not_found", "no such key");
   }
-  if (!s.ok()) {
-    return sf::from_rocks(s, "read key_agent");
-  }
-  return agent_id;
+  return std::move(**agent_id);
 }
 
 Result<std::vector<KeyRef>> KeyCatalog::created_before(std::int64_t before_ms, std::size_t limit) const {
@@ -143,15 +142,14 @@ Result<std::vector<KeyRef>> KeyCatalog::expiring_by(std::int64_t by_ms, std::siz
   return scan_time_index(key_expiry_, by_ms, /*inclusive=*/true, limit);
 }
 
-Result<std::vector<KeyRef>> KeyCatalog::scan_time_index(rocksdb::ColumnFamilyHandle* cf,
-                                                        std::int64_t bound_ms, bool inclusive,
-                                                        std::size_t limit) const {
+Result<std::vector<KeyRef>> KeyCatalog::scan_time_index(const ColumnFamily& cf, std::int64_t bound_ms,
+                                                        bool inclusive, std::size_t limit) const {
   std::vector<KeyRef> out;
   if (bound_ms < 0 || (bound_ms == 0 && !inclusive)) {
     return out;  // time keys start at 0
   }
   const std::uint64_t bound = static_cast<std::uint64_t>(bound_ms);
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf));
+  std::unique_ptr<rocksdb::Iterator> it = cf.iterator();
   for (it->SeekToFirst(); it->Valid() && out.size() < limit; it->Next()) {
     const std::string_view key = it->key().ToStringView();
     if (key.size() <= sf::kPositionBytes) {
@@ -171,18 +169,17 @@ Result<std::vector<KeyRef>> KeyCatalog::scan_time_index(rocksdb::ColumnFamilyHan
 }
 
 Result<std::optional<std::int64_t>> KeyCatalog::last_used(std::string_view key_id) const {
-  std::string value;
-  const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), key_usage_, key_id, &value);
-  if (s.IsNotFound()) {
+  const auto value = key_usage_.get(key_id);
+  if (!value.ok()) {
+    return value.status();
+  }
+  if (!value->has_value()) {
     return std::optional<std::int64_t>();
   }
-  if (!s.ok()) {
-    return sf::from_rocks(s, "read key_usage");
-  }
-  if (value.size() != 8) {
+  if ((*value)->size() != 8) {
     return Status::Corruption("unreadable key_usage entry for " + std::string(key_id));
   }
-  return std::optional<std::int64_t>(static_cast<std::int64_t>(sf::decode_be64(value)));
+  return std::optional<std::int64_t>(static_cast<std::int64_t>(sf::decode_be64(**value)));
 }
 
 }  // namespace keyledger

@@ -58,16 +58,16 @@ class KeyCatalog {
   Result<std::optional<std::int64_t>> last_used(std::string_view key_id) const;
 
  private:
-  Result<std::vector<KeyRef>> scan_time_index(rocksdb::ColumnFamilyHandle* cf, std::int64_t bound_ms,
-                                              bool inclusive, std::size_t limit) const;
+  Result<std::vector<KeyRef>> scan_time_index(const ColumnFamily& cf, std::int64_t bound_ms, bool inclusive,
+                                              std::size_t limit) const;
 
-  rocksdb::DB* db_;
-  rocksdb::ColumnFamilyHandle* key_table_ = nullptr;
-  rocksdb::ColumnFamilyHandle* key_agent_ = nullptr;
-  rocksdb::ColumnFamilyHandle* key_active_ = nullptr;
-  rocksdb::ColumnFamilyHandle* key_expiry_ = nullptr;
-  rocksdb::ColumnFamilyHandle* key_usage_ = nullptr;
-  rocksdb::ColumnFamilyHandle* agent_settings_ = nullptr;
+  const EventStore& store_;
+  ColumnFamily key_table_;
+  ColumnFamily key_agent_;
+  ColumnFamily key_active_;
+  ColumnFamily key_expiry_;
+  ColumnFamily key_usage_;
+  ColumnFamily agent_settings_;
   Status open_status_;
 };
 

@@ -47,7 +47,11 @@ std::vector<std::string> projection_column_families() {
 struct Projector::Impl {
   Impl(EventStore& s, ActiveKeyTable& keys, ServiceTokenTable& toks)
       : store(s), key_table(keys), tokens(toks), catalog(s), audit(s) {
-    checkpoint_cf = store.column_family(kCheckpointCf);
+    auto family = store.extra_column_family(kCheckpointCf);
+    checkpoint_status = family.status();
+    if (family.ok()) {
+      checkpoint_cf = *family;
+    }
   }
 
   EventStore& store;
@@ -55,7 +59,8 @@ struct Projector::Impl {
   ServiceTokenTable& tokens;
   KeyCatalog catalog;
   AuditView audit;
-  rocksdb::ColumnFamilyHandle* checkpoint_cf = nullptr;
+  ColumnFamily checkpoint_cf;
+  Status checkpoint_status;
 
   // Serialises apply (the store's writer thread) with start() and rebuild().
   std::mutex apply_mutex;
@@ -67,10 +72,9 @@ struct Projector::Impl {
   CommitSubscription subscription;  // from start() on
 
   Status open_status() const {
-    if (checkpoint_cf == nullptr) {
-      return Status::IoError(
-          "column family proj_checkpoint is missing: open the store with "
-          "projection_column_families()");
+    if (!checkpoint_status.ok()) {
+      return Status::IoError(checkpoint_status.message() +
+                             "; open the store with projection_column_families()");
     }
     if (!catalog.open_status().ok()) {
       return catalog.open_status();
@@ -79,18 +83,17 @@ struct Projector::Impl {
   }
 
   Result<std::uint64_t> read_checkpoint() const {
-    std::string value;
-    const rocksdb::Status s = store.db()->Get(rocksdb::ReadOptions(), checkpoint_cf, kCheckpointKey, &value);
-    if (s.IsNotFound()) {
+    const auto value = checkpoint_cf.get(kCheckpointKey);
+    if (!value.ok()) {
+      return value.status();
+    }
+    if (!value->has_value()) {
       return std::uint64_t{0};
     }
-    if (!s.ok()) {
-      return sf::from_rocks(s, "read projection checkpoint");
-    }
-    if (value.size() != sf::kPositionBytes) {
+    if ((*value)->size() != sf::kPositionBytes) {
       return Status::Corruption("unreadable projection checkpoint");
     }
-    return sf::decode_be64(value);
+    return sf::decode_be64(**value);
   }
 
   // Applies one event at position applied + 1 to the tables and adds its index writes.
@@ -173,13 +176,10 @@ struct Projector::Impl {
     if (pending.Count() == 0) {
       return Status::Ok();
     }
-    pending.Put(checkpoint_cf, kCheckpointKey, sf::encode_be64(applied.load(std::memory_order_relaxed)));
+    checkpoint_cf.put(pending, kCheckpointKey, sf::encode_be64(applied.load(std::memory_order_relaxed)));
     // The log is the source of truth: after a crash the tail since the checkpoint is replayed.
-    rocksdb::WriteOptions wo;
-    wo.sync = false;
-    const rocksdb::Status s = store.db()->Write(wo, &pending);
-    if (!s.ok()) {
-      return sf::from_rocks(s, "write projections");
+    if (Status s = store.write(pending, /*sync=*/false); !s.ok()) {
+      return s;
     }
     pending.Clear();
     return Status::Ok();
@@ -203,14 +203,16 @@ struct Projector::Impl {
 
   // Deletes every entry of the projection column families except key_usage, and the checkpoint.
   Status wipe() {
-    rocksdb::DB* db = store.db();
     rocksdb::WriteBatch batch;
     for (const std::string& name : projection_column_families()) {
       if (name == kKeyUsageCf) {
         continue;
       }
-      rocksdb::ColumnFamilyHandle* cf = store.column_family(name);
-      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf));
+      auto cf = store.extra_column_family(name);
+      if (!cf.ok()) {
+        return cf.status();
+      }
+      std::unique_ptr<rocksdb::Iterator> it = cf->iterator();
       it->SeekToFirst();
       if (!it->Valid()) {
         if (!it->status().ok()) {
@@ -225,11 +227,9 @@ struct Projector::Impl {
       }
       std::string end = it->key().ToString();
       end.push_back('\0');  // the smallest key after the last one: the range is [first, end)
-      batch.DeleteRange(cf, first, end);
+      cf->erase_range(batch, first, end);
     }
-    rocksdb::WriteOptions wo;
-    wo.sync = false;
-    return sf::from_rocks(db->Write(wo, &batch), "wipe projections");
+    return store.write(batch, /*sync=*/false).Annotate("wipe projections");
   }
 };
 

@@ -147,5 +147,4 @@ bool unpack_agent_settings(std::string_view bytes, v1::Environment& environment,
   return true;
 }
 
-
 }  // namespace keyledger::storage_format

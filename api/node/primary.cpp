@@ -22,7 +22,8 @@ Result<std::unique_ptr<Primary>> Primary::open(Config config) {
   if (external_webhooks && config.kafka_brokers == "none") {
     return Status::InvalidArgument(
         "--webhooks external needs Kafka (keyledger webhooks reads the events from it and records its "
-        "attempts through it); use --kafka-brokers embedded or a cluster, or the default --webhooks in-process");
+        "attempts through it); use --kafka-brokers embedded or a cluster, or the default --webhooks "
+        "in-process");
   }
   auto ledger = Ledger::open(config, true);
   if (!ledger.ok()) {
@@ -127,12 +128,14 @@ Status Primary::start_webhooks() {
     if (Status s = delivery_records_->start(); !s.ok()) {
       return s.Annotate("cannot start recording webhook deliveries");
     }
-    metrics_.add_gauge("keyledger_webhook_records_appended", "Delivery attempts of keyledger webhooks recorded.",
+    metrics_.add_gauge("keyledger_webhook_records_appended",
+                       "Delivery attempts of keyledger webhooks recorded.",
                        [this] { return static_cast<double>(delivery_records_->recorded()); });
     api_->set_webhook_retry([](const std::string&, const std::string&) {
-      return Status::Unavailable("webhooks_external",
-                                 "webhooks are delivered by keyledger webhooks (--webhooks external); a manual "
-                                 "retry is not available on this node");
+      return Status::Unavailable(
+          "webhooks_external",
+          "webhooks are delivered by keyledger webhooks (--webhooks external); a manual "
+          "retry is not available on this node");
     });
     return Status::Ok();
   }
@@ -143,8 +146,9 @@ Status Primary::start_webhooks() {
   hooks.client.allow_insecure = config.allow_insecure_webhooks;
   hooks.client.allow_private = config.allow_private_webhooks;
   hooks.client.ca_file = config.webhook_ca_file;
-  webhooks_ = std::make_unique<consumers::WebhookDispatcher>(ledger_->store(), ledger_->secrets(), ledger_->clock(),
-                                                             consumers::record_with(ledger_->commands()), hooks);
+  webhooks_ =
+      std::make_unique<consumers::WebhookDispatcher>(ledger_->store(), ledger_->secrets(), ledger_->clock(),
+                                                     consumers::record_with(ledger_->commands()), hooks);
   if (Status s = webhooks_->start(); !s.ok()) {
     return s.Annotate("cannot start webhook delivery");
   }
@@ -162,9 +166,13 @@ Status Primary::start() {
   if (relay_) {
     relay_->start();
   }
-  verifier_ = std::make_unique<Verifier>(projector.key_table(), ledger_->hasher(), ledger_->tiers(), ledger_->clock());
-  idempotency_ = std::make_unique<IdempotencyStore>(store.db(), store.column_family(kIdempotencyColumnFamily),
-                                                    ledger_->clock());
+  verifier_ = std::make_unique<Verifier>(projector.key_table(), ledger_->hasher(), ledger_->tiers(),
+                                         ledger_->clock());
+  auto idempotency_records = store.extra_column_family(kIdempotencyColumnFamily);
+  if (!idempotency_records.ok()) {
+    return idempotency_records.status();
+  }
+  idempotency_ = std::make_unique<IdempotencyStore>(*idempotency_records, ledger_->clock());
   auth_failures_ = std::make_unique<AuthFailureLimiter>(
       ledger_->clock(), AuthFailureLimitOptions{.max_failures = config.auth_failure_limit});
   api_ = std::make_unique<Api>(ApiContext{projector, ledger_->commands(), *verifier_, *idempotency_, metrics_,

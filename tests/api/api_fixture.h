@@ -92,8 +92,9 @@ class World {
     count_appends = store->subscribe(
         [this](const std::vector<v1::Event>& events) { metrics.count_events_appended(events.size()); });
     verifier = std::make_unique<Verifier>(projector->key_table(), hasher, default_tiers(), clock);
-    idempotency = std::make_unique<IdempotencyStore>(store->db(),
-                                                     store->column_family(kIdempotencyColumnFamily), clock);
+    auto idempotency_records = store->extra_column_family(kIdempotencyColumnFamily);
+    REQUIRE(idempotency_records.ok());
+    idempotency = std::make_unique<IdempotencyStore>(*idempotency_records, clock);
     CommandServiceOptions command_options;
     command_options.tiers = kTierNames;
     commands =

@@ -1,8 +1,7 @@
 #include "consumers/webhook_dispatcher.h"
 
-#include <catch2/catch.hpp>
-#include <rocksdb/db.h>
 #include <sodium.h>
+#include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <map>
@@ -30,7 +29,8 @@ struct Hooks {
   Hooks() { open(); }
 
   void open() {
-    auto opened = EventStore::open({.path = dir.path() / "store", .extra_column_families = webhook_column_families()});
+    auto opened =
+        EventStore::open({.path = dir.path() / "store", .extra_column_families = webhook_column_families()});
     REQUIRE(opened.ok());
     store = std::move(opened).value();
   }
@@ -84,7 +84,8 @@ struct Hooks {
     while (true) {
       auto ctx = context();
       const AgentState state = agent(agent_id);
-      auto decision = keyledger::create_key(state, {.label = "test", .expires_in_seconds = std::nullopt}, ctx);
+      auto decision =
+          keyledger::create_key(state, {.label = "test", .expires_in_seconds = std::nullopt}, ctx);
       REQUIRE(decision.ok());
       auto appended =
           store->append(agent_stream(agent_id), static_cast<std::int64_t>(state.version), decision->events);
@@ -138,7 +139,8 @@ WebhookDispatcherOptions test_options() {
 std::string hmac_hex(const std::string& key, const std::string& message) {
   std::array<unsigned char, crypto_auth_hmacsha256_BYTES> mac{};
   crypto_auth_hmacsha256_state st;
-  REQUIRE(crypto_auth_hmacsha256_init(&st, reinterpret_cast<const unsigned char*>(key.data()), key.size()) == 0);
+  REQUIRE(crypto_auth_hmacsha256_init(&st, reinterpret_cast<const unsigned char*>(key.data()), key.size()) ==
+          0);
   REQUIRE(crypto_auth_hmacsha256_update(&st, reinterpret_cast<const unsigned char*>(message.data()),
                                         message.size()) == 0);
   REQUIRE(crypto_auth_hmacsha256_final(&st, mac.data()) == 0);
@@ -190,7 +192,8 @@ TEST_CASE("a key event is posted, signed with the agent's webhook secret", "[web
   const std::size_t comma = sig.find(",v1=");
   REQUIRE(comma != std::string::npos);
   const std::string t = sig.substr(2, comma - 2);
-  const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
+  const auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
   CHECK(std::abs(std::stoll(t) - now.count()) < 60);
   CHECK(sig.substr(comma + 4) == hmac_hex(agent.secret, t + "." + r.body));
   CHECK(sig.substr(comma + 4) != hmac_hex(agent.secret + "x", t + "." + r.body));
@@ -344,15 +347,18 @@ TEST_CASE("a restart reconciles pending deliveries with the recorded attempts", 
   retrying.set_outcome("retrying");
   retrying.set_event_type("key.created");
   REQUIRE(h.recorder()(agent.id, retrying).ok());
-  rocksdb::ColumnFamilyHandle* cf = h.store->column_family(webhook_column_families().front());
-  REQUIRE(cf != nullptr);
+  auto cf = h.store->extra_column_family(webhook_column_families().front());
+  REQUIRE(cf.ok());
   const auto entry = [&](const v1::Event& e) {
-    return Json{{"agent_id", agent.id}, {"position", e.position()}, {"attempt", 1}, {"first_attempt", 1},
+    return Json{{"agent_id", agent.id},
+                {"position", e.position()},
+                {"attempt", 1},
+                {"first_attempt", 1},
                 {"due_ms", 0}}
         .dump();
   };
-  REQUIRE(h.store->db()->Put(rocksdb::WriteOptions(), cf, "p" + first.event_id(), entry(first)).ok());
-  REQUIRE(h.store->db()->Put(rocksdb::WriteOptions(), cf, "p" + second.event_id(), entry(second)).ok());
+  REQUIRE(cf->put("p" + first.event_id(), entry(first)).ok());
+  REQUIRE(cf->put("p" + second.event_id(), entry(second)).ok());
 
   dispatcher = h.dispatcher(options, clock);
   REQUIRE(testing::eventually([&] { return h.deliveries(agent.id).size() == 3; }));
@@ -497,7 +503,8 @@ TEST_CASE("webhook delivery throughput and latency", "[.webhooks-bench]") {
           auto decision =
               keyledger::revoke_key(state, {.key_id = e.key_created().key_id(), .reason = "bench"}, ctx);
           REQUIRE(decision.ok());
-          stored = h.store->append(agent_stream(a.id), static_cast<std::int64_t>(state.version), decision->events);
+          stored =
+              h.store->append(agent_stream(a.id), static_cast<std::int64_t>(state.version), decision->events);
         }
         REQUIRE(stored.ok());
         if (appended != nullptr) {
@@ -520,7 +527,8 @@ TEST_CASE("webhook delivery throughput and latency", "[.webhooks-bench]") {
   SystemClock clock;
   const auto start = std::chrono::steady_clock::now();
   auto dispatcher = h.dispatcher(options, clock);
-  REQUIRE(testing::eventually([&] { return receiver.requests().size() >= backlog; }, std::chrono::seconds(300)));
+  REQUIRE(
+      testing::eventually([&] { return receiver.requests().size() >= backlog; }, std::chrono::seconds(300)));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   REQUIRE(testing::eventually([&] { return dispatcher->pending() == 0; }, std::chrono::seconds(60)));
 
@@ -530,8 +538,9 @@ TEST_CASE("webhook delivery throughput and latency", "[.webhooks-bench]") {
   REQUIRE(testing::eventually([&] { return receiver.requests().size() >= backlog + appended.size(); }));
   const auto latencies = testing::first_attempt_latencies_ms(receiver.requests(), appended);
   REQUIRE(latencies.size() == appended.size());
-  WARN("throughput: " << backlog << " deliveries in " << seconds << " s = " << static_cast<double>(backlog) / seconds
-                      << "/s; " << testing::latency_summary(latencies));
+  WARN("throughput: " << backlog << " deliveries in " << seconds
+                      << " s = " << static_cast<double>(backlog) / seconds << "/s; "
+                      << testing::latency_summary(latencies));
 }
 
 }  // namespace keyledger::consumers

@@ -1,8 +1,9 @@
 #include "eventstore/event_store.h"
 
-#include <catch2/catch.hpp>
 #include <rocksdb/db.h>
+#include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <optional>
 #include <set>
@@ -21,10 +22,106 @@ v1::Event make_event(const std::string& id, const std::string& key_id = "key_x")
   return e;
 }
 
+// Writes `bytes` as the record at `position`, with RocksDB itself on the closed store's files.
+void damage_record(const std::filesystem::path& dir, std::uint64_t position, const std::string& bytes) {
+  std::vector<std::string> names;
+  REQUIRE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (const auto& name : names) {
+    families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  REQUIRE(rocksdb::DB::Open(rocksdb::DBOptions(), dir.string(), families, &handles, &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  const auto events = std::find(names.begin(), names.end(), "events");
+  REQUIRE(events != names.end());
+  CHECK(db->Put(rocksdb::WriteOptions(), handles[static_cast<std::size_t>(events - names.begin())],
+                encode_be64(position), bytes)
+            .ok());
+  for (auto* handle : handles) {
+    CHECK(db->DestroyColumnFamilyHandle(handle).ok());
+  }
+  CHECK(db->Close().ok());
+}
+
 std::unique_ptr<EventStore> open_store(const std::filesystem::path& dir) {
-  auto store = EventStore::open(keyledger::EventStoreOptions{.path = dir, .sync = true, .max_group_size = 1024, .extra_column_families = {}});
+  auto store = EventStore::open(keyledger::EventStoreOptions{
+      .path = dir, .sync = true, .max_group_size = 1024, .extra_column_families = {}});
   REQUIRE(store.ok());
   return std::move(store).value();
+}
+
+TEST_CASE("projections reach their own column families through a typed handle, never the log's",
+          "[eventstore]") {
+  testing::TempDir dir;
+  auto opened = EventStore::open(keyledger::EventStoreOptions{
+      .path = dir.path(), .sync = true, .max_group_size = 1024, .extra_column_families = {"index"}});
+  REQUIRE(opened.ok());
+  auto& store = **opened;
+  for (const char* own : {"events", "streams", "event_ids", "default"}) {
+    CHECK(store.extra_column_family(own).status().IsInvalidArgument());
+  }
+  CHECK(store.extra_column_family("nonexistent").status().IsNotFound());
+
+  auto index = store.extra_column_family("index");
+  REQUIRE(index.ok());
+  CHECK(index->name() == "index");
+  CHECK(*index->get("a") == std::nullopt);
+  REQUIRE(index->put("a", "1", /*sync=*/true).ok());
+  rocksdb::WriteBatch batch;
+  index->put(batch, "b", "2");
+  index->put(batch, "c", "3");
+  index->erase(batch, "a");
+  CHECK(*index->get("b") == std::nullopt);  // nothing before the batch is written
+  REQUIRE(store.write(batch).ok());
+  CHECK(*index->get("a") == std::nullopt);
+  CHECK(*index->get("b") == std::optional<std::string>("2"));
+  std::vector<std::string> keys;
+  auto it = index->iterator();
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    keys.push_back(it->key().ToString());
+  }
+  CHECK(it->status().ok());
+  CHECK(keys == std::vector<std::string>{"b", "c"});
+  rocksdb::WriteBatch wipe;
+  index->erase_range(wipe, "b", std::string("c\0", 2));  // [b, the key after c)
+  REQUIRE(store.write(wipe).ok());
+  CHECK(*index->get("c") == std::nullopt);
+  REQUIRE(index->erase("nothing-there").ok());
+}
+
+TEST_CASE("scan and read_position read the log by position, up to what is acknowledged", "[eventstore]") {
+  testing::TempDir dir;
+  auto store = open_store(dir.path());
+  REQUIRE(store->append("agent-a", kNoStream, {make_event("e1"), make_event("e2"), make_event("e3")}).ok());
+  REQUIRE(store->append("agent-b", kNoStream, {make_event("e4")}).ok());
+
+  const auto scan = [&](std::uint64_t first, std::uint64_t last, bool descending, std::size_t stop_after) {
+    std::vector<std::string> ids;
+    REQUIRE(store
+                ->scan(first, last, descending,
+                       [&](const v1::Event& e) {
+                         ids.push_back(e.event_id());
+                         return ids.size() < stop_after;
+                       })
+                .ok());
+    return ids;
+  };
+  CHECK(scan(1, UINT64_MAX, false, 99) == std::vector<std::string>{"e1", "e2", "e3", "e4"});
+  CHECK(scan(2, 3, false, 99) == std::vector<std::string>{"e2", "e3"});
+  CHECK(scan(1, UINT64_MAX, true, 99) == std::vector<std::string>{"e4", "e3", "e2", "e1"});
+  CHECK(scan(2, 3, true, 99) == std::vector<std::string>{"e3", "e2"});
+  CHECK(scan(1, UINT64_MAX, true, 2) == std::vector<std::string>{"e4", "e3"});  // the visitor stops it
+  CHECK(scan(3, 2, false, 99).empty());
+  CHECK(scan(5, UINT64_MAX, false, 99).empty());
+
+  auto third = store->read_position(3);
+  REQUIRE(third.ok());
+  CHECK(third->event_id() == "e3");
+  CHECK(third->stream() == "agent-a");
+  CHECK(store->read_position(0).status().IsNotFound());
+  CHECK(store->read_position(5).status().IsNotFound());
 }
 
 }  // namespace
@@ -86,7 +183,9 @@ TEST_CASE("bad appends are refused without writing", "[eventstore]") {
   CHECK(store->append("agent-a", 1, {make_event("")}).status().IsInvalidArgument());
   CHECK(store->append("agent-a", 1, {make_event("e1")}).status().IsInvalidArgument());
   CHECK(store->append("agent-a", 1, {make_event("e2"), make_event("e2")}).status().IsInvalidArgument());
-  CHECK(store->append(std::string("bad\0name", 8), kAnyVersion, {make_event("e9")}).status().IsInvalidArgument());
+  CHECK(store->append(std::string("bad\0name", 8), kAnyVersion, {make_event("e9")})
+            .status()
+            .IsInvalidArgument());
   CHECK(store->last_position() == 1);
   CHECK(*store->stream_version("agent-a") == 1);
 }
@@ -97,12 +196,12 @@ TEST_CASE("side writes are applied exactly when their append is", "[eventstore]"
       .path = dir.path(), .sync = true, .max_group_size = 1024, .extra_column_families = {"answers"}});
   REQUIRE(opened.ok());
   auto& store = **opened;
+  auto answers = store.extra_column_family("answers");
+  REQUIRE(answers.ok());
   auto answer = [&](const std::string& key) -> std::optional<std::string> {
-    std::string value;
-    if (!store.db()->Get(rocksdb::ReadOptions(), store.column_family("answers"), key, &value).ok()) {
-      return std::nullopt;
-    }
-    return value;
+    auto value = answers->get(key);
+    REQUIRE(value.ok());
+    return *value;
   };
 
   REQUIRE(store.append("agent-a", kNoStream, {make_event("e1")}, {{"answers", "k1", "first"}}).ok());
@@ -127,9 +226,11 @@ TEST_CASE("side writes are applied exactly when their append is", "[eventstore]"
     auto reopened = EventStore::open(keyledger::EventStoreOptions{
         .path = dir.path(), .sync = true, .max_group_size = 1024, .extra_column_families = {"answers"}});
     REQUIRE(reopened.ok());
-    std::string value;
-    CHECK((*reopened)->db()->Get(rocksdb::ReadOptions(), (*reopened)->column_family("answers"), "k1", &value).ok());
-    CHECK(value == "first");
+    auto family = (*reopened)->extra_column_family("answers");
+    REQUIRE(family.ok());
+    auto value = family->get("k1");
+    REQUIRE(value.ok());
+    CHECK(*value == std::optional<std::string>("first"));
   }
 }
 
@@ -138,7 +239,8 @@ TEST_CASE("reads: one stream, the whole log in batches, an event by id", "[event
   auto store = open_store(dir.path());
   for (int i = 0; i < 10; ++i) {
     const std::string stream = i % 2 == 0 ? "agent-even" : "agent-odd";
-    REQUIRE(store->append(stream, kAnyVersion, {make_event("e" + std::to_string(i), "k" + std::to_string(i))}).ok());
+    REQUIRE(store->append(stream, kAnyVersion, {make_event("e" + std::to_string(i), "k" + std::to_string(i))})
+                .ok());
   }
   // A stream whose name is a prefix of another stays separate.
   REQUIRE(store->append("agent-eve", kNoStream, {make_event("x")}).ok());
@@ -201,7 +303,8 @@ TEST_CASE("reopening keeps every event and continues positions and versions", "[
 TEST_CASE("a second open of the same directory fails while the first holds it", "[eventstore]") {
   testing::TempDir dir;
   auto store = open_store(dir.path());
-  auto second = EventStore::open(keyledger::EventStoreOptions{.path = dir.path(), .sync = true, .max_group_size = 1024, .extra_column_families = {}});
+  auto second = EventStore::open(keyledger::EventStoreOptions{
+      .path = dir.path(), .sync = true, .max_group_size = 1024, .extra_column_families = {}});
   REQUIRE_FALSE(second.ok());
   CHECK(second.status().IsIoError());
 }
@@ -224,7 +327,8 @@ TEST_CASE("concurrent appenders get distinct gap-free positions; conflicts lose 
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
         // Own stream with exact versions, plus a contended shared stream.
-        auto own = store->append("agent-" + std::to_string(t), i, {make_event(std::to_string(t) + "-" + std::to_string(i))});
+        auto own = store->append("agent-" + std::to_string(t), i,
+                                 {make_event(std::to_string(t) + "-" + std::to_string(i))});
         REQUIRE(own.ok());
         auto version = store->stream_version("agent-shared");
         auto shared = store->append("agent-shared", static_cast<std::int64_t>(*version),
@@ -261,7 +365,8 @@ TEST_CASE("concurrent appenders get distinct gap-free positions; conflicts lose 
   }
 }
 
-TEST_CASE("an event that would not decode again is refused and nothing is written", "[eventstore][hardening]") {
+TEST_CASE("an event that would not decode again is refused and nothing is written",
+          "[eventstore][hardening]") {
   testing::TempDir dir;
   auto store = open_store(dir.path());
   v1::Event bad = make_event("e1");
@@ -274,16 +379,15 @@ TEST_CASE("an event that would not decode again is refused and nothing is writte
   CHECK(store->last_position() == 1);
 }
 
-TEST_CASE("a stored record that does not decode is passed over by readers, counted once", "[eventstore][hardening]") {
+TEST_CASE("a stored record that does not decode is passed over by readers, counted once",
+          "[eventstore][hardening]") {
   testing::TempDir dir;
   {
     auto store = open_store(dir.path());
     REQUIRE(store->append("agent-a", kNoStream, {make_event("e1"), make_event("e2"), make_event("e3")}).ok());
-    // Damage position 2 below the store, as a bad disk or an old bug could.
-    REQUIRE(store->db()
-                ->Put(rocksdb::WriteOptions(), store->column_family("events"), encode_be64(2), "\xff\xff\xff garbage")
-                .ok());
   }
+  // Damage position 2 below the store, as a bad disk or an old bug could.
+  damage_record(dir.path(), 2, "\xff\xff\xff garbage");
   auto store = open_store(dir.path());
   auto all = store->read_all(1, 10);
   REQUIRE(all.ok());
@@ -304,8 +408,8 @@ TEST_CASE("a stored record that does not decode is passed over by readers, count
   CHECK(store->last_position() == 4);
 }
 
-
-TEST_CASE("subscribers see each committed group in subscription order until their handle goes", "[eventstore]") {
+TEST_CASE("subscribers see each committed group in subscription order until their handle goes",
+          "[eventstore]") {
   testing::TempDir dir;
   auto store = open_store(dir.path());
   std::vector<std::string> calls;  // appended only on the syncer thread

@@ -82,12 +82,15 @@ World::World() : dir_(world_dir()), clock_(epoch()), pepper_(fixed_pepper()) {
   }
   commits_ = store_->subscribe([this](const std::vector<v1::Event>& events) { on_commit(events); });
   verifier_ = std::make_unique<api::Verifier>(projector_->key_table(), hasher_, api::default_tiers(), clock_);
-  idempotency_ = std::make_unique<api::IdempotencyStore>(
-      store_->db(), store_->column_family(api::kIdempotencyColumnFamily), clock_);
+  auto idempotency_records = store_->extra_column_family(api::kIdempotencyColumnFamily);
+  if (!idempotency_records.ok()) {
+    fail("cannot open the idempotency records", idempotency_records.status().ToString());
+  }
+  idempotency_ = std::make_unique<api::IdempotencyStore>(*idempotency_records, clock_);
   CommandServiceOptions command_options;
   command_options.tiers = kTierNames;
   commands_ = std::make_unique<CommandService>(*store_, *projector_, clock_, random_, hasher_, secrets_,
-                                                    command_options);
+                                               command_options);
   api_ = std::make_unique<api::Api>(api::ApiContext{*projector_, *commands_, *verifier_, *idempotency_,
                                                     metrics_, clock_, hasher_, [] { return true; }});
   const auto token = [&](const std::string& name, const std::string& scope) {

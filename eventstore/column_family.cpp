@@ -1,0 +1,57 @@
+#include "eventstore/column_family.h"
+
+#include "eventstore/event_store.h"
+
+namespace keyledger {
+namespace {
+
+rocksdb::WriteOptions write_options(bool sync) {
+  rocksdb::WriteOptions options;
+  options.sync = sync;
+  return options;
+}
+
+rocksdb::Slice slice(std::string_view text) { return {text.data(), text.size()}; }
+
+}  // namespace
+
+std::string ColumnFamily::name() const { return cf_ == nullptr ? std::string() : cf_->GetName(); }
+
+Result<std::optional<std::string>> ColumnFamily::get(std::string_view key) const {
+  std::string value;
+  const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf_, slice(key), &value);
+  if (s.IsNotFound()) {
+    return std::optional<std::string>();
+  }
+  if (!s.ok()) {
+    return from_rocks(s, "read " + name());
+  }
+  return std::optional<std::string>(std::move(value));
+}
+
+std::unique_ptr<rocksdb::Iterator> ColumnFamily::iterator() const {
+  return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(rocksdb::ReadOptions(), cf_));
+}
+
+Status ColumnFamily::put(std::string_view key, std::string_view value, bool sync) const {
+  return from_rocks(db_->Put(write_options(sync), cf_, slice(key), slice(value)), "write " + name());
+}
+
+Status ColumnFamily::erase(std::string_view key, bool sync) const {
+  return from_rocks(db_->Delete(write_options(sync), cf_, slice(key)), "delete from " + name());
+}
+
+void ColumnFamily::put(rocksdb::WriteBatch& batch, std::string_view key, std::string_view value) const {
+  batch.Put(cf_, slice(key), slice(value)).PermitUncheckedError();
+}
+
+void ColumnFamily::erase(rocksdb::WriteBatch& batch, std::string_view key) const {
+  batch.Delete(cf_, slice(key)).PermitUncheckedError();
+}
+
+void ColumnFamily::erase_range(rocksdb::WriteBatch& batch, std::string_view first,
+                               std::string_view end) const {
+  batch.DeleteRange(cf_, slice(first), slice(end)).PermitUncheckedError();
+}
+
+}  // namespace keyledger

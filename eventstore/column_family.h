@@ -1,0 +1,48 @@
+#pragma once
+// ColumnFamily: a column family a projection keeps beside the log, in the same RocksDB
+// database (EventStoreOptions::extra_column_families). It is the one way into RocksDB from
+// outside eventstore/: reads, an iterator and writes of that family only, and puts into a
+// WriteBatch that EventStore::write commits (so a projection's families change together).
+// The log's own families (events, streams, event_ids) are not reachable through one: readers
+// of events use EventStore's read calls. Cheap to copy; valid while its store is open.
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "domain/status.h"
+
+namespace keyledger {
+
+class ColumnFamily {
+ public:
+  ColumnFamily() = default;  // bound to nothing: valid() is false
+
+  bool valid() const { return cf_ != nullptr; }
+  std::string name() const;
+
+  // The value at `key`, or nullopt if there is none; IoError or Corruption from RocksDB.
+  Result<std::optional<std::string>> get(std::string_view key) const;
+  // An iterator over this family alone (check status() once done with it).
+  std::unique_ptr<rocksdb::Iterator> iterator() const;
+  // One write on its own, fsync'd first if `sync`.
+  Status put(std::string_view key, std::string_view value, bool sync = false) const;
+  Status erase(std::string_view key, bool sync = false) const;
+  // Writes into `batch`, for EventStore::write.
+  void put(rocksdb::WriteBatch& batch, std::string_view key, std::string_view value) const;
+  void erase(rocksdb::WriteBatch& batch, std::string_view key) const;
+  // Every key in [first, end).
+  void erase_range(rocksdb::WriteBatch& batch, std::string_view first, std::string_view end) const;
+
+ private:
+  friend class EventStore;
+  ColumnFamily(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf) : db_(db), cf_(cf) {}
+
+  rocksdb::DB* db_ = nullptr;
+  rocksdb::ColumnFamilyHandle* cf_ = nullptr;
+};
+
+}  // namespace keyledger
