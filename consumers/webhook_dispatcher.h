@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "consumers/webhook_client.h"
+#include "consumers/webhook_message.h"
 #include "domain/clock.h"
 #include "domain/events.h"
 #include "domain/secret_box.h"
@@ -51,16 +52,12 @@ std::vector<std::string> webhook_column_families();
 // Records one attempt in the agent's stream (a WebhookDeliveryRecorded event of type
 // webhook.delivery_recorded). Returns a non-OK Status when it could not be made durable;
 // the dispatcher then keeps the delivery pending and tries again later.
-using DeliveryRecorder = std::function<Status(const std::string& agent_id, const v1::WebhookDeliveryRecorded&)>;
+using DeliveryRecorder =
+    std::function<Status(const std::string& agent_id, const v1::WebhookDeliveryRecorded&)>;
 
 // A DeliveryRecorder appending through CommandService::on_agent (version-checked, retried on
 // conflict) with actor `actor`. `commands` must outlive the recorder.
 DeliveryRecorder record_with(CommandService& commands, std::string actor = "system:webhooks");
-
-// The JSON body of a key event's webhook ("" for events that are not key events).
-std::string webhook_body(const v1::Event& event);
-// The ClawGig-Signature header value for `body` signed at `unix_seconds` with `secret`.
-std::string webhook_signature(std::string_view secret, std::int64_t unix_seconds, std::string_view body);
 
 struct WebhookDispatcherOptions {
   // HTTP(S) client: per-attempt timeout (default 10 s), allow_insecure, allow_private, ca_file.
