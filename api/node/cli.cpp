@@ -159,12 +159,15 @@ void print_usage(std::ostream& out) {
   out << "usage: keyledger serve [--data-dir DIR] [--listen HOST:PORT] [--kafka-brokers embedded|none|LIST]\n"
          "                       [--pepper-file FILE] [--config FILE] [--allow-insecure-webhooks] ...\n"
          "                       [--webhooks in-process|external] [--webhook-deliveries-topic T]\n"
-         "       keyledger serve --replica --kafka-brokers HOST:PORT,... --pepper-file FILE [--listen HOST:PORT]\n"
+         "       keyledger serve --replica --kafka-brokers HOST:PORT,... --pepper-file FILE [--listen "
+         "HOST:PORT]\n"
          "       keyledger token create --data-dir DIR --scope manage,audit --name NAME\n"
          "       keyledger rebuild-projections --data-dir DIR\n"
-         "       keyledger consume revocations --kafka-brokers HOST:PORT,... --group NAME [--from earliest|latest]\n"
+         "       keyledger consume revocations --kafka-brokers HOST:PORT,... --group NAME [--from "
+         "earliest|latest]\n"
          "       keyledger webhooks --kafka-brokers HOST:PORT,... --pepper-file FILE --data-dir STATE_DIR\n"
-         "                       [--from earliest|latest] [--allow-insecure-webhooks] [--allow-private-webhooks]\n"
+         "                       [--from earliest|latest] [--allow-insecure-webhooks] "
+         "[--allow-private-webhooks]\n"
          "                       [--webhook-ca-file FILE] [--kafka-topic T] [--webhook-deliveries-topic T]\n"
          "                       (delivers for a server run with --webhooks external)\n";
 }

@@ -42,8 +42,8 @@ po::options_description common_options(Config& c, std::string& pepper_file, std:
       "open connections at most; more are closed on accept (default 10000)")(
       "auth-failure-limit", po::value(&c.auth_failure_limit),
       "failed authentications a client address may have per minute before it gets 429 (0: no limit; "
-      "loopback is never limited; default 100)")(
-      "worker-threads", po::value(&c.worker_threads), "threads running commands")(
+      "loopback is never limited; default 100)")("worker-threads", po::value(&c.worker_threads),
+                                                 "threads running commands")(
       "log-level", po::value(&c.log_level), "trace | debug | info | warn | error");
   return o;
 }
@@ -122,7 +122,8 @@ Status prepare_data_dir(const fs::path& dir) {
       return Status::IoError("data directory " + dir.string() +
                              " is readable by other users and cannot be made private: " + ec.message());
     }
-    spdlog::warn("data directory {} was accessible to other users; it is now owner-only (0700)", dir.string());
+    spdlog::warn("data directory {} was accessible to other users; it is now owner-only (0700)",
+                 dir.string());
   }
   return Status::Ok();
 }

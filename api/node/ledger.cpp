@@ -7,8 +7,15 @@
 
 namespace keyledger::api {
 
-Result<std::unique_ptr<Ledger>> Ledger::open(const Config& config, bool start_projections) {
-  std::unique_ptr<Ledger> ledger(new Ledger(config));
+Ledger::Ledger(Config config, NodeEnvironment environment)
+    : config_(std::move(config)),
+      clock_(environment.clock != nullptr ? environment.clock : &system_clock_),
+      random_(environment.random != nullptr ? environment.random : &system_random_),
+      file_system_(std::move(environment.file_system)) {}
+
+Result<std::unique_ptr<Ledger>> Ledger::open(const Config& config, bool start_projections,
+                                             NodeEnvironment environment) {
+  std::unique_ptr<Ledger> ledger(new Ledger(config, std::move(environment)));
   if (Status s = ledger->open(start_projections); !s.ok()) {
     return s;
   }
@@ -26,6 +33,7 @@ Status Ledger::open(bool start_projections) {
   }
   EventStoreOptions options;
   options.path = config_.data_dir / "log";
+  options.file_system = file_system_;
   options.extra_column_families = projection_column_families();
   options.extra_column_families.emplace_back(kIdempotencyColumnFamily);
   for (auto& name : consumers::consumer_column_families()) {
@@ -39,7 +47,8 @@ Status Ledger::open(bool start_projections) {
     return opened.status();
   }
   store_ = std::move(opened).value();
-  auto loaded = load_or_create_pepper(config_.data_dir, config_.pepper_file, store_->last_position() > 0, random_);
+  auto loaded =
+      load_or_create_pepper(config_.data_dir, config_.pepper_file, store_->last_position() > 0, *random_);
   if (!loaded.ok()) {
     return loaded.status();
   }
@@ -55,7 +64,7 @@ Status Ledger::open(bool start_projections) {
   command_options.registration.allow_insecure_webhooks = config_.allow_insecure_webhooks;
   command_options.registration.default_tier = tier_names.front();
   command_options.tiers = tier_names;
-  commands_ = std::make_unique<CommandService>(*store_, *projector_, clock_, random_, *hasher_, *secrets_,
+  commands_ = std::make_unique<CommandService>(*store_, *projector_, *clock_, *random_, *hasher_, *secrets_,
                                                command_options);
   return start_projections ? projector_->start() : Status::Ok();
 }

@@ -16,17 +16,27 @@
 
 namespace keyledger::api {
 
+// What a node takes from the machine, replaceable by tests: the time, the randomness (keys,
+// ids, the pepper of a new log) and the file system RocksDB writes through. Null members
+// mean the machine's own. What a member points to must outlive the node.
+struct NodeEnvironment {
+  const Clock* clock = nullptr;
+  RandomSource* random = nullptr;
+  std::shared_ptr<rocksdb::FileSystem> file_system = nullptr;
+};
+
 class Ledger {
  public:
   // Opens the data directory (creating it owner-only), the store with every column family
   // the layers above keep in it, and the pepper (generated on a new log); `start_projections`
   // loads the projections and replays the log's tail. IoError when another process holds the
   // store.
-  static Result<std::unique_ptr<Ledger>> open(const Config& config, bool start_projections);
+  static Result<std::unique_ptr<Ledger>> open(const Config& config, bool start_projections,
+                                              NodeEnvironment environment = {});
 
   const Config& config() const { return config_; }
-  const Clock& clock() const { return clock_; }
-  RandomSource& random() { return random_; }
+  const Clock& clock() const { return *clock_; }
+  RandomSource& random() { return *random_; }
   EventStore& store() { return *store_; }
   const KeyHasher& hasher() const { return *hasher_; }
   const SecretBox& secrets() const { return *secrets_; }
@@ -35,12 +45,15 @@ class Ledger {
   CommandService& commands() { return *commands_; }
 
  private:
-  explicit Ledger(Config config) : config_(std::move(config)) {}
+  Ledger(Config config, NodeEnvironment environment);
   Status open(bool start_projections);
 
   Config config_;
-  SystemClock clock_;
-  SystemRandom random_;
+  SystemClock system_clock_;
+  SystemRandom system_random_;
+  const Clock* clock_;
+  RandomSource* random_;
+  std::shared_ptr<rocksdb::FileSystem> file_system_;
   std::unique_ptr<EventStore> store_;
   std::optional<Pepper> pepper_;
   std::unique_ptr<KeyHasher> hasher_;

@@ -14,7 +14,7 @@ constexpr auto kUsageFlushInterval = std::chrono::seconds(10);
 
 }  // namespace
 
-Result<std::unique_ptr<Primary>> Primary::open(Config config) {
+Result<std::unique_ptr<Primary>> Primary::open(Config config, NodeEnvironment environment) {
   const bool external_webhooks = config.webhooks == kWebhooksExternal;
   if (!external_webhooks && config.webhooks != kWebhooksInProcess) {
     return Status::InvalidArgument("--webhooks must be in-process or external, not " + config.webhooks);
@@ -25,7 +25,7 @@ Result<std::unique_ptr<Primary>> Primary::open(Config config) {
         "attempts through it); use --kafka-brokers embedded or a cluster, or the default --webhooks "
         "in-process");
   }
-  auto ledger = Ledger::open(config, true);
+  auto ledger = Ledger::open(config, true, std::move(environment));
   if (!ledger.ok()) {
     return ledger.status();
   }

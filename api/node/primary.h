@@ -37,7 +37,7 @@ class Primary {
   // Checks the configuration (InvalidArgument), opens the ledger, starts Kafka (the embedded
   // broker, or a producer for a cluster; none with --kafka-brokers none) and writes the
   // bootstrap token on a log without tokens. Nothing listens yet.
-  static Result<std::unique_ptr<Primary>> open(Config config);
+  static Result<std::unique_ptr<Primary>> open(Config config, NodeEnvironment environment = {});
   ~Primary();  // stop()
   Primary(const Primary&) = delete;
   Primary& operator=(const Primary&) = delete;
@@ -56,6 +56,7 @@ class Primary {
 
   Ledger& ledger() { return *ledger_; }
   Metrics& metrics() { return metrics_; }
+  Api& api() { return *api_; }  // after start()
 
  private:
   explicit Primary(std::unique_ptr<Ledger> ledger) : ledger_(std::move(ledger)) {}

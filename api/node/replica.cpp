@@ -37,7 +37,8 @@ Result<Pepper> pepper_for(const Config& config, std::string_view who) {
 
 Result<std::unique_ptr<Replica>> Replica::open(const Config& config) {
   if (config.kafka_brokers == "none" || config.kafka_brokers == "embedded") {
-    return Status::InvalidArgument("--replica needs --kafka-brokers with the primary's Kafka bootstrap address");
+    return Status::InvalidArgument(
+        "--replica needs --kafka-brokers with the primary's Kafka bootstrap address");
   }
   auto pepper = pepper_for(config, "--replica");
   if (!pepper.ok()) {
@@ -74,8 +75,8 @@ Status Replica::start() {
                      [this] { return feed_->ready() ? 1.0 : 0.0; });
   metrics_.add_gauge("keyledger_keys", "Keys in the verification table.",
                      [this] { return static_cast<double>(keys_.size()); });
-  api_ = std::make_unique<ReplicaApi>(
-      ReplicaApiContext{tokens_, verifier_, hasher_, metrics_, [this] { return feed_->ready(); }, &auth_failures_});
+  api_ = std::make_unique<ReplicaApi>(ReplicaApiContext{tokens_, verifier_, hasher_, metrics_,
+                                                        [this] { return feed_->ready(); }, &auth_failures_});
   ServerOptions server_options = server_options_for(config_);
   server_options.worker_threads = 1;  // every route answers from memory, on the io threads
   server_ = std::make_unique<Server>(server_options, *api_);
