@@ -9,7 +9,7 @@ ConsumerLoop::ConsumerLoop(std::string what) : what_(std::move(what)) {}
 ConsumerLoop::~ConsumerLoop() { stop(); }
 
 Status ConsumerLoop::start(KafkaHandle consumer, std::function<void()> body) {
-  if (started() || thread_.joinable()) {
+  if (started() || thread_.joinable() || stopping_) {
     return Status::Conflict("feed_started", "the " + what_ + " consumer is already running");
   }
   if (!consumer) {

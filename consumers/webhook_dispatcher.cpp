@@ -466,19 +466,19 @@ WebhookDispatcher::~WebhookDispatcher() { stop(); }
 
 Status WebhookDispatcher::start() {
   Impl& m = *impl_;
+  auto family = m.store.extra_column_family(kColumnFamily);
   {
     std::lock_guard lock(m.mu);
     if (m.started) {
       return Status::Conflict("dispatcher_started", "the webhook dispatcher is already started");
     }
     m.started = true;
+    if (!family.ok()) {
+      return Status::InvalidArgument(family.status().message() +
+                                     "; open the store with webhook_column_families()");
+    }
+    m.cf = *family;  // under mu: retry() reads it
   }
-  auto family = m.store.extra_column_family(kColumnFamily);
-  if (!family.ok()) {
-    return Status::InvalidArgument(family.status().message() +
-                                   "; open the store with webhook_column_families()");
-  }
-  m.cf = *family;
   auto client = WebhookClient::create(m.options.client);
   if (!client.ok()) {
     return client.status();

@@ -57,7 +57,7 @@ class SeededRandom final : public RandomSource {
 
  private:
   std::uint64_t seed_;
-  std::uint64_t counter_ = 0;
+  std::atomic<std::uint64_t> counter_{0};  // every fill its own stream, from any thread
 };
 
 }  // namespace keyledger

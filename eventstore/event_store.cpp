@@ -433,7 +433,7 @@ Result<v1::Event> EventStore::read_position(std::uint64_t position) const {
   }
   v1::Event e;
   if (!e.ParseFromString(value)) {
-    return Status::Corruption("unreadable event at position " + std::to_string(position));
+    return impl_->unreadable_event(position);
   }
   return e;
 }

@@ -171,7 +171,8 @@ class EventStore {
   // records come as read_all's stand-ins.
   Status scan(std::uint64_t first, std::uint64_t last, bool descending,
               const std::function<bool(const v1::Event&)>& visit) const;
-  // The event at `position`: NotFound if there is none (yet), Corruption if it does not decode.
+  // The event at `position`: NotFound if there is none (yet); for a record that does not
+  // decode, read_all's stand-in (is_unreadable, counted and logged once).
   Result<v1::Event> read_position(std::uint64_t position) const;
 
   // Projections' own column families (extra_column_families, or any other found on disk):

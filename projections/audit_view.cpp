@@ -110,8 +110,8 @@ struct PositionWalk {
         break;
       }
       const Result<v1::Event> event = store->read_position(position);
-      if (event.status().IsNotFound() || event.status().code() == Status::Code::kCorruption) {
-        continue;  // an index entry without a readable event cannot be shown
+      if (event.status().IsNotFound()) {
+        continue;  // an index entry without its event cannot be shown
       }
       if (!event.ok()) {
         return event.status();

@@ -18,7 +18,8 @@ namespace keyledger::api {
 
 // What a node takes from the machine, replaceable by tests: the time, the randomness (keys,
 // ids, the pepper of a new log) and the file system RocksDB writes through. Null members
-// mean the machine's own. What a member points to must outlive the node.
+// mean the machine's own. What a member points to must outlive the node, and be safe to call
+// from several threads at once (commands run on the server's workers and the housekeeper).
 struct NodeEnvironment {
   const Clock* clock = nullptr;
   RandomSource* random = nullptr;

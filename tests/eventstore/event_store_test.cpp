@@ -396,6 +396,10 @@ TEST_CASE("a stored record that does not decode is passed over by readers, count
   CHECK(is_unreadable((*all)[1]));
   CHECK((*all)[1].position() == 2);
   CHECK((*all)[2].event_id() == "e3");
+  auto at_two = store->read_position(2);
+  REQUIRE(at_two.ok());
+  CHECK(is_unreadable(*at_two));
+  CHECK(at_two->position() == 2);
   auto stream = store->read_stream("agent-a");
   REQUIRE(stream.ok());
   REQUIRE(stream->size() == 3);
