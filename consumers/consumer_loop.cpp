@@ -1,5 +1,7 @@
 #include "consumers/consumer_loop.h"
 
+#include <spdlog/spdlog.h>
+
 #include <utility>
 
 namespace keyledger::consumers {
@@ -18,6 +20,22 @@ Status ConsumerLoop::start(KafkaHandle consumer, std::function<void()> body) {
   consumer_ = std::move(consumer);
   thread_ = std::thread(std::move(body));
   return Status::Ok();
+}
+
+KafkaMessage ConsumerLoop::poll(int timeout_ms) {
+  KafkaMessage message(rd_kafka_consumer_poll(consumer_.get(), timeout_ms));
+  if (!message || message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    return message;
+  }
+  if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (message->err != last_error_) {
+      spdlog::warn("{}: {}", what_, kafka_error_text(message->err));
+      last_error_ = message->err;
+    }
+    return nullptr;
+  }
+  last_error_ = RD_KAFKA_RESP_ERR_NO_ERROR;
+  return message;
 }
 
 void ConsumerLoop::stop() {

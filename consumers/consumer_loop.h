@@ -28,6 +28,11 @@ class ConsumerLoop {
   // owner calls it before the members the body uses are destroyed.
   void stop();
 
+  // The next record or partition EOF within `timeout_ms`; nullptr when none came. A consumer
+  // error is logged under the loop's name (once, until a record arrives or the error
+  // changes) and also answers nullptr. For the loop's own thread only.
+  KafkaMessage poll(int timeout_ms);
+
   bool started() const { return static_cast<bool>(consumer_); }
   rd_kafka_t* consumer() const { return consumer_.get(); }
   // True once stop() was called: the body returns soon after (it polls with short timeouts).
@@ -38,6 +43,7 @@ class ConsumerLoop {
   KafkaHandle consumer_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
+  rd_kafka_resp_err_t last_error_ = RD_KAFKA_RESP_ERR_NO_ERROR;  // the last one poll() logged
 };
 
 }  // namespace keyledger::consumers

@@ -101,20 +101,11 @@ void DeliveryRecordFeed::run() {
     return;
   }
   spdlog::info("delivery records: recording attempts from {}", options_.topic);
-  rd_kafka_resp_err_t last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
   while (!loop_.stopping()) {
-    KafkaMessage message(rd_kafka_consumer_poll(loop_.consumer(), kPollTimeoutMs));
+    KafkaMessage message = loop_.poll(kPollTimeoutMs);
     if (!message || message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
       continue;
     }
-    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      if (message->err != last_error) {
-        spdlog::warn("delivery records: {}", kafka_error_text(message->err));
-        last_error = message->err;
-      }
-      continue;
-    }
-    last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
     v1::Event envelope;
     if (!envelope.ParseFromArray(message->payload, static_cast<int>(message->len))) {
       ++rejected_;

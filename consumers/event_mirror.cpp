@@ -111,7 +111,7 @@ void EventMirror::poll_batch(std::vector<v1::Event>& batch,
   next_offsets.clear();
   int timeout = kPollTimeoutMs;
   while (batch.size() < options_.batch_size) {
-    KafkaMessage message(rd_kafka_consumer_poll(loop_.consumer(), timeout));
+    KafkaMessage message = loop_.poll(timeout);
     timeout = 0;  // take what is already fetched, without waiting for more
     if (!message) {
       return;
@@ -120,14 +120,6 @@ void EventMirror::poll_batch(std::vector<v1::Event>& batch,
       next_offsets[message->partition] = std::max(next_offsets[message->partition], message->offset);
       continue;
     }
-    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      if (message->err != last_error_) {
-        spdlog::warn("webhooks mirror: {}", kafka_error_text(message->err));
-        last_error_ = message->err;
-      }
-      continue;
-    }
-    last_error_ = RD_KAFKA_RESP_ERR_NO_ERROR;
     next_offsets[message->partition] = std::max(next_offsets[message->partition], message->offset + 1);
     v1::Event event;
     if (!event.ParseFromArray(message->payload, static_cast<int>(message->len))) {

@@ -79,7 +79,6 @@ class EventMirror {
   // Takes up to batch_size events that are already fetched (waiting for the first one at most
   // a poll interval) and the offset after each partition's last one.
   void poll_batch(std::vector<v1::Event>& batch, std::map<std::int32_t, std::int64_t>& next_offsets);
-  rd_kafka_resp_err_t last_error_ = RD_KAFKA_RESP_ERR_NO_ERROR;  // the last poll error logged
 
   EventStore& store_;
   const EventMirrorOptions options_;

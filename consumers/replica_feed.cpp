@@ -139,9 +139,8 @@ bool ReplicaFeed::consume_until_caught_up(std::vector<Partition>& partitions, bo
     }
     return nullptr;
   };
-  rd_kafka_resp_err_t last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
   while (!loop_.stopping() && !all_caught_up()) {
-    KafkaMessage message(rd_kafka_consumer_poll(loop_.consumer(), kPollTimeoutMs));
+    KafkaMessage message = loop_.poll(kPollTimeoutMs);
     if (!message) {
       continue;
     }
@@ -149,13 +148,6 @@ bool ReplicaFeed::consume_until_caught_up(std::vector<Partition>& partitions, bo
     if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
       if (p != nullptr) {
         p->caught_up = true;
-      }
-      continue;
-    }
-    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      if (message->err != last_error) {
-        spdlog::warn("replica: {}", kafka_error_text(message->err));
-        last_error = message->err;
       }
       continue;
     }
@@ -190,20 +182,11 @@ void ReplicaFeed::run() {
   ready_ = true;
   spdlog::info("replica: caught up with {} at position {}; ready", options_.events_topic,
                last_position_.load());
-  rd_kafka_resp_err_t last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
   while (!loop_.stopping()) {
-    KafkaMessage message(rd_kafka_consumer_poll(loop_.consumer(), kPollTimeoutMs));
+    KafkaMessage message = loop_.poll(kPollTimeoutMs);
     if (!message || message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
       continue;
     }
-    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      if (message->err != last_error) {
-        spdlog::warn("replica: {}", kafka_error_text(message->err));
-        last_error = message->err;
-      }
-      continue;
-    }
-    last_error = RD_KAFKA_RESP_ERR_NO_ERROR;
     handle(message.get(), false);
   }
 }

@@ -220,18 +220,16 @@ WebhookAttempt WebhookClient::post(const std::string& url, const std::string& bo
                                    const std::vector<std::pair<std::string, std::string>>& headers) const {
   const auto start = std::chrono::steady_clock::now();
   const SteadyTime deadline = start + options_.timeout;
-  const auto failed = [&](std::string error, bool permanent = false) {
-    WebhookAttempt attempt;
-    attempt.error = std::move(error);
-    attempt.permanent = permanent;
-    attempt.duration =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
-    return attempt;
-  };
   const auto finish = [&](WebhookAttempt attempt) {
     attempt.duration =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
     return attempt;
+  };
+  const auto failed = [&](std::string error, bool permanent = false) {
+    WebhookAttempt attempt;
+    attempt.error = std::move(error);
+    attempt.permanent = permanent;
+    return finish(std::move(attempt));
   };
 
   auto parsed = parse_webhook_url(url);
