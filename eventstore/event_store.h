@@ -179,6 +179,10 @@ class EventStore {
   // the typed handle through which they read and write (column_family.h). NotFound for a
   // family that is not open, InvalidArgument for one of the log's own.
   Result<ColumnFamily> extra_column_family(std::string_view name) const;
+  // Writes every memtable to SST files and waits: the next open replays no WAL for what was
+  // written before. Closing the store does it too (unless a WAL sync failed); after a large
+  // batch of projection writes (rebuild-projections) it keeps the next start-up short.
+  Status flush();
   // Commits a batch of ColumnFamily::put/erase writes atomically, fsync'd first if `sync`.
   Status write(rocksdb::WriteBatch& batch, bool sync = false) const;
 

@@ -143,6 +143,8 @@ struct EventStore::Impl {
   // The stand-in for a record at `position` that does not decode (is_unreadable): readers go
   // on past it instead of stopping at it for good. Said loudly, once per position.
   v1::Event unreadable_event(std::uint64_t position);
+  // Every column family's memtable to SST files, waiting for it (EventStore::flush).
+  Status flush_all();
 
   // event_store_write.cpp: the writer and syncer threads.
   Result<std::uint64_t> stored_stream_version(std::string_view stream) const;

@@ -52,6 +52,34 @@ std::unique_ptr<EventStore> open_store(const std::filesystem::path& dir) {
   return std::move(store).value();
 }
 
+TEST_CASE("a clean close leaves no WAL for the next open to replay", "[eventstore]") {
+  testing::TempDir dir;
+  const auto wal_bytes = [&] {
+    std::uintmax_t total = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+      if (entry.path().extension() == ".log") {
+        total += entry.file_size();
+      }
+    }
+    return total;
+  };
+  {
+    auto store = open_store(dir.path());
+    for (int i = 0; i < 200; ++i) {
+      REQUIRE(
+          store->append("agent-" + std::to_string(i % 7), kAnyVersion, {make_event("e" + std::to_string(i))})
+              .ok());
+    }
+    CHECK(wal_bytes() > 200 * 40);  // the events are in the WAL while the store is open
+  }
+  CHECK(wal_bytes() < 1024);  // flushed at close: what is left holds nothing to replay
+  auto store = open_store(dir.path());
+  CHECK(store->last_position() == 200);
+  auto last = store->read_position(200);
+  REQUIRE(last.ok());
+  CHECK(last->event_id() == "e199");
+}
+
 TEST_CASE("projections reach their own column families through a typed handle, never the log's",
           "[eventstore]") {
   testing::TempDir dir;
