@@ -9,6 +9,8 @@
 #include <mutex>
 #include <set>
 
+#include <spdlog/spdlog.h>
+
 #include "projections/audit_view.h"
 #include "projections/key_catalog.h"
 #include "projections/storage_format.h"
@@ -21,6 +23,12 @@ namespace {
 
 constexpr std::string_view kCheckpointCf = "proj_checkpoint";
 constexpr std::string_view kCheckpointKey = "position";
+// The layout of the projection families this code reads and writes. A checkpoint written
+// under another format (or none: before formats were recorded) is rebuilt from the log.
+constexpr std::string_view kFormatKey = "format";
+constexpr std::string_view kFormat = "2";
+// The key table's entry count at the checkpoint: a snapshot that loads another count is torn.
+constexpr std::string_view kEntriesKey = "entries";
 // Usage data, not derived from events: rebuild() keeps it.
 constexpr std::string_view kKeyUsageCf = "key_usage";
 // Events read from the log per replay step (and per WriteBatch while replaying).
@@ -82,18 +90,106 @@ struct Projector::Impl {
     return audit.open_status();
   }
 
-  Result<std::uint64_t> read_checkpoint() const {
-    const auto value = checkpoint_cf.get(kCheckpointKey);
-    if (!value.ok()) {
-      return value.status();
+  // What the checkpoint family holds. `position` 0 and no format: a store never projected.
+  struct Checkpoint {
+    std::uint64_t position = 0;
+    std::optional<std::string> format;
+    std::optional<std::uint64_t> entries;
+  };
+
+  Result<Checkpoint> read_checkpoint() const {
+    Checkpoint checkpoint;
+    const auto position = checkpoint_cf.get(kCheckpointKey);
+    const auto format = checkpoint_cf.get(kFormatKey);
+    const auto entries = checkpoint_cf.get(kEntriesKey);
+    for (const auto* read : {&position, &format, &entries}) {
+      if (!read->ok()) {
+        return read->status();
+      }
     }
-    if (!value->has_value()) {
-      return std::uint64_t{0};
+    checkpoint.format = *format;
+    if (position->has_value()) {
+      if ((*position)->size() != sf::kPositionBytes) {
+        return Status::Corruption("unreadable projection checkpoint");
+      }
+      checkpoint.position = sf::decode_be64(**position);
     }
-    if ((*value)->size() != sf::kPositionBytes) {
-      return Status::Corruption("unreadable projection checkpoint");
+    if (entries->has_value()) {
+      if ((*entries)->size() != sf::kPositionBytes) {
+        return Status::Corruption("unreadable projection checkpoint entry count");
+      }
+      checkpoint.entries = sf::decode_be64(**entries);
     }
-    return sf::decode_be64(**value);
+    return checkpoint;
+  }
+
+  // Loads the tables from the checkpoint. Corruption (with the reason) when the checkpoint
+  // cannot be used: missing while the log has events, another format, unreadable, ahead of
+  // the log, or a snapshot that does not hold the count written with it.
+  Status load_checkpoint() {
+    Result<Checkpoint> checkpoint = read_checkpoint();
+    if (!checkpoint.ok()) {
+      return checkpoint.status();
+    }
+    const std::uint64_t last = store.last_position();
+    if (!checkpoint->format) {
+      if (checkpoint->position == 0 && last == 0) {  // a new log: nothing to load
+        rocksdb::WriteBatch batch;
+        checkpoint_cf.put(batch, kFormatKey, kFormat);
+        return store.write(batch, /*sync=*/false).Annotate("record the projection format");
+      }
+      return Status::Corruption(checkpoint->position == 0 ? "no projection checkpoint"
+                                                          : "a projection checkpoint of an older format");
+    }
+    if (*checkpoint->format != kFormat) {
+      return Status::Corruption("a projection checkpoint of format " + *checkpoint->format + ", not " +
+                                std::string(kFormat));
+    }
+    if (checkpoint->position > last) {
+      return Status::Corruption("the projection checkpoint " + std::to_string(checkpoint->position) +
+                                " is ahead of the log (" + std::to_string(last) + ")");
+    }
+    applied.store(checkpoint->position);
+    if (Status s = catalog.load(key_table); !s.ok()) {
+      return s;
+    }
+    if (checkpoint->entries.value_or(0) != key_table.size()) {
+      return Status::Corruption("the key table snapshot holds " + std::to_string(key_table.size()) +
+                                " entries, its checkpoint says " +
+                                std::to_string(checkpoint->entries.value_or(0)));
+    }
+    if (Status s = audit.load_time_watermark(); !s.ok()) {
+      return s;
+    }
+    // Service tokens are few and have no snapshot of their own: fold their stream up to the
+    // checkpoint; the tail replay applies the rest.
+    Result<std::vector<v1::Event>> token_events = store.read_stream(kTokensStream);
+    if (!token_events.ok()) {
+      return token_events.status();
+    }
+    for (const v1::Event& event : *token_events) {
+      if (event.position() <= checkpoint->position) {
+        tokens.apply(event);
+      }
+    }
+    return Status::Ok();
+  }
+
+  void reset_tables() {
+    key_table.clear();
+    tokens.clear();
+    pending.Clear();
+    audit.reset_time_watermark();
+    applied.store(0);
+  }
+
+  // Wipes the projection families and folds the whole log.
+  Status rebuild() {
+    reset_tables();
+    if (Status s = wipe(); !s.ok()) {
+      return s;
+    }
+    return replay_tail();
   }
 
   // Applies one event at position applied + 1 to the tables and adds its index writes.
@@ -177,6 +273,7 @@ struct Projector::Impl {
       return Status::Ok();
     }
     checkpoint_cf.put(pending, kCheckpointKey, sf::encode_be64(applied.load(std::memory_order_relaxed)));
+    checkpoint_cf.put(pending, kEntriesKey, sf::encode_be64(key_table.size()));
     // The log is the source of truth: after a crash the tail since the checkpoint is replayed.
     if (Status s = store.write(pending, /*sync=*/false); !s.ok()) {
       return s;
@@ -201,7 +298,8 @@ struct Projector::Impl {
     }
   }
 
-  // Deletes every entry of the projection column families except key_usage, and the checkpoint.
+  // Deletes every entry of the projection column families except key_usage, and the checkpoint;
+  // records the current format.
   Status wipe() {
     rocksdb::WriteBatch batch;
     for (const std::string& name : projection_column_families()) {
@@ -229,6 +327,7 @@ struct Projector::Impl {
       end.push_back('\0');  // the smallest key after the last one: the range is [first, end)
       cf->erase_range(batch, first, end);
     }
+    checkpoint_cf.put(batch, kFormatKey, kFormat);
     return store.write(batch, /*sync=*/false).Annotate("wipe projections");
   }
 };
@@ -250,37 +349,17 @@ Status Projector::start() {
   if (Status s = p.open_status(); !s.ok()) {
     return s;
   }
-  Result<std::uint64_t> checkpoint = p.read_checkpoint();
-  if (!checkpoint.ok()) {
-    return checkpoint.status();
-  }
-  if (*checkpoint > p.store.last_position()) {
-    return Status::Corruption("the projection checkpoint " + std::to_string(*checkpoint) +
-                              " is ahead of the log (" + std::to_string(p.store.last_position()) +
-                              "): rebuild the projections");
-  }
-  key_table_->clear();
-  tokens_->clear();
-  p.pending.Clear();
-  p.applied.store(*checkpoint);
-  if (Status s = p.catalog.load(*key_table_); !s.ok()) {
-    return s;
-  }
-  if (Status s = p.audit.load_time_watermark(); !s.ok()) {
-    return s;
-  }
-  // Service tokens are few and have no snapshot of their own: fold their stream up to the
-  // checkpoint; the tail replay applies the rest.
-  Result<std::vector<v1::Event>> token_events = p.store.read_stream(kTokensStream);
-  if (!token_events.ok()) {
-    return token_events.status();
-  }
-  for (const v1::Event& event : *token_events) {
-    if (event.position() <= *checkpoint) {
-      tokens_->apply(event);
+  p.reset_tables();
+  if (Status loaded = p.load_checkpoint(); !loaded.ok()) {
+    if (loaded.code() != Status::Code::kCorruption) {
+      return loaded;  // a storage error is not a reason to rewrite the projections
     }
+    spdlog::warn("projections: {}; rebuilding them from the log", loaded.message());
+    if (Status s = p.rebuild(); !s.ok()) {
+      return s;
+    }
+    spdlog::info("projections: rebuilt up to position {}", p.applied.load());
   }
-
   if (Status s = p.replay_tail(); !s.ok()) {
     return s;
   }
@@ -353,15 +432,7 @@ Status Projector::rebuild() {
   if (Status s = p.open_status(); !s.ok()) {
     return s;
   }
-  if (Status s = p.wipe(); !s.ok()) {
-    return s;
-  }
-  key_table_->clear();
-  tokens_->clear();
-  p.pending.Clear();
-  p.audit.reset_time_watermark();
-  p.applied.store(0);
-  return p.replay_tail();
+  return p.rebuild();
 }
 
 }  // namespace keyledger

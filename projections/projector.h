@@ -6,10 +6,14 @@
 //     AuditView), written in one unsynced WriteBatch together with the checkpoint.
 // So a command's HTTP answer is sent only after the tables reflect its events. The indexes
 // are rebuildable: after a crash the tail since the checkpoint is replayed (applying is
-// idempotent), and `rebuild()` wipes them and replays the whole log.
+// idempotent), and `rebuild()` wipes them and replays the whole log. A checkpoint that is
+// missing, of another format, unreadable, ahead of the log or disagreeing with its own entry
+// count is not trusted: start() logs why and rebuilds from the log instead.
 //
 // Column families (keys are bytes; BE = 8-byte big-endian):
 //   proj_checkpoint  "position"                          -> BE(last applied position)
+//                    "format"                            -> layout version of these families
+//                    "entries"                           -> BE(key_table entry count)
 //   key_table        digest(32)                          -> packed KeyEntry (table snapshot)
 //   key_agent        key_id                              -> agent_id
 //   key_active       BE(created_ms) key_id               -> agent_id  (active keys only)
@@ -73,9 +77,10 @@ class Projector final : public CommandIndex {
   Projector& operator=(const Projector&) = delete;
 
   // Loads the checkpoint and the key table snapshot, replays events after the checkpoint,
-  // then installs itself as the store's commit listener. Returns IoError/Corruption on
-  // storage failure (Corruption also when the checkpoint is ahead of the log), Conflict
-  // `projector_started` on a second call. Call once, before serving.
+  // then installs itself as the store's commit listener. A checkpoint that cannot be
+  // trusted (see above) is replaced by a full rebuild, with a warning in the log. Returns
+  // IoError/Corruption on storage failure, Conflict `projector_started` on a second call.
+  // Call once, before serving.
   Status start();
 
   // Applies committed events in position order (the commit listener). Events at or below the
