@@ -42,3 +42,9 @@ function request()
   position = position % #requests + 1
   return r
 end
+
+-- Percentiles wrk's --latency table leaves out (ops/bench/run-all reads p999).
+function done(summary, latency, requests)
+  io.write(string.format("p50_us %d\np99_us %d\np999_us %d\n",
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
