@@ -185,6 +185,37 @@ ActiveKeyTable::Ref ActiveKeyTable::add_slot([[maybe_unused]] const IndexWriter&
   return ref;
 }
 
+ActiveKeyTable::Agent& ActiveKeyTable::agent_for([[maybe_unused]] const IndexWriter& held,
+                                                 std::string_view agent_id) {
+  assert(held.mutex() == &index_mutex_ && held.owns_lock());
+  if (auto it = agents_.find(agent_id); it != agents_.end()) {
+    return it->second;
+  }
+  return agents_.try_emplace(std::string(agent_id)).first->second;
+}
+
+void ActiveKeyTable::reserve(std::size_t keys) {
+  // The smallest power of two an index can hold `n` values in without growing.
+  const auto places_for = [](std::size_t n) {
+    std::size_t places = kMinIndexSize;
+    while (needs_growth(n, places)) {
+      places *= 2;
+    }
+    return places;
+  };
+  IndexWriter lock(index_mutex_);
+  if (slot_count_ != 0 || keys == 0) {
+    return;
+  }
+  // Digests spread evenly over the shards; an eighth more covers a shard's share of chance.
+  const std::size_t per_shard = keys / kShards + keys / kShards / 8 + 16;
+  for (Shard& shard : shards_) {
+    std::lock_guard shard_lock(shard.mutex);
+    shard.index.assign(places_for(per_shard), 0);
+  }
+  key_index_.assign(places_for(keys), 0);
+}
+
 std::optional<KeyEntry> ActiveKeyTable::find(const Digest& digest) const {
   const Shard& shard = shard_for(digest);
   std::lock_guard lock(shard.mutex);
@@ -265,7 +296,7 @@ void ActiveKeyTable::apply_agent_registered(const v1::AgentRegistered& e) {
       e.environment() == v1::ENVIRONMENT_UNSPECIFIED ? v1::ENVIRONMENT_PRODUCTION : e.environment();
   IndexWriter lock(index_mutex_);
   // A second registration of the same id changes nothing (the aggregate ignores it too).
-  Agent& agent = agents_[e.agent_id()];
+  Agent& agent = agent_for(lock, e.agent_id());
   if (!agent.registered) {
     agent.registered = true;
     agent.tier = tier;
@@ -276,11 +307,16 @@ void ActiveKeyTable::apply_agent_registered(const v1::AgentRegistered& e) {
 void ActiveKeyTable::apply_tier_change(const v1::RateLimitTierChanged& e, std::vector<Digest>* changed) {
   const std::uint8_t tier = tier_index(e.tier());
   IndexWriter lock(index_mutex_);
-  Agent& agent = agents_[e.agent_id()];
+  Agent& agent = agent_for(lock, e.agent_id());
   agent.registered = true;
   agent.tier = tier;
-  for (const Ref ref : agent.keys) {
+  // Tier changes are rare: a scan of every slot (milliseconds at a million keys, under the
+  // index lock only, so verifications go on) costs less than a key list kept per agent.
+  for (Ref ref = 0; ref < slot_count_; ++ref) {
     Slot& slot = slot_at(ref);
+    if (slot.entry.agent_id.view() != e.agent_id()) {
+      continue;
+    }
     std::lock_guard shard_lock(shard_for(slot.digest).mutex);
     if (slot.entry.tier != tier) {
       slot.entry.tier = tier;
@@ -325,7 +361,6 @@ void ActiveKeyTable::apply_key_created(const v1::Event& event, std::vector<Diges
   }
   const Ref ref = add_slot(lock, *digest, entry);
   index_key(lock, ref);
-  agents_[e.agent_id()].keys.push_back(ref);
   if (changed != nullptr) {
     changed->push_back(*digest);
   }
@@ -386,13 +421,12 @@ void ActiveKeyTable::put(const Digest& digest, const KeyEntry& entry) {
   const Ref ref = add_slot(lock, digest, entry);
   if (!ref_by_key(lock, entry.key_id.view())) {
     index_key(lock, ref);
-    agents_[entry.agent_id.str()].keys.push_back(ref);
   }
 }
 
 std::optional<ActiveKeyTable::AgentDefaults> ActiveKeyTable::agent_defaults(std::string_view agent_id) const {
   std::shared_lock lock(index_mutex_);
-  auto it = agents_.find(std::string(agent_id));
+  auto it = agents_.find(agent_id);
   if (it == agents_.end() || !it->second.registered) {
     return std::nullopt;
   }
@@ -403,8 +437,8 @@ std::optional<ActiveKeyTable::AgentDefaults> ActiveKeyTable::agent_defaults(std:
 }
 
 void ActiveKeyTable::put_agent(std::string_view agent_id, const AgentDefaults& defaults) {
-  std::unique_lock lock(index_mutex_);
-  Agent& agent = agents_[std::string(agent_id)];
+  IndexWriter lock(index_mutex_);
+  Agent& agent = agent_for(lock, agent_id);
   agent.registered = true;
   agent.tier = defaults.tier;
   agent.environment = defaults.environment;

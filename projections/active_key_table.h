@@ -126,6 +126,10 @@ class ActiveKeyTable {
   // Start-up load of what agent_defaults() answers (does not touch existing entries).
   void put_agent(std::string_view agent_id, const AgentDefaults& defaults);
 
+  // Sizes an empty table's indexes for `keys` entries up front, so a start-up load of that
+  // many never regrows (and rehashes) them. Does nothing on a table that holds entries.
+  void reserve(std::size_t keys);
+
   // Forgets every entry and agent (Projector::rebuild). Tier names stay.
   void clear();
 
@@ -220,8 +224,7 @@ class ActiveKeyTable {
   struct Agent {
     std::uint8_t tier = 0;
     v1::Environment environment = v1::ENVIRONMENT_PRODUCTION;
-    bool registered = false;  // else only known from its keys
-    std::vector<Ref> keys;
+    bool registered = false;
   };
   // Slots by key id (open addressing over Refs, +1; 0 empty) and agents by id, to apply
   // events that name a key or an agent; also guards adding slots.
@@ -229,7 +232,14 @@ class ActiveKeyTable {
   Ref slot_count_ = 0;
   std::vector<std::uint32_t> key_index_;
   std::size_t key_count_ = 0;
-  std::unordered_map<std::string, Agent> agents_;
+  // Looked up by string_view without building a std::string.
+  struct IdHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view id) const { return std::hash<std::string_view>{}(id); }
+  };
+  std::unordered_map<std::string, Agent, IdHash, std::equal_to<>> agents_;
+  // agents_[id], creating the agent on first sight.
+  Agent& agent_for(const IndexWriter& held, std::string_view agent_id);
   mutable std::shared_mutex tiers_mutex_;
   std::vector<std::string> tiers_;
 };

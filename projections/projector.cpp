@@ -150,6 +150,7 @@ struct Projector::Impl {
                                 " is ahead of the log (" + std::to_string(last) + ")");
     }
     applied.store(checkpoint->position);
+    key_table.reserve(checkpoint->entries.value_or(0));
     if (Status s = catalog.load(key_table); !s.ok()) {
       return s;
     }

@@ -283,6 +283,32 @@ TEST_CASE("the table stays correct while it grows past its index sizes", "[proje
   }
 }
 
+TEST_CASE("a table reserved for its load finds what an unreserved one finds", "[projections]") {
+  constexpr int kKeys = 3000;
+  ActiveKeyTable reserved({"standard"});
+  ActiveKeyTable grown({"standard"});
+  reserved.reserve(kKeys / 2);  // fewer than it gets: its indexes still grow when they must
+  for (int i = 0; i < kKeys; ++i) {
+    KeyEntry entry;
+    entry.key_id = InlineId("key_" + std::to_string(i));
+    entry.agent_id = InlineId("agt_" + std::to_string(i / 10));
+    entry.created_at_ms = i;
+    reserved.put(digest_n(i), entry);
+    grown.put(digest_n(i), entry);
+  }
+  reserved.reserve(10 * kKeys);  // a table with entries is left as it is
+  REQUIRE(reserved.size() == grown.size());
+  for (int i = 0; i < kKeys; ++i) {
+    const auto a = reserved.find(digest_n(i));
+    const auto b = grown.find(digest_n(i));
+    REQUIRE(a);
+    REQUIRE(b);
+    CHECK(a->created_at_ms == b->created_at_ms);
+    CHECK(reserved.find_key("key_" + std::to_string(i))->agent_id.view() == b->agent_id.view());
+  }
+  CHECK_FALSE(reserved.find(digest_n(kKeys)));
+}
+
 TEST_CASE("readers verify while the projection adds and revokes keys", "[projections]") {
   ActiveKeyTable table({"standard"});
   constexpr int kKeys = 20000;  // chunks are added and every index grows while readers probe
