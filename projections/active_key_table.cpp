@@ -509,17 +509,34 @@ std::optional<std::int64_t> ActiveKeyTable::last_used(std::string_view key_id) c
   return kUsageEpoch + at;
 }
 
-std::unordered_map<std::string, std::int64_t> ActiveKeyTable::take_usage() {
-  std::unordered_map<std::string, std::int64_t> out;
+std::vector<ActiveKeyTable::UsageRecord> ActiveKeyTable::take_usage() {
+  // Records taken per shard lock: a verification on the shard waits for at most this many.
+  constexpr std::size_t kDrainChunk = 1024;
+  std::vector<UsageRecord> out;
+  std::vector<Ref> refs;
   std::shared_lock lock(index_mutex_);  // no clear() meanwhile
   for (auto& shard : shards_) {
-    std::lock_guard shard_lock(shard.mutex);
-    for (const Ref ref : shard.unflushed) {
-      Slot& slot = slot_at(ref);
-      slot.last_used &= ~kUnflushed;
-      out[slot.entry.key_id.str()] = kUsageEpoch + slot.last_used;
+    for (;;) {
+      const std::size_t first = out.size();
+      {
+        std::lock_guard shard_lock(shard.mutex);
+        if (shard.unflushed.empty()) {
+          break;
+        }
+        const std::size_t take = std::min(kDrainChunk, shard.unflushed.size());
+        refs.assign(shard.unflushed.end() - static_cast<std::ptrdiff_t>(take), shard.unflushed.end());
+        shard.unflushed.resize(shard.unflushed.size() - take);
+        for (const Ref ref : refs) {
+          Slot& slot = slot_at(ref);
+          slot.last_used &= ~kUnflushed;
+          out.push_back({.key_id = {}, .seconds = kUsageEpoch + slot.last_used});
+        }
+      }
+      // Outside the shard lock: a slot's key id never changes once written.
+      for (std::size_t i = 0; i < refs.size(); ++i) {
+        out[first + i].key_id = slot_at(refs[i]).entry.key_id;
+      }
     }
-    shard.unflushed.clear();
   }
   return out;
 }

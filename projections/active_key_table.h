@@ -152,8 +152,15 @@ class ActiveKeyTable {
   void touch(const Digest& digest, std::int64_t now_s);
   // Last successful verification of a key (usage data, not events); Unix seconds.
   std::optional<std::int64_t> last_used(std::string_view key_id) const;
-  // Drains the usage recorded since the last call (key_id -> seconds), for periodic flushing.
-  std::unordered_map<std::string, std::int64_t> take_usage();
+  // A key's last use, as drained for flushing.
+  struct UsageRecord {
+    InlineId key_id;
+    std::int64_t seconds = 0;  // Unix seconds
+  };
+  // Drains the usage recorded since the last call, one record per key, for periodic
+  // flushing. Verifications go on meanwhile: a shard's lock is held for a bounded chunk of
+  // its records at a time, never for all of them.
+  std::vector<UsageRecord> take_usage();
 
  private:
   // Last use is kept in 31 bits as seconds since 2020-01-01 (good until 2088); the top bit

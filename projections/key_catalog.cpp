@@ -83,16 +83,20 @@ void KeyCatalog::record_agent(rocksdb::WriteBatch& batch, std::string_view agent
   agent_settings_.put(batch, agent_id, sf::pack_agent_settings(environment, tier_name));
 }
 
-Status KeyCatalog::write_usage(const std::unordered_map<std::string, std::int64_t>& usage) const {
-  if (usage.empty()) {
-    return Status::Ok();
-  }
+Status KeyCatalog::write_usage(const std::vector<ActiveKeyTable::UsageRecord>& usage) const {
+  constexpr std::size_t kBatchRecords = 16 * 1024;
   rocksdb::WriteBatch batch;
-  for (const auto& [key_id, seconds] : usage) {
-    key_usage_.put(batch, key_id,
-                   sf::encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, seconds))));
+  for (std::size_t i = 0; i < usage.size(); ++i) {
+    key_usage_.put(batch, usage[i].key_id.view(),
+                   sf::encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, usage[i].seconds))));
+    if (batch.Count() == kBatchRecords || i + 1 == usage.size()) {
+      if (Status s = store_.write(batch, /*sync=*/false); !s.ok()) {
+        return s.Annotate("write key usage");
+      }
+      batch.Clear();
+    }
   }
-  return store_.write(batch, /*sync=*/false).Annotate("write key usage");
+  return Status::Ok();
 }
 
 Status KeyCatalog::load(ActiveKeyTable& table) const {

@@ -44,7 +44,8 @@ class KeyCatalog {
                     std::string_view tier_name) const;
 
   // Writes last-used times (unix seconds) to key_usage, unsynced (usage data, not events).
-  Status write_usage(const std::unordered_map<std::string, std::int64_t>& usage) const;
+  // Written in batches of bounded size, so a large flush never holds up the log's writes.
+  Status write_usage(const std::vector<ActiveKeyTable::UsageRecord>& usage) const;
 
   // Fills `table` from the snapshot: agent defaults first, then every entry.
   // Corruption for an unreadable value.

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -237,6 +238,15 @@ TEST_CASE("put loads entries that later events still find by key and agent", "[p
   CHECK_FALSE(table.agent_defaults("agt_a"));
 }
 
+// take_usage() as key id -> seconds; fails the test if a key appears twice.
+std::map<std::string, std::int64_t> drained(ActiveKeyTable& table) {
+  std::map<std::string, std::int64_t> out;
+  for (const auto& record : table.take_usage()) {
+    CHECK(out.emplace(record.key_id.str(), record.seconds).second);
+  }
+  return out;
+}
+
 TEST_CASE("usage is recorded per key and drained by take_usage", "[projections]") {
   ActiveKeyTable table({"standard"});
   table.apply(created("agt_a", "key_1", digest_of(1)));
@@ -245,7 +255,7 @@ TEST_CASE("usage is recorded per key and drained by take_usage", "[projections]"
   table.touch(digest_of(1), t - 10);  // an older time never moves last_used back
   table.touch(digest_of(9), t);       // unknown digest: ignored
   CHECK(table.last_used("key_1") == t);
-  auto usage = table.take_usage();
+  auto usage = drained(table);
   CHECK(usage.size() == 1);
   CHECK(usage["key_1"] == t);
   CHECK(table.take_usage().empty());
@@ -254,7 +264,7 @@ TEST_CASE("usage is recorded per key and drained by take_usage", "[projections]"
   // Used again after a flush: drained again, once, with the newest time.
   table.touch(digest_of(1), t + 5);
   table.touch(digest_of(1), t + 7);
-  usage = table.take_usage();
+  usage = drained(table);
   CHECK(usage.size() == 1);
   CHECK(usage["key_1"] == t + 7);
 }
@@ -363,7 +373,7 @@ TEST_CASE("readers verify while the projection adds and revokes keys", "[project
   for (int i = 0; i < kKeys; ++i) {
     table.touch(digest_n(i), 1'800'000'001);
   }
-  const auto usage = table.take_usage();
+  const auto usage = drained(table);
   CHECK(usage.size() == kKeys);
   CHECK(usage.at("key_0") == 1'800'000'001);
 }
