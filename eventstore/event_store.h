@@ -58,6 +58,12 @@ struct EventStoreOptions {
   std::vector<std::string> extra_column_families;
   // The file system RocksDB uses (tests inject faults through it). Default: the machine's.
   std::shared_ptr<rocksdb::FileSystem> file_system = nullptr;
+  // For an offline bulk load (`keyledger rebuild-projections`): the extra column families
+  // take writes into unsorted in-memory tables (sorted once, when flushed) and write()
+  // without `sync` skips the WAL, so nothing of it is durable before flush(). Only for a
+  // one-off job that flushes at its end and, after a crash, is redone from the log. Default:
+  // false.
+  bool bulk_load = false;
 };
 
 // The version of a stream an append expects. kAny skips the check; kNoStream (0) demands an
@@ -183,7 +189,8 @@ class EventStore {
   // written before. Closing the store does it too (unless a WAL sync failed); after a large
   // batch of projection writes (rebuild-projections) it keeps the next start-up short.
   Status flush();
-  // Commits a batch of ColumnFamily::put/erase writes atomically, fsync'd first if `sync`.
+  // Commits a batch of ColumnFamily::put/erase writes atomically, fsync'd first if `sync`
+  // (under bulk_load, a write without `sync` is not in the WAL: durable only after flush()).
   Status write(rocksdb::WriteBatch& batch, bool sync = false) const;
 
  private:

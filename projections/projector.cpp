@@ -27,6 +27,9 @@ constexpr std::string_view kCheckpointKey = "position";
 // under another format (or none: before formats were recorded) is rebuilt from the log.
 constexpr std::string_view kFormatKey = "format";
 constexpr std::string_view kFormat = "2";
+// Recorded while a rebuild runs, replaced by kFormat once its writes are flushed: a rebuild
+// cut short (its writes may be half on disk) is redone at the next start.
+constexpr std::string_view kRebuilding = "rebuilding";
 // The key table's entry count at the checkpoint: a snapshot that loads another count is torn.
 constexpr std::string_view kEntriesKey = "entries";
 // Usage data, not derived from events: rebuild() keeps it.
@@ -141,6 +144,9 @@ struct Projector::Impl {
       return Status::Corruption(checkpoint->position == 0 ? "no projection checkpoint"
                                                           : "a projection checkpoint of an older format");
     }
+    if (*checkpoint->format == kRebuilding) {
+      return Status::Corruption("a rebuild of the projections did not finish");
+    }
     if (*checkpoint->format != kFormat) {
       return Status::Corruption("a projection checkpoint of format " + *checkpoint->format + ", not " +
                                 std::string(kFormat));
@@ -184,13 +190,21 @@ struct Projector::Impl {
     applied.store(0);
   }
 
-  // Wipes the projection families and folds the whole log.
+  // Wipes the projection families and folds the whole log; durable when it returns.
   Status rebuild() {
     reset_tables();
     if (Status s = wipe(); !s.ok()) {
       return s;
     }
-    return replay_tail();
+    if (Status s = replay_tail(); !s.ok()) {
+      return s;
+    }
+    if (Status s = store.flush(); !s.ok()) {
+      return s.Annotate("flush the rebuilt projections");
+    }
+    rocksdb::WriteBatch done;
+    checkpoint_cf.put(done, kFormatKey, kFormat);
+    return store.write(done, /*sync=*/true).Annotate("record the projection format");
   }
 
   // Applies one event at position applied + 1 to the tables and adds its index writes.
@@ -300,7 +314,7 @@ struct Projector::Impl {
   }
 
   // Deletes every entry of the projection column families except key_usage, and the checkpoint;
-  // records the current format.
+  // records (durably) that a rebuild is under way.
   Status wipe() {
     rocksdb::WriteBatch batch;
     for (const std::string& name : projection_column_families()) {
@@ -328,8 +342,8 @@ struct Projector::Impl {
       end.push_back('\0');  // the smallest key after the last one: the range is [first, end)
       cf->erase_range(batch, first, end);
     }
-    checkpoint_cf.put(batch, kFormatKey, kFormat);
-    return store.write(batch, /*sync=*/false).Annotate("wipe projections");
+    checkpoint_cf.put(batch, kFormatKey, kRebuilding);
+    return store.write(batch, /*sync=*/true).Annotate("wipe projections");
   }
 };
 

@@ -124,8 +124,10 @@ class Projector final : public CommandIndex {
                                        std::optional<std::uint64_t> after_position) const;
 
   // Wipes every projection column family (except key_usage) and replays the whole log
-  // (offline command `keyledger rebuild-projections`, and tests). The Projector must not be
-  // started (Conflict `projector_started`); start() may follow.
+  // (offline command `keyledger rebuild-projections`, and tests), then flushes the store:
+  // the rebuilt projections are durable when it returns. Until then the checkpoint says a
+  // rebuild is under way, so one cut short is redone at the next start. The Projector must
+  // not be started (Conflict `projector_started`); start() may follow.
   Status rebuild();
 
  private:

@@ -71,7 +71,7 @@ int serve(const Config& config) {
 }
 
 int create_token(const Config& config, const std::string& name, const std::string& scopes_csv) {
-  auto ledger = Ledger::open(config, true);
+  auto ledger = Ledger::open(config, Ledger::Use::kServing);
   if (!ledger.ok()) {
     if (ledger.status().IsIoError() && ledger.status().message().find("lock") != std::string::npos) {
       std::cerr << "keyledger: the store in " << config.data_dir.string()
@@ -100,17 +100,13 @@ int create_token(const Config& config, const std::string& name, const std::strin
 }
 
 int rebuild_projections(const Config& config) {
-  auto ledger = Ledger::open(config, false);
+  auto ledger = Ledger::open(config, Ledger::Use::kRebuild);
   if (!ledger.ok()) {
     return fail(ledger.status(), "cannot open the store");
   }
+  // Durable (flushed) when it returns: the next start replays no WAL for it.
   if (Status s = (*ledger)->projector().rebuild(); !s.ok()) {
     return fail(s, "rebuild failed");
-  }
-  // The rebuild wrote every projection table anew: flushed now, the next start does not
-  // replay hundreds of MB of WAL for them.
-  if (Status s = (*ledger)->store().flush(); !s.ok()) {
-    return fail(s, "flushing the rebuilt projections failed");
   }
   std::cout << "projections rebuilt up to position " << (*ledger)->projector().checkpoint() << std::endl;
   return 0;

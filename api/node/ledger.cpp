@@ -13,16 +13,15 @@ Ledger::Ledger(Config config, NodeEnvironment environment)
       random_(environment.random != nullptr ? environment.random : &system_random_),
       file_system_(std::move(environment.file_system)) {}
 
-Result<std::unique_ptr<Ledger>> Ledger::open(const Config& config, bool start_projections,
-                                             NodeEnvironment environment) {
+Result<std::unique_ptr<Ledger>> Ledger::open(const Config& config, Use use, NodeEnvironment environment) {
   std::unique_ptr<Ledger> ledger(new Ledger(config, std::move(environment)));
-  if (Status s = ledger->open(start_projections); !s.ok()) {
+  if (Status s = ledger->open(use); !s.ok()) {
     return s;
   }
   return ledger;
 }
 
-Status Ledger::open(bool start_projections) {
+Status Ledger::open(Use use) {
   auto parsed_tiers = parse_tiers(config_.tiers);
   if (!parsed_tiers.ok()) {
     return parsed_tiers.status();
@@ -34,6 +33,7 @@ Status Ledger::open(bool start_projections) {
   EventStoreOptions options;
   options.path = config_.data_dir / "log";
   options.file_system = file_system_;
+  options.bulk_load = use == Use::kRebuild;
   options.extra_column_families = projection_column_families();
   options.extra_column_families.emplace_back(kIdempotencyColumnFamily);
   for (auto& name : consumers::consumer_column_families()) {
@@ -66,7 +66,7 @@ Status Ledger::open(bool start_projections) {
   command_options.tiers = tier_names;
   commands_ = std::make_unique<CommandService>(*store_, *projector_, *clock_, *random_, *hasher_, *secrets_,
                                                command_options);
-  return start_projections ? projector_->start() : Status::Ok();
+  return use == Use::kServing ? projector_->start() : Status::Ok();
 }
 
 }  // namespace keyledger::api

@@ -28,11 +28,15 @@ struct NodeEnvironment {
 
 class Ledger {
  public:
+  // What the store is opened for: serving (the projections are loaded and the log's tail
+  // replayed before open returns), or an offline rebuild of the projections (not started;
+  // the store takes the rebuild's writes as a bulk load, EventStoreOptions::bulk_load).
+  enum class Use { kServing, kRebuild };
+
   // Opens the data directory (creating it owner-only), the store with every column family
-  // the layers above keep in it, and the pepper (generated on a new log); `start_projections`
-  // loads the projections and replays the log's tail. IoError when another process holds the
-  // store.
-  static Result<std::unique_ptr<Ledger>> open(const Config& config, bool start_projections,
+  // the layers above keep in it, and the pepper (generated on a new log). IoError when
+  // another process holds the store.
+  static Result<std::unique_ptr<Ledger>> open(const Config& config, Use use,
                                               NodeEnvironment environment = {});
 
   const Config& config() const { return config_; }
@@ -47,7 +51,7 @@ class Ledger {
 
  private:
   Ledger(Config config, NodeEnvironment environment);
-  Status open(bool start_projections);
+  Status open(Use use);
 
   Config config_;
   SystemClock system_clock_;

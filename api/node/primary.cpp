@@ -25,7 +25,7 @@ Result<std::unique_ptr<Primary>> Primary::open(Config config, NodeEnvironment en
         "attempts through it); use --kafka-brokers embedded or a cluster, or the default --webhooks "
         "in-process");
   }
-  auto ledger = Ledger::open(config, true, std::move(environment));
+  auto ledger = Ledger::open(config, Ledger::Use::kServing, std::move(environment));
   if (!ledger.ok()) {
     return ledger.status();
   }

@@ -1,10 +1,12 @@
 #include "eventstore/event_store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <optional>
 #include <set>
 #include <thread>
@@ -78,6 +80,51 @@ TEST_CASE("a clean close leaves no WAL for the next open to replay", "[eventstor
   auto last = store->read_position(200);
   REQUIRE(last.ok());
   CHECK(last->event_id() == "e199");
+}
+
+TEST_CASE("a bulk load writes past the WAL, reads back sorted, and is durable once flushed", "[eventstore]") {
+  testing::TempDir dir;
+  const auto wal_bytes = [&] {
+    std::uintmax_t total = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+      if (entry.path().extension() == ".log") {
+        total += entry.file_size();
+      }
+    }
+    return total;
+  };
+  const auto key_of = [](int i) { return encode_be64(static_cast<std::uint64_t>((i * 7919) % 1000)); };
+  {
+    auto opened = EventStore::open(keyledger::EventStoreOptions{
+        .path = dir.path(), .extra_column_families = {"index"}, .bulk_load = true});
+    REQUIRE(opened.ok());
+    auto& store = **opened;
+    auto index = store.extra_column_family("index");
+    REQUIRE(index.ok());
+    const std::uintmax_t wal_before = wal_bytes();
+    rocksdb::WriteBatch batch;
+    for (int i = 0; i < 1000; ++i) {  // written out of key order
+      index->put(batch, key_of(i), "v" + std::to_string((i * 7919) % 1000));
+    }
+    REQUIRE(store.write(batch).ok());
+    CHECK(wal_bytes() == wal_before);  // not in the WAL
+    auto got = index->get(encode_be64(500));
+    REQUIRE(got.ok());
+    CHECK(*got == std::optional<std::string>("v500"));
+    REQUIRE(store.flush().ok());
+  }
+  auto opened =
+      EventStore::open(keyledger::EventStoreOptions{.path = dir.path(), .extra_column_families = {"index"}});
+  REQUIRE(opened.ok());
+  auto index = (*opened)->extra_column_family("index");
+  REQUIRE(index.ok());
+  std::unique_ptr<rocksdb::Iterator> it = index->iterator();
+  std::uint64_t expected = 0;
+  for (it->SeekToFirst(); it->Valid(); it->Next(), ++expected) {
+    CHECK(decode_be64(it->key().ToStringView()) == expected);
+    CHECK(it->value().ToString() == "v" + std::to_string(expected));
+  }
+  CHECK(expected == 1000);
 }
 
 TEST_CASE("projections reach their own column families through a typed handle, never the log's",

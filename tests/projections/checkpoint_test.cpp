@@ -230,6 +230,13 @@ TEST_CASE("a checkpoint that is missing, of another format or corrupt falls back
          auto [family, key] = first_key_of("key_table");
          family.erase(b, key);
        }},
+      {"a rebuild cut short (its marker left, its writes half there)",
+       "a rebuild of the projections did not finish",
+       [&](rocksdb::WriteBatch& b) {
+         checkpoint_cf().put(b, "format", "rebuilding");
+         auto [family, key] = first_key_of("key_table");
+         family.erase(b, key);
+       }},
       {"an unreadable entry", "unreadable key_table entry",
        [&](rocksdb::WriteBatch& b) {
          auto [family, key] = first_key_of("key_table");
