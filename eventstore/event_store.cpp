@@ -185,8 +185,10 @@ rocksdb::DBOptions db_options_for(const EventStoreOptions& options, rocksdb::Env
   db_options.max_background_jobs = 2;
   // Start-up replays the WAL that no flush has covered yet. A column family that rarely gets
   // writes (a projection's, the relay's cursor) would keep every WAL file since its last
-  // write alive; past this total RocksDB flushes it, so the WAL to replay stays bounded.
-  db_options.max_total_wal_size = 64ull << 20;
+  // write alive; past this total RocksDB flushes it, so the WAL to replay stays bounded. The
+  // log's own families flush at this size too, before their 64 MB memtables fill: replaying
+  // 16 MB after a kill takes about half a second (ops/bench/run-all), 64 MB about two.
+  db_options.max_total_wal_size = 16ull << 20;
   // Recovery from a full disk: RocksDB marks it in progress as soon as a write fails with
   // ENOSPC, and only an SstFileManager ever completes it (it watches the free space). The
   // writer's Resume (after a probe write) covers what the free space does not show.

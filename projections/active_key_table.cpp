@@ -188,13 +188,15 @@ ActiveKeyTable::Ref ActiveKeyTable::add_slot([[maybe_unused]] const IndexWriter&
 ActiveKeyTable::Agent& ActiveKeyTable::agent_for([[maybe_unused]] const IndexWriter& held,
                                                  std::string_view agent_id) {
   assert(held.mutex() == &index_mutex_ && held.owns_lock());
-  if (auto it = agents_.find(agent_id); it != agents_.end()) {
-    return it->second;
-  }
-  return agents_.try_emplace(std::string(agent_id)).first->second;
+  return agents_[InlineId(agent_id)];
 }
 
-void ActiveKeyTable::reserve(std::size_t keys) {
+std::size_t ActiveKeyTable::agent_count() const {
+  std::shared_lock lock(index_mutex_);
+  return agents_.size();
+}
+
+void ActiveKeyTable::reserve(std::size_t keys, std::size_t agents) {
   // The smallest power of two an index can hold `n` values in without growing.
   const auto places_for = [](std::size_t n) {
     std::size_t places = kMinIndexSize;
@@ -204,6 +206,9 @@ void ActiveKeyTable::reserve(std::size_t keys) {
     return places;
   };
   IndexWriter lock(index_mutex_);
+  if (agents_.empty()) {
+    agents_.reserve(agents);
+  }
   if (slot_count_ != 0 || keys == 0) {
     return;
   }
@@ -343,7 +348,7 @@ void ActiveKeyTable::apply_key_created(const v1::Event& event, std::vector<Diges
   entry.created_at_ms = to_unix_ms(event.occurred_at());
   entry.expires_at_ms = e.has_expires_at() ? expiry_ms(e.expires_at()) : 0;
   entry.condition = KeyCondition::kActive;
-  auto agent = agents_.find(e.agent_id());
+  auto agent = agents_.find(InlineId(e.agent_id()));
   const bool registered = agent != agents_.end() && agent->second.registered;
   if (registered) {
     entry.tier = agent->second.tier;
@@ -426,7 +431,7 @@ void ActiveKeyTable::put(const Digest& digest, const KeyEntry& entry) {
 
 std::optional<ActiveKeyTable::AgentDefaults> ActiveKeyTable::agent_defaults(std::string_view agent_id) const {
   std::shared_lock lock(index_mutex_);
-  auto it = agents_.find(agent_id);
+  auto it = agents_.find(InlineId(agent_id));
   if (it == agents_.end() || !it->second.registered) {
     return std::nullopt;
   }

@@ -126,9 +126,12 @@ class ActiveKeyTable {
   // Start-up load of what agent_defaults() answers (does not touch existing entries).
   void put_agent(std::string_view agent_id, const AgentDefaults& defaults);
 
-  // Sizes an empty table's indexes for `keys` entries up front, so a start-up load of that
-  // many never regrows (and rehashes) them. Does nothing on a table that holds entries.
-  void reserve(std::size_t keys);
+  // Sizes an empty table's indexes for `keys` entries and `agents` agents up front, so a
+  // start-up load of that many never regrows (and rehashes) them. Does nothing on a table
+  // that holds entries.
+  void reserve(std::size_t keys, std::size_t agents = 0);
+
+  std::size_t agent_count() const;
 
   // Forgets every entry and agent (Projector::rebuild). Tier names stay.
   void clear();
@@ -239,12 +242,10 @@ class ActiveKeyTable {
   Ref slot_count_ = 0;
   std::vector<std::uint32_t> key_index_;
   std::size_t key_count_ = 0;
-  // Looked up by string_view without building a std::string.
   struct IdHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view id) const { return std::hash<std::string_view>{}(id); }
+    std::size_t operator()(const InlineId& id) const { return std::hash<std::string_view>{}(id.view()); }
   };
-  std::unordered_map<std::string, Agent, IdHash, std::equal_to<>> agents_;
+  std::unordered_map<InlineId, Agent, IdHash> agents_;  // ids inline: no allocation but the node
   // agents_[id], creating the agent on first sight.
   Agent& agent_for(const IndexWriter& held, std::string_view agent_id);
   mutable std::shared_mutex tiers_mutex_;

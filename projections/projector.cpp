@@ -3,6 +3,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -32,6 +33,8 @@ constexpr std::string_view kFormat = "2";
 constexpr std::string_view kRebuilding = "rebuilding";
 // The key table's entry count at the checkpoint: a snapshot that loads another count is torn.
 constexpr std::string_view kEntriesKey = "entries";
+// The agents the table knew at the checkpoint (sizes the table before a load; optional).
+constexpr std::string_view kAgentsKey = "agents";
 // Usage data, not derived from events: rebuild() keeps it.
 constexpr std::string_view kKeyUsageCf = "key_usage";
 // Events read from the log per replay step (and per WriteBatch while replaying).
@@ -98,6 +101,7 @@ struct Projector::Impl {
     std::uint64_t position = 0;
     std::optional<std::string> format;
     std::optional<std::uint64_t> entries;
+    std::size_t agents = 0;  // a size hint only
   };
 
   Result<Checkpoint> read_checkpoint() const {
@@ -105,7 +109,8 @@ struct Projector::Impl {
     const auto position = checkpoint_cf.get(kCheckpointKey);
     const auto format = checkpoint_cf.get(kFormatKey);
     const auto entries = checkpoint_cf.get(kEntriesKey);
-    for (const auto* read : {&position, &format, &entries}) {
+    const auto agents = checkpoint_cf.get(kAgentsKey);
+    for (const auto* read : {&position, &format, &entries, &agents}) {
       if (!read->ok()) {
         return read->status();
       }
@@ -122,6 +127,9 @@ struct Projector::Impl {
         return Status::Corruption("unreadable projection checkpoint entry count");
       }
       checkpoint.entries = sf::decode_be64(**entries);
+    }
+    if (agents->has_value() && (*agents)->size() == sf::kPositionBytes) {
+      checkpoint.agents = sf::decode_be64(**agents);
     }
     return checkpoint;
   }
@@ -156,7 +164,10 @@ struct Projector::Impl {
                                 " is ahead of the log (" + std::to_string(last) + ")");
     }
     applied.store(checkpoint->position);
-    key_table.reserve(checkpoint->entries.value_or(0));
+    // Size hints only (a damaged count is caught below, after the load), so bounded by what
+    // the log can hold: every entry and agent comes from an event.
+    key_table.reserve(std::min(checkpoint->entries.value_or(0), last),
+                      std::min<std::uint64_t>(checkpoint->agents, last));
     if (Status s = catalog.load(key_table); !s.ok()) {
       return s;
     }
@@ -289,6 +300,7 @@ struct Projector::Impl {
     }
     checkpoint_cf.put(pending, kCheckpointKey, sf::encode_be64(applied.load(std::memory_order_relaxed)));
     checkpoint_cf.put(pending, kEntriesKey, sf::encode_be64(key_table.size()));
+    checkpoint_cf.put(pending, kAgentsKey, sf::encode_be64(key_table.agent_count()));
     // The log is the source of truth: after a crash the tail since the checkpoint is replayed.
     if (Status s = store.write(pending, /*sync=*/false); !s.ok()) {
       return s;

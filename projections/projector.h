@@ -14,6 +14,7 @@
 //   proj_checkpoint  "position"                          -> BE(last applied position)
 //                    "format"                            -> layout version of these families
 //                    "entries"                           -> BE(key_table entry count)
+//                    "agents"                            -> BE(agents known; a size hint)
 //   key_table        digest(32)                          -> packed KeyEntry (table snapshot)
 //   key_agent        key_id                              -> agent_id
 //   key_active       BE(created_ms) key_id               -> agent_id  (active keys only)
