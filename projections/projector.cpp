@@ -104,34 +104,43 @@ struct Projector::Impl {
     std::size_t agents = 0;  // a size hint only
   };
 
+  // An 8-byte big-endian count of the checkpoint family; nullopt when absent, Corruption
+  // (naming `what`) when it is not 8 bytes.
+  Result<std::optional<std::uint64_t>> read_count(std::string_view key, std::string_view what) const {
+    const auto value = checkpoint_cf.get(key);
+    if (!value.ok()) {
+      return value.status();
+    }
+    if (!value->has_value()) {
+      return std::optional<std::uint64_t>();
+    }
+    if ((*value)->size() != sf::kPositionBytes) {
+      return Status::Corruption("unreadable projection checkpoint" + std::string(what));
+    }
+    return std::optional<std::uint64_t>(sf::decode_be64(**value));
+  }
+
   Result<Checkpoint> read_checkpoint() const {
-    Checkpoint checkpoint;
-    const auto position = checkpoint_cf.get(kCheckpointKey);
     const auto format = checkpoint_cf.get(kFormatKey);
-    const auto entries = checkpoint_cf.get(kEntriesKey);
-    const auto agents = checkpoint_cf.get(kAgentsKey);
-    for (const auto* read : {&position, &format, &entries, &agents}) {
+    const auto position = read_count(kCheckpointKey, "");
+    const auto entries = read_count(kEntriesKey, " entry count");
+    const auto agents = read_count(kAgentsKey, " agent count");
+    if (!format.ok()) {
+      return format.status();
+    }
+    for (const auto* read : {&position, &entries}) {
       if (!read->ok()) {
         return read->status();
       }
     }
-    checkpoint.format = *format;
-    if (position->has_value()) {
-      if ((*position)->size() != sf::kPositionBytes) {
-        return Status::Corruption("unreadable projection checkpoint");
-      }
-      checkpoint.position = sf::decode_be64(**position);
+    // The agent count only sizes the table: a damaged one is ignored, a failed read is not.
+    if (!agents.ok() && agents.status().code() != Status::Code::kCorruption) {
+      return agents.status();
     }
-    if (entries->has_value()) {
-      if ((*entries)->size() != sf::kPositionBytes) {
-        return Status::Corruption("unreadable projection checkpoint entry count");
-      }
-      checkpoint.entries = sf::decode_be64(**entries);
-    }
-    if (agents->has_value() && (*agents)->size() == sf::kPositionBytes) {
-      checkpoint.agents = sf::decode_be64(**agents);
-    }
-    return checkpoint;
+    return Checkpoint{.position = position->value_or(0),
+                      .format = *format,
+                      .entries = *entries,
+                      .agents = agents.ok() ? agents->value_or(0) : 0};
   }
 
   // Loads the tables from the checkpoint. Corruption (with the reason) when the checkpoint

@@ -54,17 +54,20 @@ std::unique_ptr<EventStore> open_store(const std::filesystem::path& dir) {
   return std::move(store).value();
 }
 
+// Bytes of RocksDB WAL files in a store's directory.
+std::uintmax_t wal_bytes_in(const std::filesystem::path& dir) {
+  std::uintmax_t total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() == ".log") {
+      total += entry.file_size();
+    }
+  }
+  return total;
+}
+
 TEST_CASE("a clean close leaves no WAL for the next open to replay", "[eventstore]") {
   testing::TempDir dir;
-  const auto wal_bytes = [&] {
-    std::uintmax_t total = 0;
-    for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
-      if (entry.path().extension() == ".log") {
-        total += entry.file_size();
-      }
-    }
-    return total;
-  };
+  const auto wal_bytes = [&] { return wal_bytes_in(dir.path()); };
   {
     auto store = open_store(dir.path());
     for (int i = 0; i < 200; ++i) {
@@ -84,15 +87,7 @@ TEST_CASE("a clean close leaves no WAL for the next open to replay", "[eventstor
 
 TEST_CASE("a bulk load writes past the WAL, reads back sorted, and is durable once flushed", "[eventstore]") {
   testing::TempDir dir;
-  const auto wal_bytes = [&] {
-    std::uintmax_t total = 0;
-    for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
-      if (entry.path().extension() == ".log") {
-        total += entry.file_size();
-      }
-    }
-    return total;
-  };
+  const auto wal_bytes = [&] { return wal_bytes_in(dir.path()); };
   const auto key_of = [](int i) { return encode_be64(static_cast<std::uint64_t>((i * 7919) % 1000)); };
   {
     auto opened = EventStore::open(keyledger::EventStoreOptions{

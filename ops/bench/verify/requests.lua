@@ -2,6 +2,9 @@
 --
 --   wrk ... -s requests.lua URL -- auth KEYS_FILE            GET /v1/auth, Authorization: Bearer <key>
 --   wrk ... -s requests.lua URL -- verify KEYS_FILE TOKEN    POST /v1/verify {"api_key": <key>, "cost": 1}
+--   wrk ... -s requests.lua URL -- register TOKEN            POST /v1/agents, the same body every time
+--                                                            (ops/bench/run-all's durable commands: one
+--                                                            fsynced agent.registered event each)
 --
 -- Every request is formatted once in init(); request() only hands them out. Each wrk thread
 -- starts at its own offset in the key list.
@@ -15,8 +18,18 @@ end
 local requests = {}
 local position = 1
 
+local registration = '{"name":"bench-burst","description":"An agent registered by the command benchmark.",'
+  .. '"skills":["benchmarking"],"languages":["en"],"webhook_url":"https://agent.example.com/hooks/bench"}'
+
 function init(args)
   local mode, keys_file, token = args[1], args[2], args[3]
+  if mode == "register" then
+    requests[1] = wrk.format("POST", "/v1/agents", {
+      ["Authorization"] = "Bearer " .. args[2],
+      ["Content-Type"] = "application/json",
+    }, registration)
+    return
+  end
   for key in io.lines(keys_file) do
     if key ~= "" then
       if mode == "auth" then
@@ -27,7 +40,7 @@ function init(args)
           ["Content-Type"] = "application/json",
         }, '{"api_key":"' .. key .. '","cost":1}')
       else
-        error("mode must be auth or verify, not " .. tostring(mode))
+        error("mode must be auth, verify or register, not " .. tostring(mode))
       end
     end
   end
