@@ -88,10 +88,11 @@ std::variant<TokenCaller, Response> authenticate_service_token(const Request& re
 }
 
 std::variant<VerifyOutcome, Response> authenticate_agent_key(const Request& req, const Verifier& verifier,
-                                                             Metrics& metrics) {
+                                                             Metrics& metrics,
+                                                             const TrustedProxies& proxies) {
   const auto key = presented_api_key(req);
   const auto started = std::chrono::steady_clock::now();
-  auto outcome = verifier.verify(key.value_or(""), 1);
+  auto outcome = verifier.verify(key.value_or(""), 1, /*record_use=*/true, proxies.client_of(req));
   metrics.observe_verification(outcome.code, std::chrono::steady_clock::now() - started);
   if (outcome.code == VerifyCode::kRateLimited) {
     Response res = error_response(429, "rate_limited", "rate limit exceeded for this key", req.request_id);

@@ -9,6 +9,7 @@
 #include <variant>
 #include <vector>
 
+#include "api/client_address.h"
 #include "api/http.h"
 #include "api/metrics.h"
 #include "api/verifier.h"
@@ -43,7 +44,9 @@ std::variant<TokenCaller, http::Response> authenticate_service_token(
 // Verifies the caller's own key (GET /v1/auth, /v1/self…) with cost 1: the outcome, or the
 // 401 (`invalid_token`, the body does not say why) / 429 (Retry-After, rate-limit headers).
 // Rate-limit headers are dated at the verification (VerifyOutcome::at).
+// The client's address (`proxies`) is counted as the key's usage source.
 std::variant<VerifyOutcome, http::Response> authenticate_agent_key(const http::Request& req,
-                                                                   const Verifier& verifier, Metrics& metrics);
+                                                                   const Verifier& verifier, Metrics& metrics,
+                                                                   const TrustedProxies& proxies);
 
 }  // namespace keyledger::api

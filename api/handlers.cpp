@@ -31,6 +31,12 @@ Api::Impl::Impl(ApiContext c) : ctx(std::move(c)) {
   set(kSelfDeliveries, &Impl::self_deliveries);
   set(kAudit, &Impl::audit);
   set(kLeaks, &Impl::leaks);
+  set(kGithubLeaks, &Impl::github_leaks);
+  set(kKeyUsage, &Impl::key_usage);
+  set(kAgentUsage, &Impl::agent_usage);
+  set(kSelfUsage, &Impl::self_usage);
+  set(kOpenApi, &Impl::openapi);
+  set(kDashboard, &Impl::dashboard);
   for (const Route& route : contract_routes()) {
     if (handlers[static_cast<std::size_t>(route.id)] == nullptr) {
       throw std::logic_error("no handler for " + std::string(route.pattern));
@@ -44,8 +50,8 @@ Response Api::Impl::dispatch(Request& req) {
     return router.no_route(req);
   }
   Caller caller;
-  const bool limited = ctx.auth_failures != nullptr && route->access != Access::kPublic &&
-                       route->id != RouteId::kForwardAuth;
+  const bool limited =
+      ctx.auth_failures != nullptr && route->access != Access::kPublic && route->id != RouteId::kForwardAuth;
   if (limited) {
     if (const auto wait = ctx.auth_failures->retry_after(req.remote_address)) {
       return too_many_failed_authentications(req, *wait);

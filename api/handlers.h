@@ -7,11 +7,13 @@
 #include <memory>
 
 #include "api/auth_failures.h"
-#include "eventstore/command_service.h"
+#include "api/client_address.h"
+#include "api/github_keys.h"
 #include "api/idempotency.h"
 #include "api/metrics.h"
 #include "api/server.h"
 #include "api/verifier.h"
+#include "eventstore/command_service.h"
 #include "projections/projector.h"
 
 namespace keyledger::api {
@@ -30,6 +32,14 @@ struct ApiContext {
   // route that needs a credential but GET /v1/auth, whose client is a gateway speaking for
   // many users; an address over its limit gets 429 there before its credential is checked.
   AuthFailureLimiter* auth_failures = nullptr;
+  // Whose X-Forwarded-For names the client counted in key usage (null: nobody's).
+  const TrustedProxies* proxies = nullptr;
+  // Key usage, for GET /v1/keys/{id}/usage and the like (null: those routes answer 503).
+  KeyUsage* usage = nullptr;
+  // Serve the dashboard at / and /ui/… (--dashboard).
+  bool dashboard = true;
+  // GitHub's secret-scanning public keys, for POST /v1/leaks/github (null: every call is 401).
+  const GithubKeyring* github_keys = nullptr;
 };
 
 class Api final : public Dispatcher {

@@ -1,5 +1,6 @@
 #include "api/metrics.h"
 
+#include <algorithm>
 #include <array>
 #include <sstream>
 
@@ -62,8 +63,8 @@ void Metrics::count_request(std::string_view raw_method, std::string_view route,
   // clients grow /metrics (and memory) without bound.
   const std::string_view method = http::known_method_or_other(raw_method);
   thread_local std::array<CachedCounter, kCachedCounters> cache;
-  const std::size_t h = (std::hash<std::string_view>{}(route) * 31 + std::hash<std::string_view>{}(method)) * 31 +
-                        status + id_;
+  const std::size_t h =
+      (std::hash<std::string_view>{}(route)*31 + std::hash<std::string_view>{}(method)) * 31 + status + id_;
   CachedCounter& slot = cache[h % kCachedCounters];
   if (slot.metrics_id != id_ || slot.status != status || slot.route != route || slot.method != method) {
     slot.counter = &request_counter(method, route, status);  // counters live as long as `this`
@@ -93,6 +94,11 @@ void Metrics::add_gauge(std::string name, std::string help, std::function<double
   gauges_[std::move(name)] = Gauge{std::move(help), std::move(read)};
 }
 
+void Metrics::observe_usage_flush(bool ok, std::chrono::nanoseconds took) {
+  (ok ? usage_flushes_ : usage_flush_errors_).add();
+  usage_flush_ns_.add(static_cast<std::uint64_t>(std::max<std::int64_t>(0, took.count())));
+}
+
 std::string Metrics::render() const {
   std::ostringstream out;
   out << "# HELP keyledger_http_requests_total HTTP requests by route and status.\n"
@@ -101,8 +107,8 @@ std::string Metrics::render() const {
     std::shared_lock lock(requests_mutex_);
     for (const auto& [labels, n] : requests_) {
       const auto& [method, route, status] = labels;
-      out << "keyledger_http_requests_total{method=\"" << method << "\",route=\"" << route
-          << "\",status=\"" << status << "\"} " << n->value() << "\n";
+      out << "keyledger_http_requests_total{method=\"" << method << "\",route=\"" << route << "\",status=\""
+          << status << "\"} " << n->value() << "\n";
     }
   }
   out << "# HELP keyledger_verifications_total Key verifications by outcome code.\n"
@@ -111,22 +117,38 @@ std::string Metrics::render() const {
     out << "keyledger_verifications_total{code=\"" << verify_code_name(static_cast<VerifyCode>(i)) << "\"} "
         << outcomes_[i].value() << "\n";
   }
+  // The same attempts, without the outcomes of usable keys: what an alert on a leaked or
+  // retired key still in use watches (per-key detail is in the usage API, not in labels).
+  out << "# HELP keyledger_inactive_key_attempts_total Verifications presenting a revoked, expired or "
+         "compromised key.\n"
+      << "# TYPE keyledger_inactive_key_attempts_total counter\n";
+  for (const VerifyCode code : {VerifyCode::kRevoked, VerifyCode::kExpired, VerifyCode::kCompromised}) {
+    out << "keyledger_inactive_key_attempts_total{code=\"" << verify_code_name(code) << "\"} "
+        << outcomes_[static_cast<std::size_t>(code)].value() << "\n";
+  }
   out << "# HELP keyledger_verification_duration_seconds In-process verification latency.\n"
       << "# TYPE keyledger_verification_duration_seconds histogram\n";
   std::uint64_t cumulative = 0;
   for (std::size_t i = 0; i < kLatencyBuckets.size(); ++i) {
     cumulative += latency_buckets_[i].value();
-    out << "keyledger_verification_duration_seconds_bucket{le=\"" << kLatencyBuckets[i] << "\"} " << cumulative
-        << "\n";
+    out << "keyledger_verification_duration_seconds_bucket{le=\"" << kLatencyBuckets[i] << "\"} "
+        << cumulative << "\n";
   }
   const std::uint64_t count = latency_count_.value();
   out << "keyledger_verification_duration_seconds_bucket{le=\"+Inf\"} " << count << "\n"
-      << "keyledger_verification_duration_seconds_sum "
-      << static_cast<double>(latency_sum_ns_.value()) / 1e9 << "\n"
+      << "keyledger_verification_duration_seconds_sum " << static_cast<double>(latency_sum_ns_.value()) / 1e9
+      << "\n"
       << "keyledger_verification_duration_seconds_count " << count << "\n";
   out << "# HELP keyledger_events_appended_total Events durably appended to the log.\n"
       << "# TYPE keyledger_events_appended_total counter\n"
       << "keyledger_events_appended_total " << events_appended_.value() << "\n";
+  out << "# HELP keyledger_usage_flushes_total Flushes of key usage counts into the store, by result.\n"
+      << "# TYPE keyledger_usage_flushes_total counter\n"
+      << "keyledger_usage_flushes_total{result=\"ok\"} " << usage_flushes_.value() << "\n"
+      << "keyledger_usage_flushes_total{result=\"error\"} " << usage_flush_errors_.value() << "\n"
+      << "# HELP keyledger_usage_flush_seconds_total Time spent flushing key usage counts.\n"
+      << "# TYPE keyledger_usage_flush_seconds_total counter\n"
+      << "keyledger_usage_flush_seconds_total " << static_cast<double>(usage_flush_ns_.value()) / 1e9 << "\n";
   std::lock_guard lock(mutex_);
   for (const auto& [name, gauge] : gauges_) {
     out << "# HELP " << name << " " << gauge.help << "\n# TYPE " << name << " gauge\n"

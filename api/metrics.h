@@ -12,9 +12,9 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <string>
 #include <string_view>
 #include <tuple>
-#include <string>
 
 #include "api/verifier.h"
 
@@ -46,6 +46,8 @@ class Metrics {
   void count_request(std::string_view method, std::string_view route, unsigned status);
   void observe_verification(VerifyCode code, std::chrono::nanoseconds latency);
   void count_events_appended(std::uint64_t n) { events_appended_.add(n); }
+  // One flush of key usage into the store (API.md §4 Usage).
+  void observe_usage_flush(bool ok, std::chrono::nanoseconds took);
 
   // Gauges read at scrape time (projection lag, Kafka publication lag, …).
   void add_gauge(std::string name, std::string help, std::function<double()> read);
@@ -77,6 +79,9 @@ class Metrics {
   ShardedCounter latency_count_;
   ShardedCounter latency_sum_ns_;
   ShardedCounter events_appended_;
+  ShardedCounter usage_flushes_;
+  ShardedCounter usage_flush_errors_;
+  ShardedCounter usage_flush_ns_;
 };
 
 }  // namespace keyledger::api

@@ -1,7 +1,7 @@
 #include "api/replica.h"
 
-#include "api/errors.h"
 #include "api/auth.h"
+#include "api/errors.h"
 #include "api/json_body.h"
 #include "api/operations.h"
 #include "api/verify_responses.h"
@@ -24,14 +24,22 @@ Response ReplicaApi::handle(Request& req) {
                          req.request_id);
   } else {
     switch (route->id) {
-      case RouteId::kHealthz: res = healthz_response(); break;
+      case RouteId::kHealthz:
+        res = healthz_response();
+        break;
       case RouteId::kReadyz:
         res = readyz_response(req, ctx_.ready && ctx_.ready(), "the replica is catching up with Kafka");
         break;
-      case RouteId::kMetrics: res = metrics_response(ctx_.metrics); break;
-      case RouteId::kVerify: res = verify(req); break;
+      case RouteId::kMetrics:
+        res = metrics_response(ctx_.metrics);
+        break;
+      case RouteId::kVerify:
+        res = verify(req);
+        break;
       case RouteId::kForwardAuth: {
-        auto outcome = authenticate_agent_key(req, ctx_.verifier, ctx_.metrics);
+        static const TrustedProxies nobody;
+        auto outcome = authenticate_agent_key(req, ctx_.verifier, ctx_.metrics,
+                                              ctx_.proxies != nullptr ? *ctx_.proxies : nobody);
         if (auto* refused = std::get_if<Response>(&outcome)) {
           res = std::move(*refused);
         } else {

@@ -12,6 +12,7 @@
 #include <functional>
 
 #include "api/auth_failures.h"
+#include "api/client_address.h"
 #include "api/metrics.h"
 #include "api/routes.h"
 #include "api/server.h"
@@ -30,6 +31,8 @@ struct ReplicaApiContext {
   // Failed authentications per client address on POST /v1/verify (null: no limit), as on
   // the primary (ApiContext::auth_failures).
   AuthFailureLimiter* auth_failures = nullptr;
+  // Whose X-Forwarded-For names the client counted in key usage (null: nobody's).
+  const TrustedProxies* proxies = nullptr;
 };
 
 class ReplicaApi final : public Dispatcher {

@@ -38,6 +38,14 @@ const std::vector<Route>& contract_routes() {
       {kSelfDeliveries, "GET", "/v1/self/webhook-deliveries", A::kAgentKey, {}, false, false},
       {kAudit, "GET", "/v1/audit", A::kToken, {"audit"}, false, false},
       {kLeaks, "POST", "/v1/leaks", A::kToken, {"report_leaks"}, false, false},
+      {kGithubLeaks, "POST", "/v1/leaks/github", A::kPublic, {}, false, false},
+      {kKeyUsage, "GET", "/v1/keys/{key_id}/usage", A::kToken, {"audit"}, false, false},
+      {kAgentUsage, "GET", "/v1/agents/{agent_id}/usage", A::kToken, {"audit"}, false, false},
+      {kSelfUsage, "GET", "/v1/self/usage", A::kAgentKey, {}, false, false},
+      {kOpenApi, "GET", "/openapi.json", A::kPublic, {}, true, false},
+      {kDashboard, "GET", "/", A::kPublic, {}, true, false},
+      {kDashboard, "GET", "/ui/{file}", A::kPublic, {}, true, false},
+      {kDashboard, "GET", "/ui/{dir}/{file}", A::kPublic, {}, true, false},
   };
   return routes;
 }
@@ -81,7 +89,8 @@ bool Router::matches(const Compiled& route, const std::vector<std::string_view>&
   return true;
 }
 
-int Router::find(const http::Request& req, std::vector<std::string>& params, std::vector<std::string>& allowed) const {
+int Router::find(const http::Request& req, std::vector<std::string>& params,
+                 std::vector<std::string>& allowed) const {
   const auto parts = http::path_segments(req.path);
   int hit = -1;
   for (std::size_t i = 0; i < routes_.size(); ++i) {
@@ -142,8 +151,8 @@ http::Response Router::no_route(const http::Request& req) const {
     allow += (allow.empty() ? "" : ", ") + m;
   }
   http::Response res = error_response(
-      405, "method_not_allowed", "this route does not take " + std::string(http::known_method_or_other(req.method)),
-      req.request_id);
+      405, "method_not_allowed",
+      "this route does not take " + std::string(http::known_method_or_other(req.method)), req.request_id);
   res.headers.set("Allow", allow);
   return res;
 }

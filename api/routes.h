@@ -42,13 +42,19 @@ enum class RouteId : std::uint8_t {
   kSelfDeliveries,
   kAudit,
   kLeaks,
+  kGithubLeaks,
+  kKeyUsage,
+  kAgentUsage,
+  kSelfUsage,
+  kOpenApi,
+  kDashboard,
   kCount,
 };
 
 struct Route {
   RouteId id;
   std::string_view method;
-  std::string_view pattern;              // "/v1/keys/{key_id}": a {name} matches one segment
+  std::string_view pattern;  // "/v1/keys/{key_id}": a {name} matches one segment
   Access access;
   std::vector<std::string_view> scopes;  // any one of them (Access::kToken)
   bool inline_ok;                        // answers from memory (Dispatcher::runs_inline)
@@ -83,7 +89,8 @@ class Router {
   static bool matches(const Compiled& route, const std::vector<std::string_view>& parts);
   // The index of the first route taking method + path (filling `params`), or -1; and the
   // methods of the routes taking the path.
-  int find(const http::Request& request, std::vector<std::string>& params, std::vector<std::string>& allowed) const;
+  int find(const http::Request& request, std::vector<std::string>& params,
+           std::vector<std::string>& allowed) const;
 
   std::vector<Compiled> routes_;
   // Routes without parameters by exact path, so most requests (verification above all) find

@@ -260,11 +260,28 @@ struct Server::Impl {
       spdlog::warn("signal {} received; shutting down", signal_number);
       request_stop();
     });
+    asio::signal_set hangups(loops.front()->context());
+    std::function<void()> await_hangup = [&] {
+      hangups.async_wait([&](const beast::error_code& ec, int) {
+        if (ec) {
+          return;
+        }
+        hangup();
+        await_hangup();
+      });
+    };
+    if (hangup) {
+      hangups.add(SIGHUP);
+      await_hangup();
+    }
     // A signal that arrived before (blocked by the process until now) is delivered here.
     sigset_t termination;
     sigemptyset(&termination);
     sigaddset(&termination, SIGINT);
     sigaddset(&termination, SIGTERM);
+    if (hangup) {
+      sigaddset(&termination, SIGHUP);
+    }
     pthread_sigmask(SIG_UNBLOCK, &termination, nullptr);
     {
       std::unique_lock lock(stop_request_mutex);
@@ -352,6 +369,7 @@ struct Server::Impl {
   std::mutex stop_request_mutex;
   std::condition_variable stop_request_cv;
   bool stop_requested = false;
+  std::function<void()> hangup;  // SIGHUP (Server::on_hangup)
 };
 
 Server::Server(ServerOptions options, Dispatcher& dispatcher)
@@ -366,5 +384,7 @@ std::uint16_t Server::port() const { return impl_->port.load(); }
 void Server::stop() { impl_->stop(); }
 
 void Server::run_until_signal() { impl_->run_until_signal(); }
+
+void Server::on_hangup(std::function<void()> reload) { impl_->hangup = std::move(reload); }
 
 }  // namespace keyledger::api

@@ -71,6 +71,9 @@ class Server {
   // that blocks both signals before it starts any thread (so none of them dies of one)
   // loses none sent meanwhile: they stay pending until this unblocks them on its thread.
   void run_until_signal();
+  // Called on an io thread for each SIGHUP that arrives while run_until_signal() waits
+  // (configuration reloads). Set before run_until_signal().
+  void on_hangup(std::function<void()> reload);
 
  private:
   struct Impl;

@@ -4,20 +4,47 @@ namespace keyledger::api {
 
 std::string_view verify_code_name(VerifyCode code) {
   switch (code) {
-    case VerifyCode::kValid: return "VALID";
-    case VerifyCode::kMalformed: return "MALFORMED";
-    case VerifyCode::kNotFound: return "NOT_FOUND";
-    case VerifyCode::kRevoked: return "REVOKED";
-    case VerifyCode::kExpired: return "EXPIRED";
-    case VerifyCode::kCompromised: return "COMPROMISED";
-    case VerifyCode::kRateLimited: return "RATE_LIMITED";
+    case VerifyCode::kValid:
+      return "VALID";
+    case VerifyCode::kMalformed:
+      return "MALFORMED";
+    case VerifyCode::kNotFound:
+      return "NOT_FOUND";
+    case VerifyCode::kRevoked:
+      return "REVOKED";
+    case VerifyCode::kExpired:
+      return "EXPIRED";
+    case VerifyCode::kCompromised:
+      return "COMPROMISED";
+    case VerifyCode::kRateLimited:
+      return "RATE_LIMITED";
   }
   return "MALFORMED";
 }
 
+namespace {
+
+// The outcome of a verification of a known key.
+UsageOutcome usage_outcome(VerifyCode code) {
+  switch (code) {
+    case VerifyCode::kRateLimited:
+      return UsageOutcome::kRateLimited;
+    case VerifyCode::kRevoked:
+      return UsageOutcome::kRevoked;
+    case VerifyCode::kExpired:
+      return UsageOutcome::kExpired;
+    case VerifyCode::kCompromised:
+      return UsageOutcome::kCompromised;
+    default:
+      return UsageOutcome::kValid;
+  }
+}
+
+}  // namespace
+
 Verifier::Verifier(ActiveKeyTable& table, const KeyHasher& hasher, std::vector<RateLimitTier> tiers,
-                   const Clock& clock)
-    : table_(table), hasher_(hasher), tiers_(std::move(tiers)), clock_(clock) {
+                   const Clock& clock, UsageRecorder* usage)
+    : table_(table), hasher_(hasher), tiers_(std::move(tiers)), clock_(clock), usage_(usage) {
   // The table numbers tiers in configuration order; when it agrees with ours, an entry's tier
   // index picks the tier with no lookup by name on the hot path.
   aligned_ = true;
@@ -39,7 +66,8 @@ const RateLimitTier& Verifier::tier_of(const KeyEntry& entry) const {
   return tiers_.front();
 }
 
-VerifyOutcome Verifier::verify(std::string_view api_key, std::uint32_t cost, bool record_use) const {
+VerifyOutcome Verifier::verify(std::string_view api_key, std::uint32_t cost, bool record_use,
+                               std::string_view source) const {
   VerifyOutcome out;
   if (!is_well_formed_api_key(api_key)) {
     out.code = VerifyCode::kMalformed;
@@ -50,21 +78,31 @@ VerifyOutcome Verifier::verify(std::string_view api_key, std::uint32_t cost, boo
   const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(out.at.time_since_epoch()).count();
   const std::int64_t now_ms = now_ns / 1'000'000;
   // One visit of the key's slot: state, expiry, bucket and last use under one shard lock.
-  const bool known = table_.visit(digest, now_ns / 1'000'000'000, [&](const KeyEntry& entry, TokenBucket& bucket) {
-    out.entry = entry;
-    switch (entry.condition_at(now_ms)) {
-      case KeyCondition::kRevoked: out.code = VerifyCode::kRevoked; return false;
-      case KeyCondition::kExpired: out.code = VerifyCode::kExpired; return false;
-      case KeyCondition::kCompromised: out.code = VerifyCode::kCompromised; return false;
-      case KeyCondition::kActive: break;
-    }
-    out.tier = &tier_of(entry);
-    out.ratelimit = take_tokens(bucket, *out.tier, cost, now_ns);
-    out.code = out.ratelimit->allowed ? VerifyCode::kValid : VerifyCode::kRateLimited;
-    return out.ratelimit->allowed && record_use;
-  });
+  const bool known =
+      table_.visit(digest, now_ns / 1'000'000'000, [&](const KeyEntry& entry, TokenBucket& bucket) {
+        out.entry = entry;
+        switch (entry.condition_at(now_ms)) {
+          case KeyCondition::kRevoked:
+            out.code = VerifyCode::kRevoked;
+            return false;
+          case KeyCondition::kExpired:
+            out.code = VerifyCode::kExpired;
+            return false;
+          case KeyCondition::kCompromised:
+            out.code = VerifyCode::kCompromised;
+            return false;
+          case KeyCondition::kActive:
+            break;
+        }
+        out.tier = &tier_of(entry);
+        out.ratelimit = take_tokens(bucket, *out.tier, cost, now_ns);
+        out.code = out.ratelimit->allowed ? VerifyCode::kValid : VerifyCode::kRateLimited;
+        return out.ratelimit->allowed && record_use;
+      });
   if (!known) {
     out.code = VerifyCode::kNotFound;
+  } else if (usage_ != nullptr && record_use) {
+    usage_->record(out.entry->key_id.view(), usage_outcome(out.code), now_ns / 1'000'000'000, source);
   }
   return out;
 }

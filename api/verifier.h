@@ -8,6 +8,7 @@
 
 #include "api/rate_limiter.h"
 #include "projections/active_key_table.h"
+#include "projections/usage.h"
 
 namespace keyledger::api {
 
@@ -16,7 +17,7 @@ std::string_view verify_code_name(VerifyCode code);  // "VALID", "MALFORMED", โ€
 
 struct VerifyOutcome {
   VerifyCode code = VerifyCode::kMalformed;
-  std::optional<KeyEntry> entry;              // set from kRevoked on (the key is known)
+  std::optional<KeyEntry> entry;               // set from kRevoked on (the key is known)
   std::optional<RateLimitDecision> ratelimit;  // set for kValid and kRateLimited
   const RateLimitTier* tier = nullptr;         // the key's tier, when known
   TimePoint at{};                              // the time it was verified at (rate-limit headers)
@@ -27,12 +28,16 @@ class Verifier {
  public:
   // `tiers` must list every tier name the table may hold (unknown ones fall back to the first).
   // The table keeps each key's rate-limit bucket and last use, hence not const.
-  Verifier(ActiveKeyTable& table, const KeyHasher& hasher, std::vector<RateLimitTier> tiers, const Clock& clock);
+  // With `usage`, every outcome for a known key is counted there (API.md ยง4 Usage).
+  Verifier(ActiveKeyTable& table, const KeyHasher& hasher, std::vector<RateLimitTier> tiers,
+           const Clock& clock, UsageRecorder* usage = nullptr);
 
   // `cost` tokens are taken from a valid key's bucket (0 only reads it). Records the key's
-  // last use on success, unless `record_use` is false (a key presented where agent keys are
+  // last use on success and counts the outcome of a known key (with `source`, the client's
+  // address, when known), unless `record_use` is false (a key presented where agent keys are
   // refused is not a use of it).
-  VerifyOutcome verify(std::string_view api_key, std::uint32_t cost, bool record_use = true) const;
+  VerifyOutcome verify(std::string_view api_key, std::uint32_t cost, bool record_use = true,
+                       std::string_view source = {}) const;
 
   const std::vector<RateLimitTier>& tiers() const { return tiers_; }
 
@@ -43,6 +48,7 @@ class Verifier {
   const KeyHasher& hasher_;
   std::vector<RateLimitTier> tiers_;
   const Clock& clock_;
+  UsageRecorder* usage_;
   bool aligned_ = false;
 };
 

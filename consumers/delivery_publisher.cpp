@@ -22,10 +22,10 @@ using Acknowledgement = std::promise<rd_kafka_resp_err_t>;
 v1::Event delivery_record_event(const std::string& agent_id, const v1::WebhookDeliveryRecorded& record,
                                 TimePoint now) {
   // Its id derives from the delivery and attempt, so the server records a repeat once.
-  return webhook_delivery_event(
-      agent_id, record,
-      derived_event_id("keyledger.webhook-delivery/" + record.event_id() + "/" + std::to_string(record.attempt())),
-      now, std::string(kWebhooksActor));
+  return webhook_delivery_event(agent_id, record,
+                                derived_event_id("keyledger.webhook-delivery/" + record.event_id() + "/" +
+                                                 std::to_string(record.attempt())),
+                                now, std::string(kWebhooksActor));
 }
 
 DeliveryPublisher::DeliveryPublisher(DeliveryPublisherOptions options, const Clock& clock, EventStore* mirror)

@@ -87,17 +87,7 @@ void DeliveryRecordFeed::run() {
   if (!found) {
     return;
   }
-  const std::vector<PartitionWatermarks>& partitions = *found;
-  KafkaPartitionList list(rd_kafka_topic_partition_list_new(static_cast<int>(partitions.size())));
-  for (const auto& p : partitions) {
-    // The group's committed offset, or the beginning (auto.offset.reset) without one.
-    rd_kafka_topic_partition_list_add(list.get(), options_.topic.c_str(), p.id)->offset =
-        RD_KAFKA_OFFSET_STORED;
-  }
-  if (const rd_kafka_resp_err_t err = rd_kafka_assign(loop_.consumer(), list.get());
-      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    spdlog::error("delivery records: cannot assign the partitions of {}: {}", options_.topic,
-                  kafka_error_text(err));
+  if (!assign_from_committed(loop_.consumer(), options_.topic, *found, "delivery records")) {
     return;
   }
   spdlog::info("delivery records: recording attempts from {}", options_.topic);
@@ -128,13 +118,7 @@ void DeliveryRecordFeed::run() {
         }
       }
     }
-    KafkaPartitionList done(rd_kafka_topic_partition_list_new(1));
-    rd_kafka_topic_partition_list_add(done.get(), options_.topic.c_str(), message->partition)->offset =
-        message->offset + 1;
-    if (const rd_kafka_resp_err_t err = rd_kafka_offsets_store(loop_.consumer(), done.get());
-        err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      spdlog::warn("delivery records: storing offset {}: {}", message->offset + 1, kafka_error_text(err));
-    }
+    store_offset_after(loop_.consumer(), options_.topic, *message, "delivery records");
   }
 }
 

@@ -29,11 +29,13 @@ inline constexpr const char* kEventsTopic = "keyledger.key-events";
 inline constexpr const char* kStateTopic = "keyledger.key-state";
 // Attempts made by `keyledger webhooks`, recorded by a server run with --webhooks external.
 inline constexpr const char* kWebhookDeliveriesTopic = "keyledger.webhook-deliveries";
+// Key usage counted by verifier replicas, summed by the primary (consumers/usage_relay.h).
+inline constexpr const char* kUsageTopic = "keyledger.key-usage";
 
 struct EmbeddedBrokerOptions {
-  // Topics created at start-up. Default: keyledger.key-events, keyledger.key-state and
-  // keyledger.webhook-deliveries.
-  std::vector<std::string> topics = {kEventsTopic, kStateTopic, kWebhookDeliveriesTopic};
+  // Topics created at start-up. Default: keyledger.key-events, keyledger.key-state,
+  // keyledger.webhook-deliveries and keyledger.key-usage.
+  std::vector<std::string> topics = {kEventsTopic, kStateTopic, kWebhookDeliveriesTopic, kUsageTopic};
   // Partitions per topic. Default 3.
   int partitions = 3;
 };

@@ -160,11 +160,9 @@ void close_kafka_consumer(KafkaHandle& consumer, const std::string& what) {
   consumer.reset();
 }
 
-std::optional<std::vector<PartitionWatermarks>> wait_for_topic_partitions(rd_kafka_t* rk, const std::string& topic,
-                                                                          int timeout_ms,
-                                                                          std::chrono::milliseconds backoff,
-                                                                          const std::atomic<bool>& stopping,
-                                                                          const std::string& what) {
+std::optional<std::vector<PartitionWatermarks>> wait_for_topic_partitions(
+    rd_kafka_t* rk, const std::string& topic, int timeout_ms, std::chrono::milliseconds backoff,
+    const std::atomic<bool>& stopping, const std::string& what) {
   std::string last_problem;
   while (!stopping) {
     auto found = topic_partitions(rk, topic, timeout_ms);
@@ -192,6 +190,31 @@ bool sleep_unless(const std::atomic<bool>& stopping, std::chrono::milliseconds d
 
 std::string kafka_error_text(rd_kafka_resp_err_t err) {
   return std::string(rd_kafka_err2str(err)) + " (" + rd_kafka_err2name(err) + ")";
+}
+
+bool assign_from_committed(rd_kafka_t* consumer, const std::string& topic,
+                           const std::vector<PartitionWatermarks>& partitions, const std::string& what) {
+  KafkaPartitionList list(rd_kafka_topic_partition_list_new(static_cast<int>(partitions.size())));
+  for (const auto& p : partitions) {
+    rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), p.id)->offset = RD_KAFKA_OFFSET_STORED;
+  }
+  if (const rd_kafka_resp_err_t err = rd_kafka_assign(consumer, list.get());
+      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    spdlog::error("{}: cannot assign the partitions of {}: {}", what, topic, kafka_error_text(err));
+    return false;
+  }
+  return true;
+}
+
+void store_offset_after(rd_kafka_t* consumer, const std::string& topic, const rd_kafka_message_t& message,
+                        const std::string& what) {
+  KafkaPartitionList done(rd_kafka_topic_partition_list_new(1));
+  rd_kafka_topic_partition_list_add(done.get(), topic.c_str(), message.partition)->offset =
+      message.offset + 1;
+  if (const rd_kafka_resp_err_t err = rd_kafka_offsets_store(consumer, done.get());
+      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    spdlog::warn("{}: storing offset {}: {}", what, message.offset + 1, kafka_error_text(err));
+  }
 }
 
 }  // namespace keyledger::consumers

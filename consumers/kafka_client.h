@@ -79,11 +79,20 @@ Result<std::vector<PartitionWatermarks>> topic_partitions(rd_kafka_t* rk, const 
 
 // topic_partitions, asked again every `backoff` until it answers; each new problem is logged
 // once as "<what>: waiting for topic <topic> (…)". nullopt once `stopping` is set.
-std::optional<std::vector<PartitionWatermarks>> wait_for_topic_partitions(rd_kafka_t* rk, const std::string& topic,
-                                                                          int timeout_ms,
-                                                                          std::chrono::milliseconds backoff,
-                                                                          const std::atomic<bool>& stopping,
-                                                                          const std::string& what);
+std::optional<std::vector<PartitionWatermarks>> wait_for_topic_partitions(
+    rd_kafka_t* rk, const std::string& topic, int timeout_ms, std::chrono::milliseconds backoff,
+    const std::atomic<bool>& stopping, const std::string& what);
+
+// Assigns every one of `partitions` of `topic` to `consumer`, each from its group's committed
+// offset (auto.offset.reset without one). False, logged under `what`, when assign fails.
+bool assign_from_committed(rd_kafka_t* consumer, const std::string& topic,
+                           const std::vector<PartitionWatermarks>& partitions, const std::string& what);
+
+// Stores the offset after `message` for the consumer's next commit (enable.auto.offset.store
+// off: a record counts as read once its consumer says it is done with it). A failure is
+// logged under `what`.
+void store_offset_after(rd_kafka_t* consumer, const std::string& topic, const rd_kafka_message_t& message,
+                        const std::string& what);
 
 // Sleeps `d` in short steps; false (at once) when `stopping` is or becomes set.
 bool sleep_unless(const std::atomic<bool>& stopping, std::chrono::milliseconds d);

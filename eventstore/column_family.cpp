@@ -54,4 +54,14 @@ void ColumnFamily::erase_range(rocksdb::WriteBatch& batch, std::string_view firs
   batch.DeleteRange(cf_, slice(first), slice(end)).PermitUncheckedError();
 }
 
+void ColumnFamily::merge(rocksdb::WriteBatch& batch, std::string_view key, std::string_view value) const {
+  batch.Merge(cf_, slice(key), slice(value)).PermitUncheckedError();
+}
+
+Status ColumnFamily::compact() const {
+  rocksdb::CompactRangeOptions options;
+  options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  return from_rocks(db_->CompactRange(options, cf_, nullptr, nullptr), "compact " + name());
+}
+
 }  // namespace keyledger

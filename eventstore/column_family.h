@@ -34,8 +34,13 @@ class ColumnFamily {
   // Writes into `batch`, for EventStore::write.
   void put(rocksdb::WriteBatch& batch, std::string_view key, std::string_view value) const;
   void erase(rocksdb::WriteBatch& batch, std::string_view key) const;
+  // Combines `value` into the one at `key` with the family's merge operator
+  // (EventStoreOptions::tuning); only for a family that has one.
+  void merge(rocksdb::WriteBatch& batch, std::string_view key, std::string_view value) const;
   // Every key in [first, end).
   void erase_range(rocksdb::WriteBatch& batch, std::string_view first, std::string_view end) const;
+  // Compacts the whole family now (its compaction filter sees every entry), and waits.
+  Status compact() const;
 
  private:
   friend class EventStore;

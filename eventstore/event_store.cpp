@@ -232,7 +232,12 @@ std::vector<rocksdb::ColumnFamilyDescriptor> column_families_for(const EventStor
   for (const auto& name : names) {
     const bool extra = std::find(options.extra_column_families.begin(), options.extra_column_families.end(),
                                  name) != options.extra_column_families.end();
-    descriptors.emplace_back(name, options.bulk_load && extra ? bulk_options : cf_options);
+    rocksdb::ColumnFamilyOptions family = options.bulk_load && extra ? bulk_options : cf_options;
+    if (auto tuned = options.tuning.find(name); tuned != options.tuning.end()) {
+      family.merge_operator = tuned->second.merge_operator;
+      family.compaction_filter_factory = tuned->second.compaction_filters;
+    }
+    descriptors.emplace_back(name, family);
   }
   return descriptors;
 }

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -33,6 +34,8 @@ namespace rocksdb {
 class Status;
 class FileSystem;
 class WriteBatch;
+class MergeOperator;
+class CompactionFilterFactory;
 }  // namespace rocksdb
 
 namespace keyledger {
@@ -55,7 +58,7 @@ struct EventStoreOptions {
   // Most appends committed in one WriteBatch. Default: 1024.
   std::size_t max_group_size = 1024;
   // Extra column families to create/open (used by projections); handles via extra_column_family().
-  std::vector<std::string> extra_column_families;
+  std::vector<std::string> extra_column_families = {};
   // The file system RocksDB uses (tests inject faults through it). Default: the machine's.
   std::shared_ptr<rocksdb::FileSystem> file_system = nullptr;
   // For an offline bulk load (`keyledger rebuild-projections`): the extra column families
@@ -64,6 +67,13 @@ struct EventStoreOptions {
   // one-off job that flushes at its end and, after a crash, is redone from the log. Default:
   // false.
   bool bulk_load = false;
+  // Per extra column family: how values combine (ColumnFamily::merge) and what background
+  // compactions drop. Families not named here have neither.
+  struct FamilyTuning {
+    std::shared_ptr<rocksdb::MergeOperator> merge_operator;
+    std::shared_ptr<rocksdb::CompactionFilterFactory> compaction_filters;
+  };
+  std::map<std::string, FamilyTuning, std::less<>> tuning = {};
 };
 
 // The version of a stream an append expects. kAny skips the check; kNoStream (0) demands an

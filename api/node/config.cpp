@@ -44,7 +44,16 @@ po::options_description common_options(Config& c, std::string& pepper_file, std:
       "failed authentications a client address may have per minute before it gets 429 (0: no limit; "
       "loopback is never limited; default 100)")("worker-threads", po::value(&c.worker_threads),
                                                  "threads running commands")(
-      "log-level", po::value(&c.log_level), "trace | debug | info | warn | error");
+      "log-level", po::value(&c.log_level), "trace | debug | info | warn | error")(
+      "usage-minute-retention-hours", po::value(&c.usage_minute_retention_hours),
+      "hours minute usage buckets are kept (default 48)")("usage-hour-retention-days",
+                                                          po::value(&c.usage_hour_retention_days),
+                                                          "days hour usage buckets are kept (default 90)")(
+      "trusted-proxies", po::value(&c.trusted_proxies),
+      "addresses or CIDRs of proxies whose X-Forwarded-For / X-Real-IP name the client (usage sources)")(
+      "dashboard", po::value(&c.dashboard), "on | off: serve the dashboard at / (primary only)")(
+      "github-keys-file", po::value(&c.github_keys_file),
+      "GitHub secret-scanning public keys (JSON) for POST /v1/leaks/github; reloaded on SIGHUP");
   return o;
 }
 

@@ -42,6 +42,11 @@ Status Ledger::open(Use use) {
   for (auto& name : consumers::webhook_column_families()) {
     options.extra_column_families.push_back(std::move(name));
   }
+  // Usage is kept beside the projections, not among them: a rebuild from the log leaves it.
+  const UsageRetention retention{.minutes = std::chrono::hours(config_.usage_minute_retention_hours),
+                                 .hours = std::chrono::hours(24) * config_.usage_hour_retention_days};
+  options.extra_column_families.emplace_back(kUsageColumnFamily);
+  options.tuning.emplace(kUsageColumnFamily, usage_family_tuning(*clock_, retention));
   auto opened = EventStore::open(options);
   if (!opened.ok()) {
     return opened.status();
@@ -66,6 +71,10 @@ Status Ledger::open(Use use) {
   command_options.tiers = tier_names;
   commands_ = std::make_unique<CommandService>(*store_, *projector_, *clock_, *random_, *hasher_, *secrets_,
                                                command_options);
+  usage_ = std::make_unique<KeyUsage>(*store_, *clock_, retention);
+  if (!usage_->open_status().ok()) {
+    return usage_->open_status();
+  }
   return use == Use::kServing ? projector_->start() : Status::Ok();
 }
 

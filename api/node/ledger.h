@@ -13,6 +13,7 @@
 #include "eventstore/command_service.h"
 #include "eventstore/event_store.h"
 #include "projections/projector.h"
+#include "projections/usage.h"
 
 namespace keyledger::api {
 
@@ -48,6 +49,7 @@ class Ledger {
   const std::vector<RateLimitTier>& tiers() const { return tiers_; }
   Projector& projector() { return *projector_; }
   CommandService& commands() { return *commands_; }
+  KeyUsage& usage() { return *usage_; }
 
  private:
   Ledger(Config config, NodeEnvironment environment);
@@ -66,6 +68,7 @@ class Ledger {
   std::vector<RateLimitTier> tiers_;
   std::unique_ptr<Projector> projector_;
   std::unique_ptr<CommandService> commands_;
+  std::unique_ptr<KeyUsage> usage_;
 };
 
 }  // namespace keyledger::api

@@ -10,7 +10,12 @@ namespace {
 
 constexpr std::string_view kBootstrapTokenFile = "bootstrap-token";
 constexpr auto kExpiryInterval = std::chrono::seconds(1);
-constexpr auto kUsageFlushInterval = std::chrono::seconds(10);
+// Last use (API.md: may lag 60 s) and usage counts ("a few seconds").
+constexpr auto kLastUseFlushInterval = std::chrono::seconds(10);
+constexpr auto kUsageFlushInterval = std::chrono::seconds(2);
+// Dropping usage buckets past retention: RocksDB's compactions do it as they go; a full
+// compaction of the family this often bounds how long dropped buckets stay on disk.
+constexpr auto kUsageCompactionInterval = std::chrono::hours(1);
 
 }  // namespace
 
@@ -51,7 +56,8 @@ Status Primary::start_kafka() {
   publisher.state_topic = config.kafka_state_topic;
   if (config.kafka_brokers == "embedded") {
     consumers::EmbeddedBrokerOptions embedded;
-    embedded.topics = {config.kafka_topic, config.kafka_state_topic, config.webhook_deliveries_topic};
+    embedded.topics = {config.kafka_topic, config.kafka_state_topic, config.webhook_deliveries_topic,
+                       consumers::kUsageTopic};
     auto started = consumers::EmbeddedBroker::start(embedded);
     if (!started.ok()) {
       return started.status().Annotate("cannot start the embedded Kafka broker");
@@ -104,6 +110,9 @@ void Primary::add_gauges() {
                      [&] { return static_cast<double>(store.last_position() - projector.checkpoint()); });
   metrics_.add_gauge("keyledger_keys", "Keys in the verification table.",
                      [&projector] { return static_cast<double>(projector.key_table().size()); });
+  metrics_.add_gauge("keyledger_usage_pending_cells",
+                     "Key usage counts (one per key and minute) recorded and not yet flushed to the store.",
+                     [this] { return static_cast<double>(ledger_->usage().recorder().pending()); });
   if (relay_) {
     metrics_.add_gauge("keyledger_kafka_publication_lag_events",
                        "Events acknowledged but not yet confirmed published to Kafka.",
@@ -166,8 +175,29 @@ Status Primary::start() {
   if (relay_) {
     relay_->start();
   }
+  if (config.kafka_brokers != "none") {
+    usage_feed_ = std::make_unique<consumers::UsageFeed>(
+        ledger_->usage().recorder(),
+        consumers::UsageFeedOptions{.brokers =
+                                        broker_ ? broker_->bootstrap_servers() : config.kafka_brokers});
+    if (Status s = usage_feed_->start(); !s.ok()) {
+      return s.Annotate("cannot start the usage feed");
+    }
+  }
+  auto proxies = TrustedProxies::parse(config.trusted_proxies);
+  if (!proxies.ok()) {
+    return proxies.status();
+  }
+  if (config.dashboard != "on" && config.dashboard != "off") {
+    return Status::InvalidArgument("--dashboard must be on or off, not " + config.dashboard);
+  }
+  proxies_ = *proxies;
+  github_keys_ = std::make_unique<GithubKeyring>(config.github_keys_file);
+  if (Status s = reload_github_keys(); !s.ok()) {
+    return s;
+  }
   verifier_ = std::make_unique<Verifier>(projector.key_table(), ledger_->hasher(), ledger_->tiers(),
-                                         ledger_->clock());
+                                         ledger_->clock(), &ledger_->usage().recorder());
   auto idempotency_records = store.extra_column_family(kIdempotencyColumnFamily);
   if (!idempotency_records.ok()) {
     return idempotency_records.status();
@@ -175,10 +205,10 @@ Status Primary::start() {
   idempotency_ = std::make_unique<IdempotencyStore>(*idempotency_records, ledger_->clock());
   auth_failures_ = std::make_unique<AuthFailureLimiter>(
       ledger_->clock(), AuthFailureLimitOptions{.max_failures = config.auth_failure_limit});
-  api_ = std::make_unique<Api>(ApiContext{projector, ledger_->commands(), *verifier_, *idempotency_, metrics_,
-                                          ledger_->clock(), ledger_->hasher(),
-                                          [&] { return projector.checkpoint() >= store.last_position(); },
-                                          auth_failures_.get()});
+  api_ = std::make_unique<Api>(ApiContext{
+      projector, ledger_->commands(), *verifier_, *idempotency_, metrics_, ledger_->clock(),
+      ledger_->hasher(), [&] { return projector.checkpoint() >= store.last_position(); },
+      auth_failures_.get(), &proxies_, &ledger_->usage(), config.dashboard == "on", github_keys_.get()});
   if (Status s = start_webhooks(); !s.ok()) {
     return s;
   }
@@ -186,27 +216,70 @@ Status Primary::start() {
   if (Status s = server_->start(); !s.ok()) {
     return s.Annotate("cannot listen on " + config.listen);
   }
+  server_->on_hangup([this] { (void)reload_github_keys(); });
   housekeeper_ = std::thread([this] { housekeep(); });
+  return Status::Ok();
+}
+
+// --github-keys-file, at start and on SIGHUP; a file that does not load leaves the keys as
+// they were (none at start).
+Status Primary::reload_github_keys() {
+  if (github_keys_->path().empty()) {
+    return Status::Ok();
+  }
+  auto loaded = github_keys_->reload();
+  if (!loaded.ok()) {
+    spdlog::error("GitHub secret-scanning keys: {}; keeping the {} loaded before", loaded.status().ToString(),
+                  github_keys_->key_count());
+    return loaded.status().Annotate("--github-keys-file");
+  }
+  for (const std::string& skipped : loaded->skipped) {
+    spdlog::warn("GitHub secret-scanning keys: {}", skipped);
+  }
+  spdlog::info("GitHub secret-scanning keys: {} loaded from {}", loaded->keys, github_keys_->path().string());
   return Status::Ok();
 }
 
 // Expiry events and usage flushes, until stop().
 void Primary::housekeep() {
-  auto next_flush = std::chrono::steady_clock::now() + kUsageFlushInterval;
+  const auto started = std::chrono::steady_clock::now();
+  auto next_last_use = started + kLastUseFlushInterval;
+  auto next_usage = started + kUsageFlushInterval;
+  auto next_compaction = started + kUsageCompactionInterval;
   std::unique_lock lock(housekeeping_mutex_);
   while (!housekeeping_wake_.wait_for(lock, kExpiryInterval, [&] { return stopping_; })) {
     lock.unlock();
     if (auto expired = ledger_->commands().expire_due(1000); !expired.ok()) {
       spdlog::warn("expiry scheduler: {}", expired.status().ToString());
     }
-    if (std::chrono::steady_clock::now() >= next_flush) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= next_last_use) {
       if (Status s = ledger_->projector().flush_usage(); !s.ok()) {
+        spdlog::warn("last-use flush: {}", s.ToString());
+      }
+      next_last_use += kLastUseFlushInterval;
+    }
+    if (now >= next_usage) {
+      if (Status s = flush_usage(); !s.ok()) {
         spdlog::warn("usage flush: {}", s.ToString());
       }
-      next_flush += kUsageFlushInterval;
+      next_usage = now + kUsageFlushInterval;
+    }
+    if (now >= next_compaction) {
+      if (Status s = ledger_->usage().compact(); !s.ok()) {
+        spdlog::warn("usage retention: {}", s.ToString());
+      }
+      next_compaction = now + kUsageCompactionInterval;
     }
     lock.lock();
   }
+}
+
+Status Primary::flush_usage() {
+  const auto started = std::chrono::steady_clock::now();
+  Status s = ledger_->usage().flush();
+  metrics_.observe_usage_flush(s.ok(), std::chrono::steady_clock::now() - started);
+  return s;
 }
 
 std::uint16_t Primary::port() const { return server_ ? server_->port() : 0; }
@@ -245,7 +318,11 @@ void Primary::stop() {
   if (relay_) {
     relay_->stop();  // flushes the producer and persists the published position
   }
+  if (usage_feed_) {
+    usage_feed_->stop();
+  }
   (void)ledger_->projector().flush_usage();
+  (void)flush_usage();
 }
 
 Primary::~Primary() { stop(); }

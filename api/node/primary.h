@@ -7,7 +7,7 @@
 //   api          verifier, idempotency store, per-address failure limit, the handlers
 //   webhooks     in-process delivery, or the feed recording `keyledger webhooks`' attempts
 //   server       the HTTP listener
-//   housekeeper  a thread appending expiry events and flushing key usage
+//   housekeeper  a thread appending expiry events and flushing key usage (last use, counts)
 // Tests and `main` build one the same way.
 
 #include <condition_variable>
@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "api/auth_failures.h"
+#include "api/github_keys.h"
 #include "api/handlers.h"
 #include "api/idempotency.h"
 #include "api/metrics.h"
@@ -28,6 +29,7 @@
 #include "consumers/delivery_record_feed.h"
 #include "consumers/embedded_broker.h"
 #include "consumers/outbox_relay.h"
+#include "consumers/usage_relay.h"
 #include "consumers/webhook_dispatcher.h"
 
 namespace keyledger::api {
@@ -54,6 +56,10 @@ class Primary {
   // key usage. Idempotent.
   void stop();
 
+  // Writes the key usage counted since the last flush (the housekeeper does it every
+  // kUsageFlushInterval; tests call it to read usage back at once).
+  Status flush_usage();
+
   Ledger& ledger() { return *ledger_; }
   Metrics& metrics() { return metrics_; }
   Api& api() { return *api_; }  // after start()
@@ -65,12 +71,16 @@ class Primary {
   void add_gauges();
   Status start_webhooks();
   void housekeep();
+  Status reload_github_keys();
 
   std::unique_ptr<Ledger> ledger_;
   std::unique_ptr<consumers::EmbeddedBroker> broker_;
   std::unique_ptr<consumers::OutboxRelay> relay_;
+  std::unique_ptr<consumers::UsageFeed> usage_feed_;  // replicas' usage, summed here
   Metrics metrics_;
   CommitSubscription count_appends_;
+  TrustedProxies proxies_;
+  std::unique_ptr<GithubKeyring> github_keys_;
   std::unique_ptr<Verifier> verifier_;
   std::unique_ptr<IdempotencyStore> idempotency_;
   std::unique_ptr<AuthFailureLimiter> auth_failures_;

@@ -1,6 +1,7 @@
 #include "api/node/replica.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include "domain/pepper.h"
 
@@ -48,7 +49,12 @@ Result<std::unique_ptr<Replica>> Replica::open(const Config& config) {
   if (!tiers.ok()) {
     return tiers.status().Annotate("bad --rate-limit-tiers");
   }
+  auto proxies = TrustedProxies::parse(config.trusted_proxies);
+  if (!proxies.ok()) {
+    return proxies.status();
+  }
   std::unique_ptr<Replica> replica(new Replica(config, *pepper, *tiers));
+  replica->proxies_ = *proxies;
   consumers::ReplicaOptions options;
   options.brokers = config.kafka_brokers;
   options.events_topic = config.kafka_topic;
@@ -65,7 +71,7 @@ Replica::Replica(const Config& config, const Pepper& pepper, std::vector<RateLim
       hasher_(pepper),
       tiers_(std::move(tiers)),
       keys_(names_of(tiers_)),
-      verifier_(keys_, hasher_, tiers_, clock_),
+      verifier_(keys_, hasher_, tiers_, clock_, &usage_),
       auth_failures_(clock_, {.max_failures = config.auth_failure_limit}) {}
 
 Status Replica::start() {
@@ -75,13 +81,22 @@ Status Replica::start() {
                      [this] { return feed_->ready() ? 1.0 : 0.0; });
   metrics_.add_gauge("keyledger_keys", "Keys in the verification table.",
                      [this] { return static_cast<double>(keys_.size()); });
-  api_ = std::make_unique<ReplicaApi>(ReplicaApiContext{tokens_, verifier_, hasher_, metrics_,
-                                                        [this] { return feed_->ready(); }, &auth_failures_});
+  api_ = std::make_unique<ReplicaApi>(ReplicaApiContext{
+      tokens_, verifier_, hasher_, metrics_, [this] { return feed_->ready(); }, &auth_failures_, &proxies_});
   ServerOptions server_options = server_options_for(config_);
   server_options.worker_threads = 1;  // every route answers from memory, on the io threads
   server_ = std::make_unique<Server>(server_options, *api_);
   if (Status s = server_->start(); !s.ok()) {
     return s.Annotate("cannot listen on " + config_.listen);
+  }
+  char host[256] = {};
+  (void)gethostname(host, sizeof host - 1);
+  usage_publisher_ = std::make_unique<consumers::UsagePublisher>(
+      usage_,
+      consumers::UsagePublisherOptions{.brokers = config_.kafka_brokers,
+                                       .replica_id = std::string(host) + ":" + std::to_string(port())});
+  if (Status s = usage_publisher_->start(); !s.ok()) {
+    return s.Annotate("cannot start publishing key usage");
   }
   spdlog::info("verifier replica following {} at {}", config_.kafka_topic, config_.kafka_brokers);
   return Status::Ok();
@@ -103,6 +118,9 @@ void Replica::stop() {
   stopped_ = true;
   if (server_) {
     server_->stop();
+  }
+  if (usage_publisher_) {
+    usage_publisher_->stop();  // publishes the last interval
   }
   if (feed_) {
     feed_->stop();

@@ -14,6 +14,7 @@
 #include "api/server.h"
 #include "api/verifier.h"
 #include "consumers/replica_feed.h"
+#include "consumers/usage_relay.h"
 
 namespace keyledger::api {
 
@@ -42,11 +43,14 @@ class Replica {
   ActiveKeyTable keys_;
   ServiceTokenTable tokens_;
   std::unique_ptr<consumers::ReplicaFeed> feed_;
+  UsageRecorder usage_;  // this replica's verifications, published for the primary to sum
+  TrustedProxies proxies_;
   Verifier verifier_;  // rate limits are per node: each replica keeps its own buckets
   Metrics metrics_;
   AuthFailureLimiter auth_failures_;
   std::unique_ptr<ReplicaApi> api_;
   std::unique_ptr<Server> server_;
+  std::unique_ptr<consumers::UsagePublisher> usage_publisher_;
   bool stopped_ = false;
 };
 

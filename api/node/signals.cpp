@@ -18,7 +18,8 @@ sigset_t termination_signals() {
 }  // namespace
 
 void hold_termination_signals() {
-  const sigset_t signals = termination_signals();
+  sigset_t signals = termination_signals();
+  sigaddset(&signals, SIGHUP);  // a reload request (Server::on_hangup), never a kill
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 }
 

@@ -16,13 +16,14 @@
 #include <unordered_map>
 #include <variant>
 
+#include "api/auth.h"
 #include "api/cursor.h"
 #include "api/errors.h"
+#include "api/github_keys.h"
 #include "api/handlers.h"
-#include "api/routes.h"
-#include "api/auth.h"
 #include "api/json_body.h"
 #include "api/operations.h"
+#include "api/routes.h"
 #include "api/verify_responses.h"
 #include "api/views.h"
 #include "domain/ids.h"
@@ -79,7 +80,6 @@ struct Api::Impl {
     return caller;
   }
   // --- helpers
-
 
   std::optional<Response> json_body(const Request& req, Json& body, bool array = false) const {
     return read_json_body(req, body, array);
@@ -178,7 +178,9 @@ struct Api::Impl {
 
   // Verifies the caller's own key (GET /v1/auth, /v1/self…): the outcome, or the 401/429.
   std::variant<VerifyOutcome, Response> agent_caller(const Request& req) {
-    return authenticate_agent_key(req, ctx.verifier, ctx.metrics);
+    static const TrustedProxies nobody;
+    return authenticate_agent_key(req, ctx.verifier, ctx.metrics,
+                                  ctx.proxies != nullptr ? *ctx.proxies : nobody);
   }
   // --- dispatch
   Response dispatch(Request& req);
@@ -230,7 +232,20 @@ struct Api::Impl {
 
   // leaks.cpp
   Response leaks(Request& req, const Caller& caller, const Params&);
-  Response report_leaks(const Request& req);
+  Response github_leaks(Request& req, const Caller&, const Params&);
+  // `fixed_actor` replaces the actor leak:<source> of each item.
+  Response report_leaks(const Request& req, std::optional<std::string> fixed_actor = std::nullopt);
+
+  // usage.cpp
+  Response usage_of(const Request& req, const std::vector<std::string>& key_ids);
+  Response agent_usage_of(const Request& req, std::string_view agent_id);
+  Response key_usage(Request& req, const Caller&, const Params& params);
+  Response agent_usage(Request& req, const Caller&, const Params& params);
+  Response self_usage(Request& req, const Caller& caller, const Params&);
+
+  // documents.cpp
+  Response openapi(Request& req, const Caller&, const Params&);
+  Response dashboard(Request& req, const Caller&, const Params& params);
 };
 
 }  // namespace keyledger::api

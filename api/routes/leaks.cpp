@@ -8,7 +8,33 @@ Response Api::Impl::leaks(Request& req, const Caller& caller, const Params&) {
   return idempotent(req, caller, [&](Replay&) { return report_leaks(req); });
 }
 
-Response Api::Impl::report_leaks(const Request& req) {
+// GitHub's secret-scanning partner call: the ECDSA signature over the raw body is the
+// credential; then it is a leak report like any other, by actor leak:github.
+Response Api::Impl::github_leaks(Request& req, const Caller&, const Params&) {
+  const GithubSignature checked =
+      ctx.github_keys == nullptr
+          ? GithubSignature::kUnknownKey
+          : ctx.github_keys->verify(req.headers.get(kGithubKeyIdentifierHeader).value_or(""),
+                                    req.headers.get(kGithubKeySignatureHeader).value_or(""), req.body);
+  if (checked != GithubSignature::kOk) {
+    Response res =
+        error_response(401, "invalid_signature",
+                       checked == GithubSignature::kMissing
+                           ? "Github-Public-Key-Identifier and Github-Public-Key-Signature are required"
+                       : checked == GithubSignature::kUnknownKey
+                           ? "the signing key is not one of GitHub's known secret-scanning keys"
+                           : "the signature does not match the body",
+                       req.request_id);
+    res.headers.set("WWW-Authenticate", "Signature realm=\"keyledger\"");
+    return res;
+  }
+  Caller github;
+  github.id = "github";
+  github.actor = "leak:github";
+  return idempotent(req, github, [&](Replay&) { return report_leaks(req, "leak:github"); });
+}
+
+Response Api::Impl::report_leaks(const Request& req, std::optional<std::string> fixed_actor) {
   Json body;
   if (auto bad = json_body(req, body, true)) {
     return *bad;
@@ -61,13 +87,15 @@ Response Api::Impl::report_leaks(const Request& req) {
         // source is made storable (characters kept whole, control characters replaced) and
         // cut to the limits of the note's source and of an actor.
         const std::string source = item.source.empty() ? "unknown" : item.source;
-        const std::string actor = std::string(kLeakActorPrefix) +
-                                  sanitize_text(source, kMaxActorChars - kLeakActorPrefix.size());
+        const std::string actor = fixed_actor
+                                      ? *fixed_actor
+                                      : std::string(kLeakActorPrefix) +
+                                            sanitize_text(source, kMaxActorChars - kLeakActorPrefix.size());
         ReportCompromise cmd{entry->key_id.str(), "reported by secret scanning",
                              sanitize_text(source, kMaxCompromiseSourceChars), false};
-        auto decision = ctx.commands.on_key(
-            cmd.key_id, actor,
-            [&](const AgentState& s, CommandContext& c) { return report_compromise(s, cmd, c); });
+        auto decision = ctx.commands.on_key(cmd.key_id, actor, [&](const AgentState& s, CommandContext& c) {
+          return report_compromise(s, cmd, c);
+        });
         if (decision.ok()) {
           r["result"] = "revoked";
         } else if (decision.status().IsConflict()) {

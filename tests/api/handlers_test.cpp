@@ -24,7 +24,8 @@ using namespace test;
 
 TEST_CASE("handlers: unknown routes answer 404 not_found, wrong methods 405 with Allow", "[handlers]") {
   World w;
-  for (const std::string target : {"/v1/nothing", "/", "/v1", "/v1/keys/a/b/c", "/v1/agents/x/keys/y"}) {
+  for (const std::string target :
+       {"/v1/nothing", "/ui/nothing.js", "/ui", "/v1", "/v1/keys/a/b/c", "/v1/agents/x/keys/y"}) {
     INFO(target);
     w.expect_error(w.get(target, w.manage), 404, "not_found");
     w.expect_error(w.get(target, ""), 404, "not_found");
@@ -50,6 +51,9 @@ TEST_CASE("handlers: unknown routes answer 404 not_found, wrong methods 405 with
       {"GET", "/v1/leaks", "POST"},
       {"PUT", "/v1/audit", "GET"},
       {"GET", "/v1/tokens/tok_x/revoke", "POST"},
+      {"POST", "/", "GET"},
+      {"POST", "/openapi.json", "GET"},
+      {"GET", "/v1/leaks/github", "POST"},
   };
   for (const auto& c : cases) {
     INFO(c.method << " " << c.target);
@@ -872,8 +876,9 @@ TEST_CASE("handlers: rate limits: 429 with Retry-After and RateLimit headers, re
   CHECK(header(w.get("/v1/auth", other.api_key), "X-RateLimit-Remaining") == "99");
   // A cost over the burst can never pass: it is refused as such (422), not rate limited.
   w.clock.advance(10s);
-  CHECK(detail_fields(w.expect_error(w.post("/v1/verify", {{"api_key", other.api_key}, {"cost", 101}}, w.gateway),
-                                     422, "validation_failed")) == std::set<std::string>{"cost"});
+  CHECK(detail_fields(
+            w.expect_error(w.post("/v1/verify", {{"api_key", other.api_key}, {"cost", 101}}, w.gateway), 422,
+                           "validation_failed")) == std::set<std::string>{"cost"});
   CHECK(w.verify(other.api_key, 100)["code"] == "VALID");
 }
 
@@ -1482,6 +1487,38 @@ TEST_CASE("handlers: POST /v1/leaks answers one result per item in order", "[han
   auto empty = w.post("/v1/leaks", Json::array(), w.scanner);
   CHECK(empty.status == 200);
   CHECK(parse(empty) == Json::array());
+}
+
+// --- documents and dashboard ------------------------------------------------------------------
+
+TEST_CASE("handlers: /openapi.json and the dashboard are served from the binary, without a credential",
+          "[handlers][documents]") {
+  World w;
+  const auto document = w.get("/openapi.json", "");
+  REQUIRE(document.status == 200);
+  CHECK(document.content_type == "application/json");
+  const Json parsed = Json::parse(document.body, nullptr, false);
+  REQUIRE(parsed.is_object());
+  CHECK(parsed["openapi"].get<std::string>().starts_with("3.1"));
+
+  const auto page = w.get("/", "");
+  REQUIRE(page.status == 200);
+  CHECK(page.content_type.starts_with("text/html"));
+  const std::string policy = header(page, "Content-Security-Policy");
+  CHECK(policy.starts_with("default-src 'self'"));
+  CHECK(policy.find("frame-ancestors 'none'") != std::string::npos);
+  CHECK(policy.find("unsafe-inline") == std::string::npos);
+  CHECK(header(page, "X-Content-Type-Options") == "nosniff");
+  CHECK(header(page, "Referrer-Policy") == "no-referrer");
+  // Every asset the page names is served, with the same headers and its own type.
+  for (const std::string asset : {"/ui/app.js", "/ui/app.css"}) {
+    INFO(asset);
+    CHECK(page.body.find(asset) != std::string::npos);
+    const auto res = w.get(asset, "");
+    CHECK(res.status == 200);
+    CHECK(header(res, "Content-Security-Policy") == policy);
+  }
+  CHECK(w.get("/ui/app.js", "").content_type.starts_with("text/javascript"));
 }
 
 }  // namespace keyledger::api

@@ -73,6 +73,43 @@ std::map<std::uint64_t, std::string> log_of(const ServerProcess& primary) {
 
 }  // namespace
 
+TEST_CASE("a replica's verifications are counted in the primary's key usage", "[e2e][kafka][usage]") {
+  testing::TempDir dir;
+  const auto primary_dir = dir.path() / "primary";
+  ServerProcess primary(primary_dir, {}, "embedded");
+  const std::string admin = primary.bootstrap_token();
+  const std::string gateway = make_token(primary, "gateway", {"verify"});
+  auto agent = primary.request("POST", "/v1/agents", agent_body(), admin);
+  REQUIRE(agent.status == 201);
+  const CreatedKey key = make_key(primary, admin, agent.json()["agent_id"]);
+  auto replica = start_replica(dir.path() / "replica", primary, primary_dir);
+
+  // The first VALID answer ends the wait: one use (NOT_FOUND before it is counted nowhere).
+  REQUIRE(eventually([&] { return verify_code(*replica, gateway, key.api_key) == "VALID"; }, 10s));
+  for (int i = 0; i < 4; ++i) {
+    REQUIRE(replica->get("/v1/auth", key.api_key).status == 200);
+  }
+  for (int i = 0; i < 2; ++i) {
+    REQUIRE(verify_code(primary, gateway, key.api_key) == "VALID");
+  }
+  const auto valid_total = [&] {
+    auto res = primary.get("/v1/keys/" + key.key_id + "/usage", admin);
+    REQUIRE(res.status == 200);
+    const Json body = res.json();
+    std::uint64_t sum = 0;
+    for (const Json& bucket : body["buckets"]) {
+      sum += bucket["counts"]["VALID"].get<std::uint64_t>();
+    }
+    return sum;
+  };
+  // The replica publishes every 2 s; the primary merges as reports arrive.
+  REQUIRE(eventually([&] { return valid_total() == 7; }, 20s));
+  // Its stop publishes what it counted since.
+  REQUIRE(replica->get("/v1/auth", key.api_key).status == 200);
+  CHECK(replica->stop() == 0);
+  REQUIRE(eventually([&] { return valid_total() == 8; }, 20s));
+}
+
 TEST_CASE("primary and replicas over the embedded broker: created is VALID, revoked is REVOKED everywhere",
           "[e2e][kafka]") {
   keyledger::testing::TempDir dir;

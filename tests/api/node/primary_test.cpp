@@ -13,6 +13,7 @@
 #include <string>
 
 #include "api/api_fixture.h"
+#include "api/node/node_client.h"
 #include "domain/clock.h"
 #include "domain/key_material.h"
 #include "support/temp_dir.h"
@@ -25,52 +26,16 @@ namespace beast = boost::beast;
 namespace bhttp = beast::http;
 using Json = nlohmann::json;
 
-struct Answer {
-  unsigned status = 0;
-  Json body;
-};
+using test::Answer;
 
 Answer request(std::uint16_t port, bhttp::verb verb, const std::string& target,
                const std::map<std::string, std::string>& headers, const Json& body = nullptr) {
-  asio::io_context ioc;
-  beast::tcp_stream stream(ioc);
-  stream.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
-  bhttp::request<bhttp::string_body> req{verb, target, 11};
-  req.set(bhttp::field::host, "127.0.0.1");
-  for (const auto& [name, value] : headers) {
-    req.set(name, value);
-  }
-  if (!body.is_null()) {
-    req.set(bhttp::field::content_type, "application/json");
-    req.body() = body.dump();
-  }
-  req.prepare_payload();
-  bhttp::write(stream, req);
-  beast::flat_buffer buffer;
-  bhttp::response<bhttp::string_body> res;
-  bhttp::read(stream, buffer, res);
-  beast::error_code ignored;
-  stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-  return {res.result_int(), Json::parse(res.body(), nullptr, false)};
+  return test::call(port, verb, target, headers, body);
 }
 
-std::string read_token(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  std::string token;
-  std::getline(in, token);
-  return token;
-}
+using test::read_token;
 
-Config node_config(const std::filesystem::path& data_dir) {
-  Config config;
-  config.data_dir = data_dir;
-  config.listen = "127.0.0.1:0";
-  config.kafka_brokers = "none";
-  config.disable_webhooks = true;
-  config.io_threads = 1;
-  config.worker_threads = 2;
-  return config;
-}
+using test::node_config;
 
 TEST_CASE("a Primary built in-process serves the contract and keeps its state across a restart",
           "[api][node]") {

@@ -1,0 +1,51 @@
+#include "api/assets.h"
+#include "api/routes/impl.h"
+
+namespace keyledger::api {
+
+namespace {
+
+// The dashboard's pages and assets: nothing but the files compiled in may run (no inline
+// script or style, no other origin), no page may frame it, and no URL leaks out in a Referer.
+constexpr std::string_view kDashboardPolicy =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+Response asset_response(const Asset& asset) {
+  Response res;
+  res.status = 200;
+  res.content_type = asset.content_type;
+  res.body = std::string(asset.body);
+  res.headers.set("X-Content-Type-Options", "nosniff");
+  return res;
+}
+
+}  // namespace
+
+Response Api::Impl::openapi(Request& req, const Caller&, const Params&) {
+  const std::optional<Asset> document = find_asset("/openapi.json");
+  if (!document) {
+    return error_response(404, "not_found", "no such route", req.request_id);
+  }
+  Response res = asset_response(*document);
+  res.headers.set("Cache-Control", "no-cache");
+  res.headers.set("Access-Control-Allow-Origin", "*");  // API tools in a browser may read it
+  return res;
+}
+
+Response Api::Impl::dashboard(Request& req, const Caller&, const Params&) {
+  const std::optional<Asset> asset = ctx.dashboard ? find_asset(req.path) : std::nullopt;
+  if (!asset) {
+    return error_response(404, "not_found",
+                          ctx.dashboard ? "no such file" : "the dashboard is off (--dashboard off)",
+                          req.request_id);
+  }
+  Response res = asset_response(*asset);
+  res.headers.set("Content-Security-Policy", kDashboardPolicy);
+  res.headers.set("Referrer-Policy", "no-referrer");
+  res.headers.set("X-Frame-Options", "DENY");
+  res.headers.set("Cache-Control", "no-cache");
+  return res;
+}
+
+}  // namespace keyledger::api

@@ -1,0 +1,373 @@
+#include "projections/usage.h"
+
+#include <rocksdb/compaction_filter.h>
+#include <rocksdb/merge_operator.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+
+namespace keyledger {
+namespace {
+
+constexpr char kMinuteTag = 'm';
+constexpr char kHourTag = 'h';
+constexpr std::size_t kSuffixBytes = 2 + 8;  // '\0', the granularity tag, BE64 start
+// Unflushed cells are looked for this far back from now (a flush runs every few seconds).
+constexpr std::int64_t kPeekBackSeconds = 15 * 60;
+constexpr std::size_t kBatchCells = 8 * 1024;
+
+char tag_of(UsageGranularity granularity) {
+  return granularity == UsageGranularity::kMinute ? kMinuteTag : kHourTag;
+}
+
+std::string prefix_of(std::string_view key_id, UsageGranularity granularity) {
+  std::string prefix(key_id);
+  prefix.push_back('\0');
+  prefix.push_back(tag_of(granularity));
+  return prefix;
+}
+
+std::string bucket_key(std::string_view key_id, UsageGranularity granularity, std::int64_t start) {
+  return prefix_of(key_id, granularity) +
+         encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, start)));
+}
+
+// True while a bucket is within its granularity's retention at `now_s`: the same rule for
+// answers and for the compaction filter.
+bool retained(UsageGranularity granularity, std::int64_t start, std::int64_t now_s,
+              const UsageRetention& retention) {
+  return start + bucket_seconds(granularity) > now_s - retention.of(granularity).count();
+}
+
+std::int64_t unix_seconds(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+UsageCounts parse_counts(std::string_view bytes) {
+  v1::UsageCounts proto;
+  if (!proto.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return {};
+  }
+  return from_proto(proto);
+}
+
+// Buckets are sums: a flush merges its counts into the stored ones without reading them.
+class UsageMerge final : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice&, const rocksdb::Slice* existing, const rocksdb::Slice& value,
+             std::string* new_value, rocksdb::Logger*) const override {
+    UsageCounts sum = existing == nullptr ? UsageCounts{} : parse_counts(existing->ToStringView());
+    sum.add(parse_counts(value.ToStringView()));
+    return to_proto(sum).SerializeToString(new_value);
+  }
+  const char* Name() const override { return "keyledger.UsageMerge"; }
+};
+
+class UsageRetentionFilter final : public rocksdb::CompactionFilter {
+ public:
+  UsageRetentionFilter(std::int64_t now_s, UsageRetention retention) : now_s_(now_s), retention_(retention) {}
+
+  bool Filter(int, const rocksdb::Slice& key, const rocksdb::Slice&, std::string*, bool*) const override {
+    return expired(key.ToStringView());
+  }
+  // A bucket only ever merged into (never Put) reaches compactions as operands.
+  bool FilterMergeOperand(int, const rocksdb::Slice& key, const rocksdb::Slice&) const override {
+    return expired(key.ToStringView());
+  }
+  const char* Name() const override { return "keyledger.UsageRetention"; }
+
+ private:
+  bool expired(std::string_view k) const {
+    if (k.size() < kSuffixBytes || k[k.size() - kSuffixBytes] != '\0') {
+      return false;
+    }
+    const char tag = k[k.size() - kSuffixBytes + 1];
+    if (tag != kMinuteTag && tag != kHourTag) {
+      return false;
+    }
+    const auto start = static_cast<std::int64_t>(decode_be64(k.substr(k.size() - 8)));
+    const UsageGranularity granularity =
+        tag == kMinuteTag ? UsageGranularity::kMinute : UsageGranularity::kHour;
+    return !retained(granularity, start, now_s_, retention_);
+  }
+
+  std::int64_t now_s_;
+  UsageRetention retention_;
+};
+
+class UsageRetentionFilters final : public rocksdb::CompactionFilterFactory {
+ public:
+  UsageRetentionFilters(const Clock& clock, UsageRetention retention)
+      : clock_(clock), retention_(retention) {}
+
+  std::unique_ptr<rocksdb::CompactionFilter> CreateCompactionFilter(
+      const rocksdb::CompactionFilter::Context&) override {
+    return std::make_unique<UsageRetentionFilter>(unix_seconds(clock_.now()), retention_);
+  }
+  const char* Name() const override { return "keyledger.UsageRetentionFilters"; }
+
+ private:
+  const Clock& clock_;
+  UsageRetention retention_;
+};
+
+}  // namespace
+
+std::string_view usage_outcome_name(UsageOutcome outcome) {
+  switch (outcome) {
+    case UsageOutcome::kValid:
+      return "VALID";
+    case UsageOutcome::kRateLimited:
+      return "RATE_LIMITED";
+    case UsageOutcome::kRevoked:
+      return "REVOKED";
+    case UsageOutcome::kExpired:
+      return "EXPIRED";
+    case UsageOutcome::kCompromised:
+      return "COMPROMISED";
+  }
+  return "VALID";
+}
+
+void UsageCounts::add(const UsageCounts& other) {
+  for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
+    by_outcome[i] += other.by_outcome[i];
+  }
+  for (const auto& [address, count] : other.sources) {
+    auto it = std::find_if(sources.begin(), sources.end(), [&](const auto& s) { return s.first == address; });
+    if (it == sources.end()) {
+      sources.emplace_back(address, count);
+    } else {
+      it->second += count;
+    }
+  }
+  std::sort(sources.begin(), sources.end(), [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  });
+  if (sources.size() > kMaxUsageSources) {
+    sources.resize(kMaxUsageSources);
+  }
+}
+
+std::uint64_t UsageCounts::total() const {
+  std::uint64_t sum = 0;
+  for (const std::uint64_t n : by_outcome) {
+    sum += n;
+  }
+  return sum;
+}
+
+v1::UsageCounts to_proto(const UsageCounts& counts) {
+  v1::UsageCounts proto;
+  proto.set_valid(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kValid)]);
+  proto.set_rate_limited(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRateLimited)]);
+  proto.set_revoked(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRevoked)]);
+  proto.set_expired(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kExpired)]);
+  proto.set_compromised(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kCompromised)]);
+  for (const auto& [address, count] : counts.sources) {
+    v1::UsageSource* source = proto.add_sources();
+    source->set_address(address);
+    source->set_count(count);
+  }
+  return proto;
+}
+
+UsageCounts from_proto(const v1::UsageCounts& proto) {
+  UsageCounts counts;
+  counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kValid)] = proto.valid();
+  counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRateLimited)] = proto.rate_limited();
+  counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRevoked)] = proto.revoked();
+  counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kExpired)] = proto.expired();
+  counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kCompromised)] = proto.compromised();
+  UsageCounts sources;
+  for (const auto& source : proto.sources()) {
+    sources.sources.emplace_back(source.address(), source.count());
+  }
+  counts.add(sources);  // sorted and bounded, whatever the sender did
+  return counts;
+}
+
+std::int64_t bucket_seconds(UsageGranularity granularity) {
+  return granularity == UsageGranularity::kMinute ? 60 : 3600;
+}
+
+std::int64_t bucket_start(UsageGranularity granularity, std::int64_t unix_seconds) {
+  const std::int64_t step = bucket_seconds(granularity);
+  const std::int64_t floor = unix_seconds / step * step;
+  return floor > unix_seconds ? floor - step : floor;  // rounds toward minus infinity
+}
+
+// --- UsageRecorder
+
+void UsageRecorder::record(std::string_view key_id, UsageOutcome outcome, std::int64_t now_s,
+                           std::string_view source) {
+  const CellKey key{InlineId(key_id), bucket_start(UsageGranularity::kMinute, now_s)};
+  Shard& shard = shard_for(key_id);
+  std::lock_guard lock(shard.mutex);
+  UsageCounts& counts = shard.cells[key];
+  ++counts.by_outcome[static_cast<std::size_t>(outcome)];
+  if (source.empty()) {
+    return;
+  }
+  // Addresses seen in the cell's minute, first come first kept (sorted when drained).
+  auto it = std::find_if(counts.sources.begin(), counts.sources.end(),
+                         [&](const auto& s) { return s.first == source; });
+  if (it != counts.sources.end()) {
+    ++it->second;
+  } else if (counts.sources.size() < kMaxUsageSources) {
+    counts.sources.emplace_back(source, 1);
+  }
+}
+
+void UsageRecorder::merge(const UsageCell& cell) {
+  Shard& shard = shard_for(cell.key_id.view());
+  std::lock_guard lock(shard.mutex);
+  shard.cells[CellKey{cell.key_id, bucket_start(UsageGranularity::kMinute, cell.minute)}].add(cell.counts);
+}
+
+std::vector<UsageCell> UsageRecorder::take() {
+  std::vector<UsageCell> out;
+  for (Shard& shard : shards_) {
+    std::unordered_map<CellKey, UsageCounts, CellHash> cells;
+    {
+      std::lock_guard lock(shard.mutex);
+      cells.swap(shard.cells);
+    }
+    for (auto& [key, counts] : cells) {
+      UsageCell cell{key.key_id, key.minute, {}};
+      cell.counts.add(counts);  // sorts and bounds the sources
+      out.push_back(std::move(cell));
+    }
+  }
+  return out;
+}
+
+std::vector<UsageCell> UsageRecorder::peek(std::string_view key_id, std::int64_t first_minute,
+                                           std::int64_t last_minute) const {
+  std::vector<UsageCell> out;
+  const InlineId id(key_id);
+  const Shard& shard = shard_for(key_id);
+  std::lock_guard lock(shard.mutex);
+  if (shard.cells.empty()) {
+    return out;
+  }
+  for (std::int64_t minute = bucket_start(UsageGranularity::kMinute, first_minute); minute <= last_minute;
+       minute += 60) {
+    if (auto it = shard.cells.find(CellKey{id, minute}); it != shard.cells.end()) {
+      UsageCell cell{id, minute, {}};
+      cell.counts.add(it->second);
+      out.push_back(std::move(cell));
+    }
+  }
+  return out;
+}
+
+std::size_t UsageRecorder::pending() const {
+  std::size_t n = 0;
+  for (const Shard& shard : shards_) {
+    std::lock_guard lock(shard.mutex);
+    n += shard.cells.size();
+  }
+  return n;
+}
+
+// --- KeyUsage
+
+EventStoreOptions::FamilyTuning usage_family_tuning(const Clock& clock, UsageRetention retention) {
+  return {.merge_operator = std::make_shared<UsageMerge>(),
+          .compaction_filters = std::make_shared<UsageRetentionFilters>(clock, retention)};
+}
+
+KeyUsage::KeyUsage(const EventStore& store, const Clock& clock, UsageRetention retention)
+    : store_(store), clock_(clock), retention_(retention) {
+  auto family = store.extra_column_family(kUsageColumnFamily);
+  open_status_ = family.status();
+  if (family.ok()) {
+    family_ = *family;
+  }
+}
+
+Status KeyUsage::flush() {
+  std::lock_guard lock(flush_mutex_);
+  const std::vector<UsageCell> cells = recorder_.take();
+  rocksdb::WriteBatch batch;
+  std::size_t written = 0;  // cells[0, written) are in the family
+  std::string value;
+  for (std::size_t i = 0; i < cells.size(); ++i) {
+    const UsageCell& cell = cells[i];
+    to_proto(cell.counts).SerializeToString(&value);
+    family_.merge(batch, bucket_key(cell.key_id.view(), UsageGranularity::kMinute, cell.minute), value);
+    family_.merge(batch,
+                  bucket_key(cell.key_id.view(), UsageGranularity::kHour,
+                             bucket_start(UsageGranularity::kHour, cell.minute)),
+                  value);
+    if (i + 1 == cells.size() || (i + 1 - written) == kBatchCells) {
+      if (Status s = store_.write(batch, /*sync=*/false); !s.ok()) {
+        for (std::size_t j = written; j < cells.size(); ++j) {
+          recorder_.merge(cells[j]);  // kept for the next flush
+        }
+        return s.Annotate("write key usage buckets");
+      }
+      batch.Clear();
+      written = i + 1;
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string>& key_ids,
+                                                   UsageGranularity granularity, std::int64_t since,
+                                                   std::int64_t until) const {
+  const std::int64_t step = bucket_seconds(granularity);
+  since = bucket_start(granularity, since);
+  std::vector<UsageBucket> out;
+  if (until <= since) {
+    return out;
+  }
+  const auto count = static_cast<std::size_t>((until - since + step - 1) / step);
+  out.resize(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    out[i].start = since + static_cast<std::int64_t>(i) * step;
+  }
+  const std::int64_t now_s = unix_seconds(clock_.now());
+  const auto add = [&](std::int64_t start, const UsageCounts& counts) {
+    if (start >= since && start < until) {
+      out[static_cast<std::size_t>((start - since) / step)].counts.add(counts);
+    }
+  };
+
+  std::lock_guard lock(flush_mutex_);
+  for (const std::string& key_id : key_ids) {
+    const std::string prefix = prefix_of(key_id, granularity);
+    std::unique_ptr<rocksdb::Iterator> it = family_.iterator();
+    for (it->Seek(bucket_key(key_id, granularity, since)); it->Valid(); it->Next()) {
+      const std::string_view key = it->key().ToStringView();
+      if (!key.starts_with(prefix) || key.size() != prefix.size() + 8) {
+        break;
+      }
+      const auto start = static_cast<std::int64_t>(decode_be64(key.substr(prefix.size())));
+      if (start >= until) {
+        break;
+      }
+      add(start, parse_counts(it->value().ToStringView()));
+    }
+    if (!it->status().ok()) {
+      return from_rocks(it->status(), "read key usage buckets");
+    }
+    const std::int64_t now_minute = bucket_start(UsageGranularity::kMinute, now_s);
+    for (const UsageCell& cell : recorder_.peek(key_id, std::max(since, now_minute - kPeekBackSeconds),
+                                                std::min(until - 1, now_minute + 60))) {
+      add(bucket_start(granularity, cell.minute), cell.counts);
+    }
+  }
+  for (UsageBucket& bucket : out) {
+    if (!retained(granularity, bucket.start, now_s, retention_)) {
+      bucket.counts = {};
+    }
+  }
+  return out;
+}
+
+Status KeyUsage::compact() const { return family_.compact(); }
+
+}  // namespace keyledger

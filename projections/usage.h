@@ -1,0 +1,167 @@
+#pragma once
+// Key usage (API.md §4 Usage): how often each key was presented, with which outcome and from
+// which client addresses, per minute and per hour.
+//
+// Every verification path records into a UsageRecorder: in memory, 16 shards, one lock and
+// one hash lookup per verification. KeyUsage drains it every few seconds into the `usage`
+// column family in one batch of merges (no read before a write) and answers queries from the
+// family plus what is not flushed yet. Usage is data, not events: never appended to the log,
+// left alone by a rebuild of the projections. Its writes go to the WAL unsynced, so a killed
+// process loses none of what was flushed; a crash of the machine may lose the last seconds.
+//
+// The family's layout: key_id '\0' 'm'|'h' BE64(bucket start, Unix seconds) -> v1::UsageCounts.
+// Buckets older than their granularity's retention are never answered and are dropped by a
+// compaction filter (usage_family_tuning) in RocksDB's background compactions, off every
+// request's path.
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "domain/clock.h"
+#include "eventstore/event_store.h"
+#include "keyledger/v1/usage.pb.h"
+#include "projections/active_key_table.h"
+
+namespace keyledger {
+
+// The outcomes counted against a key (MALFORMED and NOT_FOUND belong to no key).
+enum class UsageOutcome : std::uint8_t { kValid, kRateLimited, kRevoked, kExpired, kCompromised };
+inline constexpr std::size_t kUsageOutcomes = 5;
+std::string_view usage_outcome_name(UsageOutcome outcome);  // "VALID", "RATE_LIMITED", …
+
+// Distinct client addresses kept per bucket, the most frequent first.
+inline constexpr std::size_t kMaxUsageSources = 20;
+
+struct UsageCounts {
+  std::array<std::uint64_t, kUsageOutcomes> by_outcome{};
+  std::vector<std::pair<std::string, std::uint64_t>> sources;  // address, count; most seen first
+
+  // Sums `other` in; of the addresses, the kMaxUsageSources most seen stay.
+  void add(const UsageCounts& other);
+  std::uint64_t total() const;
+  bool operator==(const UsageCounts&) const = default;
+};
+
+v1::UsageCounts to_proto(const UsageCounts& counts);
+UsageCounts from_proto(const v1::UsageCounts& counts);
+
+enum class UsageGranularity : std::uint8_t { kMinute, kHour };
+std::int64_t bucket_seconds(UsageGranularity granularity);  // 60 or 3600
+// The start of the bucket holding `unix_seconds`.
+std::int64_t bucket_start(UsageGranularity granularity, std::int64_t unix_seconds);
+
+struct UsageRetention {
+  std::chrono::seconds minutes = std::chrono::hours(48);
+  std::chrono::seconds hours = std::chrono::hours(90 * 24);
+  std::chrono::seconds of(UsageGranularity granularity) const {
+    return granularity == UsageGranularity::kMinute ? minutes : hours;
+  }
+};
+
+// One key's usage in one minute.
+struct UsageCell {
+  InlineId key_id;
+  std::int64_t minute = 0;  // Unix seconds, a multiple of 60
+  UsageCounts counts;
+};
+
+// Usage recorded since the last drain, per key and minute. Thread-safe; record() never waits
+// for more than one shard's lock, which is held for a hash lookup.
+class UsageRecorder {
+ public:
+  // One verification of `key_id` at `now_s` (Unix seconds); `source` is the client address,
+  // empty when unknown (a gateway's POST /v1/verify).
+  void record(std::string_view key_id, UsageOutcome outcome, std::int64_t now_s,
+              std::string_view source = {});
+  // Adds a cell recorded elsewhere (a replica's report).
+  void merge(const UsageCell& cell);
+  // Everything recorded since the last call.
+  std::vector<UsageCell> take();
+  // The undrained cells of `key_id` for the minutes in [first_minute, last_minute].
+  std::vector<UsageCell> peek(std::string_view key_id, std::int64_t first_minute,
+                              std::int64_t last_minute) const;
+  // Cells waiting to be drained.
+  std::size_t pending() const;
+
+ private:
+  struct CellKey {
+    InlineId key_id;
+    std::int64_t minute = 0;
+    bool operator==(const CellKey&) const = default;
+  };
+  struct CellHash {
+    std::size_t operator()(const CellKey& k) const {
+      return std::hash<std::string_view>{}(k.key_id.view()) ^
+             static_cast<std::size_t>(k.minute * 0x9E3779B97F4A7C15ULL);
+    }
+  };
+  static constexpr std::size_t kShards = 16;
+  struct Shard {
+    mutable std::mutex mutex;
+    std::unordered_map<CellKey, UsageCounts, CellHash> cells;
+  };
+  Shard& shard_for(std::string_view key_id) {
+    return shards_[std::hash<std::string_view>{}(key_id) % kShards];
+  }
+  const Shard& shard_for(std::string_view key_id) const {
+    return shards_[std::hash<std::string_view>{}(key_id) % kShards];
+  }
+  std::array<Shard, kShards> shards_;
+};
+
+struct UsageBucket {
+  std::int64_t start = 0;  // Unix seconds
+  UsageCounts counts;
+};
+
+// The usage column family's name, and its merge operator and retention filter for
+// EventStoreOptions::tuning. `clock` must outlive the store.
+inline constexpr std::string_view kUsageColumnFamily = "usage";
+EventStoreOptions::FamilyTuning usage_family_tuning(const Clock& clock, UsageRetention retention);
+
+class KeyUsage {
+ public:
+  // `store` must have the usage column family, opened with usage_family_tuning(), and
+  // outlive this.
+  KeyUsage(const EventStore& store, const Clock& clock, UsageRetention retention);
+
+  // NotFound naming the family when the store lacks it, else Ok.
+  const Status& open_status() const { return open_status_; }
+
+  UsageRecorder& recorder() { return recorder_; }
+  const UsageRetention& retention() const { return retention_; }
+
+  // Drains the recorder into the family: each cell is merged into its minute and its hour
+  // bucket, in batches, unsynced.
+  Status flush();
+
+  // Every bucket whose start lies in [since, until) (Unix seconds, since aligned down to the
+  // bucket), oldest first, summed over `key_ids`: stored counts plus the unflushed ones, zero
+  // where there were none, and zero for buckets past retention.
+  Result<std::vector<UsageBucket>> buckets(const std::vector<std::string>& key_ids,
+                                           UsageGranularity granularity, std::int64_t since,
+                                           std::int64_t until) const;
+
+  // Drops the buckets past retention now, instead of at RocksDB's next compaction.
+  Status compact() const;
+
+ private:
+  const EventStore& store_;
+  ColumnFamily family_;
+  Status open_status_;
+  const Clock& clock_;
+  UsageRetention retention_;
+  UsageRecorder recorder_;
+  // Held by flush() from drain to write, and by queries: a query sees each cell either in
+  // the recorder or in the family, never in neither.
+  mutable std::mutex flush_mutex_;
+};
+
+}  // namespace keyledger

@@ -1,0 +1,221 @@
+// Key usage: bucketing in memory, flushing into RocksDB by merges, dense answers, retention.
+#include "projections/usage.h"
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/temp_dir.h"
+
+namespace keyledger {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::int64_t kT0 = 1'795'000'040;  // 2026-11-18T07:07:20Z, 20 s into a minute
+
+TimePoint at(std::int64_t unix_seconds) { return TimePoint(std::chrono::seconds(unix_seconds)); }
+
+std::uint64_t count(const UsageBucket& bucket, UsageOutcome outcome) {
+  return bucket.counts.by_outcome[static_cast<std::size_t>(outcome)];
+}
+
+// A store with the usage family, as the node opens it.
+struct UsageFixture {
+  explicit UsageFixture(UsageRetention retention = {}) : retention(retention) { open(); }
+
+  void open() {
+    EventStoreOptions options{.path = dir.path() / "store",
+                              .extra_column_families = {std::string(kUsageColumnFamily)}};
+    options.tuning.emplace(kUsageColumnFamily, usage_family_tuning(clock, retention));
+    auto opened = EventStore::open(options);
+    REQUIRE(opened.ok());
+    store = std::move(opened).value();
+    usage = std::make_unique<KeyUsage>(*store, clock, retention);
+    REQUIRE(usage->open_status().ok());
+  }
+  void reopen() {
+    usage.reset();
+    store.reset();
+    open();
+  }
+  std::vector<UsageBucket> read(const std::vector<std::string>& keys, UsageGranularity g, std::int64_t since,
+                                std::int64_t until) {
+    auto buckets = usage->buckets(keys, g, since, until);
+    REQUIRE(buckets.ok());
+    return *buckets;
+  }
+
+  testing::TempDir dir;
+  ManualClock clock{at(kT0)};
+  UsageRetention retention;
+  std::unique_ptr<EventStore> store;
+  std::unique_ptr<KeyUsage> usage;
+};
+
+TEST_CASE("bucket starts round down to the minute and the hour", "[projections][usage]") {
+  CHECK(bucket_start(UsageGranularity::kMinute, 120) == 120);
+  CHECK(bucket_start(UsageGranularity::kMinute, 179) == 120);
+  CHECK(bucket_start(UsageGranularity::kHour, 7199) == 3600);
+  CHECK(bucket_start(UsageGranularity::kMinute, -1) == -60);
+}
+
+TEST_CASE("counts add up and keep the most frequent sources", "[projections][usage]") {
+  UsageCounts a;
+  a.by_outcome = {1, 2, 3, 4, 5};
+  for (int i = 0; i < 15; ++i) {
+    a.sources.emplace_back("10.0.0." + std::to_string(i), 1);
+  }
+  UsageCounts b;
+  b.by_outcome = {10, 0, 0, 0, 1};
+  for (int i = 10; i < 25; ++i) {
+    b.sources.emplace_back("10.0.0." + std::to_string(i), 2);
+  }
+  a.add(b);
+  CHECK(a.by_outcome == std::array<std::uint64_t, kUsageOutcomes>{11, 2, 3, 4, 6});
+  REQUIRE(a.sources.size() == kMaxUsageSources);
+  // 10.0.0.10-14 were seen by both (3 each), then 15-24 (2 each), then the rest by address.
+  CHECK(a.sources[0] == std::pair<std::string, std::uint64_t>{"10.0.0.10", 3});
+  CHECK(a.sources[4].second == 3);
+  CHECK(a.sources[5].second == 2);
+  CHECK(a.sources[19].second == 1);
+  CHECK(from_proto(to_proto(a)) == a);
+}
+
+TEST_CASE("the recorder counts per key and minute until drained", "[projections][usage]") {
+  UsageRecorder recorder;
+  recorder.record("key_a", UsageOutcome::kValid, kT0, "192.0.2.1");
+  recorder.record("key_a", UsageOutcome::kValid, kT0 + 39, "192.0.2.1");    // same minute
+  recorder.record("key_a", UsageOutcome::kRevoked, kT0 + 40, "192.0.2.9");  // the next one
+  recorder.record("key_b", UsageOutcome::kRateLimited, kT0);
+  CHECK(recorder.pending() == 3);
+  const auto peeked = recorder.peek("key_a", kT0 - 20, kT0 + 60);
+  REQUIRE(peeked.size() == 2);
+  CHECK(peeked[0].counts.by_outcome[0] == 2);
+  CHECK(peeked[0].counts.sources == std::vector<std::pair<std::string, std::uint64_t>>{{"192.0.2.1", 2}});
+
+  auto cells = recorder.take();
+  CHECK(cells.size() == 3);
+  CHECK(recorder.pending() == 0);
+  CHECK(recorder.take().empty());
+  std::uint64_t total = 0;
+  for (const auto& cell : cells) {
+    CHECK(cell.minute % 60 == 0);
+    total += cell.counts.total();
+  }
+  CHECK(total == 4);
+}
+
+TEST_CASE("the recorder takes records from many threads without losing one", "[projections][usage]") {
+  UsageRecorder recorder;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&recorder, t] {
+      for (int i = 0; i < 5000; ++i) {
+        recorder.record("key_" + std::to_string(i % 7), static_cast<UsageOutcome>((i + t) % kUsageOutcomes),
+                        kT0 + i % 120);
+      }
+    });
+  }
+  std::uint64_t drained = 0;
+  for (int i = 0; i < 20; ++i) {  // drains while they record
+    for (const auto& cell : recorder.take()) {
+      drained += cell.counts.total();
+    }
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  for (const auto& cell : recorder.take()) {
+    drained += cell.counts.total();
+  }
+  CHECK(drained == 20000);
+}
+
+TEST_CASE("flushed usage reads back in dense minute and hour buckets, across a restart",
+          "[projections][usage]") {
+  UsageFixture f;
+  UsageRecorder& r = f.usage->recorder();
+  const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
+  for (int i = 0; i < 3; ++i) {
+    r.record("key_a", UsageOutcome::kValid, kT0, "198.51.100.7");
+  }
+  r.record("key_a", UsageOutcome::kRateLimited, kT0 + 1);
+  REQUIRE(f.usage->flush().ok());
+  // A second flush of the same minute adds to it (a merge, not an overwrite).
+  r.record("key_a", UsageOutcome::kValid, kT0 + 2, "198.51.100.8");
+  r.record("key_a", UsageOutcome::kRevoked, kT0 + 60);  // the next minute
+  r.record("key_b", UsageOutcome::kCompromised, kT0);
+  REQUIRE(f.usage->flush().ok());
+  f.reopen();
+
+  const auto minutes = f.read({"key_a"}, UsageGranularity::kMinute, m0 - 60, m0 + 180);
+  REQUIRE(minutes.size() == 4);
+  CHECK(minutes[0].start == m0 - 60);
+  CHECK(minutes[0].counts.total() == 0);
+  CHECK(minutes[1].start == m0);
+  CHECK(count(minutes[1], UsageOutcome::kValid) == 4);
+  CHECK(count(minutes[1], UsageOutcome::kRateLimited) == 1);
+  CHECK(minutes[1].counts.sources ==
+        std::vector<std::pair<std::string, std::uint64_t>>{{"198.51.100.7", 3}, {"198.51.100.8", 1}});
+  CHECK(count(minutes[2], UsageOutcome::kRevoked) == 1);
+  CHECK(minutes[3].counts.total() == 0);
+
+  const std::int64_t h0 = bucket_start(UsageGranularity::kHour, kT0);
+  const auto hours = f.read({"key_a", "key_b"}, UsageGranularity::kHour, h0, h0 + 3600);
+  REQUIRE(hours.size() == 1);
+  CHECK(hours[0].start == h0);
+  CHECK(hours[0].counts.by_outcome == std::array<std::uint64_t, kUsageOutcomes>{4, 1, 1, 0, 1});
+
+  // Another key's buckets never leak into a key's answer (key_a is a prefix of key_ab).
+  f.usage->recorder().record("key_ab", UsageOutcome::kValid, kT0);
+  REQUIRE(f.usage->flush().ok());
+  CHECK(f.read({"key_a"}, UsageGranularity::kHour, h0, h0 + 3600)[0].counts.total() == 6);
+}
+
+TEST_CASE("answers include what is not flushed yet", "[projections][usage]") {
+  UsageFixture f;
+  f.usage->recorder().record("key_a", UsageOutcome::kExpired, kT0);
+  const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
+  const auto buckets = f.read({"key_a"}, UsageGranularity::kMinute, m0, m0 + 60);
+  REQUIRE(buckets.size() == 1);
+  CHECK(count(buckets[0], UsageOutcome::kExpired) == 1);
+  REQUIRE(f.usage->flush().ok());
+  CHECK(count(f.read({"key_a"}, UsageGranularity::kMinute, m0, m0 + 60)[0], UsageOutcome::kExpired) == 1);
+}
+
+TEST_CASE("buckets past retention are not answered and compaction drops them", "[projections][usage]") {
+  UsageFixture f(UsageRetention{.minutes = 2h, .hours = 48h});
+  const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
+  const std::int64_t h0 = bucket_start(UsageGranularity::kHour, kT0);
+  f.usage->recorder().record("key_a", UsageOutcome::kValid, kT0);
+  REQUIRE(f.usage->flush().ok());
+
+  f.clock.advance(3h);  // minute buckets are gone, hour buckets are kept
+  CHECK(f.read({"key_a"}, UsageGranularity::kMinute, m0, m0 + 60)[0].counts.total() == 0);
+  CHECK(f.read({"key_a"}, UsageGranularity::kHour, h0, h0 + 3600)[0].counts.total() == 1);
+  REQUIRE(f.usage->compact().ok());
+  f.clock.set(at(kT0));  // back in time: what compaction dropped stays dropped
+  CHECK(f.read({"key_a"}, UsageGranularity::kMinute, m0, m0 + 60)[0].counts.total() == 0);
+  CHECK(f.read({"key_a"}, UsageGranularity::kHour, h0, h0 + 3600)[0].counts.total() == 1);
+
+  f.clock.advance(50h);
+  REQUIRE(f.usage->compact().ok());
+  f.clock.set(at(kT0));
+  CHECK(f.read({"key_a"}, UsageGranularity::kHour, h0, h0 + 3600)[0].counts.total() == 0);
+}
+
+TEST_CASE("an empty or reversed range has no buckets", "[projections][usage]") {
+  UsageFixture f;
+  const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
+  CHECK(f.read({"key_a"}, UsageGranularity::kMinute, m0, m0).empty());
+  CHECK(f.read({"key_a"}, UsageGranularity::kMinute, kT0 + 60, kT0).empty());
+  CHECK(f.read({}, UsageGranularity::kMinute, kT0, kT0 + 120).size() == 3);  // 20 s in: three starts
+}
+
+}  // namespace
+}  // namespace keyledger
