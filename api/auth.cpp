@@ -74,7 +74,7 @@ std::variant<TokenCaller, Response> authenticate_service_token(const Request& re
   }
   TokenCaller caller;
   if (auto x_actor = req.headers.get("x-actor"); x_actor && token->has_scope("manage")) {
-    // It goes into events: valid UTF-8 on one line, counted in characters (API.md §3).
+    // It goes into events: valid UTF-8 on one line, counted in characters (api/openapi.yaml).
     const auto chars = count_text_characters(*x_actor, TextForm::kSingleLine);
     if (!chars || *chars > kMaxActorChars) {
       return error_response(422, "validation_failed", "X-Actor is not acceptable", req.request_id,

@@ -1,5 +1,5 @@
 #pragma once
-// The address of the client behind a request, for key usage's sources (API.md §4 Usage).
+// The address of the client behind a request, for key usage's sources (api/openapi.yaml Usage).
 // A request's peer is its client unless the peer is a trusted proxy (--trusted-proxies):
 // then the client is the nearest untrusted address of X-Forwarded-For (read from the right,
 // since every proxy appends the address it saw), else X-Real-IP. A header from an untrusted

@@ -1,5 +1,5 @@
 #pragma once
-// The error body of API.md §3: {"error": {"code", "message", "request_id", "details"}}.
+// The error body of api/openapi.yaml: {"error": {"code", "message", "request_id", "details"}}.
 
 #include <string>
 #include <string_view>

@@ -1,5 +1,5 @@
 #pragma once
-// GitHub's secret-scanning partner signatures (API.md §4, `POST /v1/leaks/github`): GitHub
+// GitHub's secret-scanning partner signatures (api/openapi.yaml, `POST /v1/leaks/github`): GitHub
 // signs the raw request body with ECDSA P-256 / SHA-256, names its key in
 // `Github-Public-Key-Identifier` and sends the DER signature, base64, in
 // `Github-Public-Key-Signature`. Its public keys come from a file in the format of

@@ -1,5 +1,5 @@
 #pragma once
-// Every route of API.md §2–§4 and §7 as transport-free handlers behind one Dispatcher.
+// Every route of api/openapi.yaml as transport-free handlers behind one Dispatcher.
 // Order of checks on each request: route (404/405) → credential (401/403) → media type (415)
 // → JSON (400) → field rules (422) → existence (404) → state (409).
 

@@ -128,7 +128,7 @@ struct Response {
 std::vector<std::string_view> path_segments(std::string_view path);
 
 // True if `path` is "/" or "/seg/seg…" with no empty, "." or ".." segment and no percent escape
-// (API.md §3: a non-canonical path is refused, so a proxy's path rules and keyledger's routing
+// (api/openapi.yaml: a non-canonical path is refused, so a proxy's path rules and keyledger's routing
 // and idempotency scopes see the same path; keyledger's ids never need escaping).
 bool is_canonical_path(std::string_view path);
 

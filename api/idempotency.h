@@ -1,5 +1,5 @@
 #pragma once
-// `Idempotency-Key` on POSTs (API.md §4): the first response to (caller, route, key) is kept
+// `Idempotency-Key` on POSTs (api/openapi.yaml): the first response to (caller, route, key) is kept
 // for 24 hours in RocksDB (column family `idempotency` of the event store's database, so it
 // survives restarts) with a hash of the request body. A repeat with the same body replays it;
 // a repeat with another body is refused. Secrets are stripped before the response is kept.

@@ -46,7 +46,7 @@ class Metrics {
   void count_request(std::string_view method, std::string_view route, unsigned status);
   void observe_verification(VerifyCode code, std::chrono::nanoseconds latency);
   void count_events_appended(std::uint64_t n) { events_appended_.add(n); }
-  // One flush of key usage into the store (API.md §4 Usage).
+  // One flush of key usage into the store (api/openapi.yaml Usage).
   void observe_usage_flush(bool ok, std::chrono::nanoseconds took);
 
   // Gauges read at scrape time (projection lag, Kafka publication lag, …).

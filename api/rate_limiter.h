@@ -1,5 +1,5 @@
 #pragma once
-// Per-key token buckets (API.md §4). A bucket holds up to `burst` tokens and refills at
+// Per-key token buckets (api/openapi.yaml). A bucket holds up to `burst` tokens and refills at
 // `rate_per_second`; a request takes `cost` tokens or is refused with the time until it
 // could pass. State lives in memory on this node only (replicas limit per node), beside the
 // key's entry in the ActiveKeyTable.

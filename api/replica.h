@@ -1,5 +1,5 @@
 #pragma once
-// The HTTP API of a verifier replica (`keyledger serve --replica`, API.md §7): verification
+// The HTTP API of a verifier replica (`keyledger serve --replica`, README, Configuration): verification
 // from tables fed by Kafka (ReplicaFeed), nothing else.
 //   POST /v1/verify, GET /v1/auth      as on the primary (api/verify_responses.h), same codes
 //   GET /healthz, /readyz, /metrics    /readyz is 200 once the feed caught up at start-up

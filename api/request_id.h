@@ -1,5 +1,5 @@
 #pragma once
-// X-Request-Id (API.md §3): the client's, if it is sane, else a fresh one. Echoed in every
+// X-Request-Id (api/openapi.yaml): the client's, if it is sane, else a fresh one. Echoed in every
 // response and log line of the request.
 
 #include <cstddef>

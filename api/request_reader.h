@@ -5,7 +5,7 @@
 // buffers.
 //
 // On top of Beast, the framing rules of RFC 9112 that Beast 1.74 leaves to the application
-// (API.md §3), each refused as a parse error (the server answers 400 and closes, since what
+// (api/openapi.yaml), each refused as a parse error (the server answers 400 and closes, since what
 // follows on the connection cannot be framed):
 //   - a Transfer-Encoding other than exactly "chunked": Beast reads a request whose final
 //     coding is not chunked (`gzip`, `chunked, identity`, `xchunked`) as having no body, so
@@ -34,7 +34,7 @@ class RequestReader final : public boost::beast::http::basic_parser<true> {
       : request_(request), max_trailer_bytes_(max_trailer_bytes) {}
 
   unsigned version() const { return version_; }
-  // False if the request target is not a canonical path with a well-formed query (API.md §3:
+  // False if the request target is not a canonical path with a well-formed query (api/openapi.yaml:
   // 400). The framing is intact then: the connection may stay open.
   bool target_ok() const { return target_ok_; }
   // Why the last put() failed with a parse error, in words a client can act on; empty when

@@ -1,5 +1,5 @@
 #pragma once
-// Every route of the contract (API.md §2–§4, §7) in one table, which the primary's dispatcher
+// Every route of the contract (api/openapi.yaml) in one table, which the primary's dispatcher
 // (api/handlers.h) and the replica's (api/replica.h) both match requests against, so the two
 // cannot drift apart: a replica serves the routes marked `on_replica` and answers every other
 // one 503 read_only_replica.

@@ -2,7 +2,7 @@
 // The HTTP/1.1 server (Boost.Beast on a multi-threaded io_context). It only reads, writes and
 // enforces limits; what a request means is the Dispatcher's business.
 //
-// Limits (API.md §3), reapplied before every read:
+// Limits (api/openapi.yaml), reapplied before every read:
 //   - header block over max_header_bytes -> 431 headers_too_large, connection closed
 //   - body over max_body_bytes           -> 413 payload_too_large, connection closed
 //   - nothing received for idle_timeout on a connection -> closed

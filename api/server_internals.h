@@ -198,7 +198,7 @@ class Loop {
 // dispatcher call of a non-inline request, which runs on the worker pool while no I/O is
 // pending.
 //
-// Timeouts (API.md §3: nothing for idle_timeout, or one request taking over request_timeout,
+// Timeouts (api/openapi.yaml: nothing for idle_timeout, or one request taking over request_timeout,
 // closes the connection), as a deadline the loop's sweep enforces by closing the socket:
 //   1. Waiting for a request: one plain socket read with the deadline at idle_timeout. Its
 //      completion means the first bytes of a request have arrived.

@@ -1,5 +1,5 @@
 #pragma once
-// Key verification (API.md §4), shared by POST /v1/verify, GET /v1/auth and /v1/self…:
+// Key verification (api/openapi.yaml), shared by POST /v1/verify, GET /v1/auth and /v1/self…:
 // format check, keyed digest, table lookup, state at the current second, rate limit.
 // Never blocks; safe from any thread.
 
@@ -28,7 +28,7 @@ class Verifier {
  public:
   // `tiers` must list every tier name the table may hold (unknown ones fall back to the first).
   // The table keeps each key's rate-limit bucket and last use, hence not const.
-  // With `usage`, every outcome for a known key is counted there (API.md §4 Usage).
+  // With `usage`, every outcome for a known key is counted there (api/openapi.yaml Usage).
   Verifier(ActiveKeyTable& table, const KeyHasher& hasher, std::vector<RateLimitTier> tiers,
            const Clock& clock, UsageRecorder* usage = nullptr);
 

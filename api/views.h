@@ -1,5 +1,5 @@
 #pragma once
-// JSON shapes of the contract (API.md §4): keys, agents, service tokens, audit events.
+// JSON shapes of the contract (api/openapi.yaml): keys, agents, service tokens, audit events.
 // Digests and sealed secrets never appear in any of them.
 
 #include <nlohmann/json.hpp>

@@ -1,5 +1,5 @@
 #pragma once
-// Where a webhook may be sent (API.md §6): the URL's parts, and which addresses are refused
+// Where a webhook may be sent (README, Webhooks): the URL's parts, and which addresses are refused
 // as server-side request forgery targets unless --allow-private-webhooks is set.
 
 #include <boost/asio/ip/address.hpp>

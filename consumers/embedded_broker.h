@@ -23,7 +23,7 @@ struct rd_kafka_s;
 
 namespace keyledger::consumers {
 
-// The topics of API.md §5 and the issue: every event, the latest state per key, and webhook
+// The topics of README, Operations: Kafka and the issue: every event, the latest state per key, and webhook
 // delivery attempts.
 inline constexpr const char* kEventsTopic = "keyledger.key-events";
 inline constexpr const char* kStateTopic = "keyledger.key-state";

@@ -1,5 +1,5 @@
 #pragma once
-// The outbox relay: publishes every acknowledged event of the log to Kafka (API.md §5).
+// The outbox relay: publishes every acknowledged event of the log to Kafka (README, Operations: Kafka).
 //
 // - `keyledger.key-events`: one message per event, in position order; key = agent_id (the
 //   `tokens` stream: "tokens"), value = the serialized v1::Event envelope, headers

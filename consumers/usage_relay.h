@@ -1,5 +1,5 @@
 #pragma once
-// Key usage across the fleet (API.md §4 Usage): a verifier replica counts its own
+// Key usage across the fleet (api/openapi.yaml Usage): a verifier replica counts its own
 // verifications (a UsageRecorder beside its Verifier) and a UsagePublisher sends them to
 // topic `keyledger.key-usage` every interval, one v1::UsageReport per message (key: the
 // replica's id). The primary's UsageFeed merges every report into its own recorder, so its

@@ -17,7 +17,7 @@ namespace keyledger::consumers {
 
 struct WebhookClientOptions {
   // Deadline of one attempt: resolution, connection, TLS handshake, request and response
-  // headers. Default: 10 s (API.md §6). (A DNS lookup cannot be cancelled: one hanging past
+  // headers. Default: 10 s (README, Webhooks). (A DNS lookup cannot be cancelled: one hanging past
   // the deadline fails the attempt as a timeout, but post() returns only when getaddrinfo does.)
   std::chrono::milliseconds timeout{10'000};
   // Allow plain http URLs (--allow-insecure-webhooks). Default: false.

@@ -1,5 +1,5 @@
 #pragma once
-// Webhooks to agents (API.md §6): tails the event log and POSTs every key event of an agent
+// Webhooks to agents (README, Webhooks): tails the event log and POSTs every key event of an agent
 // (key.created, key.rotated, key.revoked, key.expired, key.compromised) to the agent's
 // webhook_url, signed with its webhook secret, retrying with exponential backoff and jitter,
 // and records every attempt as a WebhookDeliveryRecorded event through `DeliveryRecorder`.

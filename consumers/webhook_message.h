@@ -1,5 +1,5 @@
 #pragma once
-// What an agent's webhook endpoint receives (API.md, webhooks): the JSON body of a key event
+// What an agent's webhook endpoint receives (api/openapi.yaml, webhooks): the JSON body of a key event
 // and the ClawGig-Signature header that signs it.
 #include <cstdint>
 #include <string>

@@ -1,7 +1,7 @@
 #pragma once
 // The agent aggregate: one stream per agent (`agent-<agent_id>`) holding its profile and its
 // keys. State is a pure fold of the stream's events; commands check their invariants against
-// the folded state and return the events to append (API.md §4). No I/O here: the caller
+// the folded state and return the events to append (api/openapi.yaml). No I/O here: the caller
 // appends the events with `expected_version = state.version`.
 
 #include <cstdint>

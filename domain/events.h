@@ -1,5 +1,5 @@
 #pragma once
-// Helpers around the Event envelope (API.md §5).
+// Helpers around the Event envelope (README, Operations: Kafka).
 
 #include <string>
 #include <string_view>

@@ -1,5 +1,5 @@
 #pragma once
-// Where the pepper comes from (API.md §7): `--pepper-file`, or `<data-dir>/pepper` generated
+// Where the pepper comes from (README, Configuration): `--pepper-file`, or `<data-dir>/pepper` generated
 // with mode 0600 on first start.
 
 #include <filesystem>

@@ -1,5 +1,5 @@
 #pragma once
-// Secrets the server must read back (the webhook secret, API.md §6) are kept sealed with
+// Secrets the server must read back (the webhook secret, README, Webhooks) are kept sealed with
 // XChaCha20-Poly1305 (libsodium AEAD) under a subkey derived from the pepper, in events and
 // Kafka messages alike, and in plain text nowhere.
 

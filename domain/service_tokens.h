@@ -1,5 +1,5 @@
 #pragma once
-// The service-token stream (`tokens`, API.md §2): tokens are created and revoked as events,
+// The service-token stream (`tokens`, api/openapi.yaml): tokens are created and revoked as events,
 // so replicas learn them from the log; only their keyed digests are stored.
 
 #include <array>
@@ -13,7 +13,7 @@
 
 namespace keyledger {
 
-// The scopes of API.md §2.
+// The scopes of api/openapi.yaml.
 inline constexpr std::array<std::string_view, 5> kScopes = {"manage", "verify", "audit", "report_leaks",
                                                             "admin"};
 inline constexpr std::size_t kMaxTokenNameChars = 100;

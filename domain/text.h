@@ -1,5 +1,5 @@
 #pragma once
-// Length rules of the contract count Unicode code points, not bytes (API.md §4).
+// Length rules of the contract count Unicode code points, not bytes (api/openapi.yaml).
 
 #include <cstddef>
 #include <optional>

@@ -7,7 +7,7 @@
 // store's group commit. The append's expected version stays as the safety net: if it ever
 // fails (a writer outside this service), the cycle is retried, and a conflict that persists
 // is answered Unavailable ("busy"), never as a version conflict with the internal versions,
-// since the client named none (API.md §3).
+// since the client named none (api/openapi.yaml).
 // Blocks until the events are durable (and, through the store's subscribers, projected).
 
 #include <functional>

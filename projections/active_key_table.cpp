@@ -119,7 +119,7 @@ std::optional<ActiveKeyTable::Ref> ActiveKeyTable::Shard::locate(const Digest& d
       // A slot spans two cache lines: fetch the second (bucket, last use; written next) while
       // the digest in the first is compared, so the two misses overlap.
       __builtin_prefetch(reinterpret_cast<const char*>(&slot) + 64, 1);
-      // Constant time (API.md §1). The tag compared above is a few bits of a keyed hash that a
+      // Constant time (README, Design decisions). The tag compared above is a few bits of a keyed hash that a
       // caller cannot aim at without the pepper, so its early exit tells nothing.
       if (digest_equal(slot.digest, digest)) {
         return ref;

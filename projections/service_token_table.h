@@ -1,5 +1,5 @@
 #pragma once
-// Service tokens by digest, for authenticating every request (API.md §2). Folded from the
+// Service tokens by digest, for authenticating every request (api/openapi.yaml). Folded from the
 // `tokens` stream; revocation is effective as soon as its event is applied.
 
 #include <optional>

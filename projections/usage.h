@@ -1,5 +1,5 @@
 #pragma once
-// Key usage (API.md §4 Usage): how often each key was presented, with which outcome and from
+// Key usage (api/openapi.yaml Usage): how often each key was presented, with which outcome and from
 // which client addresses, per minute and per hour.
 //
 // Every verification path records into a UsageRecorder: in memory, 16 shards, one lock and

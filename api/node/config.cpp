@@ -45,6 +45,8 @@ po::options_description common_options(Config& c, std::string& pepper_file, std:
       "loopback is never limited; default 100)")("worker-threads", po::value(&c.worker_threads),
                                                  "threads running commands")(
       "log-level", po::value(&c.log_level), "trace | debug | info | warn | error")(
+      "usage", po::value(&c.usage),
+      "on | off: count every verification per key (usage API); off records nothing new")(
       "usage-minute-retention-hours", po::value(&c.usage_minute_retention_hours),
       "hours minute usage buckets are kept (default 48)")("usage-hour-retention-days",
                                                           po::value(&c.usage_hour_retention_days),

@@ -36,8 +36,9 @@ struct Config {
   std::size_t max_connections = 10'000;
   std::uint32_t auth_failure_limit = 100;
   std::size_t worker_threads = 8;
-  // Key usage (API.md §4 Usage): how long minute and hour buckets are kept, and the proxies
+  // Key usage (api/openapi.yaml Usage): how long minute and hour buckets are kept, and the proxies
   // whose X-Forwarded-For / X-Real-IP name the client (comma-separated addresses or CIDRs).
+  std::string usage = "on";  // count key usage (on | off)
   std::uint32_t usage_minute_retention_hours = 48;
   std::uint32_t usage_hour_retention_days = 90;
   std::string trusted_proxies;

@@ -10,7 +10,7 @@ namespace {
 
 constexpr std::string_view kBootstrapTokenFile = "bootstrap-token";
 constexpr auto kExpiryInterval = std::chrono::seconds(1);
-// Last use (API.md: may lag 60 s) and usage counts ("a few seconds").
+// Last use (api/openapi.yaml: may lag 60 s) and usage counts ("a few seconds").
 constexpr auto kLastUseFlushInterval = std::chrono::seconds(10);
 constexpr auto kUsageFlushInterval = std::chrono::seconds(2);
 // Dropping usage buckets past retention: RocksDB's compactions do it as they go; a full
@@ -191,13 +191,17 @@ Status Primary::start() {
   if (config.dashboard != "on" && config.dashboard != "off") {
     return Status::InvalidArgument("--dashboard must be on or off, not " + config.dashboard);
   }
+  if (config.usage != "on" && config.usage != "off") {
+    return Status::InvalidArgument("--usage must be on or off, not " + config.usage);
+  }
   proxies_ = *proxies;
   github_keys_ = std::make_unique<GithubKeyring>(config.github_keys_file);
   if (Status s = reload_github_keys(); !s.ok()) {
     return s;
   }
-  verifier_ = std::make_unique<Verifier>(projector.key_table(), ledger_->hasher(), ledger_->tiers(),
-                                         ledger_->clock(), &ledger_->usage().recorder());
+  verifier_ =
+      std::make_unique<Verifier>(projector.key_table(), ledger_->hasher(), ledger_->tiers(), ledger_->clock(),
+                                 config.usage == "on" ? &ledger_->usage().recorder() : nullptr);
   auto idempotency_records = store.extra_column_family(kIdempotencyColumnFamily);
   if (!idempotency_records.ok()) {
     return idempotency_records.status();

@@ -71,7 +71,7 @@ Replica::Replica(const Config& config, const Pepper& pepper, std::vector<RateLim
       hasher_(pepper),
       tiers_(std::move(tiers)),
       keys_(names_of(tiers_)),
-      verifier_(keys_, hasher_, tiers_, clock_, &usage_),
+      verifier_(keys_, hasher_, tiers_, clock_, config.usage == "off" ? nullptr : &usage_),
       auth_failures_(clock_, {.max_failures = config.auth_failure_limit}) {}
 
 Status Replica::start() {

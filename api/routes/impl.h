@@ -35,7 +35,7 @@ using http::Request;
 using http::Response;
 
 constexpr std::size_t kMaxLeakItems = 100;
-// The actor of a leak report's events: "leak:<source>" (API.md §4).
+// The actor of a leak report's events: "leak:<source>" (api/openapi.yaml).
 constexpr std::string_view kLeakActorPrefix = "leak:";
 constexpr std::size_t kMaxAuditLimit = 1000;
 constexpr std::size_t kDefaultAuditLimit = 100;

@@ -159,7 +159,7 @@ class World {
     return call("POST", target, body, credential, headers);
   }
 
-  // Checks the error body of API.md §3 and returns it.
+  // Checks the error body of api/openapi.yaml and returns it.
   Json expect_error(const http::Response& res, unsigned status, const std::string& code) {
     INFO("status " << res.status << " body " << res.body);
     CHECK(res.status == status);

@@ -1,4 +1,4 @@
-// Every route of API.md §2–§4 through Api::handle, without sockets: a real event store in a
+// Every route of api/openapi.yaml through Api::handle, without sockets: a real event store in a
 // temporary directory, a started projector, a manual clock and seeded randomness, wired the
 // way `keyledger serve` wires them (main.cpp). The server adds X-Request-Id and calls
 // on_response; here the test does both.

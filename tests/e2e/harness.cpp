@@ -1,9 +1,9 @@
 #include "harness.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <boost/asio/connect.hpp>
@@ -123,7 +123,8 @@ HttpConnection::~HttpConnection() {
   impl_->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
 }
 
-HttpResult HttpConnection::request(const std::string& method, const std::string& target, const std::string& body,
+HttpResult HttpConnection::request(const std::string& method, const std::string& target,
+                                   const std::string& body,
                                    const std::map<std::string, std::string>& headers) {
   impl_->stream.expires_after(std::chrono::seconds(20));
   bhttp::request<bhttp::string_body> req(bhttp::string_to_verb(method), target, 11);
@@ -166,7 +167,8 @@ ChildProcess::ChildProcess(const std::vector<std::string>& args, std::filesystem
 
 ChildProcess::~ChildProcess() { kill_hard(); }
 
-void ChildProcess::wait_until_ready(const std::function<bool(const std::string&)>& ready, const std::string& what) {
+void ChildProcess::wait_until_ready(const std::function<bool(const std::string&)>& ready,
+                                    const std::string& what) {
   const bool started = read_lines_until(stdout_fd_, ready);
   drain_in_background(stdout_fd_);
   if (!started) {
@@ -179,19 +181,23 @@ int ChildProcess::stop() { return wait_for_exit(pid_, SIGTERM); }
 
 void ChildProcess::kill_hard() { (void)wait_for_exit(pid_, SIGKILL); }
 
+void ChildProcess::send_signal(int signal) const { ::kill(pid_, signal); }
+
 std::string ChildProcess::log() const { return read_file(log_file_); }
 
 namespace {
 
-std::vector<std::string> serve_args(const std::filesystem::path& data_dir, const std::vector<std::string>& extra_args,
+std::vector<std::string> serve_args(const std::filesystem::path& data_dir,
+                                    const std::vector<std::string>& extra_args,
                                     const std::string& kafka_brokers) {
-  std::vector<std::string> args = {binary(), "serve", "--data-dir", data_dir.string(), "--listen", "127.0.0.1:0",
-                                   "--kafka-brokers", kafka_brokers};
+  std::vector<std::string> args = {binary(),   "serve",       "--data-dir",      data_dir.string(),
+                                   "--listen", "127.0.0.1:0", "--kafka-brokers", kafka_brokers};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   return args;
 }
 
-std::vector<std::string> webhooks_args(const std::filesystem::path& state_dir, const std::vector<std::string>& args) {
+std::vector<std::string> webhooks_args(const std::filesystem::path& state_dir,
+                                       const std::vector<std::string>& args) {
   std::vector<std::string> all = {binary(), "webhooks", "--data-dir", state_dir.string()};
   all.insert(all.end(), args.begin(), args.end());
   return all;
@@ -201,7 +207,8 @@ std::vector<std::string> webhooks_args(const std::filesystem::path& state_dir, c
 
 ServerProcess::ServerProcess(const std::filesystem::path& data_dir, std::vector<std::string> extra_args,
                              const std::string& kafka_brokers)
-    : ChildProcess(serve_args(data_dir, extra_args, kafka_brokers), data_dir.string() + ".log"), data_dir_(data_dir) {
+    : ChildProcess(serve_args(data_dir, extra_args, kafka_brokers), data_dir.string() + ".log"),
+      data_dir_(data_dir) {
   // Read stdout until the "listening on host:port" line.
   wait_until_ready(
       [&](const std::string& line) {
@@ -219,7 +226,8 @@ ServerProcess::ServerProcess(const std::filesystem::path& data_dir, std::vector<
 
 WebhooksProcess::WebhooksProcess(const std::filesystem::path& state_dir, std::vector<std::string> args)
     : ChildProcess(webhooks_args(state_dir, args), state_dir.string() + ".log") {
-  wait_until_ready([](const std::string& line) { return line == "keyledger webhooks ready"; }, "keyledger webhooks");
+  wait_until_ready([](const std::string& line) { return line == "keyledger webhooks ready"; },
+                   "keyledger webhooks");
 }
 
 std::pair<int, std::string> run_binary(const std::vector<std::string>& args) {
@@ -246,7 +254,8 @@ std::string ServerProcess::bootstrap_token() const {
 }
 
 HttpResult ServerProcess::request(const std::string& method, const std::string& target, const Json& body,
-                                  const std::string& token, std::map<std::string, std::string> headers) const {
+                                  const std::string& token,
+                                  std::map<std::string, std::string> headers) const {
   if (!token.empty()) {
     headers["Authorization"] = "Bearer " + token;
   }

@@ -60,6 +60,8 @@ class ChildProcess {
   // SIGTERM and wait; returns the exit status (0 on a clean shutdown).
   int stop();
   void kill_hard();
+  // Sends `signal` (SIGHUP: reload) and returns at once.
+  void send_signal(int signal) const;
   // Everything the process wrote to stderr so far.
   std::string log() const;
 

@@ -1,5 +1,5 @@
 // The security matrix (issue 13), against the real binary: every route of the contract (the
-// route table of api/handlers.cpp) × every kind of credential → the status API.md §2 says,
+// route table of api/handlers.cpp) × every kind of credential → the status api/openapi.yaml says,
 // on the primary and on a verifier replica fed from its embedded broker.
 //
 // The expected status of a cell is not typed by hand: it follows from the route's access rule
@@ -77,18 +77,18 @@ struct Route {
   std::function<void(World&, const Target&, bool allowed)> effect;
 };
 
-// API.md §7: what a replica serves itself; every other route of the contract is 503.
+// README, Configuration: what a replica serves itself; every other route of the contract is 503.
 bool served_by_replica(const Route& r) {
   static const std::vector<std::string> served = {"/healthz", "/readyz", "/metrics", "/v1/verify",
                                                   "/v1/auth"};
   return std::find(served.begin(), served.end(), r.pattern) != served.end();
 }
 
-// API.md §2: 401 for a missing or unknown credential, 403 for a valid one without the
+// api/openapi.yaml: 401 for a missing or unknown credential, 403 for a valid one without the
 // scope (an agent key is never a service token), an agent key only on its own routes.
 unsigned expected_status(const Route& route, const Credential& c, Node node) {
   if (node == Node::kReplica && !served_by_replica(route)) {
-    return 503;  // read_only_replica, whoever asks (API.md §7; consumers/replica.cpp checks no credential)
+    return 503;  // read_only_replica, whoever asks (README, Configuration; consumers/replica.cpp checks no credential)
   }
   switch (route.access) {
     case Access::kPublic:

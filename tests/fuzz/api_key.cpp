@@ -1,4 +1,4 @@
-// The key format check and the verify path (API.md §1, §4): is_well_formed_api_key against
+// The key format check and the verify path (README, Design decisions, §4): is_well_formed_api_key against
 // an independent reading of ^cg_[0-9a-f]{32}$, the hint of a well-formed key, the service-token
 // format, the bearer credential as the server reads it, and Verifier::verify over a real
 // ActiveKeyTable holding five obviously fake keys in every condition (active, revoked, expired,

@@ -2,7 +2,7 @@
 // Headers list (api/http.h), on the bytes of a request target.
 //
 // Checked: parse_target accepts exactly the targets whose path is canonical (an independent
-// reading of API.md §3: "/" or "/seg/…", no empty, "." or ".." segment, no '%') and whose query
+// reading of api/openapi.yaml: "/" or "/seg/…", no empty, "." or ".." segment, no '%') and whose query
 // escapes are well formed; the path it gives is the target up to '?'; the query it gives, encoded
 // again, parses to the same map; path_segments gives the non-empty pieces between slashes,
 // nothing else; frameable is true exactly when there is no CR, LF or NUL (it reads eight bytes

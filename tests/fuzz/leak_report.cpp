@@ -1,7 +1,7 @@
 // The leak report parser (POST /v1/leaks, GitHub secret-scanning format) through the real
 // handler. The input is the body; `@KEY@` becomes a live agent key, so reports really revoke.
 //
-// Checked: a leak report never fails for cosmetic reasons (API.md §4): a JSON array of at most
+// Checked: a leak report never fails for cosmetic reasons (api/openapi.yaml): a JSON array of at most
 // 100 objects holding only token/type/url/source, each a string or null and the token non-empty,
 // is answered 200 whatever the texts hold; a 200 answers every item, in order, with the SHA-256
 // of its token, a label and result of the contract, "revoked" only for a well-formed key that

@@ -126,7 +126,7 @@ def random_unknown_key(real_key, rng):
 
 
 # Malformed on purpose, built from a counting pattern (never an issued key): each breaks one
-# rule of the format (API.md §1).
+# rule of the format (README, Design decisions).
 _HEX32 = "0123456789abcdef" * 2
 MALFORMED = [
     "", "cg_", "cg", "sk_live_" + _HEX32,

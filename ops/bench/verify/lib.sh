@@ -27,9 +27,10 @@ build_release() {
 }
 
 # start_keyledger SECONDS COMMAND... [-- SERVE_ARG...]: runs `COMMAND serve` on a free port of
-# 127.0.0.1 with its data in $tmp/data, no Kafka, no webhook deliveries (the bench agents' URLs
-# point nowhere; they would only add load) and tiers no run can exhaust. Waits up to SECONDS
-# for it to be ready; sets keyledger_pid and kl (its URL).
+# 127.0.0.1 with its data in $tmp/data (or $kl_data), no Kafka, no webhook deliveries (the
+# bench agents' URLs point nowhere; they would only add load) and tiers no run can exhaust.
+# Waits up to SECONDS for it to be ready; sets keyledger_pid and kl (its URL). Its output goes
+# to $tmp/keyledger.out/.err (or $tmp/$kl_name.out/.err).
 start_keyledger() {
   local seconds="$1"
   shift
@@ -42,11 +43,12 @@ start_keyledger() {
     shift
     extra=("$@")
   fi
-  "${command[@]}" serve --data-dir "$tmp/data" --listen 127.0.0.1:0 --kafka-brokers none --disable-webhooks \
-    --rate-limit-tiers "standard:1000000:1000000,elevated:1000000:1000000" "${extra[@]+"${extra[@]}"}" \
-    >"$tmp/keyledger.out" 2>"$tmp/keyledger.err" &
+  local name="${kl_name:-keyledger}"
+  "${command[@]}" serve --data-dir "${kl_data:-$tmp/data}" --listen 127.0.0.1:0 --kafka-brokers none \
+    --disable-webhooks --rate-limit-tiers "standard:1000000:1000000,elevated:1000000:1000000" \
+    "${extra[@]+"${extra[@]}"}" >"$tmp/$name.out" 2>"$tmp/$name.err" &
   keyledger_pid=$!
-  wait_for "$seconds" grep -q '^keyledger listening on ' "$tmp/keyledger.out" || die "keyledger did not start"
-  kl="http://$(sed -n 's/^keyledger listening on //p' "$tmp/keyledger.out" | head -n 1)"
+  wait_for "$seconds" grep -q '^keyledger listening on ' "$tmp/$name.out" || die "$name did not start"
+  kl="http://$(sed -n 's/^keyledger listening on //p' "$tmp/$name.out" | head -n 1)"
   wait_for "$seconds" curl -sf -o /dev/null "$kl/readyz" || die "keyledger never became ready"
 }

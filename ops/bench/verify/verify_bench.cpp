@@ -6,7 +6,9 @@
 //   floor:    a bare loop of libsodium's keyed BLAKE2b-256 (crypto_generichash with the
 //             pepper), the digest every verification must compute;
 //   verifier: api::Verifier::verify(key, 1) as the server wires it (ActiveKeyTable with usage
-//             tracking and rate-limit buckets, SystemClock), a tier too generous ever to limit.
+//             tracking and rate-limit buckets, SystemClock), a tier too generous ever to limit;
+//   counted:  the same with key usage counted (a UsageRecorder, as a primary and a replica
+//             run it), to show what counting costs verification (issue 16: within 5%).
 // The ratio verifier/floor is what the format check, table lookup, expiry check, rate-limit
 // bucket and usage record cost on top of the hash (target: >= 0.5). Comparing the two table
 // sizes shows whether the lookup stays flat as the table outgrows the CPU caches.
@@ -39,6 +41,7 @@
 #include "domain/clock.h"
 #include "domain/key_material.h"
 #include "projections/active_key_table.h"
+#include "projections/usage.h"
 
 namespace {
 
@@ -212,13 +215,18 @@ void run_interleaved(const std::vector<std::uint32_t>& order, double seconds, st
 
 struct SizeResult {
   std::size_t keys = 0;
-  LoopResult floor;     // keyed BLAKE2b alone
-  LoopResult lookup;    // digest + ActiveKeyTable::find
-  LoopResult take;      // api::take_tokens alone, on a bucket per key outside the table
-  LoopResult verifier;  // Verifier::verify, all of it
+  LoopResult floor;                 // keyed BLAKE2b alone
+  LoopResult lookup;                // digest + ActiveKeyTable::find
+  LoopResult take;                  // api::take_tokens alone, on a bucket per key outside the table
+  LoopResult verifier;              // Verifier::verify, all of it, usage not counted
+  LoopResult counted;               // Verifier::verify with usage counted (UsageRecorder)
+  double counts_bytes_per_key = 0;  // the recorder's cells, one per key used in its minute
   double table_bytes_per_key = 0;
   double usage_bytes_per_key = 0;  // rate-limit bucket and usage record, once a key is used
   double ratio() const { return floor.per_second() > 0 ? verifier.per_second() / floor.per_second() : 0; }
+  double counting() const {
+    return verifier.per_second() > 0 ? counted.per_second() / verifier.per_second() : 0;
+  }
 };
 
 SizeResult bench_size(std::size_t n, double seconds, const Pepper& pepper) {
@@ -242,9 +250,9 @@ SizeResult bench_size(std::size_t n, double seconds, const Pepper& pepper) {
   // The table, as the projection would fill it: 10 keys per agent, as many as the API allows.
   const std::size_t rss_before = rss_bytes();
   ActiveKeyTable table({"standard"});
-  const std::int64_t created_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count();
+  const std::int64_t created_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count();
   for (std::size_t i = 0; i < n; ++i) {
     KeyEntry entry;
     entry.key_id = key_ids[i];
@@ -275,6 +283,14 @@ SizeResult bench_size(std::size_t n, double seconds, const Pepper& pepper) {
   const std::size_t rss_used = rss_bytes();
   result.usage_bytes_per_key =
       rss_used > rss_after ? static_cast<double>(rss_used - rss_after) / static_cast<double>(n) : 0;
+  UsageRecorder recorder;
+  const api::Verifier counting(table, hasher, tiers, clock, &recorder);
+  for (std::uint32_t i : order) {
+    (void)counting.verify(keys[i], 1);  // a cell per key, as in a minute where every key is used
+  }
+  const std::size_t rss_counted = rss_bytes();
+  result.counts_bytes_per_key =
+      rss_counted > rss_used ? static_cast<double>(rss_counted - rss_used) / static_cast<double>(n) : 0;
 
   std::uint8_t sink = 0;
   const unsigned char* pepper_bytes = pepper.bytes().data();
@@ -289,17 +305,20 @@ SizeResult bench_size(std::size_t n, double seconds, const Pepper& pepper) {
   Loop lookup([&](std::uint32_t i) { return table.find(hasher.digest(keys[i])).has_value(); });
   std::vector<TokenBucket> buckets(n);
   Loop take([&](std::uint32_t i) {
-    const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock.now().time_since_epoch()).count();
+    const auto now_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(clock.now().time_since_epoch()).count();
     return api::take_tokens(buckets[i], tiers[0], 1, now_ns).allowed;
   });
   Loop verify([&](std::uint32_t i) { return verifier.verify(keys[i], 1).valid(); });
-  run_interleaved(order, seconds, {&floor, &lookup, &take, &verify});
+  Loop counted([&](std::uint32_t i) { return counting.verify(keys[i], 1).valid(); });
+  run_interleaved(order, seconds, {&floor, &lookup, &take, &verify, &counted});
   g_sink = sink;  // the floor's digests are used, so its loop cannot be optimised away
 
   result.floor = floor.result;
   result.lookup = lookup.result;
   result.take = take.result;
   result.verifier = verify.result;
+  result.counted = counted.result;
   return result;
 }
 
@@ -330,21 +349,31 @@ int main(int argc, char** argv) {
   report << "In-process verification, one thread (" << options.seconds
          << " s per loop, loops interleaved in 50 ms turns)\n";
   char line[256];
-  std::snprintf(line, sizeof(line), "%10s  %12s  %12s  %6s  %9s  %9s  %9s  %9s  %8s  %8s\n", "keys", "floor/s",
-                "verify/s", "ratio", "floor ns", "lookup ns", "take ns", "verify ns", "table B", "in use B");
+  std::snprintf(line, sizeof(line), "%10s  %12s  %12s  %6s  %9s  %9s  %9s  %9s  %8s  %8s\n", "keys",
+                "floor/s", "verify/s", "ratio", "floor ns", "lookup ns", "take ns", "verify ns", "table B",
+                "in use B");
   report << line;
   for (const auto& r : results) {
-    std::snprintf(line, sizeof(line), "%10zu  %12s  %12s  %6.2f  %9.0f  %9.0f  %9.0f  %9.0f  %8.0f  %8.0f\n", r.keys,
-                  fmt_rate(r.floor.per_second()).c_str(), fmt_rate(r.verifier.per_second()).c_str(), r.ratio(),
-                  r.floor.ns_per_op(), r.lookup.ns_per_op(), r.take.ns_per_op(),
+    std::snprintf(line, sizeof(line), "%10zu  %12s  %12s  %6.2f  %9.0f  %9.0f  %9.0f  %9.0f  %8.0f  %8.0f\n",
+                  r.keys, fmt_rate(r.floor.per_second()).c_str(), fmt_rate(r.verifier.per_second()).c_str(),
+                  r.ratio(), r.floor.ns_per_op(), r.lookup.ns_per_op(), r.take.ns_per_op(),
                   r.verifier.ns_per_op(), r.table_bytes_per_key, r.usage_bytes_per_key);
+    report << line;
+  }
+  report
+      << "Counting usage (issue 16): verify/s with counts over verify/s without, and the recorder's\n"
+         "bytes per key used within one flush interval (drained every 2 s; nothing per key in the table)\n";
+  for (const auto& r : results) {
+    std::snprintf(line, sizeof(line), "%10zu keys: counted %s/s, x%.3f of uncounted; %.0f B per key used\n",
+                  r.keys, fmt_rate(r.counted.per_second()).c_str(), r.counting(), r.counts_bytes_per_key);
     report << line;
   }
   if (results.size() >= 2) {
     const auto& a = results.front();
     const auto& b = results.back();
     std::snprintf(line, sizeof(line), "%zu vs %zu keys: verify/s x%.2f, ratio to floor x%.2f (1.00 = flat)\n",
-                  b.keys, a.keys, a.verifier.per_second() > 0 ? b.verifier.per_second() / a.verifier.per_second() : 0,
+                  b.keys, a.keys,
+                  a.verifier.per_second() > 0 ? b.verifier.per_second() / a.verifier.per_second() : 0,
                   a.ratio() > 0 ? b.ratio() / a.ratio() : 0);
     report << line;
   }

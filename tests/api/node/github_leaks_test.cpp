@@ -1,4 +1,4 @@
-// POST /v1/leaks/github through the composed node (API.md §4): GitHub's ECDSA signature over
+// POST /v1/leaks/github through the composed node (api/openapi.yaml): GitHub's ECDSA signature over
 // the raw body is the credential; a good one makes it a leak report by actor leak:github.
 #include "api/node/primary.h"
 

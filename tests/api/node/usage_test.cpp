@@ -1,4 +1,4 @@
-// Key usage through the composed node (API.md §4 Usage): verifications with known outcomes
+// Key usage through the composed node (api/openapi.yaml Usage): verifications with known outcomes
 // across two minutes of an injected clock, read back exactly over loopback HTTP.
 #include "api/node/primary.h"
 

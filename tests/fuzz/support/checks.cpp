@@ -16,7 +16,7 @@ namespace {
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 
-// Limits of API.md §4 that events must respect (domain/agent.cpp keeps its own copies private).
+// Limits of api/openapi.yaml that events must respect (domain/agent.cpp keeps its own copies private).
 constexpr std::size_t kMaxNameChars = 100;
 constexpr std::size_t kMinDescriptionChars = 20;
 constexpr std::size_t kMaxDescriptionChars = 2000;

@@ -30,7 +30,7 @@ std::size_t code_points(std::string_view text);
 // other than those in `allowed`.
 bool has_control(std::string_view text, std::string_view allowed = {});
 
-// The body of an error answer of API.md §3, checked: {"error": {"code", "message",
+// The body of an error answer of api/openapi.yaml, checked: {"error": {"code", "message",
 // "request_id" == `request_id`, "details"?}}; returns the code.
 std::string check_error_body(const http::Response& res, const std::string& request_id);
 
