@@ -94,6 +94,23 @@ void Metrics::add_gauge(std::string name, std::string help, std::function<double
   gauges_[std::move(name)] = Gauge{std::move(help), std::move(read)};
 }
 
+namespace {
+constexpr std::array<std::string_view, 3> kDeliveryOutcomes = {"delivered", "retrying", "failed"};
+}  // namespace
+
+void Metrics::add_counter(std::string name, std::string help, std::function<double()> read) {
+  std::lock_guard lock(mutex_);
+  counters_[std::move(name)] = Gauge{std::move(help), std::move(read)};
+}
+
+void Metrics::count_webhook_delivery(std::string_view outcome) {
+  for (std::size_t i = 0; i < kDeliveryOutcomes.size(); ++i) {
+    if (outcome == kDeliveryOutcomes[i]) {
+      webhook_deliveries_[i].add();
+    }
+  }
+}
+
 void Metrics::observe_usage_flush(bool ok, std::chrono::nanoseconds took) {
   (ok ? usage_flushes_ : usage_flush_errors_).add();
   usage_flush_ns_.add(static_cast<std::uint64_t>(std::max<std::int64_t>(0, took.count())));
@@ -149,7 +166,17 @@ std::string Metrics::render() const {
       << "# HELP keyledger_usage_flush_seconds_total Time spent flushing key usage counts.\n"
       << "# TYPE keyledger_usage_flush_seconds_total counter\n"
       << "keyledger_usage_flush_seconds_total " << static_cast<double>(usage_flush_ns_.value()) / 1e9 << "\n";
+  out << "# HELP keyledger_webhook_deliveries_total Webhook delivery attempts recorded, by outcome.\n"
+      << "# TYPE keyledger_webhook_deliveries_total counter\n";
+  for (std::size_t i = 0; i < kDeliveryOutcomes.size(); ++i) {
+    out << "keyledger_webhook_deliveries_total{outcome=\"" << kDeliveryOutcomes[i] << "\"} "
+        << webhook_deliveries_[i].value() << "\n";
+  }
   std::lock_guard lock(mutex_);
+  for (const auto& [name, counter] : counters_) {
+    out << "# HELP " << name << " " << counter.help << "\n# TYPE " << name << " counter\n"
+        << name << " " << counter.read() << "\n";
+  }
   for (const auto& [name, gauge] : gauges_) {
     out << "# HELP " << name << " " << gauge.help << "\n# TYPE " << name << " gauge\n"
         << name << " " << gauge.read() << "\n";

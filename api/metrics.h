@@ -51,6 +51,10 @@ class Metrics {
 
   // Gauges read at scrape time (projection lag, Kafka publication lag, …).
   void add_gauge(std::string name, std::string help, std::function<double()> read);
+  // Counters kept elsewhere (the store's fsyncs), read at scrape time.
+  void add_counter(std::string name, std::string help, std::function<double()> read);
+  // One WebhookDeliveryRecorded event: outcome delivered, retrying or failed.
+  void count_webhook_delivery(std::string_view outcome);
 
   std::string render() const;
 
@@ -73,6 +77,8 @@ class Metrics {
     std::function<double()> read;
   };
   std::map<std::string, Gauge> gauges_;
+  std::map<std::string, Gauge> counters_;
+  std::array<ShardedCounter, 3> webhook_deliveries_{};  // delivered, retrying, failed
 
   std::array<ShardedCounter, kCodes> outcomes_{};
   std::array<ShardedCounter, kLatencyBuckets.size()> latency_buckets_{};

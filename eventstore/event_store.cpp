@@ -413,6 +413,11 @@ Status EventStore::write_health() const {
   return Status::Ok();
 }
 
+EventStore::SyncStats EventStore::sync_stats() const {
+  return {.syncs = impl_->syncs.load(std::memory_order_relaxed),
+          .took = std::chrono::nanoseconds(impl_->sync_ns.load(std::memory_order_relaxed))};
+}
+
 std::uint64_t EventStore::unreadable_events() const {
   return impl_->unreadable.load(std::memory_order_relaxed);
 }

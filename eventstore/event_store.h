@@ -17,6 +17,7 @@
 // next groups are validated and written while an fsync runs), so throughput grows
 // with the number of writers.
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -174,6 +175,12 @@ class EventStore {
   std::uint64_t last_position() const;
   // How many distinct records that do not decode the readers have met since open.
   std::uint64_t unreadable_events() const;
+  // The WAL fsyncs that made appends durable since open, and their total duration.
+  struct SyncStats {
+    std::uint64_t syncs = 0;
+    std::chrono::nanoseconds took{0};
+  };
+  SyncStats sync_stats() const;
 
   // Adds a listener of every committed group, called after the listeners subscribed before
   // it. Thread-safe; a listener subscribed while appends run sees the groups committed after

@@ -133,6 +133,10 @@ struct EventStore::Impl {
   bool needs_resume = false;
   std::atomic<bool> writes_failing{false};
 
+  // WAL fsyncs done by the syncer, and the time they took (sync_stats()).
+  std::atomic<std::uint64_t> syncs{0};
+  std::atomic<std::uint64_t> sync_ns{0};
+
   // Records met that do not decode (unreadable_events()), and the positions already logged.
   std::atomic<std::uint64_t> unreadable{0};
   std::mutex unreadable_mutex;

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "eventstore/event_store_impl.h"
 
@@ -213,7 +214,13 @@ void EventStore::Impl::run_syncer() {
       // not prove these durable (the kernel reports a lost writeback only once).
       synced = Status::IoError("a WAL sync failed; restart to recover");
     } else if (wrote && options.sync) {
+      const auto started = std::chrono::steady_clock::now();
       const rocksdb::Status s = db->SyncWAL();
+      sync_ns.fetch_add(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                       std::chrono::steady_clock::now() - started)
+                                                       .count()),
+                        std::memory_order_relaxed);
+      syncs.fetch_add(1, std::memory_order_relaxed);
       if (!s.ok()) {
         // Not retried (PostgreSQL's fsyncgate): after a failed fsync the kernel may have
         // dropped the dirty pages, so a later fsync that succeeds proves nothing. The store

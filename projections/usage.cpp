@@ -199,44 +199,138 @@ std::int64_t bucket_start(UsageGranularity granularity, std::int64_t unix_second
 
 // --- UsageRecorder
 
-void UsageRecorder::record(std::string_view key_id, UsageOutcome outcome, std::int64_t now_s,
-                           std::string_view source) {
-  const CellKey key{InlineId(key_id), bucket_start(UsageGranularity::kMinute, now_s)};
-  Shard& shard = shard_for(key_id);
-  std::lock_guard lock(shard.mutex);
-  UsageCounts& counts = shard.cells[key];
-  ++counts.by_outcome[static_cast<std::size_t>(outcome)];
-  if (source.empty()) {
-    return;
+namespace {
+
+std::size_t cell_hash(std::size_t key_hash, std::int32_t minute) {
+  return key_hash ^ (static_cast<std::size_t>(static_cast<std::uint32_t>(minute)) * 0x9E3779B97F4A7C15ULL);
+}
+
+}  // namespace
+
+const UsageRecorder::Cell* UsageRecorder::find(const Table& table, std::size_t hash, const InlineId& key_id,
+                                               std::int32_t minute) {
+  if (table.cells.empty()) {
+    return nullptr;
   }
-  // Addresses seen in the cell's minute, first come first kept (sorted when drained).
-  auto it = std::find_if(counts.sources.begin(), counts.sources.end(),
-                         [&](const auto& s) { return s.first == source; });
-  if (it != counts.sources.end()) {
-    ++it->second;
-  } else if (counts.sources.size() < kMaxUsageSources) {
-    counts.sources.emplace_back(source, 1);
+  const std::size_t mask = table.cells.size() - 1;
+  for (std::size_t i = cell_hash(hash, minute) & mask;; i = (i + 1) & mask) {
+    const Cell& cell = table.cells[i];
+    if (cell.key_id.view().empty()) {
+      return nullptr;
+    }
+    if (cell.minute == minute && cell.key_id == key_id) {
+      return &cell;
+    }
   }
 }
 
-void UsageRecorder::merge(const UsageCell& cell) {
-  Shard& shard = shard_for(cell.key_id.view());
+UsageRecorder::Cell& UsageRecorder::place(Table& table, std::size_t hash, const InlineId& key_id,
+                                          std::int32_t minute) {
+  if ((table.used + 1) * 10 > table.cells.size() * 7) {  // at most 70 % full
+    std::vector<Cell, HugePageAllocator<Cell>> old;
+    old.swap(table.cells);
+    table.cells.resize(std::max(kInitialCells, old.size() * 2));
+    const std::size_t mask = table.cells.size() - 1;
+    for (const Cell& cell : old) {
+      if (!cell.key_id.view().empty()) {
+        std::size_t i = cell_hash(hash_of(cell.key_id.view()), cell.minute) & mask;
+        while (!table.cells[i].key_id.view().empty()) {
+          i = (i + 1) & mask;
+        }
+        table.cells[i] = cell;
+      }
+    }
+  }
+  const std::size_t mask = table.cells.size() - 1;
+  for (std::size_t i = cell_hash(hash, minute) & mask;; i = (i + 1) & mask) {
+    Cell& cell = table.cells[i];
+    if (cell.key_id.view().empty()) {
+      cell.key_id = key_id;
+      cell.minute = minute;
+      ++table.used;
+      return cell;
+    }
+    if (cell.minute == minute && cell.key_id == key_id) {
+      return cell;
+    }
+  }
+}
+
+void UsageRecorder::add_source(Table& table, Cell& cell, std::string_view address, std::uint64_t count) {
+  if (cell.sources == 0) {
+    table.sources.emplace_back();
+    cell.sources = static_cast<std::uint32_t>(table.sources.size());
+  }
+  auto& list = table.sources[cell.sources - 1];
+  auto it = std::find_if(list.begin(), list.end(), [&](const auto& s) { return s.first == address; });
+  if (it != list.end()) {
+    it->second += count;
+  } else if (list.size() < kMaxUsageSources) {  // first come first kept (sorted when drained)
+    list.emplace_back(address, count);
+  }
+}
+
+UsageCell UsageRecorder::to_cell(const Table& table, const Cell& cell) {
+  UsageCell out{cell.key_id, static_cast<std::int64_t>(cell.minute) * 60, {}};
+  UsageCounts counts;
+  for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
+    counts.by_outcome[i] = cell.counts[i];
+  }
+  if (cell.sources != 0) {
+    counts.sources = table.sources[cell.sources - 1];
+  }
+  out.counts.add(counts);  // sorts and bounds the sources
+  return out;
+}
+
+void UsageRecorder::record(std::string_view key_id, UsageOutcome outcome, std::int64_t now_s,
+                           std::string_view source) {
+  const InlineId id(key_id);
+  const std::size_t hash = hash_of(id.view());
+  const auto minute = static_cast<std::int32_t>(bucket_start(UsageGranularity::kMinute, now_s) / 60);
+  Shard& shard = shard_for(hash);
   std::lock_guard lock(shard.mutex);
-  shard.cells[CellKey{cell.key_id, bucket_start(UsageGranularity::kMinute, cell.minute)}].add(cell.counts);
+  Cell& cell = place(shard.table, hash, id, minute);
+  ++cell.counts[static_cast<std::size_t>(outcome)];
+  if (!source.empty()) {
+    add_source(shard.table, cell, source, 1);
+  }
+}
+
+void UsageRecorder::merge(const UsageCell& in) {
+  const std::size_t hash = hash_of(in.key_id.view());
+  const auto minute = static_cast<std::int32_t>(bucket_start(UsageGranularity::kMinute, in.minute) / 60);
+  Shard& shard = shard_for(hash);
+  std::lock_guard lock(shard.mutex);
+  Cell& cell = place(shard.table, hash, in.key_id, minute);
+  for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
+    const std::uint64_t sum = cell.counts[i] + in.counts.by_outcome[i];
+    cell.counts[i] = static_cast<std::uint32_t>(std::min<std::uint64_t>(sum, UINT32_MAX));
+  }
+  for (const auto& [address, count] : in.counts.sources) {
+    add_source(shard.table, cell, address, count);
+  }
 }
 
 std::vector<UsageCell> UsageRecorder::take() {
   std::vector<UsageCell> out;
   for (Shard& shard : shards_) {
-    std::unordered_map<CellKey, UsageCounts, CellHash> cells;
+    Table drained;
     {
       std::lock_guard lock(shard.mutex);
-      cells.swap(shard.cells);
+      if (shard.table.used == 0) {
+        continue;
+      }
+      drained.cells.swap(shard.table.cells);
+      drained.sources.swap(shard.table.sources);
+      drained.used = shard.table.used;
+      shard.table.used = 0;
     }
-    for (auto& [key, counts] : cells) {
-      UsageCell cell{key.key_id, key.minute, {}};
-      cell.counts.add(counts);  // sorts and bounds the sources
-      out.push_back(std::move(cell));
+    out.reserve(out.size() + drained.used);
+    for (const Cell& cell : drained.cells) {
+      if (!cell.key_id.view().empty()) {
+        out.push_back(to_cell(drained, cell));
+      }
     }
   }
   return out;
@@ -246,17 +340,16 @@ std::vector<UsageCell> UsageRecorder::peek(std::string_view key_id, std::int64_t
                                            std::int64_t last_minute) const {
   std::vector<UsageCell> out;
   const InlineId id(key_id);
-  const Shard& shard = shard_for(key_id);
+  const std::size_t hash = hash_of(id.view());
+  const Shard& shard = shard_for(hash);
   std::lock_guard lock(shard.mutex);
-  if (shard.cells.empty()) {
+  if (shard.table.used == 0) {
     return out;
   }
   for (std::int64_t minute = bucket_start(UsageGranularity::kMinute, first_minute); minute <= last_minute;
        minute += 60) {
-    if (auto it = shard.cells.find(CellKey{id, minute}); it != shard.cells.end()) {
-      UsageCell cell{id, minute, {}};
-      cell.counts.add(it->second);
-      out.push_back(std::move(cell));
+    if (const Cell* cell = find(shard.table, hash, id, static_cast<std::int32_t>(minute / 60))) {
+      out.push_back(to_cell(shard.table, *cell));
     }
   }
   return out;
@@ -266,7 +359,7 @@ std::size_t UsageRecorder::pending() const {
   std::size_t n = 0;
   for (const Shard& shard : shards_) {
     std::lock_guard lock(shard.mutex);
-    n += shard.cells.size();
+    n += shard.table.used;
   }
   return n;
 }

@@ -28,6 +28,7 @@
 #include "eventstore/event_store.h"
 #include "keyledger/v1/usage.pb.h"
 #include "projections/active_key_table.h"
+#include "projections/huge_pages.h"
 
 namespace keyledger {
 
@@ -72,17 +73,24 @@ struct UsageCell {
   UsageCounts counts;
 };
 
-// Usage recorded since the last drain, per key and minute. Thread-safe; record() never waits
-// for more than one shard's lock, which is held for a hash lookup.
+// Usage recorded since the last drain, per key and minute. Thread-safe; record() holds one
+// shard's lock for a hash and, nearly always, one cache line: each shard is an open-addressing
+// table of 64-byte cells (key id, minute and counts inline, on huge pages once large), with
+// the rare cell that has client addresses pointing into a side list. Drains swap the table
+// out under the lock and read it outside, so verification never waits for a flush.
 class UsageRecorder {
  public:
+  UsageRecorder() = default;
+  UsageRecorder(const UsageRecorder&) = delete;
+  UsageRecorder& operator=(const UsageRecorder&) = delete;
+
   // One verification of `key_id` at `now_s` (Unix seconds); `source` is the client address,
   // empty when unknown (a gateway's POST /v1/verify).
   void record(std::string_view key_id, UsageOutcome outcome, std::int64_t now_s,
               std::string_view source = {});
   // Adds a cell recorded elsewhere (a replica's report).
   void merge(const UsageCell& cell);
-  // Everything recorded since the last call.
+  // Everything recorded since the last call. One caller at a time (the flusher).
   std::vector<UsageCell> take();
   // The undrained cells of `key_id` for the minutes in [first_minute, last_minute].
   std::vector<UsageCell> peek(std::string_view key_id, std::int64_t first_minute,
@@ -91,28 +99,36 @@ class UsageRecorder {
   std::size_t pending() const;
 
  private:
-  struct CellKey {
-    InlineId key_id;
-    std::int64_t minute = 0;
-    bool operator==(const CellKey&) const = default;
+  struct Cell {               // one cache line
+    InlineId key_id;          // empty: a free place
+    std::int32_t minute = 0;  // Unix minutes
+    std::array<std::uint32_t, kUsageOutcomes> counts{};
+    std::uint32_t sources = 0;  // 1 + index into Table::sources; 0: none
+    std::uint32_t spare = 0;
   };
-  struct CellHash {
-    std::size_t operator()(const CellKey& k) const {
-      return std::hash<std::string_view>{}(k.key_id.view()) ^
-             static_cast<std::size_t>(k.minute * 0x9E3779B97F4A7C15ULL);
-    }
+  static_assert(sizeof(Cell) == 64, "a usage cell is one cache line");
+  struct Table {
+    std::vector<Cell, HugePageAllocator<Cell>> cells;  // size a power of two, or empty
+    std::size_t used = 0;
+    std::vector<std::vector<std::pair<std::string, std::uint64_t>>> sources;
   };
   static constexpr std::size_t kShards = 16;
+  static constexpr std::size_t kInitialCells = 256;
   struct Shard {
     mutable std::mutex mutex;
-    std::unordered_map<CellKey, UsageCounts, CellHash> cells;
+    Table table;
   };
-  Shard& shard_for(std::string_view key_id) {
-    return shards_[std::hash<std::string_view>{}(key_id) % kShards];
-  }
-  const Shard& shard_for(std::string_view key_id) const {
-    return shards_[std::hash<std::string_view>{}(key_id) % kShards];
-  }
+
+  static std::size_t hash_of(std::string_view key_id) { return std::hash<std::string_view>{}(key_id); }
+  Shard& shard_for(std::size_t hash) { return shards_[(hash >> 56) % kShards]; }
+  const Shard& shard_for(std::size_t hash) const { return shards_[(hash >> 56) % kShards]; }
+  // The cell of (key_id, minute) in `table`, or null (find); created, growing the table if
+  // needed (place).
+  static const Cell* find(const Table& table, std::size_t hash, const InlineId& key_id, std::int32_t minute);
+  static Cell& place(Table& table, std::size_t hash, const InlineId& key_id, std::int32_t minute);
+  static void add_source(Table& table, Cell& cell, std::string_view address, std::uint64_t count);
+  static UsageCell to_cell(const Table& table, const Cell& cell);
+
   std::array<Shard, kShards> shards_;
 };
 

@@ -120,8 +120,18 @@ void Primary::add_gauges() {
     metrics_.add_gauge("keyledger_kafka_published_position", "Last position confirmed published to Kafka.",
                        [this] { return static_cast<double>(relay_->published_position()); });
   }
-  count_appends_ = store.subscribe(
-      [this](const std::vector<v1::Event>& events) { metrics_.count_events_appended(events.size()); });
+  metrics_.add_counter("keyledger_log_syncs_total", "WAL fsyncs that made appends durable.",
+                       [&store] { return static_cast<double>(store.sync_stats().syncs); });
+  metrics_.add_counter("keyledger_log_sync_seconds_total", "Time spent in those fsyncs.",
+                       [&store] { return std::chrono::duration<double>(store.sync_stats().took).count(); });
+  count_appends_ = store.subscribe([this](const std::vector<v1::Event>& events) {
+    metrics_.count_events_appended(events.size());
+    for (const v1::Event& event : events) {
+      if (event.has_webhook_delivery_recorded()) {
+        metrics_.count_webhook_delivery(event.webhook_delivery_recorded().outcome());
+      }
+    }
+  });
 }
 
 // Webhooks to agents, straight from the log; attempts are recorded as events. With

@@ -33,6 +33,7 @@ struct Answer {
   unsigned status = 0;
   nlohmann::json body;  // discarded when the body is not JSON
   std::map<std::string, std::string> headers;
+  std::string text;  // the body as sent
 };
 
 // One request on a fresh connection to 127.0.0.1:`port`. A JSON `body` is sent as such; a
@@ -64,7 +65,7 @@ inline Answer call(std::uint16_t port, boost::beast::http::verb verb, const std:
   bhttp::read(stream, buffer, res);
   beast::error_code ignored;
   stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-  Answer answer{res.result_int(), nlohmann::json::parse(res.body(), nullptr, false), {}};
+  Answer answer{res.result_int(), nlohmann::json::parse(res.body(), nullptr, false), {}, res.body()};
   for (const auto& field : res) {
     answer.headers[std::string(field.name_string())] = std::string(field.value());
   }

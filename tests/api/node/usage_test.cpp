@@ -130,6 +130,14 @@ TEST_CASE("usage counts every outcome of a key per minute, attempts after revoca
   REQUIRE(agent.body["buckets"].size() == 1);  // until defaults to now (10:01:05)
   CHECK(agent.body["buckets"][0]["counts"] == counts(4, 1, 2, 0, 0));
 
+  // What an alert watches, without a per-key label; the store's fsyncs behind the commands.
+  const std::string metrics = node.get("/metrics", {}).text;
+  CHECK(metrics.find("keyledger_inactive_key_attempts_total{code=\"REVOKED\"} 2\n") != std::string::npos);
+  CHECK(metrics.find("keyledger_usage_flushes_total{result=\"ok\"} 1\n") != std::string::npos);
+  CHECK(metrics.find("# TYPE keyledger_log_syncs_total counter\n") != std::string::npos);
+  CHECK(metrics.find("keyledger_log_syncs_total 0\n") == std::string::npos);
+  CHECK(metrics.find(key_id) == std::string::npos);
+
   // A restart keeps what was flushed (stop() flushes the rest).
   node.primary->stop();
   node.primary.reset();

@@ -339,7 +339,13 @@ async function main() {
     await page.getByRole('navigation', { name: 'Agent' }).getByRole('link', { name: 'Activity' }).click();
     await page.getByLabel('Order').selectOption('asc');
     await page.getByRole('button', { name: 'Apply' }).click();
-    await eventually(async () => (await page.locator('tbody tr[data-type="key.compromised"]').count()) > 0, 'the activity shows key.compromised');
+    // The oldest-first page replaces the newest-first one: wait until both ends of the story show.
+    await eventually(
+      async () =>
+        (await page.locator('tbody tr[data-type="key.compromised"]').count()) > 0 &&
+        (await page.locator('tbody tr[data-type="agent.registered"]').count()) > 0,
+      'the activity shows agent.registered and key.compromised',
+    );
     const events = await page.locator('tbody tr').evaluateAll((rows) =>
       rows.map((r) => ({ type: r.dataset.type, position: Number(r.dataset.position), actor: r.querySelector('.actor')?.textContent })),
     );
