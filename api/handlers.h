@@ -15,6 +15,7 @@
 #include "api/verifier.h"
 #include "eventstore/command_service.h"
 #include "projections/projector.h"
+#include "projections/usage.h"
 
 namespace keyledger::api {
 

@@ -1,5 +1,7 @@
 #include "api/verifier.h"
 
+#include "projections/usage.h"
+
 namespace keyledger::api {
 
 std::string_view verify_code_name(VerifyCode code) {
@@ -43,8 +45,8 @@ UsageOutcome usage_outcome(VerifyCode code) {
 }  // namespace
 
 Verifier::Verifier(ActiveKeyTable& table, const KeyHasher& hasher, std::vector<RateLimitTier> tiers,
-                   const Clock& clock, UsageRecorder* usage)
-    : table_(table), hasher_(hasher), tiers_(std::move(tiers)), clock_(clock), usage_(usage) {
+                   const Clock& clock, bool count_usage)
+    : table_(table), hasher_(hasher), tiers_(std::move(tiers)), clock_(clock), count_usage_(count_usage) {
   // The table numbers tiers in configuration order; when it agrees with ours, an entry's tier
   // index picks the tier with no lookup by name on the hot path.
   aligned_ = true;
@@ -77,32 +79,36 @@ VerifyOutcome Verifier::verify(std::string_view api_key, std::uint32_t cost, boo
   out.at = clock_.now();
   const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(out.at.time_since_epoch()).count();
   const std::int64_t now_ms = now_ns / 1'000'000;
-  // One visit of the key's slot: state, expiry, bucket and last use under one shard lock.
-  const bool known =
-      table_.visit(digest, now_ns / 1'000'000'000, [&](const KeyEntry& entry, TokenBucket& bucket) {
+  // One visit of the key's slot: state, expiry, bucket, last use and usage count under one
+  // shard lock.
+  const int counted_as = count_usage_ && record_use ? 0 : -1;  // counted at all?
+  const bool known = table_.visit(
+      digest, now_ns / 1'000'000'000,
+      [&](const KeyEntry& entry, TokenBucket& bucket) -> ActiveKeyTable::Visited {
         out.entry = entry;
         switch (entry.condition_at(now_ms)) {
           case KeyCondition::kRevoked:
             out.code = VerifyCode::kRevoked;
-            return false;
+            break;
           case KeyCondition::kExpired:
             out.code = VerifyCode::kExpired;
-            return false;
+            break;
           case KeyCondition::kCompromised:
             out.code = VerifyCode::kCompromised;
-            return false;
-          case KeyCondition::kActive:
             break;
+          case KeyCondition::kActive: {
+            out.tier = &tier_of(entry);
+            out.ratelimit = take_tokens(bucket, *out.tier, cost, now_ns);
+            out.code = out.ratelimit->allowed ? VerifyCode::kValid : VerifyCode::kRateLimited;
+            break;
+          }
         }
-        out.tier = &tier_of(entry);
-        out.ratelimit = take_tokens(bucket, *out.tier, cost, now_ns);
-        out.code = out.ratelimit->allowed ? VerifyCode::kValid : VerifyCode::kRateLimited;
-        return out.ratelimit->allowed && record_use;
-      });
+        return {.used = out.code == VerifyCode::kValid && record_use,
+                .counted = counted_as < 0 ? -1 : static_cast<int>(usage_outcome(out.code))};
+      },
+      source);
   if (!known) {
     out.code = VerifyCode::kNotFound;
-  } else if (usage_ != nullptr && record_use) {
-    usage_->record(out.entry->key_id.view(), usage_outcome(out.code), now_ns / 1'000'000'000, source);
   }
   return out;
 }

@@ -8,7 +8,6 @@
 
 #include "api/rate_limiter.h"
 #include "projections/active_key_table.h"
-#include "projections/usage.h"
 
 namespace keyledger::api {
 
@@ -28,9 +27,10 @@ class Verifier {
  public:
   // `tiers` must list every tier name the table may hold (unknown ones fall back to the first).
   // The table keeps each key's rate-limit bucket and last use, hence not const.
-  // With `usage`, every outcome for a known key is counted there (api/openapi.yaml Usage).
+  // With `count_usage`, every outcome for a known key is counted in the table, beside its slot
+  // (ActiveKeyTable::visit; drained by KeyUsage or a replica's UsagePublisher).
   Verifier(ActiveKeyTable& table, const KeyHasher& hasher, std::vector<RateLimitTier> tiers,
-           const Clock& clock, UsageRecorder* usage = nullptr);
+           const Clock& clock, bool count_usage = false);
 
   // `cost` tokens are taken from a valid key's bucket (0 only reads it). Records the key's
   // last use on success and counts the outcome of a known key (with `source`, the client's
@@ -48,7 +48,7 @@ class Verifier {
   const KeyHasher& hasher_;
   std::vector<RateLimitTier> tiers_;
   const Clock& clock_;
-  UsageRecorder* usage_;
+  bool count_usage_;
   bool aligned_ = false;
 };
 

@@ -24,8 +24,8 @@ v1::UsageCell to_proto(const UsageCell& cell) {
 
 // --- UsagePublisher
 
-UsagePublisher::UsagePublisher(UsageRecorder& recorder, UsagePublisherOptions options)
-    : recorder_(recorder), options_(std::move(options)) {}
+UsagePublisher::UsagePublisher(UsageRecorder& recorder, ActiveKeyTable* table, UsagePublisherOptions options)
+    : recorder_(recorder), table_(table), options_(std::move(options)) {}
 
 UsagePublisher::~UsagePublisher() { stop(); }
 
@@ -83,6 +83,9 @@ void UsagePublisher::run() {
 }
 
 void UsagePublisher::publish() {
+  if (table_ != nullptr) {
+    drain_counts(*table_, recorder_);
+  }
   std::vector<UsageCell> cells = recorder_.take();
   for (std::size_t first = 0; first < cells.size(); first += kCellsPerReport) {
     const std::size_t last = std::min(cells.size(), first + kCellsPerReport);

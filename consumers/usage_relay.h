@@ -43,8 +43,9 @@ struct UsagePublisherOptions {
 
 class UsagePublisher {
  public:
-  // `recorder` must outlive the publisher.
-  UsagePublisher(UsageRecorder& recorder, UsagePublisherOptions options);
+  // `recorder` and `table` (may be null; what its visits counted is published too) must
+  // outlive the publisher.
+  UsagePublisher(UsageRecorder& recorder, ActiveKeyTable* table, UsagePublisherOptions options);
   ~UsagePublisher();  // stop()
   UsagePublisher(const UsagePublisher&) = delete;
   UsagePublisher& operator=(const UsagePublisher&) = delete;
@@ -64,6 +65,7 @@ class UsagePublisher {
   static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* message, void* opaque);
 
   UsageRecorder& recorder_;
+  ActiveKeyTable* table_;
   const UsagePublisherOptions options_;
   KafkaHandle producer_;
   std::thread thread_;

@@ -160,6 +160,115 @@ void ActiveKeyTable::free_chunks() {
       chunk = nullptr;
     }
   }
+  for (auto& chunk : use_chunks_) {
+    if (UseCell* cells = chunk.exchange(nullptr)) {
+      free_huge_pages(cells, kUseChunkCells * sizeof(UseCell));
+    }
+  }
+}
+
+ActiveKeyTable::UseCell& ActiveKeyTable::use_cell(Ref ref) {
+  std::atomic<UseCell*>& chunk = use_chunks_[ref >> kUseChunkBits];
+  UseCell* cells = chunk.load(std::memory_order_acquire);
+  if (cells == nullptr) {
+    // Zero-filled, which is every cell's empty state. Slots of several shards share a chunk:
+    // the first to get theirs in wins, the others give theirs back.
+    auto* fresh = static_cast<UseCell*>(allocate_huge_pages(kUseChunkCells * sizeof(UseCell)));
+    if (chunk.compare_exchange_strong(cells, fresh, std::memory_order_acq_rel)) {
+      cells = fresh;
+    } else {
+      free_huge_pages(fresh, kUseChunkCells * sizeof(UseCell));
+    }
+  }
+  return cells[ref & (kUseChunkCells - 1)];
+}
+
+void ActiveKeyTable::count_use(Shard& shard, Ref ref, std::int64_t now_s, std::size_t outcome,
+                               std::string_view source) {
+  UseCell& cell = use_cell(ref);
+  const auto minute = static_cast<std::int32_t>(std::max<std::int64_t>(1, now_s / 60));
+  if (cell.minute != minute) {
+    if (cell.minute == 0) {
+      shard.counted.push_back(ref);
+    } else {
+      shard.spilled.push_back({ref, cell});  // the minute it leaves, drained with the rest
+    }
+    cell = UseCell{};
+    cell.minute = minute;
+  }
+  ++cell.counts[outcome];
+  if (source.empty()) {
+    return;
+  }
+  if (cell.sources == 0) {
+    shard.sources.emplace_back();
+    cell.sources = static_cast<std::uint32_t>(shard.sources.size());
+  }
+  SourceList& list = shard.sources[cell.sources - 1];
+  auto it = std::find_if(list.begin(), list.end(), [&](const auto& s) { return s.first == source; });
+  if (it != list.end()) {
+    ++it->second;
+  } else if (list.size() < kMaxCountedSources) {  // first come first kept
+    list.emplace_back(source, 1);
+  }
+}
+
+std::size_t ActiveKeyTable::pending_counts() const {
+  std::size_t n = 0;
+  for (const Shard& shard : shards_) {
+    std::lock_guard lock(shard.mutex);
+    n += shard.counted.size() + shard.spilled.size();
+  }
+  return n;
+}
+
+void ActiveKeyTable::drain_counts(const CountSink& sink) {
+  // Cells taken per shard lock: a verification on the shard waits for at most this many.
+  constexpr std::size_t kDrainChunk = 1024;
+  struct Taken {
+    Ref ref;
+    UseCell cell;
+    SourceList sources;
+  };
+  std::vector<Taken> taken;
+  const SourceList none;
+  std::shared_lock lock(index_mutex_);  // no clear() meanwhile
+  for (Shard& shard : shards_) {
+    for (;;) {
+      taken.clear();
+      {
+        std::lock_guard shard_lock(shard.mutex);
+        const auto take = [&](Ref ref, const UseCell& cell) {
+          Taken t{ref, cell, {}};
+          if (cell.sources != 0) {
+            t.sources = std::move(shard.sources[cell.sources - 1]);
+          }
+          taken.push_back(std::move(t));
+        };
+        while (!shard.spilled.empty() && taken.size() < kDrainChunk) {
+          take(shard.spilled.back().ref, shard.spilled.back().cell);
+          shard.spilled.pop_back();
+        }
+        while (!shard.counted.empty() && taken.size() < kDrainChunk) {
+          UseCell& cell = use_cell(shard.counted.back());
+          take(shard.counted.back(), cell);
+          cell = UseCell{};
+          shard.counted.pop_back();
+        }
+        if (shard.spilled.empty() && shard.counted.empty()) {
+          shard.sources.clear();  // no cell refers to a list any more
+        }
+      }
+      if (taken.empty()) {
+        break;
+      }
+      // Outside the shard lock: a slot's key id never changes once written.
+      for (const Taken& t : taken) {
+        sink(slot_at(t.ref).entry.key_id, static_cast<std::int64_t>(t.cell.minute) * 60, t.cell.counts,
+             t.cell.sources != 0 ? t.sources : none);
+      }
+    }
+  }
 }
 
 ActiveKeyTable::Ref ActiveKeyTable::add_slot([[maybe_unused]] const IndexWriter& held, const Digest& digest,
@@ -456,6 +565,9 @@ void ActiveKeyTable::clear() {
     shard.index.clear();
     shard.count = 0;
     shard.unflushed.clear();
+    shard.counted.clear();
+    shard.spilled.clear();
+    shard.sources.clear();
   }
   free_chunks();
   slot_count_ = 0;

@@ -11,12 +11,15 @@
 // indexes included, are measured by ops/bench/verify (README, Performance), not kept here.
 
 #include <array>
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -83,11 +86,22 @@ class ActiveKeyTable {
   // Copy of the entry of `key_id`, or nullopt.
   std::optional<KeyEntry> find_key(std::string_view key_id) const;
 
-  // The verification path: runs fn(const KeyEntry&, TokenBucket&) -> bool under the entry's
-  // shard lock; when fn returns true the key's last use is recorded as `now_s` (Unix seconds).
-  // False if the digest is unknown (fn not called).
+  // What a visit did: record the key's last use (a successful verification), and count an
+  // outcome of its usage (0 to kCountedOutcomes - 1; -1: none).
+  struct Visited {
+    bool used = false;
+    int counted = -1;
+  };
+  static constexpr std::size_t kCountedOutcomes = 5;
+  static constexpr std::size_t kMaxCountedSources = 20;  // client addresses kept per key and minute
+
+  // The verification path: runs fn(const KeyEntry&, TokenBucket&) -> bool or Visited under the
+  // entry's shard lock; when fn says used, the key's last use is recorded as `now_s` (Unix
+  // seconds); when it says counted, that outcome is counted for the key in `now_s`'s minute,
+  // with `source` (a client address, may be empty) among the minute's sources. False if the
+  // digest is unknown (fn not called).
   template <typename Fn>
-  bool visit(const Digest& digest, std::int64_t now_s, Fn&& fn) {
+  bool visit(const Digest& digest, std::int64_t now_s, Fn&& fn, std::string_view source = {}) {
     Shard& shard = shard_for(digest);
     std::lock_guard lock(shard.mutex);
     const std::optional<Ref> ref = shard.locate(digest, *this);
@@ -95,15 +109,37 @@ class ActiveKeyTable {
       return false;
     }
     Slot& slot = slot_at(*ref);
+    // The key's count cell is written after fn: fetch it while fn runs.
+    if (const UseCell* cells = use_chunks_[*ref >> kUseChunkBits].load(std::memory_order_relaxed)) {
+      __builtin_prefetch(&cells[*ref & (kUseChunkCells - 1)], 1);
+    }
     TokenBucket bucket{slot.bucket_updated_ns, slot.bucket_tokens};
-    const bool used = fn(static_cast<const KeyEntry&>(slot.entry), bucket);
+    Visited visited;
+    if constexpr (std::is_same_v<std::decay_t<decltype(fn(slot.entry, bucket))>, bool>) {
+      visited.used = fn(static_cast<const KeyEntry&>(slot.entry), bucket);
+    } else {
+      visited = fn(static_cast<const KeyEntry&>(slot.entry), bucket);
+    }
     slot.bucket_updated_ns = bucket.updated_ns;
     slot.bucket_tokens = bucket.tokens;
-    if (used) {
+    if (visited.used) {
       shard.mark_used(slot, *ref, now_s);
+    }
+    if (visited.counted >= 0) {
+      count_use(shard, *ref, now_s, static_cast<std::size_t>(visited.counted), source);
     }
     return true;
   }
+
+  // Usage counted by visit() since the last drain, one call of sink per key and minute:
+  // sink(key_id, minute start in Unix seconds, counts by outcome, sources). Verifications go on
+  // meanwhile (a shard's lock is held for a bounded chunk at a time).
+  using CountSink = std::function<void(const InlineId& key_id, std::int64_t minute_start,
+                                       const std::array<std::uint32_t, kCountedOutcomes>& counts,
+                                       const std::vector<std::pair<std::string, std::uint32_t>>& sources)>;
+  void drain_counts(const CountSink& sink);
+  // Keys and minutes counted and not drained yet.
+  std::size_t pending_counts() const;
 
   // Applies one event (KeyCreated, KeyRotated, KeyRevoked, KeyExpired, KeyCompromised,
   // AgentRegistered, RateLimitTierChanged); others are ignored. Idempotent, also for events
@@ -188,8 +224,28 @@ class ActiveKeyTable {
   static constexpr std::size_t kMaxChunks = std::size_t{1} << 14;  // 268 million keys
   static constexpr std::size_t kShards = 8;
 
+  // A key's usage counts in one minute, beside its slot (same Ref, same shard lock): 32 bytes
+  // a key, in chunks of one huge page made when a key in them is first counted.
+  struct UseCell {
+    std::int32_t minute = 0;  // Unix minutes; 0: nothing counted since the last drain
+    std::array<std::uint32_t, kCountedOutcomes> counts{};
+    std::uint32_t sources = 0;  // 1 + index into the shard's source lists; 0: none
+    std::uint32_t spare = 0;
+  };
+  static_assert(sizeof(UseCell) == 32, "a usage cell is half a cache line");
+  static constexpr unsigned kUseChunkBits = 16;  // 65 536 cells of 32 bytes: one huge page
+  static constexpr std::size_t kUseChunkCells = std::size_t{1} << kUseChunkBits;
+  using SourceList = std::vector<std::pair<std::string, std::uint32_t>>;
+
   struct Shard {
     mutable std::mutex mutex;
+    std::vector<Ref> counted;  // slots whose UseCell holds counts
+    struct Spilled {
+      Ref ref;
+      UseCell cell;
+    };
+    std::vector<Spilled> spilled;     // a minute a key left before its counts were drained
+    std::vector<SourceList> sources;  // UseCell::sources, until the next drain
     std::vector<std::uint64_t, HugePageAllocator<std::uint64_t>>
         index;  // 0 empty, else tag << 32 | (ref + 1)
     std::size_t count = 0;
@@ -204,6 +260,8 @@ class ActiveKeyTable {
   Shard& shard_for(const Digest& d) { return shards_[shard_of(d)]; }
   const Shard& shard_for(const Digest& d) const { return shards_[shard_of(d)]; }
   Slot& slot_at(Ref ref) const { return chunks_[ref >> kChunkBits][ref & (kChunkSlots - 1)]; }
+  UseCell& use_cell(Ref ref);  // allocates its chunk on first use
+  void count_use(Shard& shard, Ref ref, std::int64_t now_s, std::size_t outcome, std::string_view source);
 
   // The helpers below run under index_mutex_ and take the caller's lock as proof: a call
   // without one does not compile, and debug builds check it locks index_mutex_.
@@ -230,6 +288,7 @@ class ActiveKeyTable {
 
   std::array<Shard, kShards> shards_;
   std::array<Slot*, kMaxChunks> chunks_{};  // written before a slot of theirs is indexed
+  std::array<std::atomic<UseCell*>, kMaxChunks * kChunkSlots / kUseChunkCells> use_chunks_{};
 
   struct Agent {
     std::uint8_t tier = 0;

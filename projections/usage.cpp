@@ -371,8 +371,25 @@ EventStoreOptions::FamilyTuning usage_family_tuning(const Clock& clock, UsageRet
           .compaction_filters = std::make_shared<UsageRetentionFilters>(clock, retention)};
 }
 
-KeyUsage::KeyUsage(const EventStore& store, const Clock& clock, UsageRetention retention)
-    : store_(store), clock_(clock), retention_(retention) {
+void drain_counts(ActiveKeyTable& table, UsageRecorder& recorder) {
+  static_assert(ActiveKeyTable::kCountedOutcomes == kUsageOutcomes);
+  table.drain_counts([&](const InlineId& key_id, std::int64_t minute_start,
+                         const std::array<std::uint32_t, ActiveKeyTable::kCountedOutcomes>& counts,
+                         const std::vector<std::pair<std::string, std::uint32_t>>& sources) {
+    UsageCell cell{key_id, minute_start, {}};
+    for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
+      cell.counts.by_outcome[i] = counts[i];
+    }
+    for (const auto& [address, n] : sources) {
+      cell.counts.sources.emplace_back(address, n);
+    }
+    recorder.merge(cell);
+  });
+}
+
+KeyUsage::KeyUsage(const EventStore& store, const Clock& clock, UsageRetention retention,
+                   ActiveKeyTable* table)
+    : store_(store), table_(table), clock_(clock), retention_(retention) {
   auto family = store.extra_column_family(kUsageColumnFamily);
   open_status_ = family.status();
   if (family.ok()) {
@@ -382,6 +399,9 @@ KeyUsage::KeyUsage(const EventStore& store, const Clock& clock, UsageRetention r
 
 Status KeyUsage::flush() {
   std::lock_guard lock(flush_mutex_);
+  if (table_ != nullptr) {
+    drain_counts(*table_, recorder_);
+  }
   const std::vector<UsageCell> cells = recorder_.take();
   rocksdb::WriteBatch batch;
   std::size_t written = 0;  // cells[0, written) are in the family
@@ -430,6 +450,9 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
   };
 
   std::lock_guard lock(flush_mutex_);
+  if (table_ != nullptr) {
+    drain_counts(*table_, recorder_);  // what verification counted, into the recorder peeked below
+  }
   for (const std::string& key_id : key_ids) {
     const std::string prefix = prefix_of(key_id, granularity);
     std::unique_ptr<rocksdb::Iterator> it = family_.iterator();
@@ -462,5 +485,9 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
 }
 
 Status KeyUsage::compact() const { return family_.compact(); }
+
+std::size_t KeyUsage::pending() const {
+  return recorder_.pending() + (table_ != nullptr ? table_->pending_counts() : 0);
+}
 
 }  // namespace keyledger

@@ -132,6 +132,9 @@ class UsageRecorder {
   std::array<Shard, kShards> shards_;
 };
 
+// Moves what `table` counted (ActiveKeyTable::visit) into `recorder`.
+void drain_counts(ActiveKeyTable& table, UsageRecorder& recorder);
+
 struct UsageBucket {
   std::int64_t start = 0;  // Unix seconds
   UsageCounts counts;
@@ -145,13 +148,17 @@ EventStoreOptions::FamilyTuning usage_family_tuning(const Clock& clock, UsageRet
 class KeyUsage {
  public:
   // `store` must have the usage column family, opened with usage_family_tuning(), and
-  // outlive this.
-  KeyUsage(const EventStore& store, const Clock& clock, UsageRetention retention);
+  // outlive this, like `table` (may be null), whose counts (ActiveKeyTable::visit) are
+  // flushed and answered with the recorder's.
+  KeyUsage(const EventStore& store, const Clock& clock, UsageRetention retention,
+           ActiveKeyTable* table = nullptr);
 
   // NotFound naming the family when the store lacks it, else Ok.
   const Status& open_status() const { return open_status_; }
 
   UsageRecorder& recorder() { return recorder_; }
+  // Keys and minutes counted and not flushed yet (the table's and the recorder's).
+  std::size_t pending() const;
   const UsageRetention& retention() const { return retention_; }
 
   // Drains the recorder into the family: each cell is merged into its minute and its hour
@@ -170,11 +177,12 @@ class KeyUsage {
 
  private:
   const EventStore& store_;
+  ActiveKeyTable* table_;
   ColumnFamily family_;
   Status open_status_;
   const Clock& clock_;
   UsageRetention retention_;
-  UsageRecorder recorder_;
+  mutable UsageRecorder recorder_;  // queries move the table's counts into it first
   // Held by flush() from drain to write, and by queries: a query sees each cell either in
   // the recorder or in the family, never in neither.
   mutable std::mutex flush_mutex_;

@@ -71,7 +71,7 @@ Status Ledger::open(Use use) {
   command_options.tiers = tier_names;
   commands_ = std::make_unique<CommandService>(*store_, *projector_, *clock_, *random_, *hasher_, *secrets_,
                                                command_options);
-  usage_ = std::make_unique<KeyUsage>(*store_, *clock_, retention);
+  usage_ = std::make_unique<KeyUsage>(*store_, *clock_, retention, &projector_->key_table());
   if (!usage_->open_status().ok()) {
     return usage_->open_status();
   }

@@ -112,7 +112,7 @@ void Primary::add_gauges() {
                      [&projector] { return static_cast<double>(projector.key_table().size()); });
   metrics_.add_gauge("keyledger_usage_pending_cells",
                      "Key usage counts (one per key and minute) recorded and not yet flushed to the store.",
-                     [this] { return static_cast<double>(ledger_->usage().recorder().pending()); });
+                     [this] { return static_cast<double>(ledger_->usage().pending()); });
   if (relay_) {
     metrics_.add_gauge("keyledger_kafka_publication_lag_events",
                        "Events acknowledged but not yet confirmed published to Kafka.",
@@ -209,9 +209,8 @@ Status Primary::start() {
   if (Status s = reload_github_keys(); !s.ok()) {
     return s;
   }
-  verifier_ =
-      std::make_unique<Verifier>(projector.key_table(), ledger_->hasher(), ledger_->tiers(), ledger_->clock(),
-                                 config.usage == "on" ? &ledger_->usage().recorder() : nullptr);
+  verifier_ = std::make_unique<Verifier>(projector.key_table(), ledger_->hasher(), ledger_->tiers(),
+                                         ledger_->clock(), config.usage == "on");
   auto idempotency_records = store.extra_column_family(kIdempotencyColumnFamily);
   if (!idempotency_records.ok()) {
     return idempotency_records.status();

@@ -71,7 +71,7 @@ Replica::Replica(const Config& config, const Pepper& pepper, std::vector<RateLim
       hasher_(pepper),
       tiers_(std::move(tiers)),
       keys_(names_of(tiers_)),
-      verifier_(keys_, hasher_, tiers_, clock_, config.usage == "off" ? nullptr : &usage_),
+      verifier_(keys_, hasher_, tiers_, clock_, config.usage != "off"),
       auth_failures_(clock_, {.max_failures = config.auth_failure_limit}) {}
 
 Status Replica::start() {
@@ -92,7 +92,7 @@ Status Replica::start() {
   char host[256] = {};
   (void)gethostname(host, sizeof host - 1);
   usage_publisher_ = std::make_unique<consumers::UsagePublisher>(
-      usage_,
+      usage_, &keys_,
       consumers::UsagePublisherOptions{.brokers = config_.kafka_brokers,
                                        .replica_id = std::string(host) + ":" + std::to_string(port())});
   if (Status s = usage_publisher_->start(); !s.ok()) {

@@ -43,7 +43,7 @@ class Replica {
   ActiveKeyTable keys_;
   ServiceTokenTable tokens_;
   std::unique_ptr<consumers::ReplicaFeed> feed_;
-  UsageRecorder usage_;  // this replica's verifications, published for the primary to sum
+  UsageRecorder usage_;  // what is published next (the key table counts each verification)
   TrustedProxies proxies_;
   Verifier verifier_;  // rate limits are per node: each replica keeps its own buckets
   Metrics metrics_;

@@ -27,7 +27,8 @@ TEST_CASE("a replica's counts reach the primary's recorder through the usage top
 
   UsageRecorder replica;
   UsageRecorder primary;
-  UsagePublisher publisher(replica, {.brokers = brokers, .replica_id = "replica-1", .interval = 50ms});
+  UsagePublisher publisher(replica, nullptr,
+                           {.brokers = brokers, .replica_id = "replica-1", .interval = 50ms});
   UsageFeed feed(primary, {.brokers = brokers});
   REQUIRE(publisher.start().ok());
   REQUIRE(feed.start().ok());
@@ -66,7 +67,9 @@ TEST_CASE("a replica's counts reach the primary's recorder through the usage top
 
 TEST_CASE("the usage publisher and feed refuse incomplete options", "[consumers][usage]") {
   UsageRecorder recorder;
-  CHECK(UsagePublisher(recorder, {.brokers = "127.0.0.1:1", .replica_id = ""}).start().IsInvalidArgument());
+  CHECK(UsagePublisher(recorder, nullptr, {.brokers = "127.0.0.1:1", .replica_id = ""})
+            .start()
+            .IsInvalidArgument());
   CHECK(UsageFeed(recorder, {.brokers = ""}).start().IsInvalidArgument());
 }
 

@@ -378,4 +378,68 @@ TEST_CASE("readers verify while the projection adds and revokes keys", "[project
   CHECK(usage.at("key_0") == 1'800'000'001);
 }
 
+TEST_CASE("active key table: usage counted beside the slots, per minute, drained once",
+          "[active_key_table][usage]") {
+  ActiveKeyTable table({"standard"});
+  for (int i = 0; i < 3; ++i) {
+    table.apply(created("agt_1", "key_" + std::to_string(i), digest_n(static_cast<std::uint64_t>(i))));
+  }
+  constexpr std::int64_t kMinute = 1'800'000'000 / 60 * 60;
+  const auto count = [&](int key, int outcome, std::int64_t at, std::string_view source = {}) {
+    CHECK(table.visit(
+        digest_n(static_cast<std::uint64_t>(key)), at,
+        [&](const KeyEntry&, TokenBucket&) {
+          return ActiveKeyTable::Visited{.used = false, .counted = outcome};
+        },
+        source));
+  };
+  count(0, 0, kMinute + 1, "192.0.2.1");
+  count(0, 0, kMinute + 2, "192.0.2.1");
+  count(0, 2, kMinute + 3, "192.0.2.2");
+  count(0, 0, kMinute + 61);  // the next minute: the first one is kept aside, not lost
+  count(1, 4, kMinute + 5);
+  CHECK_FALSE(table.visit(digest_n(99), kMinute, [](const KeyEntry&, TokenBucket&) {
+    return ActiveKeyTable::Visited{.used = false, .counted = 0};
+  }));
+  // A visit that counts nothing (a key refused where agent keys are no credential).
+  table.visit(digest_n(2), kMinute, [](const KeyEntry&, TokenBucket&) { return false; });
+  CHECK(table.pending_counts() == 3);
+
+  struct Drained {
+    std::array<std::uint32_t, ActiveKeyTable::kCountedOutcomes> counts;
+    std::vector<std::pair<std::string, std::uint32_t>> sources;
+  };
+  std::map<std::pair<std::string, std::int64_t>, Drained> drained;
+  const auto drain = [&] {
+    drained.clear();
+    table.drain_counts(
+        [&](const InlineId& key_id, std::int64_t minute, const auto& counts, const auto& sources) {
+          CHECK(drained.emplace(std::pair{key_id.str(), minute}, Drained{counts, sources}).second);
+        });
+  };
+  drain();
+  REQUIRE(drained.size() == 3);
+  const Drained& first = drained.at({"key_0", kMinute});
+  CHECK(first.counts == std::array<std::uint32_t, 5>{2, 0, 1, 0, 0});
+  CHECK(first.sources ==
+        std::vector<std::pair<std::string, std::uint32_t>>{{"192.0.2.1", 2}, {"192.0.2.2", 1}});
+  CHECK(drained.at({"key_0", kMinute + 60}).counts == std::array<std::uint32_t, 5>{1, 0, 0, 0, 0});
+  CHECK(drained.at({"key_0", kMinute + 60}).sources.empty());
+  CHECK(drained.at({"key_1", kMinute}).counts == std::array<std::uint32_t, 5>{0, 0, 0, 0, 1});
+  CHECK(table.pending_counts() == 0);
+  drain();
+  CHECK(drained.empty());
+
+  // Counting goes on after a drain, and a clear() forgets what was not drained.
+  count(2, 1, kMinute + 120, "198.51.100.1");
+  drain();
+  REQUIRE(drained.size() == 1);
+  CHECK(drained.at({"key_2", kMinute + 120}).sources.size() == 1);
+  count(2, 1, kMinute + 121);
+  table.clear();
+  CHECK(table.pending_counts() == 0);
+  drain();
+  CHECK(drained.empty());
+}
+
 }  // namespace keyledger
