@@ -82,8 +82,16 @@ std::string TrustedProxies::client_of(const http::Request& req) const {
   if ((v4_.empty() && v6_.empty()) || !trusts(*peer)) {
     return peer->to_string();
   }
-  if (const auto forwarded = req.headers.get("x-forwarded-for")) {
-    std::string_view rest = *forwarded;
+  // Repeated X-Forwarded-For lines are one list, in order (RFC 9110 §5.3): a proxy may add a
+  // line of its own instead of appending to the client's.
+  std::string joined;
+  for (const auto& [name, value] : req.headers.all()) {
+    if (name == "x-forwarded-for") {
+      joined += (joined.empty() ? "" : ", ") + std::string(value);
+    }
+  }
+  if (!joined.empty()) {
+    std::string_view rest = joined;
     // From the right: each hop appended the address it saw; the first one not a trusted
     // proxy is the client.
     while (!rest.empty()) {

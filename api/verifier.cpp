@@ -103,8 +103,11 @@ VerifyOutcome Verifier::verify(std::string_view api_key, std::uint32_t cost, boo
             break;
           }
         }
+        // A cost above the burst is refused (422) before any bucket could say yes: not a use.
+        const bool refused =
+            out.code == VerifyCode::kRateLimited && cost > static_cast<std::uint32_t>(out.tier->burst);
         return {.used = out.code == VerifyCode::kValid && record_use,
-                .counted = counted_as < 0 ? -1 : static_cast<int>(usage_outcome(out.code))};
+                .counted = counted_as < 0 || refused ? -1 : static_cast<int>(usage_outcome(out.code))};
       },
       source);
   if (!known) {

@@ -63,8 +63,11 @@ void set_ratelimit_headers(Response& res, const RateLimitTier& tier, const RateL
   const std::int64_t until_full_s = seconds_ceil(d.reset_ms);
   const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
   HeaderValue v;
-  res.headers.add("RateLimit-Policy", v.quoted(tier.name).text(";q=").number(tier.burst).text(";w=").number(window).take());
-  res.headers.add("RateLimit", v.quoted(tier.name).text(";r=").number(d.remaining).text(";t=").number(until_full_s).take());
+  res.headers.add("RateLimit-Policy",
+                  v.quoted(tier.name).text(";q=").number(tier.burst).text(";w=").number(window).take());
+  res.headers.add(
+      "RateLimit",
+      v.quoted(tier.name).text(";r=").number(d.remaining).text(";t=").number(until_full_s).take());
   res.headers.add("X-RateLimit-Limit", v.number(d.limit).take());
   res.headers.add("X-RateLimit-Remaining", v.number(d.remaining).take());
   res.headers.add("X-RateLimit-Reset", v.number(now_s + until_full_s).take());
@@ -87,15 +90,15 @@ Response verify_response(const Request& req, const Verifier& verifier, Metrics& 
   }
   const auto started = std::chrono::steady_clock::now();
   const auto outcome = verifier.verify(api_key.value_or(""), static_cast<std::uint32_t>(cost.value_or(1)));
-  metrics.observe_verification(outcome.code, std::chrono::steady_clock::now() - started);
   if (outcome.code == VerifyCode::kRateLimited && outcome.tier != nullptr && cost &&
       *cost > static_cast<std::int64_t>(outcome.tier->burst)) {
     // Waiting would not help: a bucket never holds more than the burst.
-    return error_response(422, "validation_failed", "cost exceeds what the key's rate-limit tier can ever admit",
-                          req.request_id,
+    return error_response(422, "validation_failed",
+                          "cost exceeds what the key's rate-limit tier can ever admit", req.request_id,
                           {{"cost", "must be at most the burst of the key's tier (" +
                                         std::to_string(outcome.tier->burst) + ")"}});
   }
+  metrics.observe_verification(outcome.code, std::chrono::steady_clock::now() - started);
   Json out = {{"valid", outcome.valid()}, {"code", verify_code_name(outcome.code)}};
   if (outcome.valid()) {
     const KeyEntry& e = *outcome.entry;

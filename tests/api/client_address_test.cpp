@@ -38,6 +38,10 @@ TEST_CASE("a trusted proxy's X-Forwarded-For names the nearest untrusted hop", "
   CHECK(proxies->client_of(from("127.0.0.1", {}, "203.0.113.8")) == "203.0.113.8");
   CHECK(proxies->client_of(from("127.0.0.1", "not-an-address")) == "127.0.0.1");
   CHECK(proxies->client_of(from("127.0.0.1")) == "127.0.0.1");
+  // A proxy that adds a line of its own: the lines are one list, the client's first.
+  http::Request two_lines = from("127.0.0.1", "6.6.6.6");
+  two_lines.headers.add("x-forwarded-for", "203.0.113.9");
+  CHECK(proxies->client_of(two_lines) == "203.0.113.9");
   // An untrusted peer's headers are ignored.
   CHECK(proxies->client_of(from("192.0.2.10", "203.0.113.7")) == "192.0.2.10");
 }

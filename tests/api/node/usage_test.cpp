@@ -156,6 +156,12 @@ TEST_CASE("usage queries check their bounds, their granularity and the caller", 
   const auto [agent_id, key_id, api_key] = node.agent_with_key();
   const std::string base = "/v1/keys/" + key_id + "/usage";
 
+  // A cost no bucket of the tier can ever hold is refused (422), not counted as a use.
+  CHECK(node.post("/v1/verify", {{"api_key", api_key}, {"cost", 101}}, node.admin).status == 422);
+  const Answer none = node.get(base + "?since=2026-11-26T10:00:00Z&until=2026-11-26T10:01:00Z", node.admin);
+  REQUIRE(none.status == 200);
+  CHECK(none.body["buckets"][0]["counts"] == counts(0, 0, 0, 0, 0));
+
   // Defaults: the last 24 hours in minute buckets, the current one included, oldest first.
   const Answer defaults = node.get(base, node.admin);
   REQUIRE(defaults.status == 200);
