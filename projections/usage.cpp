@@ -133,12 +133,13 @@ void UsageCounts::add(const UsageCounts& other) {
   for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
     by_outcome[i] += other.by_outcome[i];
   }
-  for (const auto& [address, count] : other.sources) {
-    auto it = std::find_if(sources.begin(), sources.end(), [&](const auto& s) { return s.first == address; });
+  for (const auto& source : other.sources) {
+    auto it =
+        std::find_if(sources.begin(), sources.end(), [&](const auto& s) { return s.first == source.first; });
     if (it == sources.end()) {
-      sources.emplace_back(address, count);
+      sources.push_back(source);
     } else {
-      it->second += count;
+      it->second += source.second;
     }
   }
   std::sort(sources.begin(), sources.end(), [](const auto& a, const auto& b) {
