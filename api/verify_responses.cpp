@@ -59,7 +59,9 @@ std::string retry_after_seconds(const RateLimitDecision& d) {
 void set_ratelimit_headers(Response& res, const RateLimitTier& tier, const RateLimitDecision& d,
                            TimePoint now) {
   // On the verification hot path: values are built in a stack buffer, not concatenated.
-  const auto window = static_cast<std::int64_t>(std::ceil(tier.burst / tier.rate_per_second));
+  // A tier may have any positive rate: a tiny one is capped, as in take_tokens, not overflowed.
+  const auto window =
+      static_cast<std::int64_t>(std::clamp(std::ceil(tier.burst / tier.rate_per_second), 0.0, 9.2e12));
   const std::int64_t until_full_s = seconds_ceil(d.reset_ms);
   const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
   HeaderValue v;
