@@ -25,8 +25,9 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:8080";
   // Threads running the io_context (reads, writes, fast handlers). Default 2.
   std::size_t io_threads = 2;
-  // Threads for handlers that block on the event store's fsync (commands). Default 8.
-  std::size_t worker_threads = 8;
+  // Threads for handlers that block on the event store's fsync (commands): as many commands share
+  // one fsync as wait at once. Default 64.
+  std::size_t worker_threads = 64;
   // Largest request body. Default 64 KiB.
   std::size_t max_body_bytes = 64 * 1024;
   // Largest request header block. Default 8 KiB.

@@ -1,5 +1,10 @@
 #include "eventstore/column_family.h"
 
+#include <rocksdb/sst_file_writer.h>
+
+#include <atomic>
+#include <filesystem>
+
 #include "eventstore/event_store.h"
 
 namespace keyledger {
@@ -62,6 +67,41 @@ Status ColumnFamily::compact() const {
   rocksdb::CompactRangeOptions options;
   options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
   return from_rocks(db_->CompactRange(options, cf_, nullptr, nullptr), "compact " + name());
+}
+
+Status ColumnFamily::ingest_sorted(const std::vector<Entry>& entries) const {
+  if (entries.empty()) {
+    return Status::Ok();
+  }
+  for (std::size_t i = 1; i < entries.size(); ++i) {
+    if (!(entries[i - 1].first < entries[i].first)) {
+      return Status::InvalidArgument("ingest into " + name() + ": keys are not strictly ascending");
+    }
+  }
+  static std::atomic<std::uint64_t> files{0};
+  const std::filesystem::path file = std::filesystem::path(db_->GetName()) /
+                                     ("ingest-" + name() + "-" + std::to_string(files.fetch_add(1)) + ".sst");
+  rocksdb::ColumnFamilyDescriptor descriptor;
+  if (const rocksdb::Status s = cf_->GetDescriptor(&descriptor); !s.ok()) {
+    return from_rocks(s, "ingest into " + name());
+  }
+  const rocksdb::Options options(db_->GetDBOptions(), descriptor.options);
+  rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), options, cf_);
+  rocksdb::Status s = writer.Open(file.string());
+  for (std::size_t i = 0; s.ok() && i < entries.size(); ++i) {
+    s = writer.Put(slice(entries[i].first), slice(entries[i].second));
+  }
+  if (s.ok()) {
+    s = writer.Finish();
+  }
+  if (s.ok()) {
+    rocksdb::IngestExternalFileOptions ingest;
+    ingest.move_files = true;
+    s = db_->IngestExternalFile(cf_, {file.string()}, ingest);
+  }
+  std::error_code ignored;
+  std::filesystem::remove(file, ignored);  // moved (hard-linked) on success; a leftover on failure
+  return from_rocks(s, "ingest into " + name());
 }
 
 }  // namespace keyledger

@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "domain/status.h"
 
@@ -22,6 +24,8 @@ class ColumnFamily {
   ColumnFamily() = default;  // bound to nothing: valid() is false
 
   bool valid() const { return cf_ != nullptr; }
+  // Whether both name the same family of the same store.
+  bool same_as(const ColumnFamily& other) const { return cf_ == other.cf_; }
   std::string name() const;
 
   // The value at `key`, or nullopt if there is none; IoError or Corruption from RocksDB.
@@ -41,6 +45,11 @@ class ColumnFamily {
   void erase_range(rocksdb::WriteBatch& batch, std::string_view first, std::string_view end) const;
   // Compacts the whole family now (its compaction filter sees every entry), and waits.
   Status compact() const;
+  // Bulk load (a rebuild): writes `entries`, keys strictly ascending (bytewise), into an SST
+  // file beside the log and ingests it, moved, as the newest data of this family: no memtable,
+  // no WAL, no flush. Durable when it returns. InvalidArgument if the keys are out of order.
+  using Entry = std::pair<std::string_view, std::string_view>;
+  Status ingest_sorted(const std::vector<Entry>& entries) const;
 
  private:
   friend class EventStore;

@@ -187,6 +187,17 @@ class ActiveKeyTable {
     }
   }
 
+  // Calls fn(agent_id, defaults) for every agent agent_defaults() knows, in no set order.
+  template <typename Fn>
+  void for_each_agent(Fn fn) const {
+    std::shared_lock lock(index_mutex_);
+    for (const auto& [id, agent] : agents_) {
+      if (agent.registered) {
+        fn(id.view(), AgentDefaults{agent.tier, agent.environment});
+      }
+    }
+  }
+
   // Records a successful verification at `now_s` (Unix seconds) without visit().
   void touch(const Digest& digest, std::int64_t now_s);
   // Last successful verification of a key (usage data, not events); Unix seconds.

@@ -149,10 +149,16 @@ AuditView::AuditView(const EventStore& store) : store_(store) {
 }
 
 void AuditView::record(rocksdb::WriteBatch& batch, const v1::Event& event) {
+  record([&](const ColumnFamily& cf, std::string_view key,
+             std::string_view value) { cf.put(batch, key, value); },
+         event);
+}
+
+void AuditView::record(const IndexWrite& write, const v1::Event& event) {
   const std::uint64_t position = event.position();
   auto index = [&](const ColumnFamily& cf, std::string_view value) {
     if (!value.empty()) {
-      cf.put(batch, sf::value_position_key(value, position), "");
+      write(cf, sf::value_position_key(value, position), "");
     }
   };
   const std::string agent_id = event_agent_id(event);
@@ -168,7 +174,7 @@ void AuditView::record(rocksdb::WriteBatch& batch, const v1::Event& event) {
   }
 
   time_watermark_ms_ = std::max(time_watermark_ms_, sf::unix_ms(from_timestamp(event.occurred_at())));
-  by_time_.put(batch, sf::time_key(time_watermark_ms_) + sf::encode_be64(position), "");
+  write(by_time_, sf::time_key(time_watermark_ms_) + sf::encode_be64(position), "");
 }
 
 Status AuditView::load_time_watermark() {

@@ -21,6 +21,7 @@
 #include <string_view>
 
 #include "eventstore/event_store.h"
+#include "projections/bulk_load.h"
 #include "projections/projector.h"
 
 namespace rocksdb {
@@ -40,8 +41,9 @@ class AuditView {
   const Status& open_status() const { return open_status_; }
 
   // --- Writer side (the projector's apply thread only).
-  // Adds the index entries of `event` to `batch`.
+  // Adds the index entries of `event` to `batch`, or hands them to `write` (a rebuild).
   void record(rocksdb::WriteBatch& batch, const v1::Event& event);
+  void record(const IndexWrite& write, const v1::Event& event);
   // Picks up the running maximum of occurred_at from the last audit_time entry (start-up).
   Status load_time_watermark();
   // Forgets it (rebuild).

@@ -83,6 +83,26 @@ void KeyCatalog::record_agent(rocksdb::WriteBatch& batch, std::string_view agent
   agent_settings_.put(batch, agent_id, sf::pack_agent_settings(environment, tier_name));
 }
 
+void KeyCatalog::write_snapshot(const ActiveKeyTable& table, const IndexWrite& write) const {
+  table.for_each([&](const Digest& digest, const KeyEntry& entry) {
+    const std::string_view key_id = entry.key_id.view();
+    const std::string_view agent_id = entry.agent_id.view();
+    write(key_table_, std::string_view(reinterpret_cast<const char*>(digest.data()), digest.size()),
+          sf::pack_key_entry(entry, table.tier_name(entry.tier)));
+    write(key_agent_, key_id, agent_id);
+    if (entry.condition == KeyCondition::kActive) {  // indexed_active
+      write(key_active_, sf::time_key_id(entry.created_at_ms, key_id), agent_id);
+      if (entry.expires_at_ms != 0) {
+        write(key_expiry_, sf::time_key_id(entry.expires_at_ms, key_id), agent_id);
+      }
+    }
+  });
+  table.for_each_agent([&](std::string_view agent_id, const ActiveKeyTable::AgentDefaults& defaults) {
+    write(agent_settings_, agent_id,
+          sf::pack_agent_settings(defaults.environment, table.tier_name(defaults.tier)));
+  });
+}
+
 Status KeyCatalog::write_usage(const std::vector<ActiveKeyTable::UsageRecord>& usage) const {
   constexpr std::size_t kBatchRecords = 16 * 1024;
   rocksdb::WriteBatch batch;

@@ -14,6 +14,7 @@
 
 #include "eventstore/event_store.h"
 #include "projections/active_key_table.h"
+#include "projections/bulk_load.h"
 #include "projections/projector.h"
 
 namespace rocksdb {
@@ -42,6 +43,10 @@ class KeyCatalog {
                     std::string_view tier_name) const;
   void record_agent(rocksdb::WriteBatch& batch, std::string_view agent_id, v1::Environment environment,
                     std::string_view tier_name) const;
+
+  // What record_key_change, record_entry and record_agent leave after every event that made
+  // `table` (a rebuild writes this once, at the end, instead).
+  void write_snapshot(const ActiveKeyTable& table, const IndexWrite& write) const;
 
   // Writes last-used times (unix seconds) to key_usage, unsynced (usage data, not events).
   // Written in batches of bounded size, so a large flush never holds up the log's writes.

@@ -42,8 +42,9 @@ po::options_description common_options(Config& c, std::string& pepper_file, std:
       "open connections at most; more are closed on accept (default 10000)")(
       "auth-failure-limit", po::value(&c.auth_failure_limit),
       "failed authentications a client address may have per minute before it gets 429 (0: no limit; "
-      "loopback is never limited; default 100)")("worker-threads", po::value(&c.worker_threads),
-                                                 "threads running commands")(
+      "loopback is never limited; default 100)")(
+      "worker-threads", po::value(&c.worker_threads),
+      "threads running commands, each waiting for its fsync (default 64)")(
       "log-level", po::value(&c.log_level), "trace | debug | info | warn | error")(
       "usage", po::value(&c.usage),
       "on | off: count every verification per key (usage API); off records nothing new")(

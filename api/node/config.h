@@ -35,7 +35,7 @@ struct Config {
   std::size_t io_threads = 2;
   std::size_t max_connections = 10'000;
   std::uint32_t auth_failure_limit = 100;
-  std::size_t worker_threads = 8;
+  std::size_t worker_threads = 64;
   // Key usage (api/openapi.yaml Usage): how long minute and hour buckets are kept, and the proxies
   // whose X-Forwarded-For / X-Real-IP name the client (comma-separated addresses or CIDRs).
   std::string usage = "on";  // count key usage (on | off)

@@ -1,0 +1,102 @@
+#include "projections/bulk_load.h"
+
+#include <rocksdb/iterator.h>
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "eventstore/event_store.h"
+#include "support/temp_dir.h"
+
+namespace keyledger {
+namespace {
+
+using Contents = std::map<std::string, std::string>;
+
+Contents contents_of(const ColumnFamily& cf) {
+  Contents out;
+  std::unique_ptr<rocksdb::Iterator> it = cf.iterator();
+  std::string previous;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    CHECK((out.empty() || previous < it->key().ToString()));
+    previous = it->key().ToString();
+    out.emplace(previous, it->value().ToString());
+  }
+  REQUIRE(it->status().ok());
+  return out;
+}
+
+EventStoreOptions options_for(const testing::TempDir& dir) {
+  return EventStoreOptions{.path = dir.path(), .extra_column_families = {"a", "b"}};
+}
+
+TEST_CASE("a bulk load ingests what it collected, sorted, the later of equal keys kept, across spills",
+          "[projections]") {
+  testing::TempDir dir;
+  Contents expected_a;
+  Contents expected_b;
+  {
+    auto opened = EventStore::open(options_for(dir));
+    REQUIRE(opened.ok());
+    auto a = (*opened)->extra_column_family("a");
+    auto b = (*opened)->extra_column_family("b");
+    REQUIRE(a.ok());
+    REQUIRE(b.ok());
+
+    BulkLoad bulk(/*spill_bytes=*/2048);  // small: several ingests, a key rewritten in a later one
+    int ingests = 0;
+    for (int i = 0; i < 600; ++i) {
+      const std::string key = "k" + std::to_string((i * 37) % 200);  // each key three times
+      const std::string value = "v" + std::to_string(i);
+      bulk.put(*a, key, value);
+      expected_a[key] = value;
+      if (i % 3 == 0) {
+        bulk.put(*b, std::string(1, static_cast<char>(0xF0 + i % 7)) + key, value);  // bytes ≥ 0x80 sort last
+        expected_b[std::string(1, static_cast<char>(0xF0 + i % 7)) + key] = value;
+      }
+      if (bulk.full()) {
+        REQUIRE(bulk.ingest().ok());
+        ++ingests;
+      }
+    }
+    REQUIRE(bulk.ingest().ok());
+    CHECK(ingests >= 3);
+    CHECK(contents_of(*a) == expected_a);
+    CHECK(contents_of(*b) == expected_b);
+    REQUIRE(bulk.ingest().ok());  // nothing collected: nothing to do
+  }
+  // Durable: on reopen the ingested files are there, and nothing was left beside them.
+  auto reopened = EventStore::open(options_for(dir));
+  REQUIRE(reopened.ok());
+  CHECK(contents_of(*(*reopened)->extra_column_family("a")) == expected_a);
+  CHECK(contents_of(*(*reopened)->extra_column_family("b")) == expected_b);
+  for (const auto& file : std::filesystem::directory_iterator(dir.path())) {
+    CHECK(file.path().filename().string().rfind("ingest-", 0) == std::string::npos);
+  }
+}
+
+TEST_CASE("ingest_sorted refuses keys out of order or repeated, and writes nothing then", "[projections]") {
+  testing::TempDir dir;
+  auto opened = EventStore::open(options_for(dir));
+  REQUIRE(opened.ok());
+  auto a = (*opened)->extra_column_family("a");
+  REQUIRE(a.ok());
+
+  const std::vector<ColumnFamily::Entry> descending{{"b", "1"}, {"a", "2"}};
+  CHECK(a->ingest_sorted(descending).IsInvalidArgument());
+  const std::vector<ColumnFamily::Entry> repeated{{"a", "1"}, {"a", "2"}};
+  CHECK(a->ingest_sorted(repeated).IsInvalidArgument());
+  CHECK(contents_of(*a).empty());
+
+  CHECK(a->ingest_sorted({}).ok());
+  const std::vector<ColumnFamily::Entry> sorted{{"a", "1"}, {"b", "2"}};
+  REQUIRE(a->ingest_sorted(sorted).ok());
+  CHECK(contents_of(*a) == Contents{{"a", "1"}, {"b", "2"}});
+}
+
+}  // namespace
+}  // namespace keyledger
