@@ -73,11 +73,6 @@ Status ColumnFamily::ingest_sorted(const std::vector<Entry>& entries) const {
   if (entries.empty()) {
     return Status::Ok();
   }
-  for (std::size_t i = 1; i < entries.size(); ++i) {
-    if (!(entries[i - 1].first < entries[i].first)) {
-      return Status::InvalidArgument("ingest into " + name() + ": keys are not strictly ascending");
-    }
-  }
   static std::atomic<std::uint64_t> files{0};
   const std::filesystem::path file = std::filesystem::path(db_->GetName()) /
                                      ("ingest-" + name() + "-" + std::to_string(files.fetch_add(1)) + ".sst");
@@ -88,8 +83,17 @@ Status ColumnFamily::ingest_sorted(const std::vector<Entry>& entries) const {
   const rocksdb::Options options(db_->GetDBOptions(), descriptor.options);
   rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), options, cf_);
   rocksdb::Status s = writer.Open(file.string());
-  for (std::size_t i = 0; s.ok() && i < entries.size(); ++i) {
-    s = writer.Put(slice(entries[i].first), slice(entries[i].second));
+  bool ascending = true;
+  for (std::size_t i = 0; s.ok() && ascending && i < entries.size(); ++i) {
+    ascending = i == 0 || entries[i - 1].first < entries[i].first;
+    if (ascending) {
+      s = writer.Put(slice(entries[i].first), slice(entries[i].second));
+    }
+  }
+  if (!ascending) {  // the unfinished file is removed below: nothing is ingested
+    std::error_code ignored;
+    std::filesystem::remove(file, ignored);
+    return Status::InvalidArgument("ingest into " + name() + ": keys are not strictly ascending");
   }
   if (s.ok()) {
     s = writer.Finish();

@@ -228,6 +228,10 @@ std::vector<rocksdb::ColumnFamilyDescriptor> column_families_for(const EventStor
   rocksdb::ColumnFamilyOptions bulk_options = cf_options;
   bulk_options.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
   bulk_options.write_buffer_size = 256ull << 20;
+  // What a rebuild wipes stays in the old files until a compaction drops it; compacting it now
+  // would only compete with the rebuild for the disk and the CPU. The server's next start
+  // compacts these families in the background.
+  bulk_options.disable_auto_compactions = true;
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (const auto& name : names) {
     const bool extra = std::find(options.extra_column_families.begin(), options.extra_column_families.end(),

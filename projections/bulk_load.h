@@ -2,11 +2,13 @@
 // A rebuild's writes to the projection column families, collected in memory and written as
 // sorted SST files that RocksDB ingests (ColumnFamily::ingest_sorted): no memtable, no WAL,
 // no flush, no compaction of what a rebuild writes. Bounded memory: past `spill_bytes` the
-// collected entries are ingested and forgotten, and collection goes on.
+// collected entries are handed to a background thread that ingests them (spill()) while
+// collection goes on; at most one spill is in flight.
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -23,13 +25,18 @@ class BulkLoad {
   explicit BulkLoad(std::size_t spill_bytes = std::size_t{256} << 20);
   BulkLoad(const BulkLoad&) = delete;
   BulkLoad& operator=(const BulkLoad&) = delete;
+  ~BulkLoad();  // waits for a spill in flight
 
   // Collects one entry; of two entries with the same key in the same family, the later wins.
   void put(const ColumnFamily& cf, std::string_view key, std::string_view value);
-  // True once the collected entries take `spill_bytes` or more (then call ingest()).
+  // True once the collected entries take `spill_bytes` or more (then call spill()).
   bool full() const { return bytes_ >= spill_bytes_; }
-  // Sorts what was collected, family by family, ingests it and forgets it. Entries ingested
-  // later are newer than those ingested before (the same key: the later wins).
+  // Hands what was collected to a background thread that sorts and ingests it, after waiting
+  // for the spill before it; returns that earlier spill's error, if any.
+  Status spill();
+  // Waits for the spill in flight, then sorts what was collected, family by family, and
+  // ingests it, durable when it returns. Entries ingested later are newer than those ingested
+  // before (the same key: the later wins).
   Status ingest();
 
  private:
@@ -37,6 +44,9 @@ class BulkLoad {
     const char* data;  // key, then value, in the arena
     std::uint32_t key_size;
     std::uint32_t value_size;
+    std::uint64_t chunk = 0;  // sort(): eight bytes of the key, big-endian
+    std::uint8_t chunk_bytes = 0;
+    bool superseded = false;  // sort(): a later record has the same key
     std::string_view key() const { return {data, key_size}; }
     std::string_view value() const { return {data + key_size, value_size}; }
   };
@@ -44,14 +54,22 @@ class BulkLoad {
     ColumnFamily cf;
     std::vector<Record> records;
   };
+  struct Batch {
+    std::vector<Family> families;  // a handful: found by a linear search
+    std::vector<std::unique_ptr<char[]>> blocks;
+  };
   char* allocate(std::size_t size);
+  Batch take();
+  static void sort(Record* begin, Record* end, std::size_t depth);
+  static Status ingest_family(Family& family);
+  static Status ingest_batch(Batch& batch, std::size_t threads);
 
   std::size_t spill_bytes_;
   std::size_t bytes_ = 0;
-  std::vector<Family> families_;  // a handful: found by a linear search
-  std::vector<std::unique_ptr<char[]>> blocks_;
+  Batch batch_;
   std::size_t block_used_ = 0;
   std::size_t block_size_ = 0;
+  std::future<Status> spilling_;  // the spill in flight, if valid()
 };
 
 }  // namespace keyledger

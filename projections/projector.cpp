@@ -218,12 +218,16 @@ struct Projector::Impl {
   // as sorted SST files; the key catalog, which only reflects the tables' final state, is
   // written from them once at the end. tests/projections/checkpoint_test.cpp holds this equal,
   // byte for byte, to what apply() builds event by event.
-  Status rebuild() {
+  Status rebuild(std::size_t spill_bytes) {
     reset_tables();
     if (Status s = wipe(); !s.ok()) {
       return s;
     }
-    BulkLoad bulk;
+    const auto started = std::chrono::steady_clock::now();
+    const auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    };
+    BulkLoad bulk(spill_bytes);
     const IndexWrite write = [&bulk](const ColumnFamily& cf, std::string_view key, std::string_view value) {
       bulk.put(cf, key, value);
     };
@@ -239,7 +243,7 @@ struct Projector::Impl {
       audit.record(write, event);
       applied.store(event.position(), std::memory_order_release);
       if (bulk.full()) {
-        folded = bulk.ingest().Annotate("ingest the rebuilt audit indexes");
+        folded = bulk.spill().Annotate("ingest the rebuilt audit indexes");
       }
       return folded.ok();
     });
@@ -249,6 +253,8 @@ struct Projector::Impl {
     if (!folded.ok()) {
       return folded;
     }
+    const double fold_seconds = seconds_since(started);
+    const auto writing = std::chrono::steady_clock::now();
     catalog.write_snapshot(key_table, write);
     if (Status s = bulk.ingest(); !s.ok()) {
       return s.Annotate("ingest the rebuilt projections");
@@ -256,6 +262,9 @@ struct Projector::Impl {
     if (Status s = store.flush(); !s.ok()) {
       return s.Annotate("flush the rebuilt projections");
     }
+    spdlog::info(
+        "projections: rebuild read and folded {} events in {:.2f} s, wrote the projections in {:.2f} s",
+        applied.load(std::memory_order_relaxed), fold_seconds, seconds_since(writing));
     rocksdb::WriteBatch done;
     checkpoint_cf.put(done, kCheckpointKey, sf::encode_be64(applied.load(std::memory_order_relaxed)));
     checkpoint_cf.put(done, kEntriesKey, sf::encode_be64(key_table.size()));
@@ -428,7 +437,7 @@ Status Projector::start() {
       return loaded;  // a storage error is not a reason to rewrite the projections
     }
     spdlog::warn("projections: {}; rebuilding them from the log", loaded.message());
-    if (Status s = p.rebuild(); !s.ok()) {
+    if (Status s = p.rebuild(kRebuildSpillBytes); !s.ok()) {
       return s;
     }
     spdlog::info("projections: rebuilt up to position {}", p.applied.load());
@@ -496,7 +505,7 @@ Result<AuditPage> Projector::webhook_deliveries(std::string_view agent_id, std::
   return impl_->audit.deliveries(agent_id, limit, after_position);
 }
 
-Status Projector::rebuild() {
+Status Projector::rebuild(std::size_t spill_bytes) {
   Impl& p = *impl_;
   std::lock_guard lock(p.apply_mutex);
   if (p.subscription.active()) {
@@ -505,7 +514,7 @@ Status Projector::rebuild() {
   if (Status s = p.open_status(); !s.ok()) {
     return s;
   }
-  return p.rebuild();
+  return p.rebuild(spill_bytes);
 }
 
 }  // namespace keyledger

@@ -128,8 +128,11 @@ class Projector final : public CommandIndex {
   // (offline command `keyledger rebuild-projections`, and tests), then flushes the store:
   // the rebuilt projections are durable when it returns. Until then the checkpoint says a
   // rebuild is under way, so one cut short is redone at the next start. The Projector must
-  // not be started (Conflict `projector_started`); start() may follow.
-  Status rebuild();
+  // not be started (Conflict `projector_started`); start() may follow. The rebuild collects
+  // its index writes in memory and ingests them in sorted files whenever `spill_bytes` are
+  // collected (BulkLoad; tests pass a small value to spill often).
+  static constexpr std::size_t kRebuildSpillBytes = std::size_t{128} << 20;
+  Status rebuild(std::size_t spill_bytes = kRebuildSpillBytes);
 
  private:
   struct Impl;
