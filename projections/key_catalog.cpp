@@ -2,6 +2,7 @@
 
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
+#include <algorithm>
 
 #include <memory>
 
@@ -103,8 +104,12 @@ void KeyCatalog::write_snapshot(const ActiveKeyTable& table, const IndexWrite& w
   });
 }
 
-Status KeyCatalog::write_usage(const std::vector<ActiveKeyTable::UsageRecord>& usage) const {
+Status KeyCatalog::write_usage(std::vector<ActiveKeyTable::UsageRecord> usage) const {
   constexpr std::size_t kBatchRecords = 16 * 1024;
+  std::sort(usage.begin(), usage.end(),
+            [](const ActiveKeyTable::UsageRecord& a, const ActiveKeyTable::UsageRecord& b) {
+              return a.key_id.view() < b.key_id.view();
+            });
   rocksdb::WriteBatch batch;
   for (std::size_t i = 0; i < usage.size(); ++i) {
     key_usage_.put(batch, usage[i].key_id.view(),

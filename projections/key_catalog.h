@@ -50,7 +50,8 @@ class KeyCatalog {
 
   // Writes last-used times (unix seconds) to key_usage, unsynced (usage data, not events).
   // Written in batches of bounded size, so a large flush never holds up the log's writes.
-  Status write_usage(const std::vector<ActiveKeyTable::UsageRecord>& usage) const;
+  // Written in key order: consecutive puts land beside each other in the memtable.
+  Status write_usage(std::vector<ActiveKeyTable::UsageRecord> usage) const;
 
   // Fills `table` from the snapshot: agent defaults first, then every entry.
   // Corruption for an unreadable value.
