@@ -74,8 +74,14 @@ Status ColumnFamily::ingest_sorted(const std::vector<Entry>& entries) const {
     return Status::Ok();
   }
   static std::atomic<std::uint64_t> files{0};
-  const std::filesystem::path file = std::filesystem::path(db_->GetName()) /
-                                     ("ingest-" + name() + "-" + std::to_string(files.fetch_add(1)) + ".sst");
+  const std::filesystem::path dir = std::filesystem::path(db_->GetName()) / kIngestDirectory;
+  std::error_code made;
+  std::filesystem::create_directories(dir, made);
+  if (made) {
+    return Status::IoError("ingest into " + name() + ": cannot create " + dir.string() + ": " +
+                           made.message());
+  }
+  const std::filesystem::path file = dir / (name() + "-" + std::to_string(files.fetch_add(1)) + ".sst");
   rocksdb::ColumnFamilyDescriptor descriptor;
   if (const rocksdb::Status s = cf_->GetDescriptor(&descriptor); !s.ok()) {
     return from_rocks(s, "ingest into " + name());
@@ -104,7 +110,7 @@ Status ColumnFamily::ingest_sorted(const std::vector<Entry>& entries) const {
     s = db_->IngestExternalFile(cf_, {file.string()}, ingest);
   }
   std::error_code ignored;
-  std::filesystem::remove(file, ignored);  // moved (hard-linked) on success; a leftover on failure
+  std::filesystem::remove(file, ignored);  // gone on success (moved); a leftover on failure
   return from_rocks(s, "ingest into " + name());
 }
 

@@ -46,9 +46,11 @@ class ColumnFamily {
   // Compacts the whole family now (its compaction filter sees every entry), and waits.
   Status compact() const;
   // Bulk load (a rebuild): writes `entries`, keys strictly ascending (bytewise), into an SST
-  // file beside the log and ingests it, moved, as the newest data of this family: no memtable,
-  // no WAL, no flush. Durable when it returns. InvalidArgument if the keys are out of order.
+  // file in the store's kIngestDirectory (emptied when the store opens) and ingests it, moved, as the newest
+  // data of this family: no memtable, no WAL, no flush. Durable when it returns. InvalidArgument if the keys
+  // are out of order.
   using Entry = std::pair<std::string_view, std::string_view>;
+  static constexpr std::string_view kIngestDirectory = "ingest";
   Status ingest_sorted(const std::vector<Entry>& entries) const;
 
  private:

@@ -228,9 +228,10 @@ std::vector<rocksdb::ColumnFamilyDescriptor> column_families_for(const EventStor
   rocksdb::ColumnFamilyOptions bulk_options = cf_options;
   bulk_options.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
   bulk_options.write_buffer_size = 256ull << 20;
-  // What a rebuild wipes stays in the old files until a compaction drops it; compacting it now
-  // would only compete with the rebuild for the disk and the CPU. The server's next start
-  // compacts these families in the background.
+  // A rebuild ingests its files while wiped data sits below them: compacting that now would
+  // compete with the rebuild for the CPU (a third of its time). The rebuild compacts the
+  // families itself when it ingested more files than level 0 should hold; otherwise the
+  // server's next start compacts them in the background.
   bulk_options.disable_auto_compactions = true;
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (const auto& name : names) {
@@ -271,6 +272,10 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
     return Status::IoError("cannot open event store at " + options.path.string() + ": " + s.ToString());
   }
   impl->db.reset(raw);
+  // SST files a bulk load wrote but a crash kept it from ingesting (the store's lock is held
+  // now: no other process is loading into it).
+  std::error_code ignored;
+  std::filesystem::remove_all(options.path / ColumnFamily::kIngestDirectory, ignored);
   for (auto* h : impl->handles) {
     impl->cf_by_name.emplace(h->GetName(), h);
   }
@@ -435,20 +440,14 @@ CommitSubscription EventStore::subscribe(CommitListener listener) {
   return CommitSubscription(impl_->listeners, id);
 }
 
-namespace {
-constexpr std::uint64_t kLongScan = 100'000;  // events
-}  // namespace
-
 Status EventStore::scan(std::uint64_t first, std::uint64_t last, bool descending,
-                        const std::function<bool(const v1::Event&)>& visit) const {
+                        const std::function<bool(const v1::Event&)>& visit, bool bulk) const {
   last = std::min(last, last_position());  // never past what has been acknowledged
   if (first > last) {
     return Status::Ok();
   }
   rocksdb::ReadOptions ro;
-  if (!descending && last - first >= kLongScan) {
-    // A long forward scan (a rebuild, a replay): read ahead in large sequential reads, and
-    // leave the block cache to the hot data.
+  if (bulk) {
     ro.readahead_size = 4 << 20;
     ro.fill_cache = false;
   }

@@ -191,9 +191,10 @@ class EventStore {
 
   // Events with first <= position <= last (and at most last_position()), oldest first or,
   // if `descending`, newest first, passed to `visit` until it returns false. Unreadable
-  // records come as read_all's stand-ins.
+  // records come as read_all's stand-ins. `bulk`: a read of much of the log (a rebuild), in
+  // large sequential reads that leave the block cache to the hot data.
   Status scan(std::uint64_t first, std::uint64_t last, bool descending,
-              const std::function<bool(const v1::Event&)>& visit) const;
+              const std::function<bool(const v1::Event&)>& visit, bool bulk = false) const;
   // The event at `position`: NotFound if there is none (yet); for a record that does not
   // decode, read_all's stand-in (is_unreadable, counted and logged once).
   Result<v1::Event> read_position(std::uint64_t position) const;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <exception>
 #include <thread>
 
 namespace keyledger {
@@ -108,7 +109,11 @@ Status BulkLoad::ingest_batch(Batch& batch, std::size_t threads) {
   std::atomic<std::size_t> next{0};
   const auto work = [&] {
     for (std::size_t i = next.fetch_add(1); i < batch.families.size(); i = next.fetch_add(1)) {
-      statuses[i] = ingest_family(batch.families[i]);
+      try {
+        statuses[i] = ingest_family(batch.families[i]);
+      } catch (const std::exception& e) {  // say, bad_alloc: an error, not std::terminate
+        statuses[i] = Status::IoError("ingest into " + batch.families[i].cf.name() + ": " + e.what());
+      }
     }
   };
   std::vector<std::jthread> helpers;
@@ -127,6 +132,15 @@ Status BulkLoad::ingest_batch(Batch& batch, std::size_t threads) {
 }
 
 BulkLoad::Batch BulkLoad::take() {
+  for (const Family& family : batch_.families) {
+    auto counted =
+        std::find_if(files_.begin(), files_.end(), [&](const auto& f) { return f.first.same_as(family.cf); });
+    if (counted == files_.end()) {
+      files_.emplace_back(family.cf, 1);
+    } else {
+      ++counted->second;
+    }
+  }
   Batch taken = std::move(batch_);
   batch_ = Batch{};
   block_used_ = block_size_ = 0;
@@ -134,14 +148,27 @@ BulkLoad::Batch BulkLoad::take() {
   return taken;
 }
 
+std::vector<ColumnFamily> BulkLoad::families_with_more_files_than(std::size_t files) const {
+  std::vector<ColumnFamily> out;
+  for (const auto& [cf, count] : files_) {
+    if (count > files) {
+      out.push_back(cf);
+    }
+  }
+  return out;
+}
+
 Status BulkLoad::spill() {
-  Status earlier;
   if (spilling_.valid()) {
-    earlier = spilling_.get();  // one in flight at most: its entries are older than these
+    // One in flight at most: its entries are older than these.
+    if (Status earlier = spilling_.get(); !earlier.ok()) {
+      take();  // dropped: the load has failed
+      return earlier;
+    }
   }
   // One thread: the collection goes on beside it.
   spilling_ = std::async(std::launch::async, [batch = take()]() mutable { return ingest_batch(batch, 1); });
-  return earlier;
+  return Status::Ok();
 }
 
 Status BulkLoad::ingest() {

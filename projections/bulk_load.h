@@ -11,6 +11,7 @@
 #include <future>
 #include <memory>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "eventstore/column_family.h"
@@ -32,12 +33,16 @@ class BulkLoad {
   // True once the collected entries take `spill_bytes` or more (then call spill()).
   bool full() const { return bytes_ >= spill_bytes_; }
   // Hands what was collected to a background thread that sorts and ingests it, after waiting
-  // for the spill before it; returns that earlier spill's error, if any.
+  // for the spill before it; if that one failed, returns its error and drops what was
+  // collected instead.
   Status spill();
   // Waits for the spill in flight, then sorts what was collected, family by family, and
   // ingests it, durable when it returns. Entries ingested later are newer than those ingested
   // before (the same key: the later wins).
   Status ingest();
+  // The families that were handed more than `files` files so far (a file per spill or
+  // ingest that wrote to them: in level 0 when they overlap).
+  std::vector<ColumnFamily> families_with_more_files_than(std::size_t files) const;
 
  private:
   struct Record {
@@ -69,7 +74,8 @@ class BulkLoad {
   Batch batch_;
   std::size_t block_used_ = 0;
   std::size_t block_size_ = 0;
-  std::future<Status> spilling_;  // the spill in flight, if valid()
+  std::vector<std::pair<ColumnFamily, std::size_t>> files_;  // per family
+  std::future<Status> spilling_;                             // the spill in flight, if valid()
 };
 
 }  // namespace keyledger

@@ -40,6 +40,8 @@ constexpr std::string_view kAgentsKey = "agents";
 constexpr std::string_view kKeyUsageCf = "key_usage";
 // Events read from the log per replay step (and per WriteBatch while replaying).
 constexpr std::size_t kReplayBatch = 1024;
+// A family a rebuild ingested more files into than this is compacted before the rebuild ends.
+constexpr std::size_t kMaxFilesUncompacted = 8;
 
 }  // namespace
 
@@ -228,25 +230,31 @@ struct Projector::Impl {
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
     };
     BulkLoad bulk(spill_bytes);
-    const IndexWrite write = [&bulk](const ColumnFamily& cf, std::string_view key, std::string_view value) {
+    Status folded;  // the first error of a spill, or of the fold
+    const IndexWrite write = [&](const ColumnFamily& cf, std::string_view key, std::string_view value) {
+      if (!folded.ok()) {
+        return;  // the load has failed: nothing more to collect
+      }
       bulk.put(cf, key, value);
-    };
-    Status folded;
-    const Status scanned = store.scan(1, UINT64_MAX, /*descending=*/false, [&](const v1::Event& event) {
-      const std::uint64_t expected = applied.load(std::memory_order_relaxed) + 1;
-      if (event.position() != expected) {
-        folded = Status::Corruption("the log has no event at position " + std::to_string(expected));
-        return false;
-      }
-      key_table.apply(event);
-      tokens.apply(event);
-      audit.record(write, event);
-      applied.store(event.position(), std::memory_order_release);
       if (bulk.full()) {
-        folded = bulk.spill().Annotate("ingest the rebuilt audit indexes");
+        folded = bulk.spill().Annotate("ingest the rebuilt projections");
       }
-      return folded.ok();
-    });
+    };
+    const Status scanned = store.scan(
+        1, UINT64_MAX, /*descending=*/false,
+        [&](const v1::Event& event) {
+          const std::uint64_t expected = applied.load(std::memory_order_relaxed) + 1;
+          if (event.position() != expected) {
+            folded = Status::Corruption("the log has no event at position " + std::to_string(expected));
+            return false;
+          }
+          key_table.apply(event);
+          tokens.apply(event);
+          audit.record(write, event);
+          applied.store(event.position(), std::memory_order_release);
+          return folded.ok();
+        },
+        /*bulk=*/true);
     if (!scanned.ok()) {
       return scanned;
     }
@@ -256,8 +264,19 @@ struct Projector::Impl {
     const double fold_seconds = seconds_since(started);
     const auto writing = std::chrono::steady_clock::now();
     catalog.write_snapshot(key_table, write);
+    if (!folded.ok()) {
+      return folded;
+    }
     if (Status s = bulk.ingest(); !s.ok()) {
       return s.Annotate("ingest the rebuilt projections");
+    }
+    // Each spill leaves a file in level 0 of the audit families (their keys overlap from one
+    // spill to the next). RocksDB stalls every write of the store once a family holds 20 there:
+    // a family given more than a few is compacted now, not left to the server.
+    for (const ColumnFamily& cf : bulk.families_with_more_files_than(kMaxFilesUncompacted)) {
+      if (Status s = cf.compact(); !s.ok()) {
+        return s.Annotate("compact the rebuilt projections");
+      }
     }
     if (Status s = store.flush(); !s.ok()) {
       return s.Annotate("flush the rebuilt projections");
