@@ -2,8 +2,8 @@
 
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
-#include <algorithm>
 
+#include <algorithm>
 #include <memory>
 
 #include "projections/storage_format.h"
@@ -16,6 +16,10 @@ namespace {
 
 bool indexed_active(const std::optional<KeyEntry>& entry) {
   return entry && entry->condition == KeyCondition::kActive;
+}
+
+std::string_view digest_key(const Digest& digest) {
+  return {reinterpret_cast<const char*>(digest.data()), digest.size()};
 }
 
 std::optional<Digest> digest_from_key(const rocksdb::Slice& key) {
@@ -75,8 +79,7 @@ void KeyCatalog::record_key_change(rocksdb::WriteBatch& batch, std::string_view 
 
 void KeyCatalog::record_entry(rocksdb::WriteBatch& batch, const Digest& digest, const KeyEntry& entry,
                               std::string_view tier_name) const {
-  const std::string_view key(reinterpret_cast<const char*>(digest.data()), digest.size());
-  key_table_.put(batch, key, sf::pack_key_entry(entry, tier_name));
+  key_table_.put(batch, digest_key(digest), sf::pack_key_entry(entry, tier_name));
 }
 
 void KeyCatalog::record_agent(rocksdb::WriteBatch& batch, std::string_view agent_id,
@@ -88,10 +91,9 @@ void KeyCatalog::write_snapshot(const ActiveKeyTable& table, const IndexWrite& w
   table.for_each([&](const Digest& digest, const KeyEntry& entry) {
     const std::string_view key_id = entry.key_id.view();
     const std::string_view agent_id = entry.agent_id.view();
-    write(key_table_, std::string_view(reinterpret_cast<const char*>(digest.data()), digest.size()),
-          sf::pack_key_entry(entry, table.tier_name(entry.tier)));
+    write(key_table_, digest_key(digest), sf::pack_key_entry(entry, table.tier_name(entry.tier)));
     write(key_agent_, key_id, agent_id);
-    if (entry.condition == KeyCondition::kActive) {  // indexed_active
+    if (indexed_active(entry)) {
       write(key_active_, sf::time_key_id(entry.created_at_ms, key_id), agent_id);
       if (entry.expires_at_ms != 0) {
         write(key_expiry_, sf::time_key_id(entry.expires_at_ms, key_id), agent_id);

@@ -285,9 +285,7 @@ struct Projector::Impl {
         "projections: rebuild read and folded {} events in {:.2f} s, wrote the projections in {:.2f} s",
         applied.load(std::memory_order_relaxed), fold_seconds, seconds_since(writing));
     rocksdb::WriteBatch done;
-    checkpoint_cf.put(done, kCheckpointKey, sf::encode_be64(applied.load(std::memory_order_relaxed)));
-    checkpoint_cf.put(done, kEntriesKey, sf::encode_be64(key_table.size()));
-    checkpoint_cf.put(done, kAgentsKey, sf::encode_be64(key_table.agent_count()));
+    record_checkpoint(done);
     checkpoint_cf.put(done, kFormatKey, kFormat);
     return store.write(done, /*sync=*/true).Annotate("record the projection format");
   }
@@ -363,6 +361,13 @@ struct Projector::Impl {
     return Status::Ok();
   }
 
+  // The checkpoint: the position applied and the tables' sizes at it.
+  void record_checkpoint(rocksdb::WriteBatch& batch) const {
+    checkpoint_cf.put(batch, kCheckpointKey, sf::encode_be64(applied.load(std::memory_order_relaxed)));
+    checkpoint_cf.put(batch, kEntriesKey, sf::encode_be64(key_table.size()));
+    checkpoint_cf.put(batch, kAgentsKey, sf::encode_be64(key_table.agent_count()));
+  }
+
   Status write_pending(const std::set<Digest>& changed_entries) {
     for (const Digest& digest : changed_entries) {
       if (std::optional<KeyEntry> entry = key_table.find(digest)) {
@@ -372,9 +377,7 @@ struct Projector::Impl {
     if (pending.Count() == 0) {
       return Status::Ok();
     }
-    checkpoint_cf.put(pending, kCheckpointKey, sf::encode_be64(applied.load(std::memory_order_relaxed)));
-    checkpoint_cf.put(pending, kEntriesKey, sf::encode_be64(key_table.size()));
-    checkpoint_cf.put(pending, kAgentsKey, sf::encode_be64(key_table.agent_count()));
+    record_checkpoint(pending);
     // The log is the source of truth: after a crash the tail since the checkpoint is replayed.
     if (Status s = store.write(pending, /*sync=*/false); !s.ok()) {
       return s;
