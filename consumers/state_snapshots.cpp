@@ -89,18 +89,34 @@ Result<std::optional<SnapshotRecord>> tokens_snapshot(const EventStore& store) {
   return std::optional<SnapshotRecord>(std::move(record));
 }
 
+// The snapshot of a subject `event` creates: the event alone. Whatever changes the subject
+// later is published after it, with its own snapshot of the whole state, so the topic's last
+// record for the subject is the same as if it had been read from the projections now.
+SnapshotRecord creation_snapshot(std::string key, const v1::Event& event) {
+  SnapshotRecord record{std::move(key), {}};
+  record.snapshot.set_position(event.position());
+  v1::Event& copy = *record.snapshot.add_events();
+  copy = event;
+  if (copy.has_agent_registered()) {
+    copy.mutable_agent_registered()->clear_webhook_secret();
+  }
+  return record;
+}
+
 }  // namespace
 
 Result<std::optional<SnapshotRecord>> snapshot_after(const v1::Event& event, const EventStore& store,
                                                      const Projector& projector) {
   switch (event.payload_case()) {
     case v1::Event::kKeyCreated:
+      return std::optional<SnapshotRecord>(creation_snapshot(event_key_id(event), event));
+    case v1::Event::kAgentRegistered:
+      return std::optional<SnapshotRecord>(creation_snapshot(event_agent_id(event), event));
     case v1::Event::kKeyRotated:
     case v1::Event::kKeyRevoked:
     case v1::Event::kKeyExpired:
     case v1::Event::kKeyCompromised:
       return key_snapshot(event_key_id(event), projector);
-    case v1::Event::kAgentRegistered:
     case v1::Event::kRateLimitTierChanged:
       return agent_snapshot(event_agent_id(event), projector);
     case v1::Event::kServiceTokenCreated:

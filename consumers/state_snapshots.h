@@ -27,7 +27,9 @@ struct SnapshotRecord {
 //     (agent_id), the sealed webhook secret removed;
 //   token events -> the whole `tokens` stream ("tokens").
 // nullopt for events that change none of these (webhook deliveries). The snapshot reflects
-// the projections now, which may be newer than `event`: replicas apply idempotently.
+// the projections now, which may be newer than `event`: replicas apply idempotently. An
+// event that creates its subject (key.created, agent.registered) is its own snapshot: it
+// is the subject's first event, and any later change publishes a whole snapshot after it.
 // IoError/Corruption if the projections cannot be read.
 Result<std::optional<SnapshotRecord>> snapshot_after(const v1::Event& event, const EventStore& store,
                                                      const Projector& projector);

@@ -31,6 +31,8 @@ using Json = nlohmann::json;
 
 constexpr std::string_view kColumnFamily = "webhooks";
 constexpr std::string_view kCursorKey = "cursor";
+// Events the stored cursor may trail the tailer by while they schedule nothing.
+constexpr std::uint64_t kCursorLag = 4096;
 constexpr char kPendingPrefix = 'p';
 constexpr std::string_view kDelivered = "delivered";
 constexpr std::string_view kRetrying = "retrying";
@@ -138,7 +140,8 @@ struct WebhookDispatcher::Impl {
   std::unique_ptr<WebhookClient> client;
 
   mutable std::mutex mu;
-  std::condition_variable cv;
+  std::condition_variable cv;              // the workers': the schedule changed
+  std::condition_variable tail_cv;         // the tailer's: the log advanced, or room in `pending`
   std::map<std::string, Pending> pending;  // by event id: scheduled or in flight
   std::set<QueueEntry> queue;              // scheduled (not in flight)
   std::set<std::string> busy_agents;       // agents with an attempt in flight
@@ -147,6 +150,7 @@ struct WebhookDispatcher::Impl {
   bool log_advanced = false;  // set by notify(): new events may be in the log
   Guarded<std::mt19937_64> jitter_rng{std::random_device{}()};
   std::atomic<std::uint64_t> cursor{0};
+  std::uint64_t persisted_cursor = 0;  // the cursor as last written (the tailer's)
   std::thread tailer;
   std::vector<std::thread> workers;
   CommitSubscription subscription;  // wakes the tailer (notify) from start() to stop()
@@ -164,12 +168,14 @@ struct WebhookDispatcher::Impl {
       // A new dispatcher on an existing log starts at its end: history is not replayed.
       const std::uint64_t start = options.from_beginning ? 0 : store.last_position();
       cursor = start;
+      persisted_cursor = start;
       return cf.put(kCursorKey, encode_be64(start), /*sync=*/true);
     }
     if ((*value)->size() != 8) {
       return Status::Corruption("webhooks cursor is not 8 bytes");
     }
     cursor = decode_be64(**value);
+    persisted_cursor = cursor;
     return Status::Ok();
   }
 
@@ -220,7 +226,7 @@ struct WebhookDispatcher::Impl {
 
   bool sleep_unless_stopping(std::chrono::milliseconds d) {
     std::unique_lock lock(mu);
-    cv.wait_for(lock, d, [&] { return stopping; });
+    tail_cv.wait_for(lock, d, [&] { return stopping; });
     return !stopping;
   }
 
@@ -232,7 +238,7 @@ struct WebhookDispatcher::Impl {
           return;
         }
         if (pending.size() >= options.max_pending) {
-          cv.wait_for(lock, options.poll_interval);
+          tail_cv.wait_for(lock, options.poll_interval);
           continue;
         }
       }
@@ -246,7 +252,7 @@ struct WebhookDispatcher::Impl {
       }
       if (events->empty()) {
         std::unique_lock lock(mu);
-        cv.wait_for(lock, options.poll_interval, [&] { return stopping || log_advanced; });
+        tail_cv.wait_for(lock, options.poll_interval, [&] { return stopping || log_advanced; });
         log_advanced = false;
         if (stopping) {
           return;
@@ -273,13 +279,22 @@ struct WebhookDispatcher::Impl {
       }
       lock.unlock();
       const std::uint64_t last = events->back().position();
-      cf.put(batch, kCursorKey, encode_be64(last));
-      if (Status s = store.write(batch, /*sync=*/true).Annotate("webhooks cursor"); !s.ok()) {
-        spdlog::warn("webhooks: {}", s.ToString());
-        if (!sleep_unless_stopping(options.poll_interval)) {
-          return;
+      // Events that schedule nothing need no record: re-reading them after a restart
+      // schedules nothing either. The cursor still moves every kCursorLag events, so a
+      // restart re-reads few.
+      if (!fresh.empty() || last - persisted_cursor >= kCursorLag) {
+        cf.put(batch, kCursorKey, encode_be64(last));
+        // Unsynced: the log's next fsync makes it durable (one WAL, written in order), and
+        // every attempt is recorded through that fsync first. A crash before it re-reads
+        // these events and schedules them again, and attempt() drops what is recorded.
+        if (Status s = store.write(batch, /*sync=*/false).Annotate("webhooks cursor"); !s.ok()) {
+          spdlog::warn("webhooks: {}", s.ToString());
+          if (!sleep_unless_stopping(options.poll_interval)) {
+            return;
+          }
+          continue;
         }
-        continue;
+        persisted_cursor = last;
       }
       lock.lock();
       for (Pending& p : fresh) {
@@ -288,7 +303,9 @@ struct WebhookDispatcher::Impl {
       }
       cursor = last;
       lock.unlock();
-      cv.notify_all();
+      if (!fresh.empty()) {
+        cv.notify_all();
+      }
     }
   }
 
@@ -453,7 +470,8 @@ struct WebhookDispatcher::Impl {
     Pending job;
     while (next_job(job)) {
       attempt(job);
-      cv.notify_all();
+      cv.notify_all();       // its agent is free again
+      tail_cv.notify_one();  // and `pending` may have room
     }
   }
 };
@@ -505,7 +523,7 @@ void WebhookDispatcher::notify() {
     std::lock_guard lock(m.mu);
     m.log_advanced = true;
   }
-  m.cv.notify_all();
+  m.tail_cv.notify_one();
 }
 
 void WebhookDispatcher::stop() {
@@ -516,6 +534,7 @@ void WebhookDispatcher::stop() {
   }
   m.subscription.reset();
   m.cv.notify_all();
+  m.tail_cv.notify_all();
   if (m.tailer.joinable()) {
     m.tailer.join();
   }

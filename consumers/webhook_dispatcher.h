@@ -12,8 +12,9 @@
 // column family `webhooks` of the store's database:
 //   "cursor"          -> BE(last log position turned into pending deliveries)
 //   "p" event_id      -> JSON {agent_id, position, attempt, first_attempt, due_ms}
-// A key event's pending entry is written in the same synced batch as the cursor that passes
-// it, and deleted once its delivery is recorded as delivered or failed. On start, pending
+// A key event's pending entry is written in the same batch as the cursor that passes it
+// (unsynced: the log's next fsync covers it, and a crash before only schedules again what
+// the check below drops), and deleted once its delivery is recorded as delivered or failed. On start, pending
 // entries are reconciled with the WebhookDeliveryRecorded events already in the agent's
 // stream, so a restart neither re-sends what is recorded delivered nor repeats an attempt
 // number, and never forgets a pending retry. Before each attempt the dispatcher reads the

@@ -17,6 +17,17 @@ using store_detail::stream_key;
 
 Result<std::uint64_t> EventStore::Impl::stored_stream_version(std::string_view stream) const {
   rocksdb::ReadOptions ro;
+  // Most streams met here are new (an agent being registered): a point lookup of version 1,
+  // answered by the memtable and the files' Bloom filters, says so without an iterator over
+  // every file.
+  std::string first;
+  const rocksdb::Status found = db->Get(ro, streams_cf, stream_key(stream, 1), &first);
+  if (found.IsNotFound()) {
+    return std::uint64_t{0};
+  }
+  if (!found.ok()) {
+    return from_rocks(found, "read stream version");
+  }
   std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, streams_cf));
   const std::string upper = stream_key(stream, UINT64_MAX);
   it->SeekForPrev(upper);

@@ -270,4 +270,34 @@ TEST_CASE("message keys: agent id, or tokens for the token stream", "[kafka]") {
   CHECK(consumers::event_message_key(e) == "agt_1");
 }
 
+TEST_CASE("an event creating its subject is its own snapshot; later changes snapshot the whole state",
+          "[kafka]") {
+  testing::Ledger l;
+  const std::string agent = l.register_agent();
+  l.set_tier(agent, "elevated");
+  const std::string key = l.create_key(agent).key_id;
+  l.revoke_key(agent, key);
+
+  std::map<std::string, std::vector<std::string>> types_by_event;  // event type -> snapshot's types
+  for (const auto& e : l.all_events()) {
+    auto snapshot = consumers::snapshot_after(e, *l.store, *l.projector);
+    REQUIRE(snapshot.ok());
+    if (!*snapshot) {
+      continue;
+    }
+    std::vector<std::string> types;
+    for (const auto& s : (*snapshot)->snapshot.events()) {
+      CHECK_FALSE(s.agent_registered().has_webhook_secret());
+      CHECK((*snapshot)->snapshot.position() >= s.position());
+      types.push_back(s.type());
+    }
+    types_by_event[e.type()] = types;
+  }
+  CHECK(types_by_event.at("agent.registered") == std::vector<std::string>{"agent.registered"});
+  CHECK(types_by_event.at("agent.rate_limit_changed") ==
+        std::vector<std::string>{"agent.registered", "agent.rate_limit_changed"});
+  CHECK(types_by_event.at("key.created") == std::vector<std::string>{"key.created"});
+  CHECK(types_by_event.at("key.revoked") == std::vector<std::string>{"key.created", "key.revoked"});
+}
+
 }  // namespace keyledger
