@@ -42,6 +42,7 @@
 #include "api/response_head.h"
 #include "api/server_internals.h"
 #include "domain/key_material.h"
+#include "domain/thread_name.h"
 
 namespace keyledger::api {
 
@@ -190,7 +191,10 @@ struct Server::Impl {
     }
     io_threads.reserve(loops.size());
     for (auto& loop : loops) {
-      io_threads.emplace_back([this, &loop = *loop] { run_io(loop); });
+      io_threads.emplace_back([this, &loop = *loop] {
+        name_this_thread("kl-io");
+        run_io(loop);
+      });
     }
     state = State::kRunning;
     spdlog::debug("listening on {}", options.listen);

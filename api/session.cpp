@@ -8,13 +8,12 @@
 #include "api/request_id.h"
 #include "api/response_head.h"
 #include "api/server_internals.h"
+#include "domain/thread_name.h"
 
 namespace keyledger::api::server_detail {
 
 Session::Session(Socket socket, Loop& loop, ServerContext& context)
-    : context_(context),
-      loop_(loop),
-      socket_(std::move(socket)) {
+    : context_(context), loop_(loop), socket_(std::move(socket)) {
   beast::error_code ec;
   const tcp::endpoint remote = socket_.remote_endpoint(ec);
   if (!ec) {
@@ -140,7 +139,8 @@ void Session::read_request() {
   if (ec || parser_->is_done()) {
     return on_read(ec, 0);
   }
-  bhttp::async_read(socket_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
+  bhttp::async_read(socket_, buffer_, *parser_,
+                    beast::bind_front_handler(&Session::on_read, shared_from_this()));
 }
 
 void Session::on_read(beast::error_code ec, std::size_t /*bytes*/) {
@@ -174,7 +174,8 @@ void Session::handle_request() {
     // The framing is intact, so the connection may stay open.
     request_.path.clear();
     request_.query.clear();
-    response_ = error_response(kBadRequest, "bad_request", "malformed or non-canonical request target", request_.request_id);
+    response_ = error_response(kBadRequest, "bad_request", "malformed or non-canonical request target",
+                               request_.request_id);
     return write_response();
   }
 
@@ -191,6 +192,9 @@ void Session::handle_request() {
   // No I/O is pending on this connection while the worker has the request, so the worker
   // may touch request_/response_; posting back to the loop orders it before the write.
   asio::post(*context_.workers, [self = shared_from_this()]() mutable {
+    // The pool's threads start inside Asio: each names itself with its first command.
+    thread_local const bool named = (name_this_thread("kl-worker"), true);
+    (void)named;
     self->invoke_dispatcher();
     const Executor loop = self->socket_.get_executor();
     asio::post(loop, beast::bind_front_handler(&Session::write_response, std::move(self)));
@@ -232,7 +236,8 @@ void Session::answer_and_close(unsigned status, std::string_view code, std::stri
 
 void Session::write_response() {
   phase_ = Phase::kWriting;
-  const bool keep_alive = keep_alive_ && !close_after_write_ && !context_.draining.load(std::memory_order_relaxed);
+  const bool keep_alive =
+      keep_alive_ && !close_after_write_ && !context_.draining.load(std::memory_order_relaxed);
   if (response_.status < kMinStatus || response_.status > kMaxStatus) {
     spdlog::warn("request {}: handler returned status {}; answering 500", request_.request_id,
                  response_.status);

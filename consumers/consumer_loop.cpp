@@ -1,4 +1,5 @@
 #include "consumers/consumer_loop.h"
+#include "domain/thread_name.h"
 
 #include <spdlog/spdlog.h>
 
@@ -18,7 +19,10 @@ Status ConsumerLoop::start(KafkaHandle consumer, std::function<void()> body) {
     return Status::InvalidArgument("the " + what_ + " consumer is missing");
   }
   consumer_ = std::move(consumer);
-  thread_ = std::thread(std::move(body));
+  thread_ = std::thread([body = std::move(body), name = "kl-" + what_]() mutable {
+    name_this_thread(name);
+    body();
+  });
   return Status::Ok();
 }
 

@@ -6,6 +6,7 @@
 
 #include "domain/agent.h"
 #include "domain/ids.h"
+#include "domain/thread_name.h"
 
 namespace keyledger::consumers {
 
@@ -59,6 +60,7 @@ Result<std::unique_ptr<DeliveryPublisher>> DeliveryPublisher::create(DeliveryPub
   publisher->producer_ = std::move(client).value();
   DeliveryPublisher* self = publisher.get();
   publisher->poller_ = std::thread([self] {
+    name_this_thread("kl-deliveries");
     while (!self->stopping_) {
       rd_kafka_poll(self->producer_.get(), kPollTimeoutMs);  // serves delivery reports
     }

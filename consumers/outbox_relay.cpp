@@ -16,6 +16,7 @@
 
 #include "consumers/kafka_client.h"
 #include "consumers/state_snapshots.h"
+#include "domain/thread_name.h"
 
 namespace keyledger::consumers {
 
@@ -440,7 +441,10 @@ void OutboxRelay::start() {
     return;
   }
   impl_->started = true;
-  impl_->thread = std::thread([this] { impl_->run(); });
+  impl_->thread = std::thread([this] {
+    name_this_thread("kl-outbox-relay");
+    impl_->run();
+  });
   impl_->subscription =
       impl_->store.subscribe([impl = impl_.get()](const std::vector<v1::Event>&) { impl->wake(); });
 }

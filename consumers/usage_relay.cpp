@@ -1,4 +1,5 @@
 #include "consumers/usage_relay.h"
+#include "domain/thread_name.h"
 
 #include <spdlog/spdlog.h>
 
@@ -48,7 +49,10 @@ Status UsagePublisher::start() {
     return client.status();
   }
   producer_ = std::move(client).value();
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("kl-usage-relay");
+    run();
+  });
   return Status::Ok();
 }
 

@@ -22,6 +22,7 @@
 #include "domain/event_json.h"
 #include "domain/guarded.h"
 #include "domain/ids.h"
+#include "domain/thread_name.h"
 #include "eventstore/command_service.h"
 
 namespace keyledger::consumers {
@@ -508,10 +509,16 @@ Status WebhookDispatcher::start() {
   if (Status s = m.load_pending(); !s.ok()) {
     return s;
   }
-  m.tailer = std::thread([&m] { m.tail(); });
+  m.tailer = std::thread([&m] {
+    name_this_thread("kl-webhook-tail");
+    m.tail();
+  });
   const std::size_t workers = std::max<std::size_t>(1, m.options.workers);
   for (std::size_t i = 0; i < workers; ++i) {
-    m.workers.emplace_back([&m] { m.work(); });
+    m.workers.emplace_back([&m] {
+      name_this_thread("kl-webhook");
+      m.work();
+    });
   }
   m.subscription = m.store.subscribe([this](const std::vector<v1::Event>&) { notify(); });
   return Status::Ok();

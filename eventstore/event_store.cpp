@@ -24,6 +24,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "domain/thread_name.h"
 #include "eventstore/event_store_impl.h"
 
 namespace keyledger {
@@ -238,6 +239,12 @@ std::vector<rocksdb::ColumnFamilyDescriptor> column_families_for(const EventStor
     const bool extra = std::find(options.extra_column_families.begin(), options.extra_column_families.end(),
                                  name) != options.extra_column_families.end();
     rocksdb::ColumnFamilyOptions family = options.bulk_load && extra ? bulk_options : cf_options;
+    if (name == kStreamsCf || name == kEventIdsCf) {
+      // Every append looks up keys that are absent (a new stream's first version, each new
+      // event id): a Bloom filter over the memtable answers without a skip-list search.
+      family.memtable_prefix_bloom_size_ratio = 0.02;
+      family.memtable_whole_key_filtering = true;
+    }
     if (auto tuned = options.tuning.find(name); tuned != options.tuning.end()) {
       family.merge_operator = tuned->second.merge_operator;
       family.compaction_filter_factory = tuned->second.compaction_filters;
@@ -294,8 +301,14 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
   impl->next_position = last + 1;
   it.reset();
 
-  impl->writer = std::thread([p = impl.get()] { p->run_writer(); });
-  impl->syncer = std::thread([p = impl.get()] { p->run_syncer(); });
+  impl->writer = std::thread([p = impl.get()] {
+    name_this_thread("kl-log-writer");
+    p->run_writer();
+  });
+  impl->syncer = std::thread([p = impl.get()] {
+    name_this_thread("kl-log-syncer");
+    p->run_syncer();
+  });
   return std::unique_ptr<EventStore>(new EventStore(std::move(impl)));
 }
 

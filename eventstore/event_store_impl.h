@@ -53,8 +53,8 @@ struct PendingAppend {
 // One group after its WriteBatch went to the WAL: answered once an fsync covers it.
 struct WrittenGroup {
   std::vector<std::unique_ptr<PendingAppend>> appends;
-  std::vector<std::optional<Result<AppendResult>>> outcomes;
-  std::vector<v1::Event> committed;  // in position order; empty if nothing was written
+  std::vector<std::optional<Result<AppendResult>>> outcomes;  // ok: its events were written
+  bool wrote = false;                                         // whether any append's events went to the WAL
 };
 
 // What commit_group builds for one group before writing it.
@@ -63,7 +63,7 @@ struct GroupBatch {
   std::uint64_t first_position = 0;
   std::unordered_map<std::string, std::uint64_t> touched;  // stream -> its version before the group
   std::unordered_set<std::string> event_ids;
-  std::vector<v1::Event> committed;  // in position order
+  bool wrote = false;  // an append was staged (and, after write_group, written)
 };
 
 }  // namespace store_detail
@@ -160,6 +160,7 @@ struct EventStore::Impl {
   Result<AppendResult> stage(PendingAppend& p, GroupBatch& g);  // validates p, adds it to g
   void write_group(GroupBatch& g, std::vector<std::optional<Result<AppendResult>>>& outcomes);
   void run_syncer();
+  void announce(WrittenGroup& g);  // a durable group's events to the subscribers and the appends
   Result<std::uint64_t> current_version(const std::string& stream);
   Status check_event_ids(const std::vector<v1::Event>& events,
                          const std::unordered_set<std::string>& group_event_ids) const;

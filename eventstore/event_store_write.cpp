@@ -147,9 +147,8 @@ Result<AppendResult> EventStore::Impl::stage(PendingAppend& p, GroupBatch& g) {
   version_cache[p.stream] = version;
   result.last_position = next_position - 1;
   result.stream_version = version;
-  result.events = p.events;
-  g.committed.insert(g.committed.end(), p.events.begin(), p.events.end());
-  return result;
+  g.wrote = true;
+  return result;  // the syncer moves p.events into it once they are durable
 }
 
 void EventStore::Impl::write_group(GroupBatch& g,
@@ -176,7 +175,7 @@ void EventStore::Impl::write_group(GroupBatch& g,
       o = failed;
     }
   }
-  g.committed.clear();
+  g.wrote = false;
 }
 
 // Validates each append against the current stream versions and writes every accepted one
@@ -201,7 +200,7 @@ void EventStore::Impl::commit_group(std::vector<std::unique_ptr<PendingAppend>>&
   }
   {
     std::lock_guard lock(sync_mutex);
-    written.push_back(WrittenGroup{std::move(group), std::move(outcomes), std::move(g.committed)});
+    written.push_back(WrittenGroup{std::move(group), std::move(outcomes), g.wrote});
   }
   sync_wake.notify_one();
 }
@@ -217,8 +216,7 @@ void EventStore::Impl::run_syncer() {
       }
       groups.swap(written);
     }
-    const bool wrote =
-        std::any_of(groups.begin(), groups.end(), [](const auto& g) { return !g.committed.empty(); });
+    const bool wrote = std::any_of(groups.begin(), groups.end(), [](const auto& g) { return g.wrote; });
     Status synced = Status::Ok();
     if (wrote && options.sync && broken) {
       // Written before the writer saw the failed fsync: a later fsync that succeeds would
@@ -243,15 +241,12 @@ void EventStore::Impl::run_syncer() {
       }
     }
     for (auto& g : groups) {
-      if (!g.committed.empty()) {
-        if (synced.ok()) {
-          last_position.store(g.committed.back().position(), std::memory_order_release);
-          listeners->notify(g.committed);
-        } else {
-          for (auto& o : g.outcomes) {
-            if (o && o->ok()) {
-              o = synced;
-            }
+      if (g.wrote && synced.ok()) {
+        announce(g);
+      } else if (g.wrote) {
+        for (auto& o : g.outcomes) {
+          if (o && o->ok()) {
+            o = synced;
           }
         }
       }
@@ -260,6 +255,33 @@ void EventStore::Impl::run_syncer() {
       }
     }
     groups.clear();
+  }
+}
+
+// A durable group to the subscribers, then its events to the appends that wrote them:
+// moved, not copied (the events of the accepted appends, in position order, are the group's).
+void EventStore::Impl::announce(WrittenGroup& g) {
+  std::vector<v1::Event> committed;
+  for (std::size_t i = 0; i < g.appends.size(); ++i) {
+    if (g.outcomes[i]->ok()) {
+      for (auto& e : g.appends[i]->events) {
+        committed.push_back(std::move(e));
+      }
+    }
+  }
+  if (committed.empty()) {
+    return;  // only side writes
+  }
+  last_position.store(committed.back().position(), std::memory_order_release);
+  listeners->notify(committed);
+  auto next = committed.begin();
+  for (std::size_t i = 0; i < g.appends.size(); ++i) {
+    if (g.outcomes[i]->ok()) {
+      const auto count = static_cast<std::ptrdiff_t>(g.appends[i]->events.size());
+      g.outcomes[i]->value().events.assign(std::make_move_iterator(next),
+                                           std::make_move_iterator(next + count));
+      next += count;
+    }
   }
 }
 

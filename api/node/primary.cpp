@@ -1,4 +1,5 @@
 #include "api/node/primary.h"
+#include "domain/thread_name.h"
 
 #include <spdlog/spdlog.h>
 
@@ -230,7 +231,10 @@ Status Primary::start() {
     return s.Annotate("cannot listen on " + config.listen);
   }
   server_->on_hangup([this] { (void)reload_github_keys(); });
-  housekeeper_ = std::thread([this] { housekeep(); });
+  housekeeper_ = std::thread([this] {
+    name_this_thread("kl-housekeeper");
+    housekeep();
+  });
   return Status::Ok();
 }
 
