@@ -66,6 +66,7 @@ class BulkLoad {
   char* allocate(std::size_t size);
   Batch take();
   static void sort(Record* begin, Record* end, std::size_t depth);
+  static void radix_sort(Record* begin, Record* end);
   static Status ingest_family(Family& family);
   static Status ingest_batch(Batch& batch, std::size_t threads);
 
