@@ -248,6 +248,7 @@ std::vector<rocksdb::ColumnFamilyDescriptor> column_families_for(const EventStor
     if (auto tuned = options.tuning.find(name); tuned != options.tuning.end()) {
       family.merge_operator = tuned->second.merge_operator;
       family.compaction_filter_factory = tuned->second.compaction_filters;
+      family.memtable_insert_with_hint_prefix_extractor = tuned->second.insert_hint_prefix;
     }
     descriptors.emplace_back(name, family);
   }

@@ -73,6 +73,9 @@ struct EventStoreOptions {
   struct FamilyTuning {
     std::shared_ptr<rocksdb::MergeOperator> merge_operator;
     std::shared_ptr<rocksdb::CompactionFilterFactory> compaction_filters;
+    // Keys with the same prefix (under this transform) are mostly written in ascending
+    // order: the memtable starts each insert from where the last one of the prefix went.
+    std::shared_ptr<const rocksdb::SliceTransform> insert_hint_prefix = nullptr;
   };
   std::map<std::string, FamilyTuning, std::less<>> tuning = {};
 };

@@ -2,6 +2,7 @@
 
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/merge_operator.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
@@ -368,11 +369,19 @@ std::size_t UsageRecorder::pending() const {
 // --- KeyUsage
 
 EventStoreOptions::FamilyTuning usage_family_tuning(const Clock& clock, UsageRetention retention) {
+  // A flush writes its cells in key order: one insert hint for the whole family (every key
+  // id starts with the same four bytes) lets each merge start at the previous one's place.
   return {.merge_operator = std::make_shared<UsageMerge>(),
-          .compaction_filters = std::make_shared<UsageRetentionFilters>(clock, retention)};
+          .compaction_filters = std::make_shared<UsageRetentionFilters>(clock, retention),
+          .insert_hint_prefix =
+              std::shared_ptr<const rocksdb::SliceTransform>(rocksdb::NewFixedPrefixTransform(4))};
 }
 
-void drain_counts(ActiveKeyTable& table, UsageRecorder& recorder) {
+namespace {
+
+// Calls sink(UsageCell) for each key and minute `table` counted since its last drain.
+template <typename Sink>
+void drain_cells(ActiveKeyTable& table, Sink&& sink) {
   static_assert(ActiveKeyTable::kCountedOutcomes == kUsageOutcomes);
   table.drain_counts([&](const InlineId& key_id, std::int64_t minute_start,
                          const std::array<std::uint32_t, ActiveKeyTable::kCountedOutcomes>& counts,
@@ -384,8 +393,14 @@ void drain_counts(ActiveKeyTable& table, UsageRecorder& recorder) {
     for (const auto& [address, n] : sources) {
       cell.counts.sources.emplace_back(address, n);
     }
-    recorder.merge(cell);
+    sink(std::move(cell));
   });
+}
+
+}  // namespace
+
+void drain_counts(ActiveKeyTable& table, UsageRecorder& recorder) {
+  drain_cells(table, [&](UsageCell cell) { recorder.merge(cell); });
 }
 
 KeyUsage::KeyUsage(const EventStore& store, const Clock& clock, UsageRetention retention,
@@ -400,10 +415,14 @@ KeyUsage::KeyUsage(const EventStore& store, const Clock& clock, UsageRetention r
 
 Status KeyUsage::flush() {
   std::lock_guard lock(flush_mutex_);
-  if (table_ != nullptr) {
-    drain_counts(*table_, recorder_);
-  }
   std::vector<UsageCell> cells = recorder_.take();
+  if (table_ != nullptr) {
+    // Straight into the batch, not through the recorder (a hash table built and emptied
+    // every flush): a key and minute in both is written as two merges, which the family's
+    // merge operator sums. Queries wait for flush_mutex_, so they see these cells in the
+    // family.
+    drain_cells(*table_, [&](UsageCell cell) { cells.push_back(std::move(cell)); });
+  }
   // In key order: consecutive merges land next to each other in the memtable (a search path
   // already in cache) instead of each at a random place in it.
   std::sort(cells.begin(), cells.end(), [](const UsageCell& a, const UsageCell& b) {
@@ -415,11 +434,12 @@ Status KeyUsage::flush() {
   for (std::size_t i = 0; i < cells.size(); ++i) {
     const UsageCell& cell = cells[i];
     to_proto(cell.counts).SerializeToString(&value);
-    family_.merge(batch, bucket_key(cell.key_id.view(), UsageGranularity::kMinute, cell.minute), value);
+    // The hour's key sorts before the minute's ('h' < 'm'): written in key order.
     family_.merge(batch,
                   bucket_key(cell.key_id.view(), UsageGranularity::kHour,
                              bucket_start(UsageGranularity::kHour, cell.minute)),
                   value);
+    family_.merge(batch, bucket_key(cell.key_id.view(), UsageGranularity::kMinute, cell.minute), value);
     if (i + 1 == cells.size() || (i + 1 - written) == kBatchCells) {
       if (Status s = store_.write(batch, /*sync=*/false); !s.ok()) {
         for (std::size_t j = written; j < cells.size(); ++j) {
