@@ -38,6 +38,13 @@ std::unique_ptr<rocksdb::Iterator> ColumnFamily::iterator() const {
   return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(rocksdb::ReadOptions(), cf_));
 }
 
+std::unique_ptr<rocksdb::Iterator> ColumnFamily::full_scan() const {
+  rocksdb::ReadOptions options;
+  options.fill_cache = false;
+  options.readahead_size = std::size_t{2} << 20;
+  return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(options, cf_));
+}
+
 Status ColumnFamily::put(std::string_view key, std::string_view value, bool sync) const {
   return from_rocks(db_->Put(write_options(sync), cf_, slice(key), slice(value)), "write " + name());
 }

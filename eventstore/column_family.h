@@ -32,6 +32,9 @@ class ColumnFamily {
   Result<std::optional<std::string>> get(std::string_view key) const;
   // An iterator over this family alone (check status() once done with it).
   std::unique_ptr<rocksdb::Iterator> iterator() const;
+  // For reading the whole family once (a start-up load): reads ahead, and leaves the block
+  // cache to what is read again.
+  std::unique_ptr<rocksdb::Iterator> full_scan() const;
   // One write on its own, fsync'd first if `sync`.
   Status put(std::string_view key, std::string_view value, bool sync = false) const;
   Status erase(std::string_view key, bool sync = false) const;

@@ -1,5 +1,6 @@
 #include "eventstore/event_store.h"
 
+#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/file_system.h>
@@ -209,6 +210,8 @@ std::vector<rocksdb::ColumnFamilyDescriptor> column_families_for(const EventStor
   // Point lookups of absent keys (a new event id, a new stream) are on the append path: a
   // Bloom filter answers them without reading every SST file's index.
   rocksdb::BlockBasedTableOptions table_options;
+  table_options.block_cache = rocksdb::NewLRUCache(std::size_t{8} << 20);  // RocksDB's default size, shared
+  const rocksdb::BlockBasedTableOptions scan_table_options = table_options;
   table_options.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
   std::vector<std::string> names = {rocksdb::kDefaultColumnFamilyName, std::string(kEventsCf),
@@ -249,6 +252,9 @@ std::vector<rocksdb::ColumnFamilyDescriptor> column_families_for(const EventStor
       family.merge_operator = tuned->second.merge_operator;
       family.compaction_filter_factory = tuned->second.compaction_filters;
       family.memtable_insert_with_hint_prefix_extractor = tuned->second.insert_hint_prefix;
+      if (!tuned->second.point_lookups) {
+        family.table_factory.reset(rocksdb::NewBlockBasedTableFactory(scan_table_options));
+      }
     }
     descriptors.emplace_back(name, family);
   }

@@ -76,6 +76,9 @@ struct EventStoreOptions {
     // Keys with the same prefix (under this transform) are mostly written in ascending
     // order: the memtable starts each insert from where the last one of the prefix went.
     std::shared_ptr<const rocksdb::SliceTransform> insert_hint_prefix = nullptr;
+    // False for a family only ever scanned (an index read in key order): its files carry no
+    // Bloom filter, which would only take memory (every file's filter is loaded at open).
+    bool point_lookups = true;
   };
   std::map<std::string, FamilyTuning, std::less<>> tuning = {};
 };

@@ -127,7 +127,7 @@ Status KeyCatalog::write_usage(std::vector<ActiveKeyTable::UsageRecord> usage) c
 }
 
 Status KeyCatalog::load(ActiveKeyTable& table) const {
-  std::unique_ptr<rocksdb::Iterator> agents = agent_settings_.iterator();
+  std::unique_ptr<rocksdb::Iterator> agents = agent_settings_.full_scan();
   std::string tier;
   for (agents->SeekToFirst(); agents->Valid(); agents->Next()) {
     v1::Environment environment = v1::ENVIRONMENT_PRODUCTION;
@@ -141,7 +141,7 @@ Status KeyCatalog::load(ActiveKeyTable& table) const {
     return sf::from_rocks(agents->status(), "load agent settings");
   }
 
-  std::unique_ptr<rocksdb::Iterator> entries = key_table_.iterator();
+  std::unique_ptr<rocksdb::Iterator> entries = key_table_.full_scan();
   for (entries->SeekToFirst(); entries->Valid(); entries->Next()) {
     const std::optional<Digest> digest = digest_from_key(entries->key());
     KeyEntry entry;

@@ -61,6 +61,15 @@ std::vector<std::string> projection_column_families() {
           "deliveries"};
 }
 
+std::map<std::string, EventStoreOptions::FamilyTuning, std::less<>> projection_family_tuning() {
+  std::map<std::string, EventStoreOptions::FamilyTuning, std::less<>> tuning;
+  for (const char* scanned : {"key_active", "key_expiry", "audit_agent", "audit_key", "audit_type",
+                              "audit_actor", "audit_time", "deliveries"}) {
+    tuning[scanned].point_lookups = false;
+  }
+  return tuning;
+}
+
 struct Projector::Impl {
   Impl(EventStore& s, ActiveKeyTable& keys, ServiceTokenTable& toks)
       : store(s), key_table(keys), tokens(toks), catalog(s), audit(s) {

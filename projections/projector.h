@@ -31,6 +31,7 @@
 // Times are unix milliseconds rounded down (before 1970: 0). key_usage is usage data, not
 // derived from events: rebuild() keeps it.
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,8 @@ namespace keyledger {
 
 // The column families to pass as EventStoreOptions::extra_column_families.
 std::vector<std::string> projection_column_families();
+// What to add to EventStoreOptions::tuning for them: the indexes only ever scanned.
+std::map<std::string, EventStoreOptions::FamilyTuning, std::less<>> projection_family_tuning();
 
 // Members all have initializers, so designated initializers may name only the filters used.
 struct AuditQuery {

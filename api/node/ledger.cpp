@@ -35,6 +35,7 @@ Status Ledger::open(Use use) {
   options.file_system = file_system_;
   options.bulk_load = use == Use::kRebuild;
   options.extra_column_families = projection_column_families();
+  options.tuning = projection_family_tuning();
   options.extra_column_families.emplace_back(kIdempotencyColumnFamily);
   for (auto& name : consumers::consumer_column_families()) {
     options.extra_column_families.push_back(std::move(name));
