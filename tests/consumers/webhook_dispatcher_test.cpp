@@ -437,6 +437,42 @@ TEST_CASE("only key events are delivered, from where the dispatcher started", "[
   CHECK(testing::eventually([&] { return dispatcher->cursor() == h.store->last_position(); }));
 }
 
+TEST_CASE(
+    "events that schedule nothing leave the stored cursor; a restart re-reads them and sends nothing twice",
+    "[webhooks]") {
+  Hooks h;
+  testing::TestReceiver receiver([](int) { return 200u; });
+  const auto agent = h.register_agent(receiver.url());
+  SystemClock clock;
+  auto dispatcher = h.dispatcher(test_options(), clock);
+  const auto stored_cursor = [&] {
+    auto value = (*h.store->extra_column_family(webhook_column_families().front())).get("cursor");
+    REQUIRE(value.ok());
+    REQUIRE(value->has_value());
+    return decode_be64(**value);
+  };
+  const std::uint64_t start = stored_cursor();
+  for (int i = 0; i < 5; ++i) {
+    h.register_agent(receiver.url());  // no key events: nothing to schedule
+  }
+  REQUIRE(testing::eventually([&] { return dispatcher->cursor() == h.store->last_position(); }));
+  CHECK(stored_cursor() == start);
+
+  const v1::Event created = h.create_key(agent.id);
+  REQUIRE(testing::eventually([&] { return h.deliveries(agent.id).size() == 1; }));
+  CHECK(stored_cursor() >= created.position());  // written with the delivery it scheduled
+
+  dispatcher.reset();
+  h.store.reset();
+  h.open();
+  dispatcher = h.dispatcher(test_options(), clock);
+  REQUIRE(testing::eventually([&] { return dispatcher->cursor() == h.store->last_position(); }));
+  std::this_thread::sleep_for(100ms);
+  CHECK(dispatcher->pending() == 0);
+  CHECK(receiver.requests().size() == 1);
+  CHECK(h.deliveries(agent.id).size() == 1);
+}
+
 TEST_CASE("attempts recorded by another dispatcher are not repeated; numbering continues after them",
           "[webhooks]") {
   Hooks h;

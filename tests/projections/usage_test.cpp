@@ -188,6 +188,47 @@ TEST_CASE("answers include what is not flushed yet", "[projections][usage]") {
   CHECK(count(f.read({"key_a"}, UsageGranularity::kMinute, m0, m0 + 60)[0], UsageOutcome::kExpired) == 1);
 }
 
+TEST_CASE("a flush sums what the key table counted and what the recorder holds for the same minute",
+          "[projections][usage]") {
+  UsageFixture f;
+  ActiveKeyTable table({"standard"});
+  Digest digest{};
+  digest[8] = 3;
+  KeyEntry entry;
+  entry.key_id = InlineId("key_a");
+  table.put(digest, entry);
+  f.usage = std::make_unique<KeyUsage>(*f.store, f.clock, f.retention, &table);
+  const auto verify = [&](int outcome, std::string_view source) {
+    REQUIRE(table.visit(
+        digest, kT0,
+        [&](const KeyEntry&, TokenBucket&) {
+          return ActiveKeyTable::Visited{.used = false, .counted = outcome};
+        },
+        source));
+  };
+  verify(0, "198.51.100.7");
+  verify(0, "198.51.100.7");
+  verify(2, "");
+  // A replica's report of the same key and minute: the same cell, written beside the table's.
+  UsageCell reported{InlineId("key_a"), bucket_start(UsageGranularity::kMinute, kT0), {}};
+  reported.counts.by_outcome = {5, 1, 0, 0, 0};
+  reported.counts.sources = {{"203.0.113.9", 6}};
+  f.usage->recorder().merge(reported);
+  REQUIRE(f.usage->flush().ok());
+  CHECK(table.pending_counts() == 0);
+  CHECK(f.usage->pending() == 0);
+
+  const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
+  const auto minutes = f.read({"key_a"}, UsageGranularity::kMinute, m0, m0 + 60);
+  REQUIRE(minutes.size() == 1);
+  CHECK(minutes[0].counts.by_outcome == std::array<std::uint64_t, kUsageOutcomes>{7, 1, 1, 0, 0});
+  CHECK(minutes[0].counts.sources ==
+        std::vector<std::pair<std::string, std::uint64_t>>{{"203.0.113.9", 6}, {"198.51.100.7", 2}});
+  const std::int64_t h0 = bucket_start(UsageGranularity::kHour, kT0);
+  CHECK(f.read({"key_a"}, UsageGranularity::kHour, h0, h0 + 3600)[0].counts.total() == 9);
+  f.usage.reset();  // before the table it reads
+}
+
 TEST_CASE("buckets past retention are not answered and compaction drops them", "[projections][usage]") {
   UsageFixture f(UsageRetention{.minutes = 2h, .hours = 48h});
   const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
