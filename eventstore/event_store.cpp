@@ -1,5 +1,6 @@
 #include "eventstore/event_store.h"
 
+#include <google/protobuf/arena.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
@@ -477,16 +478,29 @@ Status EventStore::scan(std::uint64_t first, std::uint64_t last, bool descending
   } else {
     it->Seek(encode_be64(first));
   }
-  v1::Event e;  // reused: parsing into it keeps the memory its fields already have
+  // Events are parsed into an arena, renewed every kArenaEvents: a payload of another type
+  // than the previous event's, and its strings, cost a bump of a pointer instead of a malloc
+  // and a free each.
+  constexpr std::size_t kArenaEvents = 1024;
+  google::protobuf::ArenaOptions arena_options;
+  arena_options.start_block_size = std::size_t{64} << 10;
+  arena_options.max_block_size = std::size_t{1} << 20;
+  std::optional<google::protobuf::Arena> arena;
+  v1::Event* e = nullptr;
+  std::size_t parsed = 0;
   for (; it->Valid(); descending ? it->Prev() : it->Next()) {
     const std::uint64_t position = decode_be64(it->key().ToStringView());
     if (descending ? position < first : position > last) {
       break;
     }
-    if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-      e = impl_->unreadable_event(position);
+    if (parsed++ % kArenaEvents == 0) {
+      arena.emplace(arena_options);
+      e = google::protobuf::Arena::CreateMessage<v1::Event>(&*arena);
     }
-    if (!visit(e)) {
+    if (!e->ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      *e = impl_->unreadable_event(position);
+    }
+    if (!visit(*e)) {
       break;
     }
   }
