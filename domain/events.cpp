@@ -104,7 +104,11 @@ std::string_view event_type_name(v1::Event::PayloadCase payload) {
   return "";
 }
 
-std::string event_agent_id(const v1::Event& event) {
+namespace {
+const std::string kNoId;  // what an event that names no agent or key answers
+}  // namespace
+
+const std::string& event_agent_id(const v1::Event& event) {
   switch (event.payload_case()) {
     case v1::Event::kAgentRegistered:
       return event.agent_registered().agent_id();
@@ -125,16 +129,16 @@ std::string event_agent_id(const v1::Event& event) {
     case v1::Event::kServiceTokenCreated:
     case v1::Event::kServiceTokenRevoked:
     case v1::Event::PAYLOAD_NOT_SET:
-      return "";
+      return kNoId;
   }
-  return "";
+  return kNoId;
 }
 
 bool is_unreadable(const v1::Event& event) {
   return event.event_id().empty() && event.payload_case() == v1::Event::PAYLOAD_NOT_SET;
 }
 
-std::string event_key_id(const v1::Event& event) {
+const std::string& event_key_id(const v1::Event& event) {
   switch (event.payload_case()) {
     case v1::Event::kKeyCreated:
       return event.key_created().key_id();
@@ -147,7 +151,7 @@ std::string event_key_id(const v1::Event& event) {
     case v1::Event::kKeyCompromised:
       return event.key_compromised().key_id();
     default:
-      return "";
+      return kNoId;
   }
 }
 

@@ -156,12 +156,14 @@ void AuditView::record(rocksdb::WriteBatch& batch, const v1::Event& event) {
 
 void AuditView::record(const IndexWrite& write, const v1::Event& event) {
   const std::uint64_t position = event.position();
+  std::string key;  // one buffer for every entry: `write` copies what it keeps
   auto index = [&](const ColumnFamily& cf, std::string_view value) {
     if (!value.empty()) {
-      write(cf, sf::value_position_key(value, position), "");
+      sf::value_position_key(key, value, position);
+      write(cf, key, "");
     }
   };
-  const std::string agent_id = event_agent_id(event);
+  const std::string& agent_id = event_agent_id(event);
   index(by_agent_, agent_id);
   index(by_key_, event_key_id(event));
   if (event.has_key_rotated()) {

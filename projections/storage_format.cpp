@@ -66,10 +66,10 @@ std::string time_key(std::int64_t ms) {
   return encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, ms)));
 }
 
-std::string value_position_key(std::string_view value, std::uint64_t position) {
-  std::string key = value_prefix(value);
-  key += encode_be64(position);
-  return key;
+void value_position_key(std::string& out, std::string_view value, std::uint64_t position) {
+  out.assign(value);
+  out.push_back('\0');
+  out += encode_be64(position);
 }
 
 std::string value_prefix(std::string_view value) {

@@ -29,8 +29,9 @@ std::int64_t unix_ms(TimePoint t);
 // A time key: BE(ms); times before the epoch share key 0 (their exact time is checked on the event).
 std::string time_key(std::int64_t ms);
 
-// `value \0 BE(position)`: the keys of the audit_* and deliveries families.
-std::string value_position_key(std::string_view value, std::uint64_t position);
+// `value \0 BE(position)`: the keys of the audit_* and deliveries families, into `out` (what
+// it held is replaced; its memory is reused).
+void value_position_key(std::string& out, std::string_view value, std::uint64_t position);
 // `value \0`: every key of one value starts with it.
 std::string value_prefix(std::string_view value);
 
