@@ -1,9 +1,10 @@
 #include "consumers/consumer_loop.h"
-#include "domain/thread_name.h"
 
 #include <spdlog/spdlog.h>
 
 #include <utility>
+
+#include "domain/thread_name.h"
 
 namespace keyledger::consumers {
 

@@ -10,6 +10,13 @@ namespace {
 // a pathological one.
 constexpr std::size_t kMaxKeyEvents = 1000;
 
+// Replicas never sign webhooks: the sealed secret stays out of one more topic.
+void strip_webhook_secret(v1::Event& event) {
+  if (event.has_agent_registered()) {
+    event.mutable_agent_registered()->clear_webhook_secret();
+  }
+}
+
 bool touches_key(const v1::Event& event, const std::string& key_id) {
   return is_key_event(event) && event_key_id(event) == key_id;
 }
@@ -59,10 +66,7 @@ Result<std::optional<SnapshotRecord>> agent_snapshot(const std::string& agent_id
   SnapshotRecord record{agent_id, {}};
   for (auto* page : {&first.value(), &latest.value()}) {
     for (auto& event : page->events) {
-      if (event.has_agent_registered()) {
-        // Replicas never sign webhooks; keep the sealed secret out of one more topic.
-        event.mutable_agent_registered()->clear_webhook_secret();
-      }
+      strip_webhook_secret(event);
       record.snapshot.set_position(std::max(record.snapshot.position(), event.position()));
       *record.snapshot.add_events() = std::move(event);
     }
@@ -97,9 +101,7 @@ SnapshotRecord creation_snapshot(std::string key, const v1::Event& event) {
   record.snapshot.set_position(event.position());
   v1::Event& copy = *record.snapshot.add_events();
   copy = event;
-  if (copy.has_agent_registered()) {
-    copy.mutable_agent_registered()->clear_webhook_secret();
-  }
+  strip_webhook_secret(copy);
   return record;
 }
 

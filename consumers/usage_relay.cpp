@@ -1,7 +1,8 @@
 #include "consumers/usage_relay.h"
-#include "domain/thread_name.h"
 
 #include <spdlog/spdlog.h>
+
+#include "domain/thread_name.h"
 
 namespace keyledger::consumers {
 

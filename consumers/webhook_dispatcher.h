@@ -14,13 +14,14 @@
 //   "p" event_id      -> JSON {agent_id, position, attempt, first_attempt, due_ms}
 // A key event's pending entry is written in the same batch as the cursor that passes it
 // (unsynced: the log's next fsync covers it, and a crash before only schedules again what
-// the check below drops), and deleted once its delivery is recorded as delivered or failed. On start, pending
-// entries are reconciled with the WebhookDeliveryRecorded events already in the agent's
-// stream, so a restart neither re-sends what is recorded delivered nor repeats an attempt
-// number, and never forgets a pending retry. Before each attempt the dispatcher reads the
-// agent's stream after the event: a delivery already recorded delivered or failed there (by
-// another dispatcher, e.g. the server's before `keyledger webhooks` took over) is dropped
-// unsent, and attempt numbers continue after the last recorded one.
+// the check below drops), and deleted once its delivery is recorded as delivered or failed.
+// Batches that schedule nothing leave the stored cursor behind (by at most 4096 events): a
+// restart re-reads them and schedules nothing. On start, pending entries are reconciled with the
+// WebhookDeliveryRecorded events already in the agent's stream, so a restart neither re-sends what is
+// recorded delivered nor repeats an attempt number, and never forgets a pending retry. Before each attempt
+// the dispatcher reads the agent's stream after the event: a delivery already recorded delivered or failed
+// there (by another dispatcher, e.g. the server's before `keyledger webhooks` took over) is dropped unsent,
+// and attempt numbers continue after the last recorded one.
 //
 // Concurrency: `workers` threads; at most one attempt in flight per agent, so a slow or dead
 // receiver holds one worker at most (for at most one timeout) and other agents' deliveries

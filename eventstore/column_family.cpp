@@ -38,11 +38,15 @@ std::unique_ptr<rocksdb::Iterator> ColumnFamily::iterator() const {
   return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(rocksdb::ReadOptions(), cf_));
 }
 
-std::unique_ptr<rocksdb::Iterator> ColumnFamily::full_scan() const {
+rocksdb::ReadOptions full_scan_options() {
   rocksdb::ReadOptions options;
+  options.readahead_size = std::size_t{4} << 20;
   options.fill_cache = false;
-  options.readahead_size = std::size_t{2} << 20;
-  return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(options, cf_));
+  return options;
+}
+
+std::unique_ptr<rocksdb::Iterator> ColumnFamily::full_scan() const {
+  return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(full_scan_options(), cf_));
 }
 
 Status ColumnFamily::put(std::string_view key, std::string_view value, bool sync) const {

@@ -19,6 +19,10 @@
 
 namespace keyledger {
 
+// How a read of a whole family or of the log goes (a start-up load, a rebuild): reading
+// ahead, and leaving the block cache to what is read again.
+rocksdb::ReadOptions full_scan_options();
+
 class ColumnFamily {
  public:
   ColumnFamily() = default;  // bound to nothing: valid() is false
@@ -32,8 +36,7 @@ class ColumnFamily {
   Result<std::optional<std::string>> get(std::string_view key) const;
   // An iterator over this family alone (check status() once done with it).
   std::unique_ptr<rocksdb::Iterator> iterator() const;
-  // For reading the whole family once (a start-up load): reads ahead, and leaves the block
-  // cache to what is read again.
+  // An iterator with full_scan_options(), for reading the whole family once.
   std::unique_ptr<rocksdb::Iterator> full_scan() const;
   // One write on its own, fsync'd first if `sync`.
   Status put(std::string_view key, std::string_view value, bool sync = false) const;

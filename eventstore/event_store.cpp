@@ -467,11 +467,7 @@ Status EventStore::scan(std::uint64_t first, std::uint64_t last, bool descending
   if (first > last) {
     return Status::Ok();
   }
-  rocksdb::ReadOptions ro;
-  if (bulk) {
-    ro.readahead_size = 4 << 20;
-    ro.fill_cache = false;
-  }
+  const rocksdb::ReadOptions ro = bulk ? full_scan_options() : rocksdb::ReadOptions();
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->events_cf));
   if (descending) {
     it->SeekForPrev(encode_be64(last));

@@ -1,7 +1,8 @@
 #include "api/node/primary.h"
-#include "domain/thread_name.h"
 
 #include <spdlog/spdlog.h>
+
+#include "domain/thread_name.h"
 
 namespace keyledger::api {
 
