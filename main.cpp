@@ -8,6 +8,7 @@
 //   webhooks              WebhookWorker: deliver webhooks fed from Kafka (serve --webhooks external)
 // Exit status: 0, 1 when something failed, 2 for a usage or configuration error.
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -21,6 +22,11 @@ using namespace keyledger;
 using api::Config;
 
 int main(int argc, char** argv) {
+  // Large buffers (a usage journal record, a flush's batch, RocksDB's memtable blocks) are
+  // mapped and unmapped whole, so their memory goes back to the system when freed. By default
+  // glibc raises this threshold to the size of each such block freed (up to 32 MiB), after
+  // which they stay in its heaps: about 100 MB more resident at a million keys in use.
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   if (!crypto_init()) {
     std::cerr << "keyledger: libsodium failed to initialise\n";
     return 1;

@@ -160,15 +160,20 @@ void ActiveKeyTable::free_chunks() {
       chunk = nullptr;
     }
   }
-  for (auto& chunk : use_chunks_) {
+  live_.free();
+  kept_.free();
+}
+
+void ActiveKeyTable::CountCells::free() {
+  for (auto& chunk : chunks) {
     if (UseCell* cells = chunk.exchange(nullptr)) {
       free_huge_pages(cells, kUseChunkCells * sizeof(UseCell));
     }
   }
 }
 
-ActiveKeyTable::UseCell& ActiveKeyTable::use_cell(Ref ref) {
-  std::atomic<UseCell*>& chunk = use_chunks_[ref >> kUseChunkBits];
+ActiveKeyTable::UseCell& ActiveKeyTable::CountCells::cell(Ref ref) {
+  std::atomic<UseCell*>& chunk = chunks[ref >> kUseChunkBits];
   UseCell* cells = chunk.load(std::memory_order_acquire);
   if (cells == nullptr) {
     // Zero-filled, which is every cell's empty state. Slots of several shards share a chunk:
@@ -183,15 +188,30 @@ ActiveKeyTable::UseCell& ActiveKeyTable::use_cell(Ref ref) {
   return cells[ref & (kUseChunkCells - 1)];
 }
 
+namespace {
+
+// Adds `count` uses by `address` to `list`; past its bound, the first addresses seen stay.
+void add_source(std::vector<std::pair<std::string, std::uint32_t>>& list, std::string_view address,
+                std::uint32_t count, std::size_t bound) {
+  auto it = std::find_if(list.begin(), list.end(), [&](const auto& s) { return s.first == address; });
+  if (it != list.end()) {
+    it->second = static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{it->second} + count, UINT32_MAX));
+  } else if (list.size() < bound) {
+    list.emplace_back(address, count);
+  }
+}
+
+}  // namespace
+
 void ActiveKeyTable::count_use(Shard& shard, Ref ref, std::int64_t now_s, std::size_t outcome,
                                std::string_view source) {
-  UseCell& cell = use_cell(ref);
+  UseCell& cell = live_.cell(ref);
   const auto minute = static_cast<std::int32_t>(std::max<std::int64_t>(1, now_s / 60));
   if (cell.minute != minute) {
     if (cell.minute == 0) {
-      shard.counted.push_back(ref);
+      shard.live.counted.push_back(ref);
     } else {
-      shard.spilled.push_back({ref, cell});  // the minute it leaves, drained with the rest
+      shard.live.spilled.push_back({ref, cell});  // the minute it leaves, drained with the rest
     }
     cell = UseCell{};
     cell.minute = minute;
@@ -201,15 +221,35 @@ void ActiveKeyTable::count_use(Shard& shard, Ref ref, std::int64_t now_s, std::s
     return;
   }
   if (cell.sources == 0) {
-    shard.sources.emplace_back();
-    cell.sources = static_cast<std::uint32_t>(shard.sources.size());
+    shard.live.sources.emplace_back();
+    cell.sources = static_cast<std::uint32_t>(shard.live.sources.size());
   }
-  SourceList& list = shard.sources[cell.sources - 1];
-  auto it = std::find_if(list.begin(), list.end(), [&](const auto& s) { return s.first == source; });
-  if (it != list.end()) {
-    ++it->second;
-  } else if (list.size() < kMaxCountedSources) {  // first come first kept
-    list.emplace_back(source, 1);
+  add_source(shard.live.sources[cell.sources - 1], source, 1, kMaxCountedSources);  // first come first kept
+}
+
+void ActiveKeyTable::keep_counts(Shard& shard, Ref ref, const UseCell& counts, const SourceList& sources) {
+  UseCell& cell = kept_.cell(ref);
+  if (cell.minute != counts.minute) {
+    if (cell.minute == 0) {
+      shard.kept.counted.push_back(ref);
+    } else {
+      shard.kept.spilled.push_back({ref, cell});
+    }
+    cell = UseCell{};
+    cell.minute = counts.minute;
+  }
+  for (std::size_t i = 0; i < kCountedOutcomes; ++i) {
+    cell.counts[i] = static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{cell.counts[i]} + counts.counts[i], UINT32_MAX));
+  }
+  if (sources.empty()) {
+    return;
+  }
+  if (cell.sources == 0) {
+    shard.kept.sources.emplace_back();
+    cell.sources = static_cast<std::uint32_t>(shard.kept.sources.size());
+  }
+  for (const auto& [address, n] : sources) {
+    add_source(shard.kept.sources[cell.sources - 1], address, n, kMaxCountedSources);
   }
 }
 
@@ -217,12 +257,16 @@ std::size_t ActiveKeyTable::pending_counts() const {
   std::size_t n = 0;
   for (const Shard& shard : shards_) {
     std::lock_guard lock(shard.mutex);
-    n += shard.counted.size() + shard.spilled.size();
+    n += shard.live.counted.size() + shard.live.spilled.size();
   }
   return n;
 }
 
-void ActiveKeyTable::drain_counts(const CountSink& sink) {
+void ActiveKeyTable::drain_counts(const CountSink& sink, bool keep) { drain(live_, sink, keep); }
+
+void ActiveKeyTable::fold_counts(const CountSink& sink) { drain(kept_, sink, /*keep=*/false); }
+
+void ActiveKeyTable::drain(CountCells& from, const CountSink& sink, bool keep) {
   // Cells taken per shard lock: a verification on the shard waits for at most this many.
   constexpr std::size_t kDrainChunk = 1024;
   struct Taken {
@@ -234,6 +278,7 @@ void ActiveKeyTable::drain_counts(const CountSink& sink) {
   const SourceList none;
   std::shared_lock lock(index_mutex_);  // no clear() meanwhile
   for (Shard& shard : shards_) {
+    CountLists& lists = &from == &kept_ ? shard.kept : shard.live;
     for (;;) {
       taken.clear();
       {
@@ -241,22 +286,25 @@ void ActiveKeyTable::drain_counts(const CountSink& sink) {
         const auto take = [&](Ref ref, const UseCell& cell) {
           Taken t{ref, cell, {}};
           if (cell.sources != 0) {
-            t.sources = std::move(shard.sources[cell.sources - 1]);
+            t.sources = std::move(lists.sources[cell.sources - 1]);
+          }
+          if (keep) {
+            keep_counts(shard, ref, cell, t.sources);
           }
           taken.push_back(std::move(t));
         };
-        while (!shard.spilled.empty() && taken.size() < kDrainChunk) {
-          take(shard.spilled.back().ref, shard.spilled.back().cell);
-          shard.spilled.pop_back();
+        while (!lists.spilled.empty() && taken.size() < kDrainChunk) {
+          take(lists.spilled.back().ref, lists.spilled.back().cell);
+          lists.spilled.pop_back();
         }
-        while (!shard.counted.empty() && taken.size() < kDrainChunk) {
-          UseCell& cell = use_cell(shard.counted.back());
-          take(shard.counted.back(), cell);
+        while (!lists.counted.empty() && taken.size() < kDrainChunk) {
+          UseCell& cell = from.cell(lists.counted.back());
+          take(lists.counted.back(), cell);
           cell = UseCell{};
-          shard.counted.pop_back();
+          lists.counted.pop_back();
         }
-        if (shard.spilled.empty() && shard.counted.empty()) {
-          shard.sources.clear();  // no cell refers to a list any more
+        if (lists.empty()) {
+          lists.sources.clear();  // no cell refers to a list any more
         }
       }
       if (taken.empty()) {
@@ -268,6 +316,41 @@ void ActiveKeyTable::drain_counts(const CountSink& sink) {
              t.cell.sources != 0 ? t.sources : none);
       }
     }
+  }
+}
+
+void ActiveKeyTable::peek_kept(std::string_view key_id, const CountSink& sink) const {
+  struct Found {
+    UseCell cell;
+    SourceList sources;
+  };
+  std::vector<Found> found;
+  IndexReader lock(index_mutex_);
+  const auto ref = ref_by_key(lock, key_id);
+  if (!ref) {
+    return;
+  }
+  const Slot& slot = slot_at(*ref);
+  {
+    const Shard& shard = shard_for(slot.digest);
+    std::lock_guard shard_lock(shard.mutex);
+    const auto add = [&](const UseCell& cell) {
+      found.push_back({cell, cell.sources != 0 ? shard.kept.sources[cell.sources - 1] : SourceList{}});
+    };
+    // The spilled list is scanned whole: queries are rare, verifications never wait long.
+    for (const auto& spilled : shard.kept.spilled) {
+      if (spilled.ref == *ref) {
+        add(spilled.cell);
+      }
+    }
+    if (const UseCell* cells = kept_.chunks[*ref >> kUseChunkBits].load(std::memory_order_acquire)) {
+      if (const UseCell& cell = cells[*ref & (kUseChunkCells - 1)]; cell.minute != 0) {
+        add(cell);
+      }
+    }
+  }
+  for (const Found& f : found) {
+    sink(slot.entry.key_id, static_cast<std::int64_t>(f.cell.minute) * 60, f.cell.counts, f.sources);
   }
 }
 
@@ -565,9 +648,8 @@ void ActiveKeyTable::clear() {
     shard.index.clear();
     shard.count = 0;
     shard.unflushed.clear();
-    shard.counted.clear();
-    shard.spilled.clear();
-    shard.sources.clear();
+    shard.live = {};
+    shard.kept = {};
   }
   free_chunks();
   slot_count_ = 0;

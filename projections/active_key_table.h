@@ -110,7 +110,7 @@ class ActiveKeyTable {
     }
     Slot& slot = slot_at(*ref);
     // The key's count cell is written after fn: fetch it while fn runs.
-    if (const UseCell* cells = use_chunks_[*ref >> kUseChunkBits].load(std::memory_order_relaxed)) {
+    if (const UseCell* cells = live_.chunks[*ref >> kUseChunkBits].load(std::memory_order_relaxed)) {
       __builtin_prefetch(&cells[*ref & (kUseChunkCells - 1)], 1);
     }
     TokenBucket bucket{slot.bucket_updated_ns, slot.bucket_tokens};
@@ -133,11 +133,17 @@ class ActiveKeyTable {
 
   // Usage counted by visit() since the last drain, one call of sink per key and minute:
   // sink(key_id, minute start in Unix seconds, counts by outcome, sources). Verifications go on
-  // meanwhile (a shard's lock is held for a bounded chunk at a time).
+  // meanwhile (a shard's lock is held for a bounded chunk at a time). With `keep`, what sink
+  // gets is also added to a second cell per key and minute, kept until fold_counts() (KeyUsage
+  // journals each drain and folds the kept sums into its buckets once a minute).
   using CountSink = std::function<void(const InlineId& key_id, std::int64_t minute_start,
                                        const std::array<std::uint32_t, kCountedOutcomes>& counts,
                                        const std::vector<std::pair<std::string, std::uint32_t>>& sources)>;
-  void drain_counts(const CountSink& sink);
+  void drain_counts(const CountSink& sink, bool keep = false);
+  // Hands what drain_counts kept to sink, like drain_counts, and forgets it.
+  void fold_counts(const CountSink& sink);
+  // What drain_counts kept for `key_id`, one call of sink per minute, in no set order.
+  void peek_kept(std::string_view key_id, const CountSink& sink) const;
   // Keys and minutes counted and not drained yet.
   std::size_t pending_counts() const;
 
@@ -236,7 +242,8 @@ class ActiveKeyTable {
   static constexpr std::size_t kShards = 8;
 
   // A key's usage counts in one minute, beside its slot (same Ref, same shard lock): 32 bytes
-  // a key, in chunks of one huge page made when a key in them is first counted.
+  // a key and set of cells (CountCells: live, kept), in chunks of one huge page made when a key
+  // in them is first counted.
   struct UseCell {
     std::int32_t minute = 0;  // Unix minutes; 0: nothing counted since the last drain
     std::array<std::uint32_t, kCountedOutcomes> counts{};
@@ -248,15 +255,29 @@ class ActiveKeyTable {
   static constexpr std::size_t kUseChunkCells = std::size_t{1} << kUseChunkBits;
   using SourceList = std::vector<std::pair<std::string, std::uint32_t>>;
 
-  struct Shard {
-    mutable std::mutex mutex;
-    std::vector<Ref> counted;  // slots whose UseCell holds counts
+  // A shard's part of one set of count cells (CountCells): which cells hold counts, and what
+  // they point to.
+  struct CountLists {
+    std::vector<Ref> counted;  // slots whose cell holds counts
     struct Spilled {
       Ref ref;
       UseCell cell;
     };
     std::vector<Spilled> spilled;     // a minute a key left before its counts were drained
     std::vector<SourceList> sources;  // UseCell::sources, until the next drain
+    bool empty() const { return counted.empty() && spilled.empty(); }
+  };
+  // One cell per slot (same Ref), in chunks made when a key in them is first counted.
+  struct CountCells {
+    std::array<std::atomic<UseCell*>, kMaxChunks * kChunkSlots / kUseChunkCells> chunks{};
+    UseCell& cell(Ref ref);  // allocates its chunk on first use
+    void free();
+  };
+
+  struct Shard {
+    mutable std::mutex mutex;
+    CountLists live;  // counted by visit(), not drained yet
+    CountLists kept;  // drained with keep, not folded yet
     std::vector<std::uint64_t, HugePageAllocator<std::uint64_t>>
         index;  // 0 empty, else tag << 32 | (ref + 1)
     std::size_t count = 0;
@@ -271,8 +292,11 @@ class ActiveKeyTable {
   Shard& shard_for(const Digest& d) { return shards_[shard_of(d)]; }
   const Shard& shard_for(const Digest& d) const { return shards_[shard_of(d)]; }
   Slot& slot_at(Ref ref) const { return chunks_[ref >> kChunkBits][ref & (kChunkSlots - 1)]; }
-  UseCell& use_cell(Ref ref);  // allocates its chunk on first use
   void count_use(Shard& shard, Ref ref, std::int64_t now_s, std::size_t outcome, std::string_view source);
+  // Takes every cell of `from` (and keeps it in kept_ when `keep`), a chunk at a time.
+  void drain(CountCells& from, const CountSink& sink, bool keep);
+  // Adds `counts` to the key's kept cell for its minute, under the shard's lock.
+  void keep_counts(Shard& shard, Ref ref, const UseCell& counts, const SourceList& sources);
 
   // The helpers below run under index_mutex_ and take the caller's lock as proof: a call
   // without one does not compile, and debug builds check it locks index_mutex_.
@@ -299,7 +323,8 @@ class ActiveKeyTable {
 
   std::array<Shard, kShards> shards_;
   std::array<Slot*, kMaxChunks> chunks_{};  // written before a slot of theirs is indexed
-  std::array<std::atomic<UseCell*>, kMaxChunks * kChunkSlots / kUseChunkCells> use_chunks_{};
+  CountCells live_;  // Shard::live's cells
+  CountCells kept_;  // Shard::kept's cells
 
   struct Agent {
     std::uint8_t tier = 0;

@@ -13,7 +13,7 @@ namespace {
 constexpr char kMinuteTag = 'm';
 constexpr char kHourTag = 'h';
 constexpr std::size_t kSuffixBytes = 2 + 8;  // '\0', the granularity tag, BE64 start
-// Unflushed cells are looked for this far back from now (a flush runs every few seconds).
+// Unfolded cells are looked for this far back from now (a fold runs every minute).
 constexpr std::int64_t kPeekBackSeconds = 15 * 60;
 constexpr std::size_t kBatchCells = 8 * 1024;
 
@@ -203,6 +203,10 @@ std::int64_t bucket_start(UsageGranularity granularity, std::int64_t unix_second
 
 namespace {
 
+// An empty id marks a free cell, and ids starting with '\0' would sort among the journal's
+// records (the file comment of usage.h has the family's layout).
+bool storable(std::string_view key_id) { return !key_id.empty() && key_id.front() != '\0'; }
+
 std::size_t cell_hash(std::size_t key_hash, std::int32_t minute) {
   return key_hash ^ (static_cast<std::size_t>(static_cast<std::uint32_t>(minute)) * 0x9E3779B97F4A7C15ULL);
 }
@@ -287,6 +291,9 @@ UsageCell UsageRecorder::to_cell(const Table& table, const Cell& cell) {
 
 void UsageRecorder::record(std::string_view key_id, UsageOutcome outcome, std::int64_t now_s,
                            std::string_view source) {
+  if (!storable(key_id)) {
+    return;
+  }
   const InlineId id(key_id);
   const std::size_t hash = hash_of(id.view());
   const auto minute = static_cast<std::int32_t>(bucket_start(UsageGranularity::kMinute, now_s) / 60);
@@ -300,6 +307,9 @@ void UsageRecorder::record(std::string_view key_id, UsageOutcome outcome, std::i
 }
 
 void UsageRecorder::merge(const UsageCell& in) {
+  if (!storable(in.key_id.view())) {
+    return;
+  }
   const std::size_t hash = hash_of(in.key_id.view());
   const auto minute = static_cast<std::int32_t>(bucket_start(UsageGranularity::kMinute, in.minute) / 60);
   Shard& shard = shard_for(hash);
@@ -379,13 +389,13 @@ EventStoreOptions::FamilyTuning usage_family_tuning(const Clock& clock, UsageRet
 
 namespace {
 
-// Calls sink(UsageCell) for each key and minute `table` counted since its last drain.
+// An ActiveKeyTable::CountSink that hands sink(UsageCell) each key and minute.
 template <typename Sink>
-void drain_cells(ActiveKeyTable& table, Sink&& sink) {
+ActiveKeyTable::CountSink to_cells(Sink& sink) {
   static_assert(ActiveKeyTable::kCountedOutcomes == kUsageOutcomes);
-  table.drain_counts([&](const InlineId& key_id, std::int64_t minute_start,
-                         const std::array<std::uint32_t, ActiveKeyTable::kCountedOutcomes>& counts,
-                         const std::vector<std::pair<std::string, std::uint32_t>>& sources) {
+  return [&sink](const InlineId& key_id, std::int64_t minute_start,
+                 const std::array<std::uint32_t, ActiveKeyTable::kCountedOutcomes>& counts,
+                 const std::vector<std::pair<std::string, std::uint32_t>>& sources) {
     UsageCell cell{key_id, minute_start, {}};
     for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
       cell.counts.by_outcome[i] = counts[i];
@@ -394,13 +404,14 @@ void drain_cells(ActiveKeyTable& table, Sink&& sink) {
       cell.counts.sources.emplace_back(address, n);
     }
     sink(std::move(cell));
-  });
+  };
 }
 
 }  // namespace
 
 void drain_counts(ActiveKeyTable& table, UsageRecorder& recorder) {
-  drain_cells(table, [&](UsageCell cell) { recorder.merge(cell); });
+  const auto merge = [&](UsageCell cell) { recorder.merge(cell); };
+  table.drain_counts(to_cells(merge));
 }
 
 KeyUsage::KeyUsage(const EventStore& store, const Clock& clock, UsageRetention retention,
@@ -410,47 +421,183 @@ KeyUsage::KeyUsage(const EventStore& store, const Clock& clock, UsageRetention r
   open_status_ = family.status();
   if (family.ok()) {
     family_ = *family;
+    open_status_ = recover();
   }
 }
 
-Status KeyUsage::flush() {
+namespace {
+
+// The minute/hour buckets, the journal and a fold's progress (the file comment has the layout).
+std::string journal_key(std::uint64_t sequence) { return std::string("\0j", 2) + encode_be64(sequence); }
+const std::string kFoldProgressKey("\0f", 2);
+// A fold runs this long after its minute ends, so that minute's last flush is in it.
+constexpr std::int64_t kFoldDelaySeconds = 5;
+
+bool cell_before(const UsageCell& a, const UsageCell& b) {
+  return a.key_id.view() != b.key_id.view() ? a.key_id.view() < b.key_id.view() : a.minute < b.minute;
+}
+
+}  // namespace
+
+Status KeyUsage::recover() {
+  // An unfinished fold: the cells up to `done` of the records below `end` are in the buckets.
+  std::uint64_t end = 0;
+  UsageCell done;
+  auto progress = family_.get(kFoldProgressKey);
+  if (!progress.ok()) {
+    return progress.status();
+  }
+  if (progress->has_value()) {
+    const std::string& v = **progress;
+    if (v.size() < 16) {
+      return Status::Corruption("unreadable usage fold progress");
+    }
+    end = decode_be64(v);
+    done.minute = static_cast<std::int64_t>(decode_be64(std::string_view(v).substr(8)));
+    done.key_id = InlineId(std::string_view(v).substr(16));
+  }
+  const std::string first = journal_key(0);
+  std::unique_ptr<rocksdb::Iterator> it = family_.iterator();
+  v1::UsageReport report;
+  for (it->Seek(first); it->Valid(); it->Next()) {
+    const std::string_view key = it->key().ToStringView();
+    if (key.size() != first.size() || !key.starts_with(std::string_view(first).substr(0, 2))) {
+      break;
+    }
+    const std::uint64_t sequence = decode_be64(key.substr(2));
+    if (!report.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Status::Corruption("unreadable usage journal record " + std::to_string(sequence));
+    }
+    for (const v1::UsageCell& in : report.cells()) {
+      UsageCell cell{InlineId(in.key_id()), in.minute_start(), from_proto(in.counts())};
+      if (sequence < end && !cell_before(done, cell)) {
+        continue;  // folded already
+      }
+      journalled_.merge(cell);
+    }
+    if (!journal_written_) {
+      journal_first_ = sequence;
+    }
+    next_journal_ = sequence + 1;
+    journal_written_ = true;
+  }
+  return from_rocks(it->status(), "read the usage journal");
+}
+
+Status KeyUsage::flush(Fold fold_when) {
   std::lock_guard lock(flush_mutex_);
-  std::vector<UsageCell> cells = recorder_.take();
+  // The journal record is built in an arena: one allocation for every cell's message.
+  google::protobuf::ArenaOptions arena_options;
+  arena_options.start_block_size = std::size_t{1} << 20;
+  arena_options.max_block_size = std::size_t{8} << 20;
+  google::protobuf::Arena arena(arena_options);
+  auto* report = google::protobuf::Arena::CreateMessage<v1::UsageReport>(&arena);
+  const auto add = [&](const UsageCell& cell) {
+    v1::UsageCell* out = report->add_cells();
+    out->set_key_id(cell.key_id.view().data(), cell.key_id.view().size());
+    out->set_minute_start(cell.minute);
+    v1::UsageCounts* counts = out->mutable_counts();
+    counts->set_valid(cell.counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kValid)]);
+    counts->set_rate_limited(cell.counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRateLimited)]);
+    counts->set_revoked(cell.counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRevoked)]);
+    counts->set_expired(cell.counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kExpired)]);
+    counts->set_compromised(cell.counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kCompromised)]);
+    for (const auto& [address, count] : cell.counts.sources) {
+      v1::UsageSource* source = counts->add_sources();
+      source->set_address(address);
+      source->set_count(count);
+    }
+  };
+  for (const UsageCell& cell : recorder_.take()) {
+    add(cell);
+  }
+  const int from_recorder = report->cells_size();
   if (table_ != nullptr) {
-    // Straight into the batch, not through the recorder (a hash table built and emptied
-    // every flush): a key and minute in both is written as two merges, which the family's
-    // merge operator sums. Queries wait for flush_mutex_, so they see these cells in the
-    // family.
-    drain_cells(*table_, [&](UsageCell cell) { cells.push_back(std::move(cell)); });
+    // Straight into the record, not through the recorder (a hash table built and emptied
+    // every flush); the table keeps their sums per key and minute until the fold.
+    table_->drain_counts(to_cells(add), /*keep=*/true);
+  }
+  if (report->cells_size() > 0) {
+    rocksdb::WriteBatch batch;
+    family_.put(batch, journal_key(next_journal_), report->SerializeAsString());
+    const Status s = store_.write(batch, /*sync=*/false);
+    // The recorder's cells into the journal's memory image, or back into the recorder for the
+    // next flush. The table's are kept in the table either way: folded at the next fold, they
+    // are lost only if the process dies first (as if not drained yet).
+    UsageRecorder& into = s.ok() ? journalled_ : recorder_;
+    for (int i = 0; i < from_recorder; ++i) {
+      const v1::UsageCell& cell = report->cells(i);
+      into.merge({InlineId(cell.key_id()), cell.minute_start(), from_proto(cell.counts())});
+    }
+    if (!s.ok()) {
+      return s.Annotate("write the usage journal");
+    }
+    ++next_journal_;
+    journal_written_ = true;
+  }
+  const std::int64_t now_s = unix_seconds(clock_.now());
+  if (fold_when == Fold::kWhenDue && now_s < next_fold_s_) {
+    return Status::Ok();
+  }
+  next_fold_s_ = bucket_start(UsageGranularity::kMinute, now_s) + 60 + kFoldDelaySeconds;
+  return fold();
+}
+
+// Under flush_mutex_. Batches of kBatchCells: every batch but the last records how far the
+// fold got, the last drops the journal, so a crash in between neither loses nor doubles a cell
+// (recover() skips what the progress covers).
+Status KeyUsage::fold() {
+  if (!journal_written_) {
+    return Status::Ok();
+  }
+  const std::uint64_t end = next_journal_;
+  std::vector<UsageCell> cells = journalled_.take();
+  if (table_ != nullptr) {
+    const auto push = [&](UsageCell cell) { cells.push_back(std::move(cell)); };
+    table_->fold_counts(to_cells(push));
   }
   // In key order: consecutive merges land next to each other in the memtable (a search path
   // already in cache) instead of each at a random place in it.
-  std::sort(cells.begin(), cells.end(), [](const UsageCell& a, const UsageCell& b) {
-    return a.key_id.view() != b.key_id.view() ? a.key_id.view() < b.key_id.view() : a.minute < b.minute;
-  });
+  std::sort(cells.begin(), cells.end(), cell_before);
   rocksdb::WriteBatch batch;
-  std::size_t written = 0;  // cells[0, written) are in the family
+  std::size_t written = 0;  // cells[0, written) are in the buckets
   std::string value;
-  for (std::size_t i = 0; i < cells.size(); ++i) {
-    const UsageCell& cell = cells[i];
-    to_proto(cell.counts).SerializeToString(&value);
-    // The hour's key sorts before the minute's ('h' < 'm'): written in key order.
-    family_.merge(batch,
-                  bucket_key(cell.key_id.view(), UsageGranularity::kHour,
-                             bucket_start(UsageGranularity::kHour, cell.minute)),
-                  value);
-    family_.merge(batch, bucket_key(cell.key_id.view(), UsageGranularity::kMinute, cell.minute), value);
-    if (i + 1 == cells.size() || (i + 1 - written) == kBatchCells) {
-      if (Status s = store_.write(batch, /*sync=*/false); !s.ok()) {
-        for (std::size_t j = written; j < cells.size(); ++j) {
-          recorder_.merge(cells[j]);  // kept for the next flush
-        }
-        return s.Annotate("write key usage buckets");
+  for (std::size_t i = 0; i <= cells.size(); ++i) {
+    const bool last = i == cells.size();
+    if (!last) {
+      const UsageCell& cell = cells[i];
+      to_proto(cell.counts).SerializeToString(&value);
+      // The hour's key sorts before the minute's ('h' < 'm'): written in key order.
+      family_.merge(batch,
+                    bucket_key(cell.key_id.view(), UsageGranularity::kHour,
+                               bucket_start(UsageGranularity::kHour, cell.minute)),
+                    value);
+      family_.merge(batch, bucket_key(cell.key_id.view(), UsageGranularity::kMinute, cell.minute), value);
+      if (i + 1 - written < kBatchCells || i + 1 == cells.size()) {
+        continue;
       }
-      batch.Clear();
-      written = i + 1;
+      family_.put(batch, kFoldProgressKey,
+                  encode_be64(end) + encode_be64(static_cast<std::uint64_t>(cell.minute)) +
+                      std::string(cell.key_id.view()));
+    } else {
+      // One delete per record (a few dozen), not a range deletion: RocksDB shares a memtable
+      // insert hint between a family's point and range deletions of the same prefix.
+      for (std::uint64_t sequence = journal_first_; sequence < end; ++sequence) {
+        family_.erase(batch, journal_key(sequence));
+      }
+      family_.erase(batch, kFoldProgressKey);
     }
+    if (Status s = store_.write(batch, /*sync=*/false); !s.ok()) {
+      for (std::size_t j = written; j < cells.size(); ++j) {
+        journalled_.merge(cells[j]);  // folded by the next fold
+      }
+      return s.Annotate("fold the usage journal into buckets");
+    }
+    batch.Clear();
+    written = last ? cells.size() : i + 1;
   }
+  journal_written_ = false;
+  journal_first_ = end;
   return Status::Ok();
 }
 
@@ -497,9 +644,15 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
       return from_rocks(it->status(), "read key usage buckets");
     }
     const std::int64_t now_minute = bucket_start(UsageGranularity::kMinute, now_s);
-    for (const UsageCell& cell : recorder_.peek(key_id, std::max(since, now_minute - kPeekBackSeconds),
-                                                std::min(until - 1, now_minute + 60))) {
-      add(bucket_start(granularity, cell.minute), cell.counts);
+    for (const UsageRecorder* unfolded : std::array<const UsageRecorder*, 2>{&recorder_, &journalled_}) {
+      for (const UsageCell& cell : unfolded->peek(key_id, std::max(since, now_minute - kPeekBackSeconds),
+                                                  std::min(until - 1, now_minute + 60))) {
+        add(bucket_start(granularity, cell.minute), cell.counts);
+      }
+    }
+    if (table_ != nullptr) {
+      const auto kept = [&](const UsageCell& cell) { add(bucket_start(granularity, cell.minute), cell.counts); };
+      table_->peek_kept(key_id, to_cells(kept));
     }
   }
   for (UsageBucket& bucket : out) {

@@ -2,14 +2,22 @@
 // Key usage (api/openapi.yaml Usage): how often each key was presented, with which outcome and from
 // which client addresses, per minute and per hour.
 //
-// Every verification path records into a UsageRecorder: in memory, 16 shards, one lock and
-// one hash lookup per verification. KeyUsage drains it every few seconds into the `usage`
-// column family in one batch of merges (no read before a write) and answers queries from the
-// family plus what is not flushed yet. Usage is data, not events: never appended to the log,
-// left alone by a rebuild of the projections. Its writes go to the WAL unsynced, so a killed
-// process loses none of what was flushed; a crash of the machine may lose the last seconds.
+// Every verification path records into a UsageRecorder (or the key table's cells): in memory,
+// one lock and one hash lookup per verification. Every few seconds KeyUsage flushes what was
+// counted since into the `usage` column family as one journal record (a v1::UsageReport: one
+// write, however many keys), and keeps it in memory too; about once a minute it folds what the
+// journal holds into the key's minute and hour buckets (merges, no read before a write, in key
+// order) and drops the journal in the same writes. So a key verified all minute long costs one
+// bucket write a minute, not one per flush. Queries answer from the buckets plus what is not
+// folded yet. Start-up reads the journal back. Usage is data, not events: never appended to the
+// log, left alone by a rebuild of the projections. Its writes go to the WAL unsynced, so a
+// killed process loses none of what was flushed; a crash of the machine may lose the last
+// seconds.
 //
-// The family's layout: key_id '\0' 'm'|'h' BE64(bucket start, Unix seconds) -> v1::UsageCounts.
+// The family's layout: key_id '\0' 'm'|'h' BE64(bucket start, Unix seconds) -> v1::UsageCounts;
+// '\0' 'j' BE64(sequence) -> v1::UsageReport (the journal); '\0' 'f' -> how far an unfinished
+// fold got (BE64 journal end, BE64 minute, key id): its journal records up to that cell are in
+// the buckets already.
 // Buckets older than their granularity's retention are never answered and are dropped by a
 // compaction filter (usage_family_tuning) in RocksDB's background compactions, off every
 // request's path.
@@ -161,9 +169,11 @@ class KeyUsage {
   std::size_t pending() const;
   const UsageRetention& retention() const { return retention_; }
 
-  // Drains the recorder into the family: each cell is merged into its minute and its hour
-  // bucket, in batches, unsynced.
-  Status flush();
+  // Writes what was counted since the last flush (the recorder's and the table's) as one
+  // journal record, unsynced. When `fold` says so, or when the minute the last fold ran in is
+  // over, merges everything journalled into the minute and hour buckets and drops the journal.
+  enum class Fold : std::uint8_t { kWhenDue, kNow };
+  Status flush(Fold fold = Fold::kWhenDue);
 
   // Every bucket whose start lies in [since, until) (Unix seconds, since aligned down to the
   // bucket), oldest first, summed over `key_ids`: stored counts plus the unflushed ones, zero
@@ -182,9 +192,18 @@ class KeyUsage {
   Status open_status_;
   const Clock& clock_;
   UsageRetention retention_;
+  // Reads the journal (and an unfinished fold's progress) back into journalled_.
+  Status recover();
+  Status fold();
+
   mutable UsageRecorder recorder_;  // queries move the table's counts into it first
-  // Held by flush() from drain to write, and by queries: a query sees each cell either in
-  // the recorder or in the family, never in neither.
+  UsageRecorder journalled_;        // in the journal, not in the buckets yet
+  std::uint64_t journal_first_ = 0;  // the journal's records: [journal_first_, next_journal_)
+  std::uint64_t next_journal_ = 0;
+  bool journal_written_ = false;  // some of them may exist
+  std::int64_t next_fold_s_ = 0;    // Unix seconds; 0: at the next flush
+  // Held by flush() from drain to write, and by queries: a query sees each cell in the
+  // recorder, the journal or the buckets, never in none and never in two.
   mutable std::mutex flush_mutex_;
 };
 

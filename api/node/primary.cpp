@@ -12,8 +12,9 @@ namespace {
 
 constexpr std::string_view kBootstrapTokenFile = "bootstrap-token";
 constexpr auto kExpiryInterval = std::chrono::seconds(1);
-// Last use (api/openapi.yaml: may lag 60 s) and usage counts ("a few seconds").
-constexpr auto kLastUseFlushInterval = std::chrono::seconds(10);
+// Last use is answered from memory; its flush keeps it across a restart, so a crash may set
+// it back this far (api/openapi.yaml: may lag 60 s). Usage counts: "a few seconds".
+constexpr auto kLastUseFlushInterval = std::chrono::seconds(30);
 constexpr auto kUsageFlushInterval = std::chrono::seconds(2);
 // Dropping usage buckets past retention: RocksDB's compactions do it as they go; a full
 // compaction of the family this often bounds how long dropped buckets stay on disk.
@@ -293,9 +294,9 @@ void Primary::housekeep() {
   }
 }
 
-Status Primary::flush_usage() {
+Status Primary::flush_usage(KeyUsage::Fold fold) {
   const auto started = std::chrono::steady_clock::now();
-  Status s = ledger_->usage().flush();
+  Status s = ledger_->usage().flush(fold);
   metrics_.observe_usage_flush(s.ok(), std::chrono::steady_clock::now() - started);
   return s;
 }
@@ -340,7 +341,7 @@ void Primary::stop() {
     usage_feed_->stop();
   }
   (void)ledger_->projector().flush_usage();
-  (void)flush_usage();
+  (void)flush_usage(KeyUsage::Fold::kNow);  // leaves no journal to read back at the next start
 }
 
 Primary::~Primary() { stop(); }

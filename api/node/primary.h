@@ -57,8 +57,9 @@ class Primary {
   void stop();
 
   // Writes the key usage counted since the last flush (the housekeeper does it every
-  // kUsageFlushInterval; tests call it to read usage back at once).
-  Status flush_usage();
+  // kUsageFlushInterval; tests call it to read usage back at once), folding it into the
+  // buckets when due or when `fold` says now (KeyUsage::flush).
+  Status flush_usage(KeyUsage::Fold fold = KeyUsage::Fold::kWhenDue);
 
   Ledger& ledger() { return *ledger_; }
   Metrics& metrics() { return metrics_; }

@@ -19,6 +19,19 @@ class FaultyFileSystem final : public rocksdb::FileSystemWrapper {
 
   std::atomic<bool> fail_writes{false};  // Append fails with NoSpace
   std::atomic<bool> fail_syncs{false};   // Sync and Fsync fail with IOError
+  // When not negative: how many more appends succeed before every one fails (as fail_writes).
+  std::atomic<long> appends_left{-1};
+
+  // Whether an append may go through (consumes one of appends_left).
+  bool admit_append() {
+    if (fail_writes) {
+      return false;
+    }
+    long left = appends_left.load();
+    while (left > 0 && !appends_left.compare_exchange_weak(left, left - 1)) {
+    }
+    return left != 0;
+  }
 
   rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
                                     std::unique_ptr<rocksdb::FSWritableFile>* result,
@@ -51,14 +64,14 @@ class FaultyFileSystem final : public rocksdb::FileSystemWrapper {
 
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
                              rocksdb::IODebugContext* dbg) override {
-      if (fs_.fail_writes) {
+      if (!fs_.admit_append()) {
         return rocksdb::IOStatus::NoSpace("injected: disk full");
       }
       return target()->Append(data, options, dbg);
     }
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
                              const rocksdb::DataVerificationInfo& info, rocksdb::IODebugContext* dbg) override {
-      if (fs_.fail_writes) {
+      if (!fs_.admit_append()) {
         return rocksdb::IOStatus::NoSpace("injected: disk full");
       }
       return target()->Append(data, options, info, dbg);
