@@ -7,8 +7,8 @@
 //   consume revocations   print revocation events from Kafka as JSON lines (a consumer group)
 //   webhooks              WebhookWorker: deliver webhooks fed from Kafka (serve --webhooks external)
 // Exit status: 0, 1 when something failed, 2 for a usage or configuration error.
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <malloc.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 

@@ -195,7 +195,8 @@ void add_source(std::vector<std::pair<std::string, std::uint32_t>>& list, std::s
                 std::uint32_t count, std::size_t bound) {
   auto it = std::find_if(list.begin(), list.end(), [&](const auto& s) { return s.first == address; });
   if (it != list.end()) {
-    it->second = static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{it->second} + count, UINT32_MAX));
+    it->second =
+        static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{it->second} + count, UINT32_MAX));
   } else if (list.size() < bound) {
     list.emplace_back(address, count);
   }
@@ -239,7 +240,8 @@ void ActiveKeyTable::keep_counts(Shard& shard, Ref ref, const UseCell& counts, c
     cell.minute = counts.minute;
   }
   for (std::size_t i = 0; i < kCountedOutcomes; ++i) {
-    cell.counts[i] = static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{cell.counts[i]} + counts.counts[i], UINT32_MAX));
+    cell.counts[i] = static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(std::uint64_t{cell.counts[i]} + counts.counts[i], UINT32_MAX));
   }
   if (sources.empty()) {
     return;

@@ -323,8 +323,8 @@ class ActiveKeyTable {
 
   std::array<Shard, kShards> shards_;
   std::array<Slot*, kMaxChunks> chunks_{};  // written before a slot of theirs is indexed
-  CountCells live_;  // Shard::live's cells
-  CountCells kept_;  // Shard::kept's cells
+  CountCells live_;                         // Shard::live's cells
+  CountCells kept_;                         // Shard::kept's cells
 
   struct Agent {
     std::uint8_t tier = 0;

@@ -651,7 +651,9 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
       }
     }
     if (table_ != nullptr) {
-      const auto kept = [&](const UsageCell& cell) { add(bucket_start(granularity, cell.minute), cell.counts); };
+      const auto kept = [&](const UsageCell& cell) {
+        add(bucket_start(granularity, cell.minute), cell.counts);
+      };
       table_->peek_kept(key_id, to_cells(kept));
     }
   }

@@ -196,12 +196,12 @@ class KeyUsage {
   Status recover();
   Status fold();
 
-  mutable UsageRecorder recorder_;  // queries move the table's counts into it first
-  UsageRecorder journalled_;        // in the journal, not in the buckets yet
+  mutable UsageRecorder recorder_;   // queries move the table's counts into it first
+  UsageRecorder journalled_;         // in the journal, not in the buckets yet
   std::uint64_t journal_first_ = 0;  // the journal's records: [journal_first_, next_journal_)
   std::uint64_t next_journal_ = 0;
   bool journal_written_ = false;  // some of them may exist
-  std::int64_t next_fold_s_ = 0;    // Unix seconds; 0: at the next flush
+  std::int64_t next_fold_s_ = 0;  // Unix seconds; 0: at the next flush
   // Held by flush() from drain to write, and by queries: a query sees each cell in the
   // recorder, the journal or the buckets, never in none and never in two.
   mutable std::mutex flush_mutex_;

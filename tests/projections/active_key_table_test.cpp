@@ -238,6 +238,53 @@ TEST_CASE("put loads entries that later events still find by key and agent", "[p
   CHECK_FALSE(table.agent_defaults("agt_a"));
 }
 
+TEST_CASE("ids keyledger makes and ids of any other form come back exactly", "[projections]") {
+  // Ids as keyledger makes them (prefix and 24 lowercase hex) and ids of other forms, near
+  // misses included: every lookup, event and read-back treats them alike and never confuses
+  // two (a layout that packs keyledger's own ids must keep passing this).
+  const std::string made_key = "key_0123456789abcdef01234567";
+  const std::string made_agent = "agt_fedcba9876543210fedcba98";
+  const std::vector<std::pair<std::string, std::string>> ids = {
+      {made_key, made_agent},
+      {"key_0123456789ABCDEF01234567", "agt_FEDCBA9876543210FEDCBA98"},  // upper case: another form
+      {"key_0123456789abcdef0123456", "agt_fedcba9876543210fedcba9"},    // one character short
+      {"legacy-key-7", "legacy-agent"},
+  };
+  ActiveKeyTable table({"standard", "elevated"});
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    table.apply(registered(ids[i].second, "standard"));
+    table.apply(created(ids[i].second, ids[i].first, digest_n(i)));
+  }
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    CAPTURE(i);
+    const auto by_digest = table.find(digest_n(i));
+    REQUIRE(by_digest);
+    CHECK(by_digest->key_id.str() == ids[i].first);
+    CHECK(by_digest->agent_id.str() == ids[i].second);
+    const auto by_key = table.find_key(ids[i].first);
+    REQUIRE(by_key);
+    CHECK(by_key->key_id.str() == ids[i].first);
+  }
+  CHECK_FALSE(table.find_key("key_0123456789abcdef01234568"));
+  CHECK_FALSE(table.find_key(""));
+
+  // Events name keys and agents by id, whatever their form.
+  table.apply(tier_changed(made_agent, "elevated"));
+  table.apply(revoked("legacy-agent", "legacy-key-7"));
+  CHECK(table.tier_name(table.find(digest_n(0))->tier) == "elevated");
+  CHECK(table.tier_name(table.find(digest_n(1))->tier) == "standard");  // the upper-case twin
+  CHECK(table.find(digest_n(3))->condition == KeyCondition::kRevoked);
+  CHECK(table.find(digest_n(0))->condition == KeyCondition::kActive);
+
+  std::vector<std::string> seen;
+  table.for_each([&](const Digest&, const KeyEntry& entry) { seen.push_back(entry.key_id.str()); });
+  CHECK(seen == std::vector<std::string>{ids[0].first, ids[1].first, ids[2].first, ids[3].first});
+  table.touch(digest_n(2), 1'800'000'000);
+  const auto used = table.take_usage();
+  REQUIRE(used.size() == 1);
+  CHECK(used[0].key_id.str() == ids[2].first);
+}
+
 // take_usage() as key id -> seconds; fails the test if a key appears twice.
 std::map<std::string, std::int64_t> drained(ActiveKeyTable& table) {
   std::map<std::string, std::int64_t> out;

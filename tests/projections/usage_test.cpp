@@ -276,7 +276,6 @@ TEST_CASE("an empty or reversed range has no buckets", "[projections][usage]") {
   CHECK(f.read({}, UsageGranularity::kMinute, kT0, kT0 + 120).size() == 3);  // 20 s in: three starts
 }
 
-
 // Keys key_00000 … in key order, each verified once (VALID) at kT0.
 std::vector<std::string> record_keys(UsageRecorder& recorder, int n) {
   std::vector<std::string> keys;
@@ -289,8 +288,10 @@ std::vector<std::string> record_keys(UsageRecorder& recorder, int n) {
   return keys;
 }
 
-TEST_CASE("flushes journal the counts, a fold writes them into buckets once a minute, a restart reads the journal back",
-          "[projections][usage]") {
+TEST_CASE(
+    "flushes journal the counts, a fold writes them into buckets once a minute, a restart reads the journal "
+    "back",
+    "[projections][usage]") {
   UsageFixture f;
   REQUIRE(f.usage->flush().ok());  // the first flush folds (nothing yet) and sets the next fold
   const std::int64_t h0 = bucket_start(UsageGranularity::kHour, kT0);

@@ -70,7 +70,8 @@ class FaultyFileSystem final : public rocksdb::FileSystemWrapper {
       return target()->Append(data, options, dbg);
     }
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
-                             const rocksdb::DataVerificationInfo& info, rocksdb::IODebugContext* dbg) override {
+                             const rocksdb::DataVerificationInfo& info,
+                             rocksdb::IODebugContext* dbg) override {
       if (!fs_.admit_append()) {
         return rocksdb::IOStatus::NoSpace("injected: disk full");
       }
