@@ -253,6 +253,9 @@ std::vector<rocksdb::ColumnFamilyDescriptor> column_families_for(const EventStor
       family.merge_operator = tuned->second.merge_operator;
       family.compaction_filter_factory = tuned->second.compaction_filters;
       family.memtable_insert_with_hint_prefix_extractor = tuned->second.insert_hint_prefix;
+      if (tuned->second.write_buffer_bytes != 0) {
+        family.write_buffer_size = tuned->second.write_buffer_bytes;
+      }
       if (!tuned->second.point_lookups) {
         family.table_factory.reset(rocksdb::NewBlockBasedTableFactory(scan_table_options));
       }

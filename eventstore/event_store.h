@@ -79,6 +79,9 @@ struct EventStoreOptions {
     // False for a family only ever scanned (an index read in key order): its files carry no
     // Bloom filter, which would only take memory (every file's filter is loaded at open).
     bool point_lookups = true;
+    // The memtable's size, when not RocksDB's default (64 MiB): a family written in large
+    // short-lived records (the usage journal) holds less memory with a smaller one.
+    std::size_t write_buffer_bytes = 0;
   };
   std::map<std::string, FamilyTuning, std::less<>> tuning = {};
 };

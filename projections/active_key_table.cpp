@@ -1,5 +1,7 @@
 #include "projections/active_key_table.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cassert>
 #include <chrono>
@@ -202,7 +204,77 @@ void add_source(std::vector<std::pair<std::string, std::uint32_t>>& list, std::s
   }
 }
 
+std::uint32_t total_of(const std::array<std::uint32_t, ActiveKeyTable::kCountedOutcomes>& counts) {
+  std::uint64_t sum = 0;
+  for (const std::uint32_t n : counts) {
+    sum += n;
+  }
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(sum, UINT32_MAX));
+}
+
+// A dotted-quad IPv4 address as four bytes (inet_pton takes no other form).
+std::optional<std::uint32_t> ipv4_of(std::string_view address) {
+  std::array<char, INET_ADDRSTRLEN> text{};
+  if (address.size() >= text.size()) {
+    return std::nullopt;
+  }
+  std::memcpy(text.data(), address.data(), address.size());
+  in_addr parsed{};
+  if (::inet_pton(AF_INET, text.data(), &parsed) != 1) {
+    return std::nullopt;
+  }
+  return parsed.s_addr;
+}
+
+std::string ipv4_text(std::uint32_t address) {
+  in_addr a{};
+  a.s_addr = address;
+  std::array<char, INET_ADDRSTRLEN> text{};
+  ::inet_ntop(AF_INET, &a, text.data(), text.size());
+  return text.data();
+}
+
 }  // namespace
+
+ActiveKeyTable::SourceList ActiveKeyTable::sources_of(const CountLists& lists, const UseCell& cell) {
+  if ((cell.sources & kInlineSource) != 0) {
+    return {{ipv4_text(cell.spare), total_of(cell.counts)}};
+  }
+  return cell.sources != 0 ? lists.sources[cell.sources - 1] : SourceList{};
+}
+
+void ActiveKeyTable::add_sources(CountLists& lists, UseCell& cell, std::uint32_t before, std::uint32_t added,
+                                 const SourceList& sources) {
+  // One IPv4 address behind every use so far stays in the cell (most keys are used from one
+  // place): no list, no allocation. Anything else moves to a list.
+  if (sources.size() == 1 && sources[0].second == added) {
+    if (const auto address = ipv4_of(sources[0].first)) {
+      if (cell.sources == 0 && before == 0) {
+        cell.sources = kInlineSource;
+        cell.spare = *address;
+        return;
+      }
+      if ((cell.sources & kInlineSource) != 0 && cell.spare == *address) {
+        return;
+      }
+    }
+  }
+  if ((cell.sources & kInlineSource) != 0) {
+    lists.sources.push_back({{ipv4_text(cell.spare), before}});
+    cell.sources = static_cast<std::uint32_t>(lists.sources.size());
+    cell.spare = 0;
+  }
+  if (sources.empty()) {
+    return;
+  }
+  if (cell.sources == 0) {
+    lists.sources.emplace_back();
+    cell.sources = static_cast<std::uint32_t>(lists.sources.size());
+  }
+  for (const auto& [address, n] : sources) {
+    add_source(lists.sources[cell.sources - 1], address, n, kMaxCountedSources);  // first come first kept
+  }
+}
 
 void ActiveKeyTable::count_use(Shard& shard, Ref ref, std::int64_t now_s, std::size_t outcome,
                                std::string_view source) {
@@ -217,15 +289,20 @@ void ActiveKeyTable::count_use(Shard& shard, Ref ref, std::int64_t now_s, std::s
     cell = UseCell{};
     cell.minute = minute;
   }
+  const std::uint32_t before = total_of(cell.counts);
   ++cell.counts[outcome];
-  if (source.empty()) {
+  if (source.empty() && cell.sources == 0) {
     return;
   }
-  if (cell.sources == 0) {
-    shard.live.sources.emplace_back();
-    cell.sources = static_cast<std::uint32_t>(shard.live.sources.size());
+  // The common case without building a list: the same address as every use before.
+  if ((cell.sources & kInlineSource) != 0 && !source.empty()) {
+    const auto address = ipv4_of(source);
+    if (address && *address == cell.spare) {
+      return;
+    }
   }
-  add_source(shard.live.sources[cell.sources - 1], source, 1, kMaxCountedSources);  // first come first kept
+  add_sources(shard.live, cell, before, 1,
+              source.empty() ? SourceList{} : SourceList{{std::string(source), 1}});
 }
 
 void ActiveKeyTable::keep_counts(Shard& shard, Ref ref, const UseCell& counts, const SourceList& sources) {
@@ -239,20 +316,15 @@ void ActiveKeyTable::keep_counts(Shard& shard, Ref ref, const UseCell& counts, c
     cell = UseCell{};
     cell.minute = counts.minute;
   }
+  const std::uint32_t before = total_of(cell.counts);
   for (std::size_t i = 0; i < kCountedOutcomes; ++i) {
     cell.counts[i] = static_cast<std::uint32_t>(
         std::min<std::uint64_t>(std::uint64_t{cell.counts[i]} + counts.counts[i], UINT32_MAX));
   }
-  if (sources.empty()) {
+  if (sources.empty() && cell.sources == 0) {
     return;
   }
-  if (cell.sources == 0) {
-    shard.kept.sources.emplace_back();
-    cell.sources = static_cast<std::uint32_t>(shard.kept.sources.size());
-  }
-  for (const auto& [address, n] : sources) {
-    add_source(shard.kept.sources[cell.sources - 1], address, n, kMaxCountedSources);
-  }
+  add_sources(shard.kept, cell, before, total_of(counts.counts), sources);
 }
 
 std::size_t ActiveKeyTable::pending_counts() const {
@@ -287,7 +359,9 @@ void ActiveKeyTable::drain(CountCells& from, const CountSink& sink, bool keep) {
         std::lock_guard shard_lock(shard.mutex);
         const auto take = [&](Ref ref, const UseCell& cell) {
           Taken t{ref, cell, {}};
-          if (cell.sources != 0) {
+          if ((cell.sources & kInlineSource) != 0) {
+            t.sources = sources_of(lists, cell);
+          } else if (cell.sources != 0) {
             t.sources = std::move(lists.sources[cell.sources - 1]);
           }
           if (keep) {
@@ -336,9 +410,7 @@ void ActiveKeyTable::peek_kept(std::string_view key_id, const CountSink& sink) c
   {
     const Shard& shard = shard_for(slot.digest);
     std::lock_guard shard_lock(shard.mutex);
-    const auto add = [&](const UseCell& cell) {
-      found.push_back({cell, cell.sources != 0 ? shard.kept.sources[cell.sources - 1] : SourceList{}});
-    };
+    const auto add = [&](const UseCell& cell) { found.push_back({cell, sources_of(shard.kept, cell)}); };
     // The spilled list is scanned whole: queries are rare, verifications never wait long.
     for (const auto& spilled : shard.kept.spilled) {
       if (spilled.ref == *ref) {

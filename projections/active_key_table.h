@@ -247,9 +247,12 @@ class ActiveKeyTable {
   struct UseCell {
     std::int32_t minute = 0;  // Unix minutes; 0: nothing counted since the last drain
     std::array<std::uint32_t, kCountedOutcomes> counts{};
-    std::uint32_t sources = 0;  // 1 + index into the shard's source lists; 0: none
+    // 1 + index into the shard's source lists; kInlineSource: every use came from the IPv4
+    // address in `spare`; 0: none.
+    std::uint32_t sources = 0;
     std::uint32_t spare = 0;
   };
+  static constexpr std::uint32_t kInlineSource = 0x8000'0000U;
   static_assert(sizeof(UseCell) == 32, "a usage cell is half a cache line");
   static constexpr unsigned kUseChunkBits = 16;  // 65 536 cells of 32 bytes: one huge page
   static constexpr std::size_t kUseChunkCells = std::size_t{1} << kUseChunkBits;
@@ -293,6 +296,12 @@ class ActiveKeyTable {
   const Shard& shard_for(const Digest& d) const { return shards_[shard_of(d)]; }
   Slot& slot_at(Ref ref) const { return chunks_[ref >> kChunkBits][ref & (kChunkSlots - 1)]; }
   void count_use(Shard& shard, Ref ref, std::int64_t now_s, std::size_t outcome, std::string_view source);
+  // A cell's sources, as a list.
+  static SourceList sources_of(const CountLists& lists, const UseCell& cell);
+  // Records that of the `added` uses just counted into `cell` (which held `before`), `sources`
+  // came from these addresses.
+  static void add_sources(CountLists& lists, UseCell& cell, std::uint32_t before, std::uint32_t added,
+                          const SourceList& sources);
   // Takes every cell of `from` (and keeps it in kept_ when `keep`), a chunk at a time.
   void drain(CountCells& from, const CountSink& sink, bool keep);
   // Adds `counts` to the key's kept cell for its minute, under the shard's lock.

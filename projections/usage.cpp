@@ -384,7 +384,11 @@ EventStoreOptions::FamilyTuning usage_family_tuning(const Clock& clock, UsageRet
   return {.merge_operator = std::make_shared<UsageMerge>(),
           .compaction_filters = std::make_shared<UsageRetentionFilters>(clock, retention),
           .insert_hint_prefix =
-              std::shared_ptr<const rocksdb::SliceTransform>(rocksdb::NewFixedPrefixTransform(4))};
+              std::shared_ptr<const rocksdb::SliceTransform>(rocksdb::NewFixedPrefixTransform(4)),
+          // A million keys in use journal about 10 MB every flush, all of it deleted at the next
+          // fold: small memtables hand it to disk (and compaction drops it) instead of holding
+          // up to 128 MB of it in memory.
+          .write_buffer_bytes = std::size_t{16} << 20};
 }
 
 namespace {

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -487,6 +488,82 @@ TEST_CASE("active key table: usage counted beside the slots, per minute, drained
   CHECK(table.pending_counts() == 0);
   drain();
   CHECK(drained.empty());
+}
+
+TEST_CASE("active key table: client addresses of a key's uses, one address or many, live and kept",
+          "[active_key_table][usage]") {
+  // A key used from one IPv4 address keeps it in its cell; anything else (a second address,
+  // an IPv6 one, a use without one) turns it into a list. Either way the counts are the same.
+  ActiveKeyTable table({"standard"});
+  for (int i = 0; i < 4; ++i) {
+    table.apply(created("agt_1", "key_" + std::to_string(i), digest_n(static_cast<std::uint64_t>(i))));
+  }
+  constexpr std::int64_t kMinute = 1'800'000'000 / 60 * 60;
+  const auto count = [&](int key, std::string_view source) {
+    CHECK(table.visit(
+        digest_n(static_cast<std::uint64_t>(key)), kMinute + 1,
+        [&](const KeyEntry&, TokenBucket&) { return ActiveKeyTable::Visited{.used = false, .counted = 0}; },
+        source));
+  };
+  using Sources = std::vector<std::pair<std::string, std::uint32_t>>;
+  std::map<std::string, std::pair<std::uint32_t, Sources>> got;  // key -> VALID count, sources
+  const auto collect = [&](const InlineId& key_id, std::int64_t, const auto& counts, const auto& sources) {
+    auto& [n, list] = got[key_id.str()];
+    n += counts[0];
+    for (const auto& [address, c] : sources) {
+      auto it = std::find_if(list.begin(), list.end(), [&](const auto& s) { return s.first == address; });
+      if (it == list.end()) {
+        list.emplace_back(address, c);
+      } else {
+        it->second += c;
+      }
+    }
+  };
+
+  for (int i = 0; i < 3; ++i) {
+    count(0, "198.51.100.7");
+  }
+  count(1, "198.51.100.7");
+  count(1, "198.51.100.7");
+  count(1, "2001:db8::1");
+  count(1, "");
+  count(1, "198.51.100.8");
+  count(2, "");
+  count(2, "10.0.0.1");
+  count(2, "10.0.0.1");
+  count(3, "2001:db8::1");
+  count(3, "2001:db8::1");
+  table.drain_counts(collect, /*keep=*/true);
+  CHECK(got["key_0"] == std::pair<std::uint32_t, Sources>{3, {{"198.51.100.7", 3}}});
+  CHECK(got["key_1"] ==
+        std::pair<std::uint32_t, Sources>{5, {{"198.51.100.7", 2}, {"2001:db8::1", 1}, {"198.51.100.8", 1}}});
+  CHECK(got["key_2"] == std::pair<std::uint32_t, Sources>{3, {{"10.0.0.1", 2}}});
+  CHECK(got["key_3"] == std::pair<std::uint32_t, Sources>{2, {{"2001:db8::1", 2}}});
+
+  // Kept until the fold, summed across drains: the same address stays one, a new one joins.
+  count(0, "198.51.100.7");
+  count(1, "198.51.100.7");
+  count(2, "10.0.0.2");
+  table.drain_counts([](const InlineId&, std::int64_t, const auto&, const auto&) {}, /*keep=*/true);
+  std::map<std::string, std::pair<std::uint32_t, Sources>> peeked;
+  for (const std::string key : {"key_0", "key_1", "key_2"}) {
+    got.clear();
+    table.peek_kept(key, collect);
+    peeked[key] = got[key];
+  }
+  got.clear();
+  table.fold_counts(collect);
+  CHECK(got["key_0"] == std::pair<std::uint32_t, Sources>{4, {{"198.51.100.7", 4}}});
+  CHECK(got["key_1"] ==
+        std::pair<std::uint32_t, Sources>{6, {{"198.51.100.7", 3}, {"2001:db8::1", 1}, {"198.51.100.8", 1}}});
+  CHECK(got["key_2"] == std::pair<std::uint32_t, Sources>{4, {{"10.0.0.1", 2}, {"10.0.0.2", 1}}});
+  CHECK(got["key_3"] == std::pair<std::uint32_t, Sources>{2, {{"2001:db8::1", 2}}});
+  for (const auto& [key, seen] : peeked) {
+    CHECK(seen == got[key]);
+  }
+  got.clear();
+  table.fold_counts(collect);
+  CHECK(got.empty());
 }
 
 }  // namespace keyledger
