@@ -551,14 +551,15 @@ Status KeyUsage::flush(Fold fold_when) {
 // fold got, the last drops the journal, so a crash in between neither loses nor doubles a cell
 // (recover() skips what the progress covers).
 Status KeyUsage::fold() {
-  if (!journal_written_) {
-    return Status::Ok();
-  }
   const std::uint64_t end = next_journal_;
   std::vector<UsageCell> cells = journalled_.take();
   if (table_ != nullptr) {
+    // Including what the table kept from a flush whose journal record failed to write.
     const auto push = [&](UsageCell cell) { cells.push_back(std::move(cell)); };
     table_->fold_counts(to_cells(push));
+  }
+  if (cells.empty() && !journal_written_) {
+    return Status::Ok();
   }
   // In key order: consecutive merges land next to each other in the memtable (a search path
   // already in cache) instead of each at a random place in it.
