@@ -391,7 +391,9 @@ TEST_CASE("no secret reaches logs, metrics, later responses, webhooks, Kafka or 
   run.ok("self", "GET", "/v1/self", Json(), other_key);
   const Json audit = run.ok("audit", "GET", "/v1/audit?limit=1000", Json(), manage).json();
   run.ok("audit desc", "GET", "/v1/audit?order=desc&agent_id=" + agent_id, Json(), manage);
-  REQUIRE(run.ok("readyz", "GET", "/readyz", Json(), "").status == 200);
+  // Ready once the projections have applied every event (the webhook consumers may still be
+  // appending some: readiness is a probe, polled).
+  REQUIRE(eventually([&] { return run.call("readyz", "GET", "/readyz", Json(), "").status == 200; }, 10s));
 
   // Kafka: everything the relay published (it caught up with the log).
   const std::size_t events = audit["events"].size();
