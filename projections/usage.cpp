@@ -159,8 +159,7 @@ std::uint64_t UsageCounts::total() const {
   return sum;
 }
 
-v1::UsageCounts to_proto(const UsageCounts& counts) {
-  v1::UsageCounts proto;
+void to_proto(const UsageCounts& counts, v1::UsageCounts& proto) {
   proto.set_valid(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kValid)]);
   proto.set_rate_limited(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRateLimited)]);
   proto.set_revoked(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRevoked)]);
@@ -171,6 +170,11 @@ v1::UsageCounts to_proto(const UsageCounts& counts) {
     source->set_address(address);
     source->set_count(count);
   }
+}
+
+v1::UsageCounts to_proto(const UsageCounts& counts) {
+  v1::UsageCounts proto;
+  to_proto(counts, proto);
   return proto;
 }
 
@@ -500,17 +504,7 @@ Status KeyUsage::flush(Fold fold_when) {
     v1::UsageCell* out = report->add_cells();
     out->set_key_id(cell.key_id.view().data(), cell.key_id.view().size());
     out->set_minute_start(cell.minute);
-    v1::UsageCounts* counts = out->mutable_counts();
-    counts->set_valid(cell.counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kValid)]);
-    counts->set_rate_limited(cell.counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRateLimited)]);
-    counts->set_revoked(cell.counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRevoked)]);
-    counts->set_expired(cell.counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kExpired)]);
-    counts->set_compromised(cell.counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kCompromised)]);
-    for (const auto& [address, count] : cell.counts.sources) {
-      v1::UsageSource* source = counts->add_sources();
-      source->set_address(address);
-      source->set_count(count);
-    }
+    to_proto(cell.counts, *out->mutable_counts());  // in the arena, like `out`
   };
   for (const UsageCell& cell : recorder_.take()) {
     add(cell);

@@ -59,6 +59,7 @@ struct UsageCounts {
 };
 
 v1::UsageCounts to_proto(const UsageCounts& counts);
+void to_proto(const UsageCounts& counts, v1::UsageCounts& proto);  // into an existing message
 UsageCounts from_proto(const v1::UsageCounts& counts);
 
 enum class UsageGranularity : std::uint8_t { kMinute, kHour };
