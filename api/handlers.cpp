@@ -44,21 +44,17 @@ Api::Impl::Impl(ApiContext c) : ctx(std::move(c)) {
   }
 }
 
-Response Api::Impl::dispatch(Request& req) {
-  const Route* route = router.route_for(req);
-  if (route == nullptr) {
-    return router.no_route(req);
-  }
+std::variant<Caller, Response> Api::Impl::admit(Request& req, const Route& route) {
   Caller caller;
   const bool limited =
-      ctx.auth_failures != nullptr && route->access != Access::kPublic && route->id != RouteId::kForwardAuth;
+      ctx.auth_failures != nullptr && route.access != Access::kPublic && route.id != RouteId::kForwardAuth;
   if (limited) {
     if (const auto wait = ctx.auth_failures->retry_after(req.remote_address)) {
       return too_many_failed_authentications(req, *wait);
     }
   }
-  if (route->access == Access::kToken) {
-    auto resolved = token_caller(req, route->scopes);
+  if (route.access == Access::kToken) {
+    auto resolved = token_caller(req, route.scopes);
     if (auto* res = std::get_if<Response>(&resolved)) {
       if (limited && res->status == 401) {
         ctx.auth_failures->failed(req.remote_address);
@@ -66,7 +62,7 @@ Response Api::Impl::dispatch(Request& req) {
       return std::move(*res);
     }
     caller = std::move(std::get<Caller>(resolved));
-  } else if (route->access == Access::kAgentKey) {
+  } else if (route.access == Access::kAgentKey) {
     auto resolved = agent_caller(req);
     if (auto* res = std::get_if<Response>(&resolved)) {
       if (limited && res->status == 401) {
@@ -77,12 +73,48 @@ Response Api::Impl::dispatch(Request& req) {
     caller.agent = std::move(std::get<VerifyOutcome>(resolved));
     // Only a route that changes something records an actor or scopes an Idempotency-Key;
     // the reads (GET /v1/auth above all) skip building the two strings.
-    if (route->method != "GET") {
+    if (route.method != "GET") {
       caller.id = caller.agent.entry->key_id.str();
       caller.actor = "key:" + caller.id;
     }
   }
-  return (this->*handlers[static_cast<std::size_t>(route->id)])(req, caller, req.route_params);
+  return caller;
+}
+
+Response Api::Impl::dispatch(Request& req) {
+  const Route* route = router.route_for(req);
+  if (route == nullptr) {
+    return router.no_route(req);
+  }
+  auto admitted = admit(req, *route);
+  if (auto* res = std::get_if<Response>(&admitted)) {
+    return std::move(*res);
+  }
+  return (this->*handlers[static_cast<std::size_t>(route->id)])(req, std::get<Caller>(admitted),
+                                                                req.route_params);
+}
+
+Api::Execution Api::Impl::execution(const Request& req) const {
+  const Route* route = router.route_for(req);
+  if (route == nullptr || route->inline_ok) {
+    return Execution::kInline;
+  }
+  if (route->id == RouteId::kRegisterAgent && !req.headers.get("idempotency-key")) {
+    return Execution::kLater;
+  }
+  return Execution::kWorker;
+}
+
+void Api::Impl::dispatch_later(Request& req, const Reply& reply) {
+  const Route* route = router.route_for(req);
+  if (route == nullptr || execution(req) != Execution::kLater) {
+    return reply(dispatch(req));
+  }
+  auto admitted = admit(req, *route);
+  if (auto* res = std::get_if<Response>(&admitted)) {
+    return reply(std::move(*res));
+  }
+  register_agent_later(req, std::get<Caller>(admitted), reply);
 }
 
 Api::Api(ApiContext context) : impl_(std::make_unique<Impl>(std::move(context))) {}
@@ -98,10 +130,9 @@ http::Response Api::handle(http::Request& request) {
 
 void Api::set_webhook_retry(WebhookRetry retry) { impl_->webhook_retry = std::move(retry); }
 
-bool Api::runs_inline(const http::Request& request) const {
-  const auto* route = impl_->router.route_for(request);
-  return route == nullptr || route->inline_ok;
-}
+Api::Execution Api::execution(const http::Request& request) const { return impl_->execution(request); }
+
+void Api::handle_later(http::Request& request, Reply reply) { impl_->dispatch_later(request, reply); }
 
 void Api::on_response(const http::Request& request, const http::Response& response) {
   impl_->ctx.metrics.count_request(request.method, route_of(request), response.status);

@@ -49,7 +49,10 @@ class Api final : public Dispatcher {
   ~Api() override;
 
   http::Response handle(http::Request& request) override;
-  bool runs_inline(const http::Request& request) const override;
+  // Inline for the routes that answer from memory; later for an agent's registration (a
+  // new stream, which needs no lock) without an Idempotency-Key; the worker pool otherwise.
+  Execution execution(const http::Request& request) const override;
+  void handle_later(http::Request& request, Reply reply) override;
   void on_response(const http::Request& request, const http::Response& response) override;
 
   // Re-queues a failed webhook delivery (POST /v1/agents/{id}/webhook-deliveries/{event_id}/retry):

@@ -41,7 +41,7 @@ class ReplicaApi final : public Dispatcher {
 
   http::Response handle(http::Request& request) override;
   // Every route answers from memory.
-  bool runs_inline(const http::Request&) const override { return true; }
+  Execution execution(const http::Request&) const override { return Execution::kInline; }
   void on_response(const http::Request& request, const http::Response& response) override;
 
   // The route pattern a request matched ("/v1/keys/{key_id}"), or "unmatched" (metrics).

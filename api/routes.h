@@ -57,7 +57,7 @@ struct Route {
   std::string_view pattern;  // "/v1/keys/{key_id}": a {name} matches one segment
   Access access;
   std::vector<std::string_view> scopes;  // any one of them (Access::kToken)
-  bool inline_ok;                        // answers from memory (Dispatcher::runs_inline)
+  bool inline_ok;                        // answers from memory (Dispatcher::Execution::kInline)
   bool on_replica;                       // a verifier replica serves it too
 };
 

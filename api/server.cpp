@@ -242,6 +242,7 @@ struct Server::Impl {
     // 4. No thread touches the sockets any more: close what is left, so clients see the end
     // now rather than when the Server is destroyed.
     close_acceptors();
+    context.pending_replies->close();
     for (const auto& session : context.sessions.live()) {
       session->close_now();
     }

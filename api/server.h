@@ -47,9 +47,20 @@ class Dispatcher {
   virtual ~Dispatcher() = default;
   // Handles one request. Must not throw.
   virtual http::Response handle(http::Request& request) = 0;
-  // True if handle() never blocks for this request (verification, health, metrics): it then
-  // runs on the io thread; others run on the worker pool.
-  virtual bool runs_inline(const http::Request& request) const = 0;
+  // Where a request runs.
+  enum class Execution {
+    kInline,  // handle() answers from memory (verification, health, metrics): on the io thread
+    kWorker,  // handle() may block (a command waiting for its fsync): on the worker pool
+    kLater,   // handle_later() starts it on the io thread and answers once it is done
+  };
+  virtual Execution execution(const http::Request& request) const = 0;
+  // How a request of Execution::kLater is answered: exactly once, from any thread (a second
+  // call is ignored). The connection waits, holding no thread, until it comes.
+  using Reply = std::function<void(http::Response)>;
+  // For Execution::kLater: starts the request on the io thread without blocking (a command
+  // decides and hands its events to the store, whose syncer replies once they are durable).
+  // Must not throw.
+  virtual void handle_later(http::Request& request, Reply reply) { reply(handle(request)); }
   // Called after each response is written (metrics); may be a no-op.
   virtual void on_response(const http::Request& request, const http::Response& response) = 0;
 };

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <boost/asio/basic_waitable_timer.hpp>
@@ -69,7 +70,6 @@ inline bool is_parse_error(const beast::error_code& ec) {
   return ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category();
 }
 
-
 class Session;
 
 // The live connections, so stop() can reach them. Touched on accept and on close only, never
@@ -122,6 +122,43 @@ class SessionRegistry {
   std::list<std::weak_ptr<Session>> sessions_;
 };
 
+// Sessions whose request is out with a Dispatcher::handle_later, each held here until its
+// reply comes: the reply then posts the answer to the session's loop. stop() closes this once
+// no thread runs the loops, dropping what is still held while the loops (whose sockets the
+// sessions own) exist; a reply after that is ignored.
+class PendingReplies {
+ public:
+  std::uint64_t hold(std::shared_ptr<Session> session) {
+    std::lock_guard lock(mutex_);
+    held_.emplace(++last_id_, std::move(session));
+    return last_id_;
+  }
+  // The held session's answer to its loop, unless it was answered already or stop() closed this.
+  template <typename Post>
+  void release(std::uint64_t id, Post post) {
+    std::lock_guard lock(mutex_);  // held while posting: close() cannot run in between
+    const auto it = held_.find(id);
+    if (it == held_.end()) {
+      return;
+    }
+    std::shared_ptr<Session> session = std::move(it->second);
+    held_.erase(it);
+    post(std::move(session));
+  }
+  void close() {
+    std::unordered_map<std::uint64_t, std::shared_ptr<Session>> dropped;
+    {
+      std::lock_guard lock(mutex_);
+      dropped.swap(held_);
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Session>> held_;
+  std::uint64_t last_id_ = 0;
+};
+
 // What every session shares with the server. Owned by Server::Impl and declared before its
 // loops, so it outlives every session (sessions still queued in a stopped io_context are
 // destroyed with it).
@@ -136,6 +173,9 @@ struct ServerContext {
   std::atomic<bool> draining{false};
   // Handlers that may block (commands waiting on fsync). Created by start().
   std::optional<asio::thread_pool> workers;
+  // Requests answered later (Dispatcher::Execution::kLater); shared with their replies,
+  // which may outlive the server.
+  std::shared_ptr<PendingReplies> pending_replies = std::make_shared<PendingReplies>();
 };
 
 using Executor = asio::io_context::executor_type;
@@ -241,6 +281,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_read(beast::error_code ec, std::size_t /*bytes*/);
   void handle_request();
   void invoke_dispatcher();
+  void dispatch_later();
 
   // A request we could not read to the end: answer, then close (its remaining bytes, if any,
   // cannot be framed).
@@ -256,7 +297,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Loop& loop_;
   Socket socket_;
   beast::flat_buffer buffer_;  // reused for every request of the connection
-  http::Request request_;  // declared before the parser that fills it
+  http::Request request_;      // declared before the parser that fills it
   std::optional<http::RequestReader> parser_;
   http::Response response_;
   std::string out_;  // the head of the response being written

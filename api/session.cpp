@@ -179,15 +179,19 @@ void Session::handle_request() {
     return write_response();
   }
 
-  bool inline_handler = false;
+  using Execution = Dispatcher::Execution;
+  Execution execution = Execution::kWorker;
   try {
-    inline_handler = context_.dispatcher.runs_inline(request_);
+    execution = context_.dispatcher.execution(request_);
   } catch (...) {
-    inline_handler = false;  // the worker pool is the safe place for a handler we know nothing about
+    execution = Execution::kWorker;  // the worker pool is the safe place for a handler we know nothing about
   }
-  if (inline_handler) {
+  if (execution == Execution::kInline) {
     invoke_dispatcher();
     return write_response();
+  }
+  if (execution == Execution::kLater) {
+    return dispatch_later();
   }
   // No I/O is pending on this connection while the worker has the request, so the worker
   // may touch request_/response_; posting back to the loop orders it before the write.
@@ -199,6 +203,29 @@ void Session::handle_request() {
     const Executor loop = self->socket_.get_executor();
     asio::post(loop, beast::bind_front_handler(&Session::write_response, std::move(self)));
   });
+}
+
+// The request waits for its reply holding no thread: the session is held by the server's
+// pending replies (so it lives, though no I/O is pending), and the reply posts the answer to
+// this session's loop, where write_response runs as after any handler.
+void Session::dispatch_later() {
+  const std::uint64_t id = context_.pending_replies->hold(shared_from_this());
+  Dispatcher::Reply reply = [replies = context_.pending_replies, id](http::Response response) {
+    replies->release(id, [&](std::shared_ptr<Session> session) {
+      const Executor loop = session->socket_.get_executor();
+      asio::post(loop, [session = std::move(session), response = std::move(response)]() mutable {
+        session->response_ = std::move(response);
+        session->write_response();
+      });
+    });
+  };
+  try {
+    context_.dispatcher.handle_later(request_, reply);
+  } catch (...) {
+    spdlog::warn("request {} ({}): handler threw; answering 500", request_.request_id,
+                 http::known_method_or_other(request_.method));
+    reply(internal_error(request_.request_id));  // ignored if it had replied already
+  }
 }
 
 void Session::invoke_dispatcher() {

@@ -1,5 +1,7 @@
 #include "eventstore/command_service.h"
 
+#include <future>
+#include <memory>
 #include <optional>
 
 namespace keyledger {
@@ -92,22 +94,35 @@ CommandContext CommandService::context(const std::string& actor) const {
 
 Result<Decision> CommandService::register_agent(const AgentProfile& profile, const std::string& actor,
                                                 const AgentOutcome& outcome) {
+  std::promise<Result<Decision>> decided;
+  auto result = decided.get_future();
+  register_agent_async(profile, actor, outcome,
+                       [&decided](Result<Decision> decision) { decided.set_value(std::move(decision)); });
+  return result.get();
+}
+
+void CommandService::register_agent_async(const AgentProfile& profile, const std::string& actor,
+                                          const AgentOutcome& outcome, DecisionDone done) {
   CommandContext ctx = context(actor);
   auto decision = keyledger::register_agent(profile, options_.registration, ctx);
   if (!decision.ok()) {
-    return decision;
+    return done(decision.status());
   }
   std::vector<SideWrite> side_writes;
   if (outcome) {
     side_writes = outcome(after(AgentState{}, decision->events), *decision);
   }
-  auto appended =
-      store_.append(agent_stream(decision->agent_id), kNoStream, decision->events, std::move(side_writes));
-  if (!appended.ok()) {
-    return appended.status();
-  }
-  decision->events = std::move(appended->events);
-  return decision;
+  const std::string stream = agent_stream(decision->agent_id);
+  std::vector<v1::Event> events = std::move(decision->events);
+  auto decided = std::make_shared<Decision>(std::move(*decision));
+  store_.append_async(stream, kNoStream, std::move(events), std::move(side_writes),
+                      [decided, done = std::move(done)](Result<AppendResult> appended) {
+                        if (!appended.ok()) {
+                          return done(appended.status());
+                        }
+                        decided->events = std::move(appended->events);
+                        done(std::move(*decided));
+                      });
 }
 
 Result<Decision> CommandService::on_agent(std::string_view agent_id, const std::string& actor,

@@ -97,6 +97,13 @@ class CommandService {
 
   Result<Decision> register_agent(const AgentProfile& profile, const std::string& actor,
                                   const AgentOutcome& outcome = {});
+  // The same without waiting for the fsync: decides and hands the events to the store on the
+  // calling thread, then `done` gets what register_agent would return, on the store's syncer
+  // thread once durable (or at once when refused; EventStore::append_async says what `done`
+  // may do). A new agent's stream has no other writer, so no stream lock is held meanwhile.
+  using DecisionDone = std::function<void(Result<Decision>)>;
+  void register_agent_async(const AgentProfile& profile, const std::string& actor,
+                            const AgentOutcome& outcome, DecisionDone done);
   // NotFound agent_not_found when the agent does not exist. A command that decides no events
   // appends nothing (its outcome's writes are dropped: a repeat decides the same).
   Result<Decision> on_agent(std::string_view agent_id, const std::string& actor, const AgentCommand& command,

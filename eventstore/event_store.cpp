@@ -215,6 +215,16 @@ std::vector<rocksdb::ColumnFamilyDescriptor> column_families_for(const EventStor
   const rocksdb::BlockBasedTableOptions scan_table_options = table_options;
   table_options.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
+  // Every family written per command (events, streams, event ids, the audit indexes) is
+  // flushed together each time the WAL reaches max_total_wal_size, so level 0 fills with
+  // small files; a family keyed at random (event ids, streams, audit by agent) overlaps all
+  // of level 1 with each of them, and compacting level 0 rewrites the whole of level 1 (100 MB
+  // at a million events). Letting 16 files gather instead of RocksDB's 4 rewrites it a quarter
+  // as often (ops/bench/run-all, 1 000 000 keys: server CPU per command 128 -> 110 µs); a
+  // point lookup then checks up to 16 more Bloom filters, about a microsecond.
+  cf_options.level0_file_num_compaction_trigger = 16;
+  cf_options.level0_slowdown_writes_trigger = 48;
+  cf_options.level0_stop_writes_trigger = 64;
   std::vector<std::string> names = {rocksdb::kDefaultColumnFamilyName, std::string(kEventsCf),
                                     std::string(kStreamsCf), std::string(kEventIdsCf)};
   for (const auto& extra : options.extra_column_families) {
@@ -325,17 +335,27 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const EventStoreOptions& op
 
 Result<AppendResult> EventStore::append(std::string_view stream, std::int64_t expected_version,
                                         std::vector<v1::Event> events, std::vector<SideWrite> side_writes) {
+  auto outcome = std::make_shared<std::promise<Result<AppendResult>>>();
+  auto done = outcome->get_future();
+  append_async(stream, expected_version, std::move(events), std::move(side_writes),
+               [outcome](Result<AppendResult> result) { outcome->set_value(std::move(result)); });
+  return done.get();
+}
+
+void EventStore::append_async(std::string_view stream, std::int64_t expected_version,
+                              std::vector<v1::Event> events, std::vector<SideWrite> side_writes,
+                              AppendDone done) {
   if (events.empty()) {
-    return Status::InvalidArgument("an append needs at least one event");
+    return done(Status::InvalidArgument("an append needs at least one event"));
   }
   if (stream.empty() || stream.find('\0') != std::string_view::npos) {
-    return Status::InvalidArgument("invalid stream name");
+    return done(Status::InvalidArgument("invalid stream name"));
   }
   if (expected_version < kAnyVersion) {
-    return Status::InvalidArgument("invalid expected version");
+    return done(Status::InvalidArgument("invalid expected version"));
   }
   if (Status s = check_readable(stream, events); !s.ok()) {
-    return s;
+    return done(s);
   }
   auto pending = std::make_unique<PendingAppend>();
   for (auto& write : side_writes) {
@@ -343,24 +363,24 @@ Result<AppendResult> EventStore::append(std::string_view stream, std::int64_t ex
     const auto found = impl_->cf_by_name.find(write.column_family);
     rocksdb::ColumnFamilyHandle* cf = found == impl_->cf_by_name.end() ? nullptr : found->second;
     if (cf == nullptr || std::find(extras.begin(), extras.end(), write.column_family) == extras.end()) {
-      return Status::InvalidArgument("a side write must go to an extra column family, not " +
-                                     write.column_family);
+      return done(Status::InvalidArgument("a side write must go to an extra column family, not " +
+                                          write.column_family));
     }
     pending->side_writes.emplace_back(cf, std::move(write));
   }
   pending->stream = std::string(stream);
   pending->expected_version = expected_version;
   pending->events = std::move(events);
-  auto done = pending->done.get_future();
+  pending->done = std::move(done);
   {
-    std::lock_guard lock(impl_->mutex);
+    std::unique_lock lock(impl_->mutex);
     if (impl_->stopping) {
-      return Status::Unavailable("event store is closing");
+      lock.unlock();
+      return pending->done(Status::Unavailable("event store is closing"));
     }
     impl_->queue.push_back(std::move(pending));
   }
   impl_->wake.notify_one();
-  return done.get();
 }
 
 Result<std::vector<v1::Event>> EventStore::read_stream(std::string_view stream,

@@ -137,6 +137,9 @@ class [[nodiscard]] CommitSubscription {
   std::uint64_t id_ = 0;
 };
 
+// How an asynchronous append ends (EventStore::append_async).
+using AppendDone = std::function<void(Result<AppendResult>)>;
+
 class EventStore {
  public:
   // Opens (creating if needed) the store. Fails with IoError when RocksDB cannot open it,
@@ -155,6 +158,15 @@ class EventStore {
   // (InvalidArgument if one names a column family that is not an extra one).
   Result<AppendResult> append(std::string_view stream, std::int64_t expected_version,
                               std::vector<v1::Event> events, std::vector<SideWrite> side_writes = {});
+  // The same append without waiting for it: `done` gets what append() would return, exactly
+  // once. A refused append (the checks above) is answered at once on the calling thread; one
+  // that went to the writer is answered on the syncer thread once durable (after the commit
+  // listeners saw it) or on the writer thread when the storage refuses it. `done` must be
+  // short and must not throw, append synchronously, subscribe or unsubscribe: the store's
+  // threads wait for it. The HTTP layer completes a command's request from it, so no thread
+  // waits for the fsync on the command's behalf.
+  void append_async(std::string_view stream, std::int64_t expected_version, std::vector<v1::Event> events,
+                    std::vector<SideWrite> side_writes, AppendDone done);
 
   // Readers and records that do not decode: read_stream and read_all return, in the place of
   // a stored record that cannot be decoded (disk corruption, or a writer from before append

@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -47,7 +46,7 @@ struct PendingAppend {
   std::int64_t expected_version;
   std::vector<v1::Event> events;
   std::vector<std::pair<rocksdb::ColumnFamilyHandle*, SideWrite>> side_writes;
-  std::promise<Result<AppendResult>> done;
+  AppendDone done;  // called once, with the outcome
 };
 
 // One group after its WriteBatch went to the WAL: answered once an fsync covers it.

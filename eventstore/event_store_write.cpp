@@ -183,7 +183,7 @@ void EventStore::Impl::write_group(GroupBatch& g,
 void EventStore::Impl::commit_group(std::vector<std::unique_ptr<PendingAppend>>& group) {
   if (const Status usable = writable(); !usable.ok()) {
     for (auto& p : group) {
-      p->done.set_value(usable);
+      p->done(usable);
     }
     group.clear();
     return;
@@ -251,7 +251,7 @@ void EventStore::Impl::run_syncer() {
         }
       }
       for (std::size_t i = 0; i < g.appends.size(); ++i) {
-        g.appends[i]->done.set_value(std::move(*g.outcomes[i]));
+        g.appends[i]->done(std::move(*g.outcomes[i]));
       }
     }
     groups.clear();

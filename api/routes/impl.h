@@ -183,7 +183,13 @@ struct Api::Impl {
                                   ctx.proxies != nullptr ? *ctx.proxies : nobody);
   }
   // --- dispatch
+  using Execution = Dispatcher::Execution;
+  using Reply = Dispatcher::Reply;
+  // The route's caller, or the 401/403/429 to send.
+  std::variant<Caller, Response> admit(Request& req, const Route& route);
   Response dispatch(Request& req);
+  Execution execution(const Request& req) const;
+  void dispatch_later(Request& req, const Reply& reply);
 
   // --- the routes' handlers, one file per resource (api/routes/<name>.cpp)
 
@@ -199,6 +205,12 @@ struct Api::Impl {
 
   // agents.cpp
   Response register_agent(Request& req, const Caller& caller, const Params&);
+  // The same without an Idempotency-Key: answered from the store's syncer once durable.
+  void register_agent_later(Request& req, const Caller& caller, const Reply& reply);
+  // The profile of POST /v1/agents's body, or the 400/415/422 to send.
+  std::variant<AgentProfile, Response> registration(const Request& req) const;
+  // The 201 of a registration, built before its events are appended (the outcome callback).
+  Response registered(const AgentState& agent, const Decision& decision) const;
   Response get_agent(Request& req, const Caller&, const Params& params);
   Response set_tier(Request& req, const Caller& caller, const Params& params);
 

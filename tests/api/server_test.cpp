@@ -11,10 +11,10 @@
 #include <cstdint>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <memory>
 #include <thread>
 #include <vector>
 
@@ -119,8 +119,48 @@ class TestDispatcher final : public Dispatcher {
     return response;
   }
 
-  bool runs_inline(const http::Request& request) const override {
-    return request.path.starts_with("/inline") || request.path == "/throw";
+  Execution execution(const http::Request& request) const override {
+    if (request.path.starts_with("/inline") || request.path == "/throw") {
+      return Execution::kInline;
+    }
+    return request.path.starts_with("/later") ? Execution::kLater : Execution::kWorker;
+  }
+
+  // /later/...: parked until answer_parked(); /later/throw throws before parking.
+  void handle_later(http::Request& request, Reply reply) override {
+    if (request.path == "/later/throw") {
+      throw std::runtime_error("handler failed with a secret: cg_live_abc");
+    }
+    {
+      std::lock_guard lock(mutex_);
+      parked_.emplace_back(request.path, std::move(reply));
+    }
+    changed_.notify_all();
+  }
+
+  bool wait_until_parked(std::size_t requests) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, kHandlerWaitLimit, [&] { return parked_.size() >= requests; });
+  }
+
+  // Answers every parked request from a thread of its own, the last parked first, each with
+  // its path as the body (as a store's syncer would, from outside the server's threads).
+  void answer_parked() {
+    std::vector<std::pair<std::string, Reply>> parked;
+    {
+      std::lock_guard lock(mutex_);
+      parked.swap(parked_);
+    }
+    std::thread answerer([&] {
+      for (auto it = parked.rbegin(); it != parked.rend(); ++it) {
+        http::Response response;
+        response.content_type = "text/plain";
+        response.body = it->first;
+        it->second(response);
+        it->second(response);  // a second reply is ignored
+      }
+    });
+    answerer.join();
   }
 
   void on_response(const http::Request& /*request*/, const http::Response& response) override {
@@ -187,6 +227,7 @@ class TestDispatcher final : public Dispatcher {
 
   std::mutex mutex_;
   std::condition_variable changed_;
+  std::vector<std::pair<std::string, Reply>> parked_;
   std::vector<unsigned> statuses_;
   int rendezvous_expected_ = 1;
   int rendezvous_arrived_ = 0;
@@ -227,7 +268,8 @@ bhttp::request<bhttp::string_body> make_request(bhttp::verb verb, const std::str
 class Client {
  public:
   // `timeout` bounds every connect, send and receive.
-  explicit Client(std::uint16_t port, std::chrono::milliseconds timeout = kClientTimeout) : timeout_(timeout) {
+  explicit Client(std::uint16_t port, std::chrono::milliseconds timeout = kClientTimeout)
+      : timeout_(timeout) {
     beast::error_code result;
     stream_.expires_after(timeout_);
     stream_.async_connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port),
@@ -440,7 +482,8 @@ TEST_CASE("server sends an answer larger than the socket's send buffer, then ser
   parser.body_limit(2 * big_body_bytes());
   const Response big = client.receive(parser);
   CHECK(big.keep_alive());
-  CHECK(json_of(client.round_trip(make_request(bhttp::verb::get, "/inline/after"))).at("path") == "/inline/after");
+  CHECK(json_of(client.round_trip(make_request(bhttp::verb::get, "/inline/after"))).at("path") ==
+        "/inline/after");
 
   REQUIRE(big.body().size() == big_body_bytes());
   bool pattern = true;
@@ -510,9 +553,11 @@ TEST_CASE("server reads chunked bodies, repeated fields and requests split acros
     REQUIRE_FALSE(client.send_raw(
         "GET /inline/echo HTTP/1.1\r\nHost: x\r\nX-Multi: one\r\nX-Other: o\r\nx-MULTI: two\r\n\r\n"));
     const Response response = client.receive();
-    const auto pair = [](const char* name, const char* value) { return nlohmann::json::array({name, value}); };
-    const auto expected =
-        nlohmann::json::array({pair("host", "x"), pair("x-multi", "one"), pair("x-other", "o"), pair("x-multi", "two")});
+    const auto pair = [](const char* name, const char* value) {
+      return nlohmann::json::array({name, value});
+    };
+    const auto expected = nlohmann::json::array(
+        {pair("host", "x"), pair("x-multi", "one"), pair("x-other", "o"), pair("x-multi", "two")});
     CHECK(json_of(response).at("header_list") == expected);
   }
   SECTION("a request dribbled in three writes, split inside a field and inside the body") {
@@ -577,10 +622,11 @@ TEST_CASE("server answers 431 to a chunked trailer over the header limit", "[ser
   while (trailer.size() <= test_options().max_header_bytes) {
     trailer += "X-Padding: " + std::string(100, 'p') + "\r\n";
   }
-  REQUIRE_FALSE(client.send_raw(
-      "POST /inline/echo HTTP/1.1\r\nHost: x\r\nX-Request-Id: long-trailer\r\nTransfer-Encoding: chunked\r\n\r\n"
-      "2\r\n{}\r\n0\r\n" +
-      trailer + "\r\n"));
+  REQUIRE_FALSE(
+      client.send_raw("POST /inline/echo HTTP/1.1\r\nHost: x\r\nX-Request-Id: "
+                      "long-trailer\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "2\r\n{}\r\n0\r\n" +
+                      trailer + "\r\n"));
   const Response response = client.receive();
   CHECK(response.result_int() == 431);
   CHECK(json_of(response).at("error").at("code") == "headers_too_large");
@@ -594,8 +640,9 @@ TEST_CASE("server answers HEAD with a head only, also when the server itself ans
 
   // A malformed target is the server's own 400 (with a JSON body for GET); the connection
   // stays open, so a stray body would be read as the start of the next response.
-  REQUIRE_FALSE(client.send_raw("HEAD /inline/%zz HTTP/1.1\r\nHost: x\r\n\r\n"
-                                "GET /inline/after HTTP/1.1\r\nHost: x\r\n\r\n"));
+  REQUIRE_FALSE(
+      client.send_raw("HEAD /inline/%zz HTTP/1.1\r\nHost: x\r\n\r\n"
+                      "GET /inline/after HTTP/1.1\r\nHost: x\r\n\r\n"));
   bhttp::response_parser<bhttp::string_body> head_parser;
   head_parser.skip(true);  // what a client does for a response to HEAD
   const Response head = client.receive(head_parser);
@@ -648,8 +695,9 @@ TEST_CASE("server refuses request smuggling: 400 and close (RFC 9112 §6)", "[se
   const std::string chunked_smuggled = "0\r\n\r\n" + smuggled;
   const auto refused = [&](const std::string& head_fields, const std::string& body) {
     Client client(test.server.port());
-    REQUIRE_FALSE(client.send_raw("POST /inline/first HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
-                                  head_fields + "\r\n" + body));
+    REQUIRE_FALSE(
+        client.send_raw("POST /inline/first HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+                        head_fields + "\r\n" + body));
     const Response response = client.receive();
     INFO(head_fields);
     CHECK(response.result_int() == 400);
@@ -670,8 +718,9 @@ TEST_CASE("server refuses request smuggling: 400 and close (RFC 9112 §6)", "[se
   refused("X-Api-Key: a\r\nx-api-key: a\r\n", "");
   // Plain chunked, in any letter case, still works.
   Client client(test.server.port());
-  REQUIRE_FALSE(client.send_raw("POST /inline/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"
-                                "2\r\n{}\r\n0\r\n\r\n"));
+  REQUIRE_FALSE(
+      client.send_raw("POST /inline/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"
+                      "2\r\n{}\r\n0\r\n\r\n"));
   const Response response = client.receive();
   CHECK(response.result_int() == 200);
   CHECK(json_of(response).at("body") == "{}");
@@ -694,7 +743,8 @@ TEST_CASE("server refuses non-canonical paths before routing", "[server][hardeni
   CHECK(json_of(ok).at("query").at("x") == "/ y");
 }
 
-TEST_CASE("server closes connections over max_connections at once and serves the rest", "[server][hardening]") {
+TEST_CASE("server closes connections over max_connections at once and serves the rest",
+          "[server][hardening]") {
   ServerOptions options = test_options();
   options.max_connections = 3;
   TestServer test(options);
@@ -831,6 +881,71 @@ TEST_CASE("server runs blocking handlers on the worker pool concurrently", "[ser
   for (int i = 0; i < kClients; ++i) {
     CHECK(statuses[i] == 200);
     CHECK(bodies[i] == R"({"together":true})");  // every handler saw all four in flight at once
+  }
+}
+
+TEST_CASE("server answers requests handled later, holding no thread while they wait", "[server]") {
+  TestServer test;  // 2 io threads, 4 workers
+  constexpr std::size_t kClients = 8;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (std::size_t i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<Client>(test.server.port()));
+    REQUIRE_FALSE(clients.back()->send(make_request(bhttp::verb::post, "/later/" + std::to_string(i), "{}")));
+  }
+  // More requests wait than there are io and worker threads together, and the server still
+  // answers others meanwhile.
+  REQUIRE(test.dispatcher.wait_until_parked(kClients));
+  Client other(test.server.port());
+  CHECK(other.round_trip(make_request(bhttp::verb::get, "/inline/ping")).result_int() == 200);
+  CHECK(other.round_trip(make_request(bhttp::verb::get, "/worker/ping")).result_int() == 200);
+
+  test.dispatcher.answer_parked();
+  for (std::size_t i = 0; i < kClients; ++i) {
+    const Response response = clients[i]->receive();
+    CHECK(response.result_int() == 200);
+    CHECK(response.body() == "/later/" + std::to_string(i));  // its own answer, whatever the order
+    CHECK(response.keep_alive());
+    // The connection goes on as after any answer.
+    CHECK(clients[i]->round_trip(make_request(bhttp::verb::get, "/inline/next")).result_int() == 200);
+  }
+}
+
+TEST_CASE("server answers 500 when a later handler throws, and the connection survives", "[server]") {
+  TestServer test;
+  Client client(test.server.port());
+  const Response response = client.round_trip(make_request(bhttp::verb::post, "/later/throw", "{}"));
+  CHECK(response.result_int() == 500);
+  CHECK(json_of(response).at("error").at("code") == "internal_error");
+  CHECK(response.body().find("secret") == std::string::npos);
+  CHECK(client.round_trip(make_request(bhttp::verb::get, "/inline/after")).result_int() == 200);
+}
+
+TEST_CASE("server stop() waits for a request handled later, and ignores a reply after it", "[server]") {
+  SECTION("answered while stop() drains: the answer arrives, marked as the connection's last") {
+    ServerOptions options = test_options();
+    options.idle_timeout = 30s;  // so only stop() can close the idle connection within the test
+    TestServer test(options);
+    Client busy(test.server.port());
+    Client idle(test.server.port());
+    REQUIRE_FALSE(busy.send(make_request(bhttp::verb::post, "/later/a", "{}")));
+    REQUIRE(test.dispatcher.wait_until_parked(1));
+    std::thread stopper([&] { test.server.stop(); });
+    CHECK(closed_by_peer(idle.read_until_closed()));  // stop() is draining
+    test.dispatcher.answer_parked();
+    const Response response = busy.receive();
+    CHECK(response.result_int() == 200);
+    CHECK(response.body() == "/later/a");
+    CHECK_FALSE(response.keep_alive());
+    stopper.join();
+  }
+  SECTION("answered after stop() gave up on it: the connection is closed, the reply goes nowhere") {
+    TestServer test;
+    Client busy(test.server.port());
+    REQUIRE_FALSE(busy.send(make_request(bhttp::verb::post, "/later/b", "{}")));
+    REQUIRE(test.dispatcher.wait_until_parked(1));
+    test.server.stop();  // after its drain timeout
+    CHECK(closed_by_peer(busy.read_until_closed()));
+    test.dispatcher.answer_parked();  // must neither crash nor write to the closed connection
   }
 }
 

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
@@ -514,6 +516,70 @@ TEST_CASE("subscribers see each committed group in subscription order until thei
   store.reset();
   late.reset();
   CHECK_FALSE(late.active());
+}
+
+TEST_CASE("append_async answers once durable, after the subscribers, or at once when refused",
+          "[eventstore]") {
+  testing::TempDir dir;
+  auto store = open_store(dir.path());
+  const std::thread::id caller = std::this_thread::get_id();
+
+  // Refused by the checks before the writer: answered on the calling thread, before it returns.
+  std::optional<Result<AppendResult>> refused;
+  store->append_async("agent-a", kNoStream, {}, {}, [&](Result<AppendResult> r) { refused = std::move(r); });
+  REQUIRE(refused.has_value());
+  CHECK(refused->status().IsInvalidArgument());
+
+  // Accepted ones: answered on the store's thread, in order, after the subscriber saw them.
+  std::mutex mutex;
+  std::condition_variable answered;
+  std::vector<std::string> seen;  // "listener:<position>" and "done:<position>", as they happen
+  std::vector<std::thread::id> answering_threads;
+  CommitSubscription listener = store->subscribe([&](const std::vector<v1::Event>& events) {
+    std::lock_guard lock(mutex);
+    for (const auto& e : events) {
+      seen.push_back("listener:" + std::to_string(e.position()));
+    }
+  });
+  constexpr int kAppends = 20;
+  for (int i = 0; i < kAppends; ++i) {
+    store->append_async("agent-" + std::to_string(i), kNoStream, {make_event("async-" + std::to_string(i))},
+                        {}, [&](Result<AppendResult> r) {
+                          std::lock_guard lock(mutex);
+                          seen.push_back(r.ok() ? "done:" + std::to_string(r->first_position) : "failed");
+                          answering_threads.push_back(std::this_thread::get_id());
+                          answered.notify_all();
+                        });
+  }
+  // A conflict is answered from the writer's validation, as append() would answer it.
+  std::optional<Result<AppendResult>> conflict;
+  store->append_async("agent-0", kNoStream, {make_event("async-conflict")}, {}, [&](Result<AppendResult> r) {
+    std::lock_guard lock(mutex);
+    conflict = std::move(r);
+    answered.notify_all();
+  });
+  {
+    std::unique_lock lock(mutex);
+    REQUIRE(answered.wait_for(lock, std::chrono::seconds(30),
+                              [&] { return answering_threads.size() == kAppends && conflict.has_value(); }));
+  }
+  CHECK(conflict->status().IsVersionConflict());
+  CHECK(std::none_of(answering_threads.begin(), answering_threads.end(),
+                     [&](std::thread::id id) { return id == caller; }));
+  for (int position = 1; position <= kAppends; ++position) {
+    const auto listened = std::find(seen.begin(), seen.end(), "listener:" + std::to_string(position));
+    const auto done = std::find(seen.begin(), seen.end(), "done:" + std::to_string(position));
+    REQUIRE(listened != seen.end());
+    REQUIRE(done != seen.end());
+    CHECK(listened < done);
+  }
+  // Durable: a reopened store reads every one of them back.
+  listener.reset();
+  store.reset();
+  store = open_store(dir.path());
+  auto all = store->read_all(1, 100);
+  REQUIRE(all.ok());
+  CHECK(all->size() == kAppends);
 }
 
 }  // namespace keyledger
