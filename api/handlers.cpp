@@ -99,10 +99,10 @@ Api::Execution Api::Impl::execution(const Request& req) const {
   if (route == nullptr || route->inline_ok) {
     return Execution::kInline;
   }
-  if (route->id == RouteId::kRegisterAgent && !req.headers.get("idempotency-key")) {
-    return Execution::kLater;
-  }
-  return Execution::kWorker;
+  // A command under an Idempotency-Key holds the key's lock from its look-up to its append:
+  // that one waits on a worker.
+  const bool later = route->id == RouteId::kRegisterAgent || planner_of(route->id) != nullptr;
+  return later && !req.headers.get("idempotency-key") ? Execution::kLater : Execution::kWorker;
 }
 
 void Api::Impl::dispatch_later(Request& req, const Reply& reply) {
@@ -114,7 +114,11 @@ void Api::Impl::dispatch_later(Request& req, const Reply& reply) {
   if (auto* res = std::get_if<Response>(&admitted)) {
     return reply(std::move(*res));
   }
-  register_agent_later(req, std::get<Caller>(admitted), reply);
+  const Caller& caller = std::get<Caller>(admitted);
+  if (route->id == RouteId::kRegisterAgent) {
+    return register_agent_later(req, caller, reply);
+  }
+  run_plan_later(req, reply, (this->*planner_of(route->id))(req, caller, req.route_params));
 }
 
 Api::Api(ApiContext context) : impl_(std::make_unique<Impl>(std::move(context))) {}

@@ -49,8 +49,9 @@ class Api final : public Dispatcher {
   ~Api() override;
 
   http::Response handle(http::Request& request) override;
-  // Inline for the routes that answer from memory; later for an agent's registration (a
-  // new stream, which needs no lock) without an Idempotency-Key; the worker pool otherwise.
+  // Inline for the routes that answer from memory; later for the commands of registration
+  // and the key routes (create, rotate, revoke, compromise) without an Idempotency-Key: they
+  // wait for their stream's turn and their fsync holding no thread; the worker pool otherwise.
   Execution execution(const http::Request& request) const override;
   void handle_later(http::Request& request, Reply reply) override;
   void on_response(const http::Request& request, const http::Response& response) override;

@@ -1,5 +1,7 @@
 #include "eventstore/command_service.h"
 
+#include <spdlog/spdlog.h>
+
 #include <future>
 #include <memory>
 #include <optional>
@@ -18,26 +20,52 @@ Result<AgentState> load_agent(const EventStore& store, std::string_view agent_id
   return state;
 }
 
-StreamLocks::Guard::Guard(StreamLocks& locks, std::string_view stream) : locks_(locks), stream_(stream) {
-  Entry* entry = locks_.entries_.with([&](auto& entries) {
-    auto& slot = entries[stream_];
-    if (!slot) {
-      slot = std::make_unique<Entry>();
+void StreamQueues::enter(const std::string& stream, Turn turn) {
+  const bool free = waiting_.with([&](auto& waiting) {
+    auto [it, inserted] = waiting.try_emplace(stream);
+    if (!inserted) {
+      it->second.push_back(std::move(turn));
     }
-    ++slot->users;
-    return slot.get();
+    return inserted;
   });
-  entry->mutex.lock();  // the entry lives while users > 0
+  if (free) {
+    run(std::move(turn));
+  }
 }
 
-StreamLocks::Guard::~Guard() {
-  locks_.entries_.with([&](auto& entries) {
-    const auto it = entries.find(stream_);
-    it->second->mutex.unlock();
-    if (--it->second->users == 0) {
-      entries.erase(it);
+void StreamQueues::leave(const std::string& stream) {
+  Turn next = waiting_.with([&](auto& waiting) {
+    const auto it = waiting.find(stream);
+    if (it->second.empty()) {
+      waiting.erase(it);
+      return Turn();
     }
+    Turn turn = std::move(it->second.front());
+    it->second.pop_front();
+    return turn;
   });
+  if (next) {
+    run(std::move(next));
+  }
+}
+
+void StreamQueues::run(Turn turn) {
+  // A turn that ends at once calls leave() inside itself: its successor is queued here and
+  // runs after it returns, so a long queue of refused commands does not nest.
+  thread_local std::deque<Turn>* running = nullptr;
+  if (running != nullptr) {
+    running->push_back(std::move(turn));
+    return;
+  }
+  std::deque<Turn> turns;
+  turns.push_back(std::move(turn));
+  running = &turns;
+  while (!turns.empty()) {
+    Turn next = std::move(turns.front());
+    turns.pop_front();
+    next();
+  }
+  running = nullptr;
 }
 
 namespace {
@@ -94,10 +122,10 @@ CommandContext CommandService::context(const std::string& actor) const {
 
 Result<Decision> CommandService::register_agent(const AgentProfile& profile, const std::string& actor,
                                                 const AgentOutcome& outcome) {
-  std::promise<Result<Decision>> decided;
-  auto result = decided.get_future();
+  auto decided = std::make_shared<std::promise<Result<Decision>>>();  // set_value may outlast get()
+  auto result = decided->get_future();
   register_agent_async(profile, actor, outcome,
-                       [&decided](Result<Decision> decision) { decided.set_value(std::move(decision)); });
+                       [decided](Result<Decision> decision) { decided->set_value(std::move(decision)); });
   return result.get();
 }
 
@@ -125,33 +153,24 @@ void CommandService::register_agent_async(const AgentProfile& profile, const std
                       });
 }
 
+struct CommandService::AgentRun {
+  std::string agent_id;
+  std::string stream;
+  std::string actor;
+  AgentCommand command;
+  AgentOutcome outcome;
+  DecisionDone done;
+};
+
 Result<Decision> CommandService::on_agent(std::string_view agent_id, const std::string& actor,
                                           const AgentCommand& command, const AgentOutcome& outcome) {
-  const StreamLocks::Guard serialised(locks_, agent_stream(agent_id));
-  for (int attempt = 1;; ++attempt) {
-    auto state = load_agent(store_, agent_id);
-    if (!state.ok()) {
-      return state.status();
-    }
-    CommandContext ctx = context(actor);
-    auto decision = command(*state, ctx);
-    if (!decision.ok()) {
-      return decision;
-    }
-    decision->agent_id = std::string(agent_id);
-    std::vector<SideWrite> side_writes;
-    if (outcome) {
-      side_writes = outcome(after(*state, decision->events), *decision);
-    }
-    if (decision->events.empty()) {
-      return decision;  // nothing changes, so nothing to keep: a repeat decides the same
-    }
-    auto appended = store_.append(agent_stream(agent_id), static_cast<std::int64_t>(state->version),
-                                  decision->events, std::move(side_writes));
-    if (auto settled = settle(std::move(appended), std::move(decision), attempt, options_.max_attempts)) {
-      return std::move(*settled);
-    }
-  }
+  // The caller waits, so the command may use what it refers to on the caller's stack.
+  auto decided = std::make_shared<std::promise<Result<Decision>>>();  // set_value may outlast get()
+  auto result = decided->get_future();
+  on_agent_async(std::string(agent_id), actor, std::cref(command),
+                 outcome ? AgentOutcome(std::cref(outcome)) : AgentOutcome(),
+                 [decided](Result<Decision> decision) { decided->set_value(std::move(decision)); });
+  return result.get();
 }
 
 Result<Decision> CommandService::on_key(std::string_view key_id, const std::string& actor,
@@ -163,9 +182,81 @@ Result<Decision> CommandService::on_key(std::string_view key_id, const std::stri
   return on_agent(*agent_id, actor, command, outcome);
 }
 
+void CommandService::on_agent_async(std::string agent_id, std::string actor, AgentCommand command,
+                                    AgentOutcome outcome, DecisionDone done) {
+  auto run = std::make_shared<AgentRun>();
+  run->stream = agent_stream(agent_id);
+  run->agent_id = std::move(agent_id);
+  run->actor = std::move(actor);
+  run->command = std::move(command);
+  run->outcome = std::move(outcome);
+  run->done = std::move(done);
+  const std::string stream = run->stream;
+  queues_.enter(stream, [this, run] { attempt(run, 1); });
+}
+
+void CommandService::on_key_async(std::string_view key_id, std::string actor, AgentCommand command,
+                                  AgentOutcome outcome, DecisionDone done) {
+  auto agent_id = index_.agent_of_key(key_id);
+  if (!agent_id.ok()) {
+    return done(agent_id.status());
+  }
+  on_agent_async(std::move(*agent_id), std::move(actor), std::move(command), std::move(outcome),
+                 std::move(done));
+}
+
+// One cycle of a command holding its stream's turn: load, decide, append; the append's
+// answer ends the turn, or starts another cycle after a version conflict.
+void CommandService::attempt(const std::shared_ptr<AgentRun>& run, int attempt_number) {
+  const auto finish = [this, run](Result<Decision> result) {
+    DecisionDone done = std::move(run->done);
+    // The turn passes on first: once answered, a waiting caller may go on to destroy this
+    // service, so answering is the last thing done here.
+    queues_.leave(run->stream);
+    done(std::move(result));
+  };
+  auto state = load_agent(store_, run->agent_id);
+  if (!state.ok()) {
+    return finish(state.status());
+  }
+  std::optional<Result<Decision>> decision;
+  std::vector<SideWrite> side_writes;
+  try {
+    // The turn may run on the store's syncer, which must not unwind: a throwing command (a
+    // bug) ends its turn with an error instead of ending the process or blocking its stream.
+    // Not even the exception's text is logged: it may quote a secret.
+    CommandContext ctx = context(run->actor);
+    decision = run->command(*state, ctx);
+    if (decision->ok()) {
+      (*decision)->agent_id = run->agent_id;
+      if (run->outcome) {
+        side_writes = run->outcome(after(*state, (*decision)->events), **decision);
+      }
+    }
+  } catch (...) {
+    spdlog::error("a command on {} threw", run->stream);
+    return finish(Status::Corruption("the command threw"));  // a bug: answered 500 internal_error
+  }
+  if (!decision->ok() || (*decision)->events.empty()) {
+    return finish(
+        std::move(*decision));  // refused, or nothing changes: nothing to keep (a repeat decides the same)
+  }
+  std::vector<v1::Event> events = std::move((*decision)->events);  // settle puts the stored ones back
+  auto decided = std::make_shared<Result<Decision>>(std::move(*decision));
+  store_.append_async(
+      run->stream, static_cast<std::int64_t>(state->version), std::move(events), std::move(side_writes),
+      [this, run, decided, attempt_number, finish](Result<AppendResult> appended) {
+        if (auto settled =
+                settle(std::move(appended), std::move(*decided), attempt_number, options_.max_attempts)) {
+          return finish(std::move(*settled));
+        }
+        attempt(run, attempt_number + 1);  // a version conflict: decide again on what is stored now
+      });
+}
+
 Result<TokenDecision> CommandService::on_tokens(const std::string& actor, const TokenCommand& command,
                                                 const TokenOutcome& outcome) {
-  const StreamLocks::Guard serialised(locks_, kTokensStream);
+  const std::lock_guard serialised(tokens_lock_);
   for (int attempt = 1;; ++attempt) {
     const TokenRegistryState state = index_.token_registry();
     CommandContext ctx = context(actor);

@@ -10,6 +10,7 @@
 // since the client named none (api/openapi.yaml).
 // Blocks until the events are durable (and, through the store's subscribers, projected).
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -55,28 +56,22 @@ struct CommandServiceOptions {
   int max_attempts = 8;
 };
 
-// A mutex per stream name, created on first use and dropped when no command holds or waits
-// for it.
-class StreamLocks {
+// Commands on one stream run one at a time, in the order they arrive; one waiting for its
+// turn holds no thread. A turn runs on the thread that enters (when the stream is free) or on
+// the one whose turn ends before it (leave(), called from the store's syncer once the append
+// before it is answered). A turn that ends at once (refused before appending) hands on to its
+// successor without the stack growing.
+class StreamQueues {
  public:
-  class Guard {
-   public:
-    Guard(StreamLocks& locks, std::string_view stream);
-    ~Guard();
-    Guard(const Guard&) = delete;
-    Guard& operator=(const Guard&) = delete;
-
-   private:
-    StreamLocks& locks_;
-    std::string stream_;
-  };
+  using Turn = std::function<void()>;
+  void enter(const std::string& stream, Turn turn);
+  // The holder of `stream` is done: the next turn runs now, on this thread.
+  void leave(const std::string& stream);
 
  private:
-  struct Entry {
-    std::mutex mutex;
-    std::size_t users = 0;  // holders and waiters
-  };
-  Guarded<std::unordered_map<std::string, std::unique_ptr<Entry>>> entries_;
+  static void run(Turn turn);
+  // Present while a command holds the stream; its waiting turns in arrival order.
+  Guarded<std::unordered_map<std::string, std::deque<Turn>>> waiting_;
 };
 
 class CommandService {
@@ -111,6 +106,15 @@ class CommandService {
   // NotFound key_not_found when no agent owns the key.
   Result<Decision> on_key(std::string_view key_id, const std::string& actor, const AgentCommand& command,
                           const AgentOutcome& outcome = {});
+  // The same without waiting: `done` gets what on_agent/on_key would return, from the store's
+  // syncer once durable (or at once, on the calling thread, when refused before appending).
+  // The command waits its stream's turn holding no thread, and its decision may run on the
+  // syncer (when the command before it ended there): `command` and `outcome` must own what
+  // they use, and be short.
+  void on_agent_async(std::string agent_id, std::string actor, AgentCommand command, AgentOutcome outcome,
+                      DecisionDone done);
+  void on_key_async(std::string_view key_id, std::string actor, AgentCommand command, AgentOutcome outcome,
+                    DecisionDone done);
 
   Result<TokenDecision> create_token(const std::string& name, const std::vector<std::string>& scopes,
                                      const std::string& actor, const TokenOutcome& outcome = {});
@@ -130,6 +134,8 @@ class CommandService {
   using TokenCommand = std::function<Result<TokenDecision>(const TokenRegistryState&, CommandContext&)>;
   Result<TokenDecision> on_tokens(const std::string& actor, const TokenCommand& command,
                                   const TokenOutcome& outcome);
+  struct AgentRun;  // one on_agent_async command through its attempts
+  void attempt(const std::shared_ptr<AgentRun>& run, int attempt);
   CommandContext context(const std::string& actor) const;
 
   EventStore& store_;
@@ -139,7 +145,8 @@ class CommandService {
   const KeyHasher& hasher_;
   const SecretBox& secrets_;
   CommandServiceOptions options_;
-  StreamLocks locks_;
+  StreamQueues queues_;
+  std::mutex tokens_lock_;  // the token registry's commands, one at a time
 };
 
 }  // namespace keyledger

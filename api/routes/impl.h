@@ -161,19 +161,96 @@ struct Api::Impl {
     return res;
   }
 
-  Response compromise(const Request& req, Replay& replay, const std::string& actor,
-                      const std::string& on_behalf_of, const ReportCompromise& cmd) {
-    const std::string who = on_behalf_of.empty() ? actor : actor + " (" + on_behalf_of + ")";
-    return key_command(
-        req, replay, cmd.key_id, who,
-        [&](const AgentState& s, CommandContext& c) { return report_compromise(s, cmd, c); }, 200,
-        [&](const AgentState& agent, const Decision& d) {
+  // A command on an existing agent as a route plans it: the agent (or the key whose agent)
+  // it runs on, the decision, and the answer it renders from the agent as the command leaves
+  // it. A plan owns everything it uses: it may run after its handler returned (later).
+  struct AgentCommandPlan {
+    std::string id;       // an agent id, or a key id when by_key
+    bool by_key = false;  // NotFound key_not_found when no agent owns the key
+    std::string actor;
+    CommandService::AgentCommand command;
+    unsigned status = 200;
+    std::function<Json(const AgentState&, const Decision&)> render;
+  };
+  using Planned = std::variant<AgentCommandPlan, Response>;  // or the 400/415/422 to send
+
+  // The plan `make` builds from a JSON body's fields, or the 400/415/422 to send.
+  template <typename Make>
+  Planned plan_from_body(const Request& req, std::initializer_list<std::string_view> fields,
+                         Make make) const {
+    Json body;
+    if (auto bad = json_body(req, body)) {
+      return *bad;
+    }
+    FieldReader f(body, fields);
+    AgentCommandPlan plan = make(f);
+    if (auto bad = f.problem(req.request_id)) {
+      return *bad;
+    }
+    return plan;
+  }
+
+  // Runs a plan and waits; its response is kept under the Idempotency-Key with the events.
+  Response run_plan(const Request& req, Replay& replay, Planned planned) {
+    if (auto* bad = std::get_if<Response>(&planned)) {
+      return std::move(*bad);
+    }
+    const AgentCommandPlan& plan = std::get<AgentCommandPlan>(planned);
+    Response out;
+    const CommandService::AgentOutcome outcome = [&](const AgentState& agent, const Decision& d) {
+      out = json_response(plan.status, plan.render(agent, d));
+      return replay.keep(out);
+    };
+    auto decision = plan.by_key ? ctx.commands.on_key(plan.id, plan.actor, plan.command, outcome)
+                                : ctx.commands.on_agent(plan.id, plan.actor, plan.command, outcome);
+    if (!decision.ok()) {
+      return status_response(decision.status(), req.request_id);
+    }
+    return out;
+  }
+
+  // Runs a plan without waiting (no Idempotency-Key): `reply` gets the answer once durable.
+  void run_plan_later(const Request& req, const Dispatcher::Reply& reply, Planned planned) {
+    if (auto* bad = std::get_if<Response>(&planned)) {
+      return reply(std::move(*bad));
+    }
+    auto plan = std::make_shared<AgentCommandPlan>(std::move(std::get<AgentCommandPlan>(planned)));
+    auto out = std::make_shared<Response>();
+    CommandService::AgentOutcome outcome = [plan, out](const AgentState& agent, const Decision& d) {
+      *out = json_response(plan->status, plan->render(agent, d));
+      return std::vector<SideWrite>{};
+    };
+    CommandService::DecisionDone done = [out, reply, request_id = req.request_id](Result<Decision> decision) {
+      reply(decision.ok() ? std::move(*out) : status_response(decision.status(), request_id));
+    };
+    if (plan->by_key) {
+      ctx.commands.on_key_async(plan->id, plan->actor, plan->command, std::move(outcome), std::move(done));
+    } else {
+      ctx.commands.on_agent_async(plan->id, plan->actor, plan->command, std::move(outcome), std::move(done));
+    }
+  }
+
+  // Reporting a key compromised, from its route, a leak report or the key itself.
+  AgentCommandPlan compromise_plan(const std::string& who, const ReportCompromise& cmd) const {
+    return AgentCommandPlan{
+        cmd.key_id,
+        true,
+        who,
+        [cmd](const AgentState& s, CommandContext& c) { return report_compromise(s, cmd, c); },
+        200,
+        [this, cmd](const AgentState& agent, const Decision& d) {
           Json out = {{"key", key_view(*agent.find_key(cmd.key_id))}};
           if (cmd.replace && !d.key_id.empty()) {
             out["replacement"] = {{"key", key_view(*agent.find_key(d.key_id))}, {"api_key", d.api_key}};
           }
           return out;
-        });
+        }};
+  }
+
+  Response compromise(const Request& req, Replay& replay, const std::string& actor,
+                      const std::string& on_behalf_of, const ReportCompromise& cmd) {
+    const std::string who = on_behalf_of.empty() ? actor : actor + " (" + on_behalf_of + ")";
+    return run_plan(req, replay, compromise_plan(who, cmd));
   }
 
   // Verifies the caller's own key (GET /v1/auth, /v1/self…): the outcome, or the 401/429.
@@ -215,9 +292,15 @@ struct Api::Impl {
   Response set_tier(Request& req, const Caller& caller, const Params& params);
 
   // keys.cpp
-  Response key_command(const Request& req, Replay& replay, std::string_view key_id, const std::string& actor,
-                       const CommandService::AgentCommand& command, unsigned status,
-                       const std::function<Json(const AgentState&, const Decision&)>& render);
+  // The plans of the key routes (their handlers run them under an Idempotency-Key; without
+  // one, the server runs them later: dispatch_later).
+  using Planner = Planned (Impl::*)(const Request&, const Caller&, const Params&);
+  Planned plan_create_key(const Request& req, const Caller& caller, const Params& params);
+  Planned plan_rotate_key(const Request& req, const Caller& caller, const Params& params);
+  Planned plan_revoke_key(const Request& req, const Caller& caller, const Params& params);
+  Planned plan_compromise_key(const Request& req, const Caller& caller, const Params& params);
+  // The planner of a route run later, or null.
+  Planner planner_of(RouteId route) const;
   Response create_key(Request& req, const Caller& caller, const Params& params);
   Response list_keys(Request& req, const Caller&, const Params& params);
   Response get_key(Request& req, const Caller&, const Params& params);

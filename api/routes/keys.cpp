@@ -2,45 +2,25 @@
 
 namespace keyledger::api {
 
-// Runs a key command whose response `render` builds from the agent as the command leaves
-// it; the response is kept under the Idempotency-Key with the events.
-Response Api::Impl::key_command(const Request& req, Replay& replay, std::string_view key_id, const std::string& actor,
-                     const CommandService::AgentCommand& command, unsigned status,
-                     const std::function<Json(const AgentState&, const Decision&)>& render) {
-  Response out;
-  auto decision = ctx.commands.on_key(key_id, actor, command, [&](const AgentState& agent, const Decision& d) {
-    out = json_response(status, render(agent, d));
-    return replay.keep(out);
+Api::Impl::Planned Api::Impl::plan_create_key(const Request& req, const Caller& caller,
+                                              const Params& params) {
+  return plan_from_body(req, {"label", "expires_in_seconds"}, [&](FieldReader& f) {
+    CreateKey cmd{f.text("label"), f.integer("expires_in_seconds")};
+    return AgentCommandPlan{
+        params[0],
+        false,
+        actor_of(caller),
+        [cmd](const AgentState& s, CommandContext& c) { return keyledger::create_key(s, cmd, c); },
+        201,
+        [this](const AgentState& agent, const Decision& d) {
+          return Json{{"key", key_view(*agent.find_key(d.key_id))}, {"api_key", d.api_key}};
+        }};
   });
-  if (!decision.ok()) {
-    return status_response(decision.status(), req.request_id);
-  }
-  return out;
 }
 
 Response Api::Impl::create_key(Request& req, const Caller& caller, const Params& params) {
   return idempotent(req, caller, [&](Replay& replay) {
-    Json body;
-    if (auto bad = json_body(req, body)) {
-      return *bad;
-    }
-    FieldReader f(body, {"label", "expires_in_seconds"});
-    CreateKey cmd{f.text("label"), f.integer("expires_in_seconds")};
-    if (auto bad = f.problem(req.request_id)) {
-      return *bad;
-    }
-    Response out;
-    auto decision = ctx.commands.on_agent(
-        params[0], actor_of(caller),
-        [&](const AgentState& s, CommandContext& c) { return keyledger::create_key(s, cmd, c); },
-        [&](const AgentState& agent, const Decision& d) {
-          out = json_response(201, {{"key", key_view(*agent.find_key(d.key_id))}, {"api_key", d.api_key}});
-          return replay.keep(out);
-        });
-    if (!decision.ok()) {
-      return status_response(decision.status(), req.request_id);
-    }
-    return out;
+    return run_plan(req, replay, plan_create_key(req, caller, params));
   });
 }
 
@@ -115,59 +95,79 @@ Response Api::Impl::due_for_rotation(Request& req, const Caller&, const Params&)
   return json_response(200, {{"keys", keys}});
 }
 
-Response Api::Impl::rotate_key(Request& req, const Caller& caller, const Params& params) {
-  return idempotent(req, caller, [&](Replay& replay) {
-    Json body;
-    if (auto bad = json_body(req, body)) {
-      return *bad;
-    }
-    FieldReader f(body, {"label", "old_key_expires_in_seconds"});
+Api::Impl::Planned Api::Impl::plan_rotate_key(const Request& req, const Caller& caller,
+                                              const Params& params) {
+  return plan_from_body(req, {"label", "old_key_expires_in_seconds"}, [&](FieldReader& f) {
     RotateKey cmd{params[0], f.text("label"), f.integer("old_key_expires_in_seconds")};
-    if (auto bad = f.problem(req.request_id)) {
-      return *bad;
-    }
-    return key_command(
-        req, replay, params[0], actor_of(caller),
-        [&](const AgentState& s, CommandContext& c) { return keyledger::rotate_key(s, cmd, c); }, 201,
-        [&](const AgentState& agent, const Decision& d) {
+    return AgentCommandPlan{
+        params[0],
+        true,
+        actor_of(caller),
+        [cmd](const AgentState& s, CommandContext& c) { return keyledger::rotate_key(s, cmd, c); },
+        201,
+        [this, old_key = params[0]](const AgentState& agent, const Decision& d) {
           return Json{{"key", key_view(*agent.find_key(d.key_id))},
                       {"api_key", d.api_key},
-                      {"previous", key_view(*agent.find_key(params[0]))}};
-        });
+                      {"previous", key_view(*agent.find_key(old_key))}};
+        }};
+  });
+}
+
+Api::Impl::Planned Api::Impl::plan_revoke_key(const Request& req, const Caller& caller,
+                                              const Params& params) {
+  return plan_from_body(req, {"reason"}, [&](FieldReader& f) {
+    RevokeKey cmd{params[0], f.text("reason").value_or("")};
+    return AgentCommandPlan{
+        params[0],
+        true,
+        actor_of(caller),
+        [cmd](const AgentState& s, CommandContext& c) { return keyledger::revoke_key(s, cmd, c); },
+        200,
+        [this, key_id = params[0]](const AgentState& agent, const Decision&) {
+          return key_view(*agent.find_key(key_id));
+        }};
+  });
+}
+
+Api::Impl::Planned Api::Impl::plan_compromise_key(const Request& req, const Caller& caller,
+                                                  const Params& params) {
+  return plan_from_body(req, {"note", "source", "replace"}, [&](FieldReader& f) {
+    ReportCompromise cmd{params[0], f.text("note").value_or(""), f.text("source").value_or(""),
+                         f.boolean("replace").value_or(false)};
+    return compromise_plan(actor_of(caller), cmd);
+  });
+}
+
+Api::Impl::Planner Api::Impl::planner_of(RouteId route) const {
+  switch (route) {
+    case RouteId::kCreateKey:
+      return &Impl::plan_create_key;
+    case RouteId::kRotateKey:
+      return &Impl::plan_rotate_key;
+    case RouteId::kRevokeKey:
+      return &Impl::plan_revoke_key;
+    case RouteId::kCompromiseKey:
+      return &Impl::plan_compromise_key;
+    default:
+      return nullptr;
+  }
+}
+
+Response Api::Impl::rotate_key(Request& req, const Caller& caller, const Params& params) {
+  return idempotent(req, caller, [&](Replay& replay) {
+    return run_plan(req, replay, plan_rotate_key(req, caller, params));
   });
 }
 
 Response Api::Impl::revoke_key(Request& req, const Caller& caller, const Params& params) {
   return idempotent(req, caller, [&](Replay& replay) {
-    Json body;
-    if (auto bad = json_body(req, body)) {
-      return *bad;
-    }
-    FieldReader f(body, {"reason"});
-    RevokeKey cmd{params[0], f.text("reason").value_or("")};
-    if (auto bad = f.problem(req.request_id)) {
-      return *bad;
-    }
-    return key_command(
-        req, replay, params[0], actor_of(caller),
-        [&](const AgentState& s, CommandContext& c) { return keyledger::revoke_key(s, cmd, c); }, 200,
-        [&](const AgentState& agent, const Decision&) { return key_view(*agent.find_key(params[0])); });
+    return run_plan(req, replay, plan_revoke_key(req, caller, params));
   });
 }
 
 Response Api::Impl::compromise_key(Request& req, const Caller& caller, const Params& params) {
   return idempotent(req, caller, [&](Replay& replay) {
-    Json body;
-    if (auto bad = json_body(req, body)) {
-      return *bad;
-    }
-    FieldReader f(body, {"note", "source", "replace"});
-    ReportCompromise cmd{params[0], f.text("note").value_or(""), f.text("source").value_or(""),
-                         f.boolean("replace").value_or(false)};
-    if (auto bad = f.problem(req.request_id)) {
-      return *bad;
-    }
-    return compromise(req, replay, caller.actor, caller.on_behalf_of, cmd);
+    return run_plan(req, replay, plan_compromise_key(req, caller, params));
   });
 }
 

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -116,7 +117,8 @@ class World {
     return created->token;
   }
 
-  // One request through Api::handle, then on_response as the server would call it.
+  // One request through Api::handle (or Api::handle_later, for what the server answers later),
+  // then on_response as the server would call it.
   http::Response call(const std::string& method, const std::string& target, const std::optional<Json>& body,
                       const std::string& credential, const std::map<std::string, std::string>& headers = {}) {
     std::string text;
@@ -145,7 +147,19 @@ class World {
     req.request_id = "req-" + std::to_string(++requests_);
     req.remote_address = remote_address;
     last_request_id = req.request_id;
-    http::Response res = api->handle(req);
+    http::Response res;
+    if (api->execution(req) == Dispatcher::Execution::kLater) {
+      // As the server runs it: started here, answered from the store's syncer.
+      // Shared: set_value may still be finishing on the store's thread when get() returns.
+      auto replied = std::make_shared<std::promise<http::Response>>();
+      auto answer = replied->get_future();
+      api->handle_later(req, [replied](http::Response r) { replied->set_value(std::move(r)); });
+      REQUIRE(answer.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+      res = answer.get();
+      ++answered_later;
+    } else {
+      res = api->handle(req);
+    }
     api->on_response(req, res);
     return res;
   }
@@ -269,6 +283,8 @@ class World {
   std::unique_ptr<CommandService> commands;
   std::unique_ptr<Api> api;
   std::string last_request_id;
+  // Requests answered through Api::handle_later.
+  int answered_later = 0;
   std::string admin, manage, auditor, gateway, scanner;
 };
 

@@ -927,6 +927,48 @@ TEST_CASE("handlers: PUT rate-limit sets the agent's tier", "[handlers]") {
 
 // --- idempotency --------------------------------------------------------------------------
 
+TEST_CASE("handlers: commands without Idempotency-Key are answered later, like any other", "[handlers]") {
+  World w;
+  const auto execution = [&](const std::string& method, const std::string& path, bool idempotency_key) {
+    http::Request req;  // a request remembers its route: one per question
+    req.method = method;
+    req.path = path;
+    if (idempotency_key) {
+      req.headers.set("Idempotency-Key", "k");
+    }
+    return w.api->execution(req);
+  };
+  using E = Dispatcher::Execution;
+  CHECK(execution("POST", "/v1/agents", false) == E::kLater);
+  CHECK(execution("POST", "/v1/agents", true) == E::kWorker);  // its lock is held across the command
+  for (const char* path : {"/v1/agents/agt_1/keys", "/v1/keys/key_1/rotate", "/v1/keys/key_1/revoke",
+                           "/v1/keys/key_1/compromise"}) {
+    CHECK(execution("POST", path, false) == E::kLater);
+    CHECK(execution("POST", path, true) == E::kWorker);
+  }
+  CHECK(execution("PUT", "/v1/agents/agt_1/rate-limit", false) == E::kWorker);
+  CHECK(execution("POST", "/v1/leaks", false) == E::kWorker);
+  CHECK(execution("GET", "/v1/auth", false) == E::kInline);
+  CHECK(execution("GET", "/v1/nothing", false) == E::kInline);  // the router's 404
+
+  // Answered from the store's syncer: the 201 with the secret once, the agent readable at once.
+  const int before = w.answered_later;
+  auto res = w.post("/v1/agents", agent_body("Later Agent"), w.manage);
+  CHECK(w.answered_later == before + 1);
+  REQUIRE(res.status == 201);
+  const Json created = parse(res);
+  CHECK(created["webhook_secret"].is_string());
+  CHECK(parse(w.get("/v1/agents/" + created["agent_id"].get<std::string>(), w.manage))["name"] ==
+        "Later Agent");
+  // Refusals come the same way, before anything is appended.
+  const std::uint64_t logged = w.store->last_position();
+  w.expect_error(w.post("/v1/agents", Json{{"name", "x"}}, w.manage), 422, "validation_failed");
+  w.expect_error(w.post("/v1/agents", agent_body("No Scope"), w.auditor), 403, "forbidden");
+  w.expect_error(w.post("/v1/agents", agent_body("No Token"), ""), 401, "unauthorized");
+  CHECK(w.answered_later == before + 4);
+  CHECK(w.store->last_position() == logged);
+}
+
 TEST_CASE("handlers: Idempotency-Key replays the first response without its secret", "[handlers]") {
   World w;
   const std::string agent_id = w.register_agent();
