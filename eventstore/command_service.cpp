@@ -70,7 +70,7 @@ void StreamQueues::run(Turn turn) {
 
 namespace {
 
-// A conflict the per-stream lock should have made impossible (another writer to the same
+// A conflict the stream's turns should have made impossible (another writer to the same
 // stream): the client named no version, so it learns only that it may try again.
 Status persistent_conflict() {
   return Status::Unavailable("busy", "the agent was changed concurrently; try again");

@@ -2,13 +2,14 @@
 // The command side of the log (an aggregate store, as in Eventuous): load a stream, fold it
 // into its state, let the domain decide, append the decided events with the version they
 // were decided on. One process owns the log, so commands on the same stream (an agent, or
-// the token registry) are serialised here, each holding its stream's lock from load to
+// the token registry) are serialised here, each holding its stream's turn from load to
 // durable append, while commands on different streams run side by side and share the
 // store's group commit. The append's expected version stays as the safety net: if it ever
 // fails (a writer outside this service), the cycle is retried, and a conflict that persists
 // is answered Unavailable ("busy"), never as a version conflict with the internal versions,
 // since the client named none (api/openapi.yaml).
-// Blocks until the events are durable (and, through the store's subscribers, projected).
+// The plain calls block until the events are durable (and, through the store's subscribers,
+// projected); the _async ones answer a callback then, holding no thread meanwhile.
 
 #include <deque>
 #include <functional>
@@ -95,7 +96,7 @@ class CommandService {
   // The same without waiting for the fsync: decides and hands the events to the store on the
   // calling thread, then `done` gets what register_agent would return, on the store's syncer
   // thread once durable (or at once when refused; EventStore::append_async says what `done`
-  // may do). A new agent's stream has no other writer, so no stream lock is held meanwhile.
+  // may do). A new agent's stream has no other writer, so it takes no turn.
   using DecisionDone = std::function<void(Result<Decision>)>;
   void register_agent_async(const AgentProfile& profile, const std::string& actor,
                             const AgentOutcome& outcome, DecisionDone done);
