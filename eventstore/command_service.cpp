@@ -63,7 +63,11 @@ void StreamQueues::run(Turn turn) {
   while (!turns.empty()) {
     Turn next = std::move(turns.front());
     turns.pop_front();
-    next();
+    try {
+      next();  // a turn ends itself, whatever happens in it (CommandService::attempt)
+    } catch (...) {
+      spdlog::error("a command's turn threw");  // not its text: it may quote a secret
+    }
   }
   running = nullptr;
 }
@@ -116,6 +120,25 @@ CommandService::CommandService(EventStore& store, const CommandIndex& index, con
       secrets_(secrets),
       options_(std::move(options)) {}
 
+CommandService::~CommandService() { wait_idle(); }
+
+void CommandService::wait_idle() {
+  std::unique_lock lock(idle_mutex_);
+  idle_.wait(lock, [&] { return in_flight_ == 0; });
+}
+
+void CommandService::begin_async() {
+  std::lock_guard lock(idle_mutex_);
+  ++in_flight_;
+}
+
+void CommandService::end_async() {
+  std::lock_guard lock(idle_mutex_);
+  if (--in_flight_ == 0) {
+    idle_.notify_all();  // under the lock: a waiter cannot destroy this before it is done
+  }
+}
+
 CommandContext CommandService::context(const std::string& actor) const {
   return CommandContext{clock_, random_, hasher_, secrets_, actor};
 }
@@ -143,13 +166,16 @@ void CommandService::register_agent_async(const AgentProfile& profile, const std
   const std::string stream = agent_stream(decision->agent_id);
   std::vector<v1::Event> events = std::move(decision->events);
   auto decided = std::make_shared<Decision>(std::move(*decision));
+  begin_async();
   store_.append_async(stream, kNoStream, std::move(events), std::move(side_writes),
-                      [decided, done = std::move(done)](Result<AppendResult> appended) {
-                        if (!appended.ok()) {
-                          return done(appended.status());
+                      [this, decided, done = std::move(done)](Result<AppendResult> appended) {
+                        if (appended.ok()) {
+                          decided->events = std::move(appended->events);
+                          answer(done, std::move(*decided));
+                        } else {
+                          answer(done, appended.status());
                         }
-                        decided->events = std::move(appended->events);
-                        done(std::move(*decided));
+                        end_async();
                       });
 }
 
@@ -160,7 +186,18 @@ struct CommandService::AgentRun {
   AgentCommand command;
   AgentOutcome outcome;
   DecisionDone done;
+  bool finished = false;  // its turn ended and it was answered (by the thread holding the turn)
 };
+
+// A command's answer. The answer runs on the store's threads, which must not unwind: one that
+// throws (a reply that cannot be built) is logged and dropped.
+void CommandService::answer(const DecisionDone& done, Result<Decision> result) {
+  try {
+    done(std::move(result));
+  } catch (...) {
+    spdlog::error("answering a command threw");
+  }
+}
 
 Result<Decision> CommandService::on_agent(std::string_view agent_id, const std::string& actor,
                                           const AgentCommand& command, const AgentOutcome& outcome) {
@@ -192,6 +229,7 @@ void CommandService::on_agent_async(std::string agent_id, std::string actor, Age
   run->outcome = std::move(outcome);
   run->done = std::move(done);
   const std::string stream = run->stream;
+  begin_async();
   queues_.enter(stream, [this, run] { attempt(run, 1); });
 }
 
@@ -209,49 +247,55 @@ void CommandService::on_key_async(std::string_view key_id, std::string actor, Ag
 // answer ends the turn, or starts another cycle after a version conflict.
 void CommandService::attempt(const std::shared_ptr<AgentRun>& run, int attempt_number) {
   const auto finish = [this, run](Result<Decision> result) {
-    DecisionDone done = std::move(run->done);
-    // The turn passes on first: once answered, a waiting caller may go on to destroy this
-    // service, so answering is the last thing done here.
-    queues_.leave(run->stream);
-    done(std::move(result));
-  };
-  auto state = load_agent(store_, run->agent_id);
-  if (!state.ok()) {
-    return finish(state.status());
-  }
-  std::optional<Result<Decision>> decision;
-  std::vector<SideWrite> side_writes;
-  try {
-    // The turn may run on the store's syncer, which must not unwind: a throwing command (a
-    // bug) ends its turn with an error instead of ending the process or blocking its stream.
-    // Not even the exception's text is logged: it may quote a secret.
-    CommandContext ctx = context(run->actor);
-    decision = run->command(*state, ctx);
-    if (decision->ok()) {
-      (*decision)->agent_id = run->agent_id;
-      if (run->outcome) {
-        side_writes = run->outcome(after(*state, (*decision)->events), **decision);
-      }
+    if (run->finished) {
+      return;
     }
+    run->finished = true;
+    queues_.leave(run->stream);  // the next command's turn, before this one's answer
+    answer(run->done, std::move(result));
+    end_async();  // the last use of this service: a waiting caller may destroy it now
+  };
+  // The turn may run on the store's syncer, which must not unwind: whatever throws here (a
+  // command with a bug, memory running out) ends the turn with an error instead of the
+  // process, and its stream stays usable. Not even the exception's text is logged: it may
+  // quote a secret.
+  try {
+    auto state = load_agent(store_, run->agent_id);
+    if (!state.ok()) {
+      return finish(state.status());
+    }
+    CommandContext ctx = context(run->actor);
+    Result<Decision> decision = run->command(*state, ctx);
+    if (!decision.ok() || decision->events.empty()) {
+      if (decision.ok() && run->outcome) {
+        decision->agent_id = run->agent_id;
+        (void)run->outcome(*state,
+                           *decision);  // nothing changes, so nothing to keep: a repeat decides the same
+      }
+      return finish(std::move(decision));
+    }
+    decision->agent_id = run->agent_id;
+    std::vector<SideWrite> side_writes;
+    if (run->outcome) {
+      side_writes = run->outcome(after(*state, decision->events), *decision);
+    }
+    std::vector<v1::Event> events = std::move(decision->events);  // settle puts the stored ones back
+    auto decided = std::make_shared<Result<Decision>>(std::move(decision));
+    // Once this returns, the append's answer ends the turn (on the store's thread); if it
+    // throws, the append was not queued and the turn ends below.
+    store_.append_async(
+        run->stream, static_cast<std::int64_t>(state->version), std::move(events), std::move(side_writes),
+        [this, run, decided, attempt_number, finish](Result<AppendResult> appended) {
+          if (auto settled =
+                  settle(std::move(appended), std::move(*decided), attempt_number, options_.max_attempts)) {
+            return finish(std::move(*settled));
+          }
+          attempt(run, attempt_number + 1);  // a version conflict: decide again on what is stored now
+        });
   } catch (...) {
     spdlog::error("a command on {} threw", run->stream);
-    return finish(Status::Corruption("the command threw"));  // a bug: answered 500 internal_error
+    finish(Status::Corruption("the command threw"));  // a bug: answered 500 internal_error (once)
   }
-  if (!decision->ok() || (*decision)->events.empty()) {
-    return finish(
-        std::move(*decision));  // refused, or nothing changes: nothing to keep (a repeat decides the same)
-  }
-  std::vector<v1::Event> events = std::move((*decision)->events);  // settle puts the stored ones back
-  auto decided = std::make_shared<Result<Decision>>(std::move(*decision));
-  store_.append_async(
-      run->stream, static_cast<std::int64_t>(state->version), std::move(events), std::move(side_writes),
-      [this, run, decided, attempt_number, finish](Result<AppendResult> appended) {
-        if (auto settled =
-                settle(std::move(appended), std::move(*decided), attempt_number, options_.max_attempts)) {
-          return finish(std::move(*settled));
-        }
-        attempt(run, attempt_number + 1);  // a version conflict: decide again on what is stored now
-      });
 }
 
 Result<TokenDecision> CommandService::on_tokens(const std::string& actor, const TokenCommand& command,

@@ -11,6 +11,7 @@
 // The plain calls block until the events are durable (and, through the store's subscribers,
 // projected); the _async ones answer a callback then, holding no thread meanwhile.
 
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -79,6 +80,15 @@ class CommandService {
  public:
   CommandService(EventStore& store, const CommandIndex& index, const Clock& clock, RandomSource& random,
                  const KeyHasher& hasher, const SecretBox& secrets, CommandServiceOptions options);
+  // Waits for the asynchronous commands still under way (wait_idle): their callbacks use it.
+  ~CommandService();
+  CommandService(const CommandService&) = delete;
+  CommandService& operator=(const CommandService&) = delete;
+
+  // Returns once every asynchronous command started so far was answered (the store must
+  // still run). The server calls it when it stops, before what the commands' callbacks use
+  // (the HTTP layer's renderers) goes away.
+  void wait_idle();
 
   using AgentCommand = std::function<Result<Decision>(const AgentState&, CommandContext&)>;
 
@@ -137,6 +147,7 @@ class CommandService {
                                   const TokenOutcome& outcome);
   struct AgentRun;  // one on_agent_async command through its attempts
   void attempt(const std::shared_ptr<AgentRun>& run, int attempt);
+  static void answer(const DecisionDone& done, Result<Decision> result);
   CommandContext context(const std::string& actor) const;
 
   EventStore& store_;
@@ -148,6 +159,12 @@ class CommandService {
   CommandServiceOptions options_;
   StreamQueues queues_;
   std::mutex tokens_lock_;  // the token registry's commands, one at a time
+  // Asynchronous commands started and not yet answered (wait_idle).
+  void begin_async();
+  void end_async();  // the last thing an answered command does with this service
+  std::mutex idle_mutex_;
+  std::condition_variable idle_;
+  std::size_t in_flight_ = 0;  // under idle_mutex_
 };
 
 }  // namespace keyledger

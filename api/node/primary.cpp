@@ -320,6 +320,9 @@ void Primary::stop() {
   if (server_) {
     server_->stop();
   }
+  // Commands the server handed to the store are answered (into closed connections, if the
+  // drain gave up on them) before what their answers use, the API's renderers, goes away.
+  ledger_->commands().wait_idle();
   {
     std::lock_guard lock(housekeeping_mutex_);
     stopping_ = true;

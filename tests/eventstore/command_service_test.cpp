@@ -187,6 +187,36 @@ TEST_CASE("a command that throws ends its turn with an error, and the next one r
   CHECK(answers[1].ok());
 }
 
+TEST_CASE("an answer that throws is dropped, and the agent's next command still runs", "[commands]") {
+  CommandWorld w;
+  const std::string agent_id = w.agent();
+  Answers answers;
+  w.commands->on_agent_async(agent_id, "test", create_labelled("thrown-answer"), {},
+                             [](Result<Decision>) { throw std::runtime_error("reply failed"); });
+  w.commands->on_agent_async(agent_id, "test", create_labelled("next"), {}, answers.collect());
+  REQUIRE(answers.wait_for(1));
+  CHECK(answers[0].ok());
+  auto state = load_agent(*w.store, agent_id);
+  REQUIRE(state.ok());
+  CHECK(state->keys.size() == 2);  // the first command was appended; only its answer was lost
+}
+
+TEST_CASE("a command service waits for its commands under way before it goes", "[commands]") {
+  CommandWorld w;
+  const std::string agent_id = w.agent();
+  Answers answers;
+  constexpr std::size_t kCommands = 8;
+  for (std::size_t i = 0; i < kCommands; ++i) {
+    w.commands->on_agent_async(agent_id, "test", create_labelled("k" + std::to_string(i)), {},
+                               answers.collect());
+  }
+  w.commands->register_agent_async(testing::valid_profile(), "test", {}, answers.collect());
+  // Their answers use the service (the turns pass on through it): destroying it waits for them.
+  w.commands.reset();
+  std::lock_guard lock(answers.mutex);
+  CHECK(answers.results.size() == kCommands + 1);
+}
+
 TEST_CASE("an appended command is answered from the store's thread, its events as stored", "[commands]") {
   CommandWorld w;
   const std::string agent_id = w.agent();
