@@ -1,5 +1,5 @@
 #pragma once
-// The JSON form of an event (api/openapi.yaml audit entries, §6 webhook payloads): what HTTP and
+// The JSON form of an event (api/openapi.yaml: audit entries and webhook payloads): what HTTP and
 // webhooks both show of the log. Digests and sealed secrets never appear in it.
 
 #include <nlohmann/json.hpp>

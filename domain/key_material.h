@@ -1,6 +1,6 @@
 #pragma once
-// Key material (README, Design decisions–§2): agent keys `cg_` + 32 hex, service tokens `kls_` + 43
-// URL-safe characters, their hints, and their keyed BLAKE2b-256 digests.
+// Key material (api/openapi.yaml, README "Design decisions"): agent keys `cg_` + 32 hex,
+// service tokens `kls_` + 43 URL-safe characters, their hints, and their keyed BLAKE2b-256 digests.
 // Secrets live only in std::string values handed back to the caller once; nothing here logs.
 
 #include <array>

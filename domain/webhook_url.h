@@ -1,5 +1,5 @@
 #pragma once
-// Webhook URLs (api/openapi.yaml, §6): one parser for registration (validate_profile) and delivery
+// Webhook URLs (api/openapi.yaml, README "Webhooks"): one parser for registration (validate_profile) and delivery
 // (consumers/webhook_client), so what registers can always be sent.
 
 #include <cstdint>

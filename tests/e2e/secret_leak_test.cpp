@@ -1,4 +1,4 @@
-// Secrets never leak (issue 13, README, Design decisions, §2, §3, §6), against the real binary: a full
+// Secrets never leak (issue 13; README "Design decisions"), against the real binary: a full
 // lifecycle at log level trace, then every place a secret could end up is scanned for every
 // secret the run issued or presented — every log line (primary and a replica), the /metrics
 // text, every response body and header except the one response that created a secret (for

@@ -1,9 +1,9 @@
-// The key format check and the verify path (README, Design decisions, §4): is_well_formed_api_key against
-// an independent reading of ^cg_[0-9a-f]{32}$, the hint of a well-formed key, the service-token
-// format, the bearer credential as the server reads it, and Verifier::verify over a real
-// ActiveKeyTable holding five obviously fake keys in every condition (active, revoked, expired,
-// compromised, on the elevated tier): a malformed key is MALFORMED, an unknown one NOT_FOUND,
-// a known one answers its condition with its own entry.
+// The key format check and the verify path (api/openapi.yaml, README "Design decisions"):
+// is_well_formed_api_key against an independent reading of ^cg_[0-9a-f]{32}$, the hint of a
+// well-formed key, the service-token format, the bearer credential as the server reads it, and
+// Verifier::verify over a real ActiveKeyTable holding five obviously fake keys in every
+// condition (active, revoked, expired, compromised, on the elevated tier): a malformed key is
+// MALFORMED, an unknown one NOT_FOUND, a known one answers its condition with its own entry.
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
