@@ -11,6 +11,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -77,11 +78,20 @@ bool read_lines_until(int fd, Done done) {
   return false;
 }
 
-// Keeps draining stdout in the background so the child never blocks on it.
-void drain_in_background(int fd) {
-  std::thread([fd] {
+// Keeps draining stdout in the background so the child never blocks on it; appends what it
+// reads to `keep_in` unless that is empty.
+void drain_in_background(int fd, std::filesystem::path keep_in = {}) {
+  std::thread([fd, keep_in = std::move(keep_in)] {
+    std::ofstream keep;
+    if (!keep_in.empty()) {
+      keep.open(keep_in, std::ios::app);
+    }
     char buf[4096];
-    while (read(fd, buf, sizeof buf) > 0) {
+    ssize_t n = 0;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+      if (keep.is_open()) {
+        keep.write(buf, n).flush();
+      }
     }
     close(fd);
   }).detach();
@@ -168,9 +178,9 @@ ChildProcess::ChildProcess(const std::vector<std::string>& args, std::filesystem
 ChildProcess::~ChildProcess() { kill_hard(); }
 
 void ChildProcess::wait_until_ready(const std::function<bool(const std::string&)>& ready,
-                                    const std::string& what) {
+                                    const std::string& what, bool keep_stdout) {
   const bool started = read_lines_until(stdout_fd_, ready);
-  drain_in_background(stdout_fd_);
+  drain_in_background(stdout_fd_, keep_stdout ? log_file_ : std::filesystem::path());
   if (!started) {
     kill_hard();
     throw std::runtime_error(what + " did not start; log:\n" + log());
@@ -246,6 +256,81 @@ std::pair<int, std::string> run_binary(const std::vector<std::string>& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), log};
 }
 
+ValidatingProxy::ValidatingProxy(const std::string& prism, const std::string& document, std::uint16_t upstream,
+                                 const std::filesystem::path& log_file)
+    : ChildProcess(
+          [&] {
+            // A free port: bound and released here, taken by Prism a moment later.
+            net::io_context ioc;
+            tcp::acceptor probe(ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+            const std::uint16_t port = probe.local_endpoint().port();
+            return std::vector<std::string>{prism,
+                                            "proxy",
+                                            document,
+                                            "http://127.0.0.1:" + std::to_string(upstream),
+                                            "-h",
+                                            "127.0.0.1",
+                                            "-p",
+                                            std::to_string(port)};
+          }(),
+          log_file) {
+  wait_until_ready(
+      [&](const std::string& line) {
+        const auto at = line.find("Prism is listening on http://127.0.0.1:");
+        if (at == std::string::npos) {
+          return false;
+        }
+        port_ = static_cast<std::uint16_t>(std::stoi(line.substr(line.rfind(':') + 1)));
+        return true;
+      },
+      "prism proxy", /*keep_stdout=*/true);
+}
+
+void ValidatingProxy::check(const std::string& method, const std::string& target, HttpResult& result) {
+  const auto header = result.headers.find("sl-violations");
+  if (header == result.headers.end()) {
+    return;
+  }
+  const std::string raw = header->second;
+  result.headers.erase(header);
+  const Json violations = Json::parse(raw, nullptr, false);
+  if (!violations.is_array()) {
+    // "Too many violations! …": which side broke is not certain, so neither is the answer.
+    if (raw.find("\"response\"") != std::string::npos) {
+      throw std::runtime_error(method + " " + target + ": the answer (" + std::to_string(result.status) +
+                               ") breaks api/openapi.yaml: " + raw.substr(0, 1500));
+    }
+    return;
+  }
+  Json broken = Json::array();
+  for (const Json& violation : violations) {
+    const Json location = violation.value("location", Json::array());
+    if (location.is_array() && !location.empty() && location.front() == "response") {
+      broken.push_back(violation);
+    }
+  }
+  if (!broken.empty()) {
+    throw std::runtime_error(method + " " + target + ": the answer (" + std::to_string(result.status) +
+                             ") breaks api/openapi.yaml: " + broken.dump().substr(0, 1500) +
+                             "\nbody: " + result.body.substr(0, 500));
+  }
+}
+
+std::uint16_t ServerProcess::request_port() const {
+  const char* prism = std::getenv("KEYLEDGER_E2E_PRISM");
+  if (prism == nullptr || *prism == '\0') {
+    return port_;
+  }
+  if (!proxy_) {
+    const char* document = std::getenv("KEYLEDGER_E2E_OPENAPI");
+    if (document == nullptr || *document == '\0') {
+      throw std::runtime_error("KEYLEDGER_E2E_PRISM is set without KEYLEDGER_E2E_OPENAPI");
+    }
+    proxy_ = std::make_unique<ValidatingProxy>(prism, document, port_, data_dir_.string() + ".prism.log");
+  }
+  return proxy_->port();
+}
+
 std::string ServerProcess::bootstrap_token() const {
   std::ifstream in(data_dir_ / "bootstrap-token");
   std::string token;
@@ -264,7 +349,20 @@ HttpResult ServerProcess::request(const std::string& method, const std::string& 
     headers.emplace("Content-Type", "application/json");
     text = body.dump();
   }
-  return http_request(port_, method, target, text, headers);
+  const std::uint16_t port = request_port();
+  if (port == port_) {
+    return http_request(port, method, target, text, headers);
+  }
+  HttpResult result;
+  try {
+    result = http_request(port, method, target, text, headers);
+  } catch (const std::exception& e) {
+    const std::string log = proxy_->log();
+    throw std::runtime_error(method + " " + target + " through prism: " + e.what() + "; prism's log ends:\n" +
+                             log.substr(log.size() > 3000 ? log.size() - 3000 : 0));
+  }
+  ValidatingProxy::check(method, target, result);
+  return result;
 }
 
 HttpResult ServerProcess::get(const std::string& target, const std::string& token,

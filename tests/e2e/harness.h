@@ -70,13 +70,32 @@ class ChildProcess {
   ChildProcess(const std::vector<std::string>& args, std::filesystem::path log_file);
   ~ChildProcess();
   // Reads stdout until ready(line) holds, then keeps draining it in the background. If stdout
-  // ends first, kills the process and throws "<what> did not start" with its log.
-  void wait_until_ready(const std::function<bool(const std::string&)>& ready, const std::string& what);
+  // ends first, kills the process and throws "<what> did not start" with its log. With
+  // `keep_stdout`, what it writes to stdout afterwards goes to its log too.
+  void wait_until_ready(const std::function<bool(const std::string&)>& ready, const std::string& what,
+                        bool keep_stdout = false);
 
  private:
   std::filesystem::path log_file_;
   pid_t pid_ = -1;
   int stdout_fd_ = -1;
+};
+
+// A Stoplight Prism validating proxy (`prism proxy DOCUMENT http://127.0.0.1:UPSTREAM`) on a
+// free port of 127.0.0.1. Prism forwards every request, also one that breaks the document, and
+// names what broke it in an `sl-violations` response header.
+class ValidatingProxy : public ChildProcess {
+ public:
+  ValidatingProxy(const std::string& prism, const std::string& document, std::uint16_t upstream,
+                  const std::filesystem::path& log_file);
+  std::uint16_t port() const { return port_; }
+  // Throws if Prism found that `result` (the answer to METHOD TARGET) breaks the document;
+  // removes Prism's header from it either way. Request violations are the test's business:
+  // tests send bad requests on purpose.
+  static void check(const std::string& method, const std::string& target, HttpResult& result);
+
+ private:
+  std::uint16_t port_ = 0;
 };
 
 class ServerProcess : public ChildProcess {
@@ -91,15 +110,22 @@ class ServerProcess : public ChildProcess {
   const std::string& kafka_bootstrap() const { return kafka_bootstrap_; }
   std::string bootstrap_token() const;
 
+  // request() and get() go through a ValidatingProxy when KEYLEDGER_E2E_PRISM names Prism's
+  // executable (and KEYLEDGER_E2E_OPENAPI the document): every answer they return then matches
+  // the OpenAPI document, or the call throws. port() is always the server's own.
   HttpResult request(const std::string& method, const std::string& target, const Json& body,
                      const std::string& token, std::map<std::string, std::string> headers = {}) const;
   HttpResult get(const std::string& target, const std::string& token,
                  std::map<std::string, std::string> headers = {}) const;
 
  private:
+  // The port request() sends to: the proxy's, started on first use, or the server's.
+  std::uint16_t request_port() const;
+
   std::filesystem::path data_dir_;
   std::uint16_t port_ = 0;
   std::string kafka_bootstrap_;
+  mutable std::unique_ptr<ValidatingProxy> proxy_;
 };
 
 // Starts `keyledger webhooks --data-dir STATE_DIR` plus `args` (stderr to STATE_DIR.log) and

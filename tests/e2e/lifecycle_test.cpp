@@ -356,6 +356,12 @@ TEST_CASE("idempotency keys replay the first response without the secret", "[e2e
 
 TEST_CASE("rate limits answer 429 with Retry-After", "[e2e]") {
   Fixture f;
+  // The standard tier refilling one request a second: the checks below need far less than a
+  // second between the draining call and the refused ones, through a validating proxy too.
+  f.server.reset();
+  f.server = std::make_unique<ServerProcess>(
+      f.dir.path() / "slow", std::vector<std::string>{"--rate-limit-tiers", "standard:1:100,elevated:500:1000"});
+  f.admin = f.server->bootstrap_token();
   const std::string manage = f.token("dashboard", {"manage"});
   const std::string gateway = f.token("gateway", {"verify"});
   const std::string agent_id = f.server->request("POST", "/v1/agents", agent_body(), manage).json()["agent_id"];
