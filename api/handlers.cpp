@@ -12,6 +12,7 @@ Api::Impl::Impl(ApiContext c) : ctx(std::move(c)) {
   set(kMetrics, &Impl::metrics);
   set(kCreateToken, &Impl::create_token);
   set(kListTokens, &Impl::list_tokens);
+  set(kTokenSelf, &Impl::token_self);
   set(kRevokeToken, &Impl::revoke_token);
   set(kRegisterAgent, &Impl::register_agent);
   set(kGetAgent, &Impl::get_agent);

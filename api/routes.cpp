@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "api/errors.h"
+#include "domain/service_tokens.h"
 
 namespace keyledger::api {
 
@@ -12,12 +13,15 @@ const std::vector<Route>& contract_routes() {
   static const std::vector<std::string_view> manage = {"manage"};
   static const std::vector<std::string_view> read = {"manage", "audit"};
   static const std::vector<std::string_view> admin = {"admin"};
+  // Every token holds at least one scope, so a route open to all of them takes any token.
+  static const std::vector<std::string_view> any_scope(kScopes.begin(), kScopes.end());
   static const std::vector<Route> routes = {
       {kHealthz, "GET", "/healthz", A::kPublic, {}, true, true},
       {kReadyz, "GET", "/readyz", A::kPublic, {}, true, true},
       {kMetrics, "GET", "/metrics", A::kPublic, {}, true, true},
       {kCreateToken, "POST", "/v1/tokens", A::kToken, admin, false, false},
       {kListTokens, "GET", "/v1/tokens", A::kToken, admin, true, false},
+      {kTokenSelf, "GET", "/v1/tokens/self", A::kToken, any_scope, true, false},
       {kRevokeToken, "POST", "/v1/tokens/{token_id}/revoke", A::kToken, admin, false, false},
       {kRegisterAgent, "POST", "/v1/agents", A::kToken, manage, false, false},
       {kGetAgent, "GET", "/v1/agents/{agent_id}", A::kToken, read, false, false},

@@ -23,6 +23,7 @@ enum class RouteId : std::uint8_t {
   kMetrics,
   kCreateToken,
   kListTokens,
+  kTokenSelf,
   kRevokeToken,
   kRegisterAgent,
   kGetAgent,

@@ -8,7 +8,8 @@ import { formDialog, showSecret } from './dialogs.js';
 import { add, agentHref, badge, busy, charCount, code, errorNotice, facts, field, h, notice, put, table, time } from './dom.js';
 import { usageSection } from './usage.js';
 
-const TIERS = ['standard', 'elevated'];
+// Suggestions only: a server started with --rate-limit-tiers has its own, and says so (422).
+const DEFAULT_TIERS = ['standard', 'elevated'];
 const MAX_LIFETIME_DAYS = 3660;
 const MAX_OVERLAP_HOURS = 168;
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
@@ -140,33 +141,50 @@ async function renderSettings(content, initialAgent) {
       put(tierBody, h('p', {}, 'Tier: ', h('strong', {}, agent.rate_limit_tier)));
       return;
     }
-    const options = TIERS.includes(agent.rate_limit_tier) ? TIERS : [agent.rate_limit_tier, ...TIERS];
-    const tierSelect = h('select', { id: 'tier-select' }, options.map((t) => h('option', { value: t, selected: t === agent.rate_limit_tier }, t)));
-    const change = h('button', { type: 'submit' }, 'Change tier');
-    const form = h(
-      'form',
-      { class: 'inline-form', novalidate: true },
-      h('div', { class: 'field' }, h('label', { for: 'tier-select' }, 'Rate-limit tier'), tierSelect),
-      change,
+    const suggestions = h(
+      'datalist',
+      { id: 'tier-names' },
+      [...new Set([agent.rate_limit_tier, ...DEFAULT_TIERS])].map((t) => h('option', { value: t })),
     );
+    const tier = field({
+      label: 'Rate-limit tier',
+      name: 'tier',
+      required: true,
+      autocomplete: 'off',
+      spellcheck: 'false',
+      list: 'tier-names',
+      value: agent.rate_limit_tier,
+      hint: 'A tier this server was started with (--rate-limit-tiers); standard and elevated by default.',
+    });
+    const change = h('button', { type: 'submit' }, 'Change tier');
+    const form = h('form', { class: 'inline-form', novalidate: true, 'aria-label': 'Change tier' }, tier.wrap, suggestions, change);
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
-      if (tierSelect.value === agent.rate_limit_tier) {
+      const wanted = tier.input.value.trim();
+      tier.setError(!wanted ? 'Name a rate-limit tier.' : CONTROL.test(wanted) ? 'Rate-limit tier must not contain control characters.' : '');
+      if (tier.input.getAttribute('aria-invalid')) {
+        tier.input.focus();
+        return;
+      }
+      if (wanted === agent.rate_limit_tier) {
         say('info', `The tier is already ${agent.rate_limit_tier}.`);
         return;
       }
       try {
-        agent = await busy(change, () => api.put(path`/v1/agents/${agentId}/rate-limit`, { tier: tierSelect.value }));
+        agent = await busy(change, () => api.put(path`/v1/agents/${agentId}/rate-limit`, { tier: wanted }));
         say('success', `Rate-limit tier changed to ${agent.rate_limit_tier}.`);
         await reloadQuietly();
       } catch (err) {
+        // The server knows its tiers: its `details` ("must be one of: …") go next to the field.
+        const details = (err.details || []).filter((d) => d.field === 'tier');
+        tier.setError(details.map((d) => d.message).join('; '));
+        if (details.length) {
+          tier.input.focus();
+        }
         say('error', errorNotice(err, 'The tier was not changed'));
       }
     });
-    put(tierBody, 
-      form,
-      h('p', { class: 'hint' }, 'standard: 50 requests/s, burst 100 · elevated: 500 requests/s, burst 1000 (server defaults).'),
-    );
+    put(tierBody, form);
   }
 
   function drawKeys() {

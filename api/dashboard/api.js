@@ -11,9 +11,8 @@ export const session = {
   token: null, // the bearer credential: a service token (kls_…) or an agent key (cg_…)
   kind: null, // 'service' | 'agent'
   actor: '', // X-Actor: the person on whose behalf a service token acts (optional)
-  scopes: new Set(), // service scopes found by probing: manage, audit, admin, …
-  scopesExact: false, // true when read from GET /v1/tokens, false when probed
-  tokenInfo: null, // this token's entry in GET /v1/tokens (admin only)
+  scopes: new Set(), // the service token's scopes: manage, audit, admin, …
+  tokenInfo: null, // this token's own record (GET /v1/tokens/self)
   self: null, // {agent, key} for an agent key
 };
 
@@ -86,7 +85,6 @@ export function signOut(reason) {
   session.kind = null;
   session.actor = '';
   session.scopes = new Set();
-  session.scopesExact = false;
   session.tokenInfo = null;
   session.self = null;
   onSignedOut(reason);
@@ -98,14 +96,15 @@ const NETWORK_RETRIES = 1;
 
 // One API call. Returns {status, data, headers}; throws ApiError on a non-2xx answer.
 // POSTs carry an Idempotency-Key; a request lost in transit is retried once with the same
-// key, so it never takes effect twice.
-export async function request(method, path, { body, query, credential, probe = false } = {}) {
+// key, so it never takes effect twice. A 401 signs out, but not while `signingIn` (the
+// caller reports it).
+export async function request(method, path, { body, query, credential, signingIn = false } = {}) {
   const token = credential ?? session.token;
   const headers = { Accept: 'application/json', Authorization: `Bearer ${token}` };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
   }
-  if (method === 'POST' && !probe) {
+  if (method === 'POST') {
     headers['Idempotency-Key'] = randomId();
   }
   if (method !== 'GET' && session.actor && credentialKind(token) === 'service') {
@@ -151,7 +150,7 @@ export async function request(method, path, { body, query, credential, probe = f
   }
   if (!response.ok) {
     const err = new ApiError(response.status, data, response.headers);
-    if (response.status === 401 && credential === undefined && session.token === token && !probe) {
+    if (response.status === 401 && credential === undefined && session.token === token && !signingIn) {
       signOut('keyledger no longer accepts this credential (it may have been revoked). Sign in again.');
     }
     throw err;
@@ -170,66 +169,19 @@ export const path = (strings, ...ids) =>
 
 // --- Sign-in and scopes ------------------------------------------------------------------
 
-// The hint GET /v1/tokens shows for a token: prefix, first 4 and last 4 characters.
-function tokenHint(token) {
-  const body = token.slice(4);
-  return `kls_${body.slice(0, 4)}…${body.slice(-4)}`;
-}
-
-async function probe(method, path, body) {
-  try {
-    await request(method, path, { body, probe: true });
-    return true;
-  } catch (err) {
-    if (err.status === 403) {
-      return false;
-    }
-    if (err.status === 401) {
-      throw err;
-    }
-    // 422 and 404 come from past the scope check: the scope is there.
-    return err.status === 422 || err.status === 404;
-  }
-}
-
-// Finds what the credential may do. A service token with `admin` reads its own scopes from
-// GET /v1/tokens; any other token is probed with calls that change nothing (a 403 tells).
+// Finds what the credential may do: a service token reads its own record and scopes from
+// GET /v1/tokens/self (any scope may), an agent key its agent and key from GET /v1/self.
 async function discoverScopes() {
   session.scopes = new Set();
-  session.scopesExact = false;
   session.tokenInfo = null;
   session.self = null;
   if (session.kind === 'agent') {
-    session.self = (await request('GET', '/v1/self', { probe: true })).data;
+    session.self = (await request('GET', '/v1/self', { signingIn: true })).data;
     return;
   }
-  try {
-    const { data } = await request('GET', '/v1/tokens', { probe: true });
-    const hint = tokenHint(session.token);
-    const mine = (data.tokens || []).filter((t) => t.hint === hint && t.status === 'active');
-    if (mine.length === 1) {
-      session.tokenInfo = mine[0];
-      session.scopes = new Set(mine[0].scopes);
-      session.scopesExact = true;
-      return;
-    }
-    session.scopes.add('admin');
-  } catch (err) {
-    if (err.status !== 403) {
-      throw err;
-    }
-  }
-  const [audit, manage] = await Promise.all([
-    probe('GET', '/v1/audit?limit=1'),
-    // An empty profile is refused with 422 after the scope check, and registers nothing.
-    probe('POST', '/v1/agents', {}),
-  ]);
-  if (audit) {
-    session.scopes.add('audit');
-  }
-  if (manage) {
-    session.scopes.add('manage');
-  }
+  const { data } = await request('GET', '/v1/tokens/self', { signingIn: true });
+  session.tokenInfo = data;
+  session.scopes = new Set(data.scopes || []);
 }
 
 // Signs in with `token`; throws ApiError (401: not accepted) or Error (bad format).

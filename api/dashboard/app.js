@@ -70,7 +70,7 @@ function renderNav() {
   const scopes = session.kind === 'agent' ? 'self view' : [...session.scopes].join(', ') || 'no dashboard scope';
   const signOutButton = h('button', { type: 'button', class: 'link-button', onclick: () => signOut() }, 'Sign out');
   put(who, 
-    h('span', { class: 'identity' }, identity, h('span', { class: 'scopes' }, ` (${scopes}${session.scopesExact || session.kind === 'agent' ? '' : ', probed'})`)),
+    h('span', { class: 'identity' }, identity, h('span', { class: 'scopes' }, ` (${scopes})`)),
     !can('manage') && session.kind === 'service' ? h('span', { class: 'badge badge-readonly' }, 'read-only') : null,
     signOutButton,
   );

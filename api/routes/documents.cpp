@@ -35,12 +35,14 @@ Response Api::Impl::openapi(Request& req, const Caller&, const Params&) {
 
 Response Api::Impl::dashboard(Request& req, const Caller&, const Params&) {
   const std::optional<Asset> asset = ctx.dashboard ? find_asset(req.path) : std::nullopt;
-  if (!asset) {
-    return error_response(404, "not_found",
-                          ctx.dashboard ? "no such file" : "the dashboard is off (--dashboard off)",
-                          req.request_id);
-  }
-  Response res = asset_response(*asset);
+  // A missing file is answered under the same policy as the files: a browser shows that
+  // answer in the dashboard's place too.
+  Response res =
+      asset ? asset_response(*asset)
+            : error_response(404, "not_found",
+                             ctx.dashboard ? "no such file" : "the dashboard is off (--dashboard off)",
+                             req.request_id);
+  res.headers.set("X-Content-Type-Options", "nosniff");
   res.headers.set("Content-Security-Policy", kDashboardPolicy);
   res.headers.set("Referrer-Policy", "no-referrer");
   res.headers.set("X-Frame-Options", "DENY");

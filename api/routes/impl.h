@@ -278,6 +278,8 @@ struct Api::Impl {
   // tokens.cpp
   Response create_token(Request& req, const Caller& caller, const Params&);
   Response list_tokens(Request&, const Caller&, const Params&);
+  // GET /v1/tokens/self: the caller's own entry of GET /v1/tokens, whatever its scopes.
+  Response token_self(Request&, const Caller& caller, const Params&);
   Response revoke_token(Request& req, const Caller& caller, const Params& params);
 
   // agents.cpp

@@ -42,6 +42,11 @@ Response Api::Impl::list_tokens(Request&, const Caller&, const Params&) {
   return json_response(200, {{"tokens", tokens}});
 }
 
+Response Api::Impl::token_self(Request&, const Caller& caller, const Params&) {
+  // The token as authenticated: active, and without its digest or secret (token_json).
+  return json_response(200, token_json(caller.token));
+}
+
 Response Api::Impl::revoke_token(Request& req, const Caller& caller, const Params& params) {
   return idempotent(req, caller, [&](Replay& replay) {
     if (auto bad = no_fields_body(req)) {

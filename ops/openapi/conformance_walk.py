@@ -249,7 +249,14 @@ def main():
         w.fail("replayed POST /v1/tokens", "no Idempotent-Replayed: true, or the token repeated", r2)
     w.call(S, "POST", "/v1/tokens", token=boot, headers=idem, body={"name": "other", "scopes": ["audit"]},
            expect=422, code="idempotency_key_reused")
-    w.call(S, "GET", "/v1/tokens", token=boot)
+    listed = w.call(S, "GET", "/v1/tokens", token=boot)
+    # Every token reads its own record, whatever its scopes: the entry GET /v1/tokens lists.
+    for token in (boot, MT, AT, VT, RT):
+        r = w.call(S, "GET", "/v1/tokens/self", token=token)
+        entries = [t for t in (listed.json or {}).get("tokens", [])
+                   if t.get("token_id") == (r.json or {}).get("token_id")]
+        if entries != [r.json]:
+            w.fail("GET /v1/tokens/self", "not the caller's entry of GET /v1/tokens", r)
     doomed = (r1.json or {}).get("token_id", "tok_missing")
     w.call(S, "POST", f"/v1/tokens/{doomed}/revoke", token=boot)
     w.call(S, "POST", f"/v1/tokens/{doomed}/revoke", token=boot, body={}, expect=409, code="token_not_active")
@@ -266,6 +273,10 @@ def main():
     w.call(L, "GET", "/v1/tokens", expect=401, code="unauthorized", request_violation=True)
     w.call(S, "GET", "/v1/tokens", token="kls_" + "A" * 43, expect=401, code="unauthorized")
     w.call(S, "GET", "/v1/tokens", token=AT, expect=403, code="forbidden")
+    w.call(L, "GET", "/v1/tokens/self", expect=401, code="unauthorized", request_violation=True)
+    w.call(S, "GET", "/v1/tokens/self", token="kls_" + "A" * 43, expect=401, code="unauthorized")
+    w.call(S, "GET", "/v1/tokens/self", token=(r1.json or {}).get("token", ""), expect=401, code="unauthorized",
+           label="GET /v1/tokens/self with a revoked token")
     w.call(S, "POST", "/v1/verify", token=MT, body={"api_key": "x"}, expect=403, code="forbidden")
 
     # --- agents (manage; GETs also audit)
@@ -302,6 +313,8 @@ def main():
     # --- keys
     r = w.call(S, "POST", f"/v1/agents/{aid}/keys", token=MT, expect=201)
     k1, kid1 = (r.json or {}).get("api_key", ""), ((r.json or {}).get("key") or {}).get("key_id", "key_missing")
+    w.call(S, "GET", "/v1/tokens/self", token=k1, expect=403, code="forbidden",
+           label="GET /v1/tokens/self with an agent key")
     idem = {"Idempotency-Key": str(uuid.uuid4())}
     w.call(S, "POST", f"/v1/agents/{aid}/keys", token=MT, headers=idem, body={"label": "idem"}, expect=201)
     r = w.call(S, "POST", f"/v1/agents/{aid}/keys", token=MT, headers=idem, body={"label": "idem"}, expect=201,

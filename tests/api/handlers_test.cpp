@@ -51,6 +51,7 @@ TEST_CASE("handlers: unknown routes answer 404 not_found, wrong methods 405 with
       {"GET", "/v1/leaks", "POST"},
       {"PUT", "/v1/audit", "GET"},
       {"GET", "/v1/tokens/tok_x/revoke", "POST"},
+      {"POST", "/v1/tokens/self", "GET"},
       {"POST", "/", "GET"},
       {"POST", "/openapi.json", "GET"},
       {"GET", "/v1/leaks/github", "POST"},
@@ -108,6 +109,7 @@ TEST_CASE("handlers: every token route: 401 with WWW-Authenticate, 403 for other
   const std::vector<Route> routes = {
       {"POST", "/v1/tokens", {"admin"}},
       {"GET", "/v1/tokens", {"admin"}},
+      {"GET", "/v1/tokens/self", {"admin", "manage", "audit", "verify", "report_leaks"}},
       {"POST", "/v1/tokens/" + token_id + "/revoke", {"admin"}},
       {"POST", "/v1/agents", {"manage"}},
       {"GET", "/v1/agents/" + agent_id, {"manage", "audit"}},
@@ -1168,6 +1170,63 @@ TEST_CASE("handlers: service tokens: create, list without secrets, revoke at onc
   CHECK(last["events"][0]["actor"] == "ops");
 }
 
+TEST_CASE("handlers: GET /v1/tokens/self answers the caller's own entry of GET /v1/tokens",
+          "[handlers][tokens]") {
+  World w;
+  const std::string both = w.token("ops-and-audit", {"audit", "manage"});
+  const Json listed = parse(w.get("/v1/tokens", w.admin));
+  for (const auto& [name, credential] :
+       std::vector<std::pair<std::string, std::string>>{{"ops", w.admin},
+                                                        {"dashboard", w.manage},
+                                                        {"auditor", w.auditor},
+                                                        {"gateway-eu", w.gateway},
+                                                        {"scanner", w.scanner},
+                                                        {"ops-and-audit", both}}) {
+    INFO(name);
+    const auto res = w.get("/v1/tokens/self", credential);
+    REQUIRE(res.status == 200);
+    CHECK(res.content_type == "application/json");
+    const Json self = parse(res);
+    Json entry;
+    for (const auto& t : listed["tokens"]) {
+      if (t["name"] == name) {
+        entry = t;
+      }
+    }
+    REQUIRE(entry.is_object());
+    CHECK(self == entry);  // exactly the shape of one entry: no secret, no digest
+    CHECK(self["status"] == "active");
+    CHECK(res.body.find(credential) == std::string::npos);
+    CHECK(res.body.find(credential.substr(4)) == std::string::npos);
+    CHECK(res.body.find("digest") == std::string::npos);
+    // X-Actor does not change the answer, and HEAD answers the same without a body.
+    CHECK(parse(w.get("/v1/tokens/self", credential, {{"X-Actor", "alice@example.com"}})) == self);
+    const auto head = w.raw("HEAD", "/v1/tokens/self", "", credential);
+    CHECK(head.status == 200);
+    CHECK(head.body.empty());
+  }
+  // It reads: nothing is appended.
+  const auto before = w.store->last_position();
+  CHECK(w.get("/v1/tokens/self", w.gateway).status == 200);
+  CHECK(w.store->last_position() == before);
+
+  // A revoked token is unknown at once.
+  std::string both_id;
+  for (const auto& t : listed["tokens"]) {
+    if (t["name"] == "ops-and-audit") {
+      both_id = t["token_id"].get<std::string>();
+    }
+  }
+  REQUIRE(w.post("/v1/tokens/" + both_id + "/revoke", Json::object(), w.admin).status == 200);
+  auto revoked = w.get("/v1/tokens/self", both);
+  w.expect_error(revoked, 401, "unauthorized");
+  CHECK(header(revoked, "WWW-Authenticate") == kRealm);
+  // An agent's key is not a service token.
+  const auto key = w.create_key(w.register_agent());
+  w.expect_error(w.get("/v1/tokens/self", key.api_key), 403, "forbidden");
+  w.expect_error(w.get("/v1/tokens/self", "", {{"X-Api-Key", key.api_key}}), 401, "unauthorized");
+}
+
 // --- actors and audit ---------------------------------------------------------------------
 
 TEST_CASE("handlers: the actor of every event, including X-Actor", "[handlers]") {
@@ -1561,6 +1620,50 @@ TEST_CASE("handlers: /openapi.json and the dashboard are served from the binary,
     CHECK(header(res, "Content-Security-Policy") == policy);
   }
   CHECK(w.get("/ui/app.js", "").content_type.starts_with("text/javascript"));
+}
+
+TEST_CASE("handlers: a missing dashboard file is 404 under the dashboard's security headers",
+          "[handlers][documents]") {
+  World w;
+  const std::string policy = header(w.get("/", ""), "Content-Security-Policy");
+  REQUIRE_FALSE(policy.empty());
+  for (const std::string target : {"/ui/nothing.js", "/ui/no-such-dir/x.css", "/ui/api/nothing.html"}) {
+    INFO(target);
+    const auto res = w.get(target, "");
+    w.expect_error(res, 404, "not_found");
+    CHECK(header(res, "Content-Security-Policy") == policy);
+    CHECK(header(res, "X-Content-Type-Options") == "nosniff");
+    CHECK(header(res, "Referrer-Policy") == "no-referrer");
+    CHECK(header(res, "X-Frame-Options") == "DENY");
+  }
+}
+
+TEST_CASE("handlers: --dashboard off: / and /ui/ answer 404, the API still works", "[handlers][documents]") {
+  World w;
+  // The API as `keyledger serve --dashboard off` wires it (api/node/primary.cpp).
+  w.api = std::make_unique<Api>(ApiContext{.projector = *w.projector,
+                                           .commands = *w.commands,
+                                           .verifier = *w.verifier,
+                                           .idempotency = *w.idempotency,
+                                           .metrics = w.metrics,
+                                           .clock = w.clock,
+                                           .hasher = w.hasher,
+                                           .ready = [] { return true; },
+                                           .auth_failures = &w.auth_failures,
+                                           .dashboard = false});
+  for (const std::string target : {"/", "/ui/app.js", "/ui/app.css", "/ui/index.html"}) {
+    INFO(target);
+    const auto res = w.get(target, "");
+    w.expect_error(res, 404, "not_found");
+    CHECK(parse(res)["error"]["message"].get<std::string>().find("--dashboard off") != std::string::npos);
+    CHECK(res.body.find("<html") == std::string::npos);
+    CHECK(header(res, "X-Content-Type-Options") == "nosniff");
+  }
+  CHECK(w.get("/openapi.json", "").status == 200);
+  CHECK(w.get("/healthz", "").status == 200);
+  const std::string agent_id = w.register_agent();
+  CHECK(w.get("/v1/agents/" + agent_id, w.manage).status == 200);
+  CHECK(w.get("/v1/tokens/self", w.auditor).status == 200);
 }
 
 }  // namespace keyledger::api
