@@ -65,6 +65,12 @@ struct Route {
 // The routes, in matching order (the first route whose method and pattern match wins).
 const std::vector<Route>& contract_routes();
 
+// The dashboard's pages (`/`, `/ui/…`): every answer under them, a 404 or 405 included,
+// carries the dashboard's security headers (Content-Security-Policy, nosniff, no-referrer, no
+// framing, no caching).
+bool is_dashboard_path(std::string_view path);
+void set_dashboard_headers(http::Response& response);
+
 // Matches requests against a route table.
 class Router {
  public:
@@ -78,6 +84,7 @@ class Router {
   http::Response no_route(const http::Request& request) const;
 
  private:
+  http::Response no_route_of(const http::Request& request) const;  // no_route() but the headers
   struct Compiled {
     const Route* route;
     std::vector<std::string> parts;

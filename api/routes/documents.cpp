@@ -5,12 +5,6 @@ namespace keyledger::api {
 
 namespace {
 
-// The dashboard's pages and assets: nothing but the files compiled in may run (no inline
-// script or style, no other origin), no page may frame it, and no URL leaks out in a Referer.
-constexpr std::string_view kDashboardPolicy =
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
 Response asset_response(const Asset& asset) {
   Response res;
   res.status = 200;
@@ -42,11 +36,7 @@ Response Api::Impl::dashboard(Request& req, const Caller&, const Params&) {
             : error_response(404, "not_found",
                              ctx.dashboard ? "no such file" : "the dashboard is off (--dashboard off)",
                              req.request_id);
-  res.headers.set("X-Content-Type-Options", "nosniff");
-  res.headers.set("Content-Security-Policy", kDashboardPolicy);
-  res.headers.set("Referrer-Policy", "no-referrer");
-  res.headers.set("X-Frame-Options", "DENY");
-  res.headers.set("Cache-Control", "no-cache");
+  set_dashboard_headers(res);
   return res;
 }
 

@@ -1636,6 +1636,20 @@ TEST_CASE("handlers: a missing dashboard file is 404 under the dashboard's secur
     CHECK(header(res, "Referrer-Policy") == "no-referrer");
     CHECK(header(res, "X-Frame-Options") == "DENY");
   }
+  // What no route takes under the dashboard's paths (answered by the router) too.
+  const auto deep = w.get("/ui/a/b/c.js", "");
+  w.expect_error(deep, 404, "not_found");
+  CHECK(header(deep, "Content-Security-Policy") == policy);
+  CHECK(header(deep, "X-Content-Type-Options") == "nosniff");
+  for (const std::string target : {"/", "/ui/app.js"}) {
+    INFO(target);
+    const auto posted = w.raw("POST", target, "", "", {});
+    w.expect_error(posted, 405, "method_not_allowed");
+    CHECK(header(posted, "Content-Security-Policy") == policy);
+    CHECK(header(posted, "Referrer-Policy") == "no-referrer");
+  }
+  // The API's own 404s are JSON answers to API clients: no dashboard policy there.
+  CHECK(header(w.get("/v1/nothing", ""), "Content-Security-Policy").empty());
 }
 
 TEST_CASE("handlers: --dashboard off: / and /ui/ answer 404, the API still works", "[handlers][documents]") {
