@@ -8,9 +8,15 @@
 //
 // What can be lost: a replica killed between two publishes loses its last interval; a report
 // the producer cannot queue is counted back into the recorder and sent with the next one; a
-// report Kafka does not acknowledge in time is lost and counted (lost_cells). The feed commits its
-// offsets after merging (at least once), so a primary killed before its next flush may lose
-// reports it merged but had not flushed, like its own counts.
+// report Kafka does not acknowledge in time is lost and counted (lost_cells). The feed stores a
+// report's offset once it is merged into the primary's recorder, and librdkafka commits the
+// stored offsets every second; the primary journals its recorder every 2 s (KeyUsage::flush).
+// So a primary killed or crashed loses the reports it merged since its last flush whose
+// offsets were committed (up to 2 s of them; they are not read again), and counts twice, after
+// its restart, the reports it had flushed whose offsets were not committed yet (up to about a
+// second of them). With the embedded broker, which starts empty, nothing is read again: what
+// the replicas published and the feed had not merged is lost too. A clean stop stops the feed
+// (committing its offsets) before the last flush, and loses nothing.
 
 #include <atomic>
 #include <chrono>

@@ -74,9 +74,13 @@ void ColumnFamily::merge(rocksdb::WriteBatch& batch, std::string_view key, std::
   batch.Merge(cf_, slice(key), slice(value)).PermitUncheckedError();
 }
 
-Status ColumnFamily::compact() const {
+Status ColumnFamily::compact(std::atomic<bool>* canceled) const {
   rocksdb::CompactRangeOptions options;
   options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  // An exclusive manual compaction (RocksDB's default) holds back the automatic ones of the
+  // whole database, the log's too, for as long as it runs.
+  options.exclusive_manual_compaction = false;
+  options.canceled = canceled;
   return from_rocks(db_->CompactRange(options, cf_, nullptr, nullptr), "compact " + name());
 }
 

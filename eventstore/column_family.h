@@ -8,6 +8,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,8 +50,10 @@ class ColumnFamily {
   void merge(rocksdb::WriteBatch& batch, std::string_view key, std::string_view value) const;
   // Every key in [first, end).
   void erase_range(rocksdb::WriteBatch& batch, std::string_view first, std::string_view end) const;
-  // Compacts the whole family now (its compaction filter sees every entry), and waits.
-  Status compact() const;
+  // Compacts the whole family now (its compaction filter sees every entry), and waits. Not
+  // exclusive: RocksDB's own compactions of every family go on meanwhile. Once `canceled` (may
+  // be null) turns true it ends early with a non-Ok status, what it did so far kept.
+  Status compact(std::atomic<bool>* canceled = nullptr) const;
   // Bulk load (a rebuild): writes `entries`, keys strictly ascending (bytewise), into an SST
   // file in the store's kIngestDirectory (emptied when the store opens) and ingests it, moved, as the newest
   // data of this family: no memtable, no WAL, no flush. Durable when it returns. InvalidArgument if the keys

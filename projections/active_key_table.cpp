@@ -6,6 +6,7 @@
 #include <cassert>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -52,6 +53,96 @@ InlineId::InlineId(std::string_view id) {
   size_ = static_cast<std::uint8_t>(std::min(id.size(), kCapacity));
   std::memcpy(data_.data(), id.data(), size_);
 }
+
+namespace {
+
+template <typename Count>
+Count saturating_add(Count a, Count b) {
+  return a > std::numeric_limits<Count>::max() - b ? std::numeric_limits<Count>::max() : a + b;
+}
+
+// Whether `a` is kept before `b` when a list is cut: more uses first, then by address.
+template <typename Count>
+bool ranks_before(const std::pair<std::string, Count>& a, const std::pair<std::string, Count>& b) {
+  return a.second != b.second ? a.second > b.second : a.first < b.first;
+}
+
+// What an address missing from `list` may have been used (merge_sources): 0 unless it is full.
+template <typename Count>
+Count floor_of(const std::vector<std::pair<std::string, Count>>& list, std::size_t bound) {
+  if (list.empty() || list.size() < bound) {
+    return 0;
+  }
+  Count floor = std::numeric_limits<Count>::max();
+  for (const auto& entry : list) {
+    floor = std::min(floor, entry.second);
+  }
+  return floor;
+}
+
+template <typename List>
+auto find_address(List& list, std::size_t end, std::string_view address) {
+  return std::find_if(list.begin(), list.begin() + static_cast<std::ptrdiff_t>(end),
+                      [&](const auto& entry) { return entry.first == address; });
+}
+
+}  // namespace
+
+template <typename Count>
+void merge_sources(std::vector<std::pair<std::string, Count>>& into,
+                   const std::vector<std::pair<std::string, Count>>& from, std::size_t bound) {
+  if (from.empty()) {
+    return;
+  }
+  const Count into_floor = floor_of(into, bound);
+  const Count from_floor = floor_of(from, bound);
+  const std::size_t listed = into.size();
+  for (auto& entry : into) {
+    const auto found = find_address(from, from.size(), entry.first);
+    entry.second = saturating_add(entry.second, found != from.end() ? found->second : from_floor);
+  }
+  for (const auto& [address, count] : from) {
+    if (find_address(into, listed, address) == into.begin() + static_cast<std::ptrdiff_t>(listed)) {
+      into.emplace_back(address, saturating_add(count, into_floor));
+    }
+  }
+  if (into.size() > bound) {
+    std::sort(into.begin(), into.end(), ranks_before<Count>);
+    into.resize(bound);
+  }
+}
+
+template <typename Count>
+void add_source(std::vector<std::pair<std::string, Count>>& into, std::string_view address, Count count,
+                std::size_t bound) {
+  // merge_sources(into, {{address, count}}, bound), without building the one-entry list.
+  if (const auto found = find_address(into, into.size(), address); found != into.end()) {
+    found->second = saturating_add(found->second, count);
+    return;
+  }
+  if (into.size() < bound) {
+    into.emplace_back(address, count);
+    return;
+  }
+  if (bound == 0) {
+    return;
+  }
+  // Full: the newcomer competes with the entry ranked last, which holds the smallest count.
+  const auto last = std::max_element(into.begin(), into.end(), ranks_before<Count>);
+  std::pair<std::string, Count> entrant(address, saturating_add(last->second, count));
+  if (ranks_before(entrant, *last)) {
+    *last = std::move(entrant);
+  }
+}
+
+template void merge_sources(std::vector<std::pair<std::string, std::uint32_t>>&,
+                            const std::vector<std::pair<std::string, std::uint32_t>>&, std::size_t);
+template void merge_sources(std::vector<std::pair<std::string, std::uint64_t>>&,
+                            const std::vector<std::pair<std::string, std::uint64_t>>&, std::size_t);
+template void add_source(std::vector<std::pair<std::string, std::uint32_t>>&, std::string_view, std::uint32_t,
+                         std::size_t);
+template void add_source(std::vector<std::pair<std::string, std::uint64_t>>&, std::string_view, std::uint64_t,
+                         std::size_t);
 
 namespace {
 
@@ -192,18 +283,6 @@ ActiveKeyTable::UseCell& ActiveKeyTable::CountCells::cell(Ref ref) {
 
 namespace {
 
-// Adds `count` uses by `address` to `list`; past its bound, the first addresses seen stay.
-void add_source(std::vector<std::pair<std::string, std::uint32_t>>& list, std::string_view address,
-                std::uint32_t count, std::size_t bound) {
-  auto it = std::find_if(list.begin(), list.end(), [&](const auto& s) { return s.first == address; });
-  if (it != list.end()) {
-    it->second =
-        static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{it->second} + count, UINT32_MAX));
-  } else if (list.size() < bound) {
-    list.emplace_back(address, count);
-  }
-}
-
 std::uint32_t total_of(const std::array<std::uint32_t, ActiveKeyTable::kCountedOutcomes>& counts) {
   std::uint64_t sum = 0;
   for (const std::uint32_t n : counts) {
@@ -271,8 +350,11 @@ void ActiveKeyTable::add_sources(CountLists& lists, UseCell& cell, std::uint32_t
     lists.sources.emplace_back();
     cell.sources = static_cast<std::uint32_t>(lists.sources.size());
   }
-  for (const auto& [address, n] : sources) {
-    add_source(lists.sources[cell.sources - 1], address, n, kMaxCountedSources);  // first come first kept
+  SourceList& list = lists.sources[cell.sources - 1];
+  if (sources.size() == 1) {
+    add_source(list, sources[0].first, sources[0].second, kMaxCountedSources);  // as merging, cheaper
+  } else {
+    merge_sources(list, sources, kMaxCountedSources);
   }
 }
 

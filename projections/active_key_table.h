@@ -44,6 +44,26 @@ class InlineId {
   std::uint8_t size_ = 0;
 };
 
+// Client addresses of a key's uses in one bucket, bounded to `bound` entries the Space-Saving
+// way (Metwally et al., "Efficient computation of frequent and top-k elements in data
+// streams"), so that the most frequent addresses are kept, not the first ones seen. A list
+// with fewer than `bound` entries is exact. A full one may have let addresses go; each of them
+// was used at most as often as the smallest count listed, so merging lists credits an address
+// missing from a full list with that list's smallest count, sums the rest per address and
+// keeps the `bound` largest (count, then address). A single use is a one-entry list: an
+// address new to a full list takes the place of its smallest entry with that count plus one.
+// Listed counts of a full list are thus upper bounds, over by at most its smallest count, and
+// an address used more often than that is always listed. Every merge of lists (cells, the
+// journal, minutes into hours, replicas' reports, answers) goes through here. Counts
+// saturate. The order of `into` is kept where nothing is dropped.
+template <typename Count>
+void merge_sources(std::vector<std::pair<std::string, Count>>& into,
+                   const std::vector<std::pair<std::string, Count>>& from, std::size_t bound);
+// One use (or `count` uses) by `address`: merge_sources with a one-entry list.
+template <typename Count>
+void add_source(std::vector<std::pair<std::string, Count>>& into, std::string_view address, Count count,
+                std::size_t bound);
+
 enum class KeyCondition : std::uint8_t { kActive, kRevoked, kExpired, kCompromised };
 
 struct KeyEntry {

@@ -4,8 +4,11 @@
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
+
+#include "domain/thread_name.h"
 
 namespace keyledger {
 namespace {
@@ -42,6 +45,13 @@ bool retained(UsageGranularity granularity, std::int64_t start, std::int64_t now
 
 std::int64_t unix_seconds(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+// Most seen first, then by address.
+void sort_sources(std::vector<std::pair<std::string, std::uint64_t>>& sources) {
+  std::sort(sources.begin(), sources.end(), [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  });
 }
 
 UsageCounts parse_counts(std::string_view bytes) {
@@ -134,21 +144,8 @@ void UsageCounts::add(const UsageCounts& other) {
   for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
     by_outcome[i] += other.by_outcome[i];
   }
-  for (const auto& source : other.sources) {
-    auto it =
-        std::find_if(sources.begin(), sources.end(), [&](const auto& s) { return s.first == source.first; });
-    if (it == sources.end()) {
-      sources.push_back(source);
-    } else {
-      it->second += source.second;
-    }
-  }
-  std::sort(sources.begin(), sources.end(), [](const auto& a, const auto& b) {
-    return a.second != b.second ? a.second > b.second : a.first < b.first;
-  });
-  if (sources.size() > kMaxUsageSources) {
-    sources.resize(kMaxUsageSources);
-  }
+  merge_sources(sources, other.sources, kMaxUsageSources);  // the Space-Saving rule (active_key_table.h)
+  sort_sources(sources);
 }
 
 std::uint64_t UsageCounts::total() const {
@@ -185,11 +182,11 @@ UsageCounts from_proto(const v1::UsageCounts& proto) {
   counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRevoked)] = proto.revoked();
   counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kExpired)] = proto.expired();
   counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kCompromised)] = proto.compromised();
-  UsageCounts sources;
+  // Bounded (one entry at a time) and sorted, whatever the sender did.
   for (const auto& source : proto.sources()) {
-    sources.sources.emplace_back(source.address(), source.count());
+    add_source(counts.sources, source.address(), source.count(), kMaxUsageSources);
   }
-  counts.add(sources);  // sorted and bounded, whatever the sender did
+  sort_sources(counts.sources);
   return counts;
 }
 
@@ -271,13 +268,20 @@ void UsageRecorder::add_source(Table& table, Cell& cell, std::string_view addres
     table.sources.emplace_back();
     cell.sources = static_cast<std::uint32_t>(table.sources.size());
   }
-  auto& list = table.sources[cell.sources - 1];
-  auto it = std::find_if(list.begin(), list.end(), [&](const auto& s) { return s.first == address; });
-  if (it != list.end()) {
-    it->second += count;
-  } else if (list.size() < kMaxUsageSources) {  // first come first kept (sorted when drained)
-    list.emplace_back(address, count);
+  // Sorted when drained.
+  keyledger::add_source(table.sources[cell.sources - 1], address, count, kMaxUsageSources);
+}
+
+void UsageRecorder::merge_sources(Table& table, Cell& cell,
+                                  const std::vector<std::pair<std::string, std::uint64_t>>& sources) {
+  if (sources.empty()) {
+    return;
   }
+  if (cell.sources == 0) {
+    table.sources.emplace_back();
+    cell.sources = static_cast<std::uint32_t>(table.sources.size());
+  }
+  keyledger::merge_sources(table.sources[cell.sources - 1], sources, kMaxUsageSources);
 }
 
 UsageCell UsageRecorder::to_cell(const Table& table, const Cell& cell) {
@@ -323,9 +327,7 @@ void UsageRecorder::merge(const UsageCell& in) {
     const std::uint64_t sum = cell.counts[i] + in.counts.by_outcome[i];
     cell.counts[i] = static_cast<std::uint32_t>(std::min<std::uint64_t>(sum, UINT32_MAX));
   }
-  for (const auto& [address, count] : in.counts.sources) {
-    add_source(shard.table, cell, address, count);
-  }
+  merge_sources(shard.table, cell, in.counts.sources);
 }
 
 std::vector<UsageCell> UsageRecorder::take() {
@@ -518,7 +520,9 @@ Status KeyUsage::flush(Fold fold_when) {
   if (report->cells_size() > 0) {
     rocksdb::WriteBatch batch;
     family_.put(batch, journal_key(next_journal_), report->SerializeAsString());
-    const Status s = store_.write(batch, /*sync=*/false);
+    // Synced: a crash of the machine loses at most what was counted since (one fsync per
+    // flush, every 2 s on a node).
+    const Status s = store_.write(batch, /*sync=*/true);
     // The recorder's cells into the journal's memory image, or back into the recorder for the
     // next flush. The table's are kept in the table either way: folded at the next fold, they
     // are lost only if the process dies first (as if not drained yet).
@@ -664,7 +668,40 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
   return out;
 }
 
-Status KeyUsage::compact() const { return family_.compact(); }
+Status KeyUsage::compact(std::atomic<bool>* canceled) const { return family_.compact(canceled); }
+
+KeyUsage::~KeyUsage() { stop_compactions(); }
+
+void KeyUsage::start_compactions(std::chrono::milliseconds interval) {
+  compactor_ = std::thread([this, interval] {
+    name_this_thread("kl-usage-compact");
+    run_compactions(interval);
+  });
+}
+
+void KeyUsage::run_compactions(std::chrono::milliseconds interval) {
+  std::unique_lock lock(compactor_mutex_);
+  while (!compactor_wake_.wait_for(lock, interval, [&] { return compactor_stopping_; })) {
+    lock.unlock();
+    if (Status s = compact(&cancel_compaction_); !s.ok() && !cancel_compaction_.load()) {
+      spdlog::warn("usage retention: {}", s.ToString());
+    }
+    compactions_.fetch_add(1, std::memory_order_release);
+    lock.lock();
+  }
+}
+
+void KeyUsage::stop_compactions() {
+  {
+    std::lock_guard lock(compactor_mutex_);
+    compactor_stopping_ = true;
+  }
+  cancel_compaction_.store(true);
+  compactor_wake_.notify_all();
+  if (compactor_.joinable()) {
+    compactor_.join();
+  }
+}
 
 std::size_t KeyUsage::pending() const {
   return recorder_.pending() + (table_ != nullptr ? table_->pending_counts() : 0);

@@ -10,9 +10,11 @@
 // order) and drops the journal in the same writes. So a key verified all minute long costs one
 // bucket write a minute, not one per flush. Queries answer from the buckets plus what is not
 // folded yet. Start-up reads the journal back. Usage is data, not events: never appended to the
-// log, left alone by a rebuild of the projections. Its writes go to the WAL unsynced, so a
-// killed process loses none of what was flushed; a crash of the machine may lose the last
-// seconds.
+// log, left alone by a rebuild of the projections. Each flush's journal record is fsync'd (one
+// sync per flush), so neither a killed process nor a crash of the machine loses what was
+// flushed: they lose what was counted since the last flush. The folds' writes are not synced:
+// until a later sync covers them, the journal they drop is still on disk (the WAL recovers a
+// prefix), and recover() reads it back.
 //
 // The family's layout: key_id '\0' 'm'|'h' BE64(bucket start, Unix seconds) -> v1::UsageCounts;
 // '\0' 'j' BE64(sequence) -> v1::UsageReport (the journal); '\0' 'f' -> how far an unfinished
@@ -20,14 +22,18 @@
 // the buckets already.
 // Buckets older than their granularity's retention are never answered and are dropped by a
 // compaction filter (usage_family_tuning) in RocksDB's background compactions, off every
-// request's path.
+// request's path, and by the periodic full compactions of start_compactions(), on a thread of
+// their own.
 
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -45,14 +51,16 @@ enum class UsageOutcome : std::uint8_t { kValid, kRateLimited, kRevoked, kExpire
 inline constexpr std::size_t kUsageOutcomes = 5;
 std::string_view usage_outcome_name(UsageOutcome outcome);  // "VALID", "RATE_LIMITED", …
 
-// Distinct client addresses kept per bucket, the most frequent first.
+// Distinct client addresses kept per bucket, the most frequent first, bounded by the
+// Space-Saving rule of merge_sources (active_key_table.h): counts of a full list are upper
+// bounds, over by at most its smallest count.
 inline constexpr std::size_t kMaxUsageSources = 20;
 
 struct UsageCounts {
   std::array<std::uint64_t, kUsageOutcomes> by_outcome{};
   std::vector<std::pair<std::string, std::uint64_t>> sources;  // address, count; most seen first
 
-  // Sums `other` in; of the addresses, the kMaxUsageSources most seen stay.
+  // Sums `other` in; the addresses merge by merge_sources (the most seen stay) and are sorted.
   void add(const UsageCounts& other);
   std::uint64_t total() const;
   bool operator==(const UsageCounts&) const = default;
@@ -136,6 +144,8 @@ class UsageRecorder {
   static const Cell* find(const Table& table, std::size_t hash, const InlineId& key_id, std::int32_t minute);
   static Cell& place(Table& table, std::size_t hash, const InlineId& key_id, std::int32_t minute);
   static void add_source(Table& table, Cell& cell, std::string_view address, std::uint64_t count);
+  static void merge_sources(Table& table, Cell& cell,
+                            const std::vector<std::pair<std::string, std::uint64_t>>& sources);
   static UsageCell to_cell(const Table& table, const Cell& cell);
 
   std::array<Shard, kShards> shards_;
@@ -171,8 +181,9 @@ class KeyUsage {
   const UsageRetention& retention() const { return retention_; }
 
   // Writes what was counted since the last flush (the recorder's and the table's) as one
-  // journal record, unsynced. When `fold` says so, or when the minute the last fold ran in is
-  // over, merges everything journalled into the minute and hour buckets and drops the journal.
+  // journal record, fsync'd before it returns. When `fold` says so, or when the minute the
+  // last fold ran in is over, merges everything journalled into the minute and hour buckets
+  // and drops the journal (those writes unsynced: the file comment says why that is safe).
   enum class Fold : std::uint8_t { kWhenDue, kNow };
   Status flush(Fold fold = Fold::kWhenDue);
 
@@ -183,8 +194,24 @@ class KeyUsage {
                                            UsageGranularity granularity, std::int64_t since,
                                            std::int64_t until) const;
 
-  // Drops the buckets past retention now, instead of at RocksDB's next compaction.
-  Status compact() const;
+  // Drops the buckets past retention now, instead of at RocksDB's next compaction: compacts
+  // the whole family and waits (minutes, for a large one). Ends early, not Ok, once `canceled`
+  // (may be null) is true.
+  Status compact(std::atomic<bool>* canceled = nullptr) const;
+
+  // Runs compact() every `interval` on a thread of its own (kl-usage-compact) until
+  // stop_compactions(), so that buckets past retention leave the disk within an interval
+  // without anything else waiting for the compaction (the node's housekeeper flushes usage
+  // every 2 s and appends expiries every second). Call it once.
+  void start_compactions(std::chrono::milliseconds interval);
+  // Cancels a compaction under way and joins the thread. Idempotent; the destructor calls it.
+  void stop_compactions();
+  // Periodic compactions finished since start_compactions (Ok or not).
+  std::uint64_t compactions() const { return compactions_.load(std::memory_order_acquire); }
+
+  ~KeyUsage();
+  KeyUsage(const KeyUsage&) = delete;
+  KeyUsage& operator=(const KeyUsage&) = delete;
 
  private:
   const EventStore& store_;
@@ -206,6 +233,15 @@ class KeyUsage {
   // Held by flush() from drain to write, and by queries: a query sees each cell in the
   // recorder, the journal or the buckets, never in none and never in two.
   mutable std::mutex flush_mutex_;
+
+  // start_compactions()' thread; compact() does not take flush_mutex_.
+  void run_compactions(std::chrono::milliseconds interval);
+  std::thread compactor_;
+  std::mutex compactor_mutex_;
+  std::condition_variable compactor_wake_;
+  bool compactor_stopping_ = false;  // under compactor_mutex_
+  std::atomic<bool> cancel_compaction_{false};
+  std::atomic<std::uint64_t> compactions_{0};
 };
 
 }  // namespace keyledger

@@ -49,9 +49,9 @@ po::options_description common_options(Config& c, std::string& pepper_file, std:
       "usage", po::value(&c.usage),
       "on | off: count every verification per key (usage API); off records nothing new")(
       "usage-minute-retention-hours", po::value(&c.usage_minute_retention_hours),
-      "hours minute usage buckets are kept (default 48)")("usage-hour-retention-days",
-                                                          po::value(&c.usage_hour_retention_days),
-                                                          "days hour usage buckets are kept (default 90)")(
+      "hours minute usage buckets are kept, 1 to 8784 (default 48)")(
+      "usage-hour-retention-days", po::value(&c.usage_hour_retention_days),
+      "days hour usage buckets are kept, 1 to 3660 (default 90)")(
       "trusted-proxies", po::value(&c.trusted_proxies),
       "addresses or CIDRs of proxies whose X-Forwarded-For / X-Real-IP name the client (usage sources)")(
       "dashboard", po::value(&c.dashboard), "on | off: serve the dashboard at / (primary only)")(

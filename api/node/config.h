@@ -39,8 +39,10 @@ struct Config {
   // Key usage (api/openapi.yaml Usage): how long minute and hour buckets are kept, and the proxies
   // whose X-Forwarded-For / X-Real-IP name the client (comma-separated addresses or CIDRs).
   std::string usage = "on";  // count key usage (on | off)
-  std::uint32_t usage_minute_retention_hours = 48;
-  std::uint32_t usage_hour_retention_days = 90;
+  // Signed, so that a negative value reaches usage_retention_for (ledger.h) as itself and is
+  // refused there, not wrapped around into years.
+  std::int64_t usage_minute_retention_hours = 48;
+  std::int64_t usage_hour_retention_days = 90;
   std::string trusted_proxies;
   // The dashboard at / (on | off), and GitHub's secret-scanning public keys (JSON).
   std::string dashboard = "on";

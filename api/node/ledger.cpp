@@ -21,12 +21,38 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const Config& config, Use use, Node
   return ledger;
 }
 
+Result<UsageRetention> usage_retention_for(const Config& config) {
+  const auto check = [](std::string_view flag, std::int64_t value, std::int64_t most) {
+    if (value >= 1 && value <= most) {
+      return Status::Ok();
+    }
+    return Status::InvalidArgument("--" + std::string(flag) + " must be from 1 to " + std::to_string(most) +
+                                   ", not " + std::to_string(value));
+  };
+  if (Status s = check("usage-minute-retention-hours", config.usage_minute_retention_hours,
+                       kMaxUsageMinuteRetentionHours);
+      !s.ok()) {
+    return s;
+  }
+  if (Status s =
+          check("usage-hour-retention-days", config.usage_hour_retention_days, kMaxUsageHourRetentionDays);
+      !s.ok()) {
+    return s;
+  }
+  return UsageRetention{.minutes = std::chrono::hours(config.usage_minute_retention_hours),
+                        .hours = std::chrono::hours(24) * config.usage_hour_retention_days};
+}
+
 Status Ledger::open(Use use) {
   auto parsed_tiers = parse_tiers(config_.tiers);
   if (!parsed_tiers.ok()) {
     return parsed_tiers.status();
   }
   tiers_ = *parsed_tiers;
+  const auto retention = usage_retention_for(config_);
+  if (!retention.ok()) {
+    return retention.status();
+  }
   if (Status s = prepare_data_dir(config_.data_dir); !s.ok()) {
     return s;
   }
@@ -44,10 +70,8 @@ Status Ledger::open(Use use) {
     options.extra_column_families.push_back(std::move(name));
   }
   // Usage is kept beside the projections, not among them: a rebuild from the log leaves it.
-  const UsageRetention retention{.minutes = std::chrono::hours(config_.usage_minute_retention_hours),
-                                 .hours = std::chrono::hours(24) * config_.usage_hour_retention_days};
   options.extra_column_families.emplace_back(kUsageColumnFamily);
-  options.tuning.emplace(kUsageColumnFamily, usage_family_tuning(*clock_, retention));
+  options.tuning.emplace(kUsageColumnFamily, usage_family_tuning(*clock_, *retention));
   auto opened = EventStore::open(options);
   if (!opened.ok()) {
     return opened.status();
@@ -72,7 +96,7 @@ Status Ledger::open(Use use) {
   command_options.tiers = tier_names;
   commands_ = std::make_unique<CommandService>(*store_, *projector_, *clock_, *random_, *hasher_, *secrets_,
                                                command_options);
-  usage_ = std::make_unique<KeyUsage>(*store_, *clock_, retention, &projector_->key_table());
+  usage_ = std::make_unique<KeyUsage>(*store_, *clock_, *retention, &projector_->key_table());
   if (!usage_->open_status().ok()) {
     return usage_->open_status();
   }

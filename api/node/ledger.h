@@ -3,6 +3,7 @@
 // rebuild-projections): the data directory, the event store, the pepper and what it keys,
 // the projections and the command service.
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -27,6 +28,15 @@ struct NodeEnvironment {
   std::shared_ptr<rocksdb::FileSystem> file_system = nullptr;
 };
 
+// Bounds of --usage-minute-retention-hours (a year) and --usage-hour-retention-days (ten
+// years): past them a value is a typo, not a plan.
+inline constexpr std::int64_t kMaxUsageMinuteRetentionHours = 24 * 366;
+inline constexpr std::int64_t kMaxUsageHourRetentionDays = 10 * 366;
+
+// The usage retention the configuration asks for; InvalidArgument naming the flag when one is
+// not within 1 and its bound.
+Result<UsageRetention> usage_retention_for(const Config& config);
+
 class Ledger {
  public:
   // What the store is opened for: serving (the projections are loaded and the log's tail
@@ -36,7 +46,8 @@ class Ledger {
 
   // Opens the data directory (creating it owner-only), the store with every column family
   // the layers above keep in it, and the pepper (generated on a new log). IoError when
-  // another process holds the store.
+  // another process holds the store; InvalidArgument for rate-limit tiers or a usage retention
+  // it cannot use, before touching the data directory.
   static Result<std::unique_ptr<Ledger>> open(const Config& config, Use use,
                                               NodeEnvironment environment = {});
 

@@ -17,7 +17,8 @@ constexpr auto kExpiryInterval = std::chrono::seconds(1);
 constexpr auto kLastUseFlushInterval = std::chrono::seconds(30);
 constexpr auto kUsageFlushInterval = std::chrono::seconds(2);
 // Dropping usage buckets past retention: RocksDB's compactions do it as they go; a full
-// compaction of the family this often bounds how long dropped buckets stay on disk.
+// compaction of the family this often (KeyUsage::start_compactions, on its own thread: it
+// takes minutes at scale) bounds how long dropped buckets stay on disk.
 constexpr auto kUsageCompactionInterval = std::chrono::hours(1);
 
 }  // namespace
@@ -237,6 +238,7 @@ Status Primary::start() {
     name_this_thread("kl-housekeeper");
     housekeep();
   });
+  ledger_->usage().start_compactions(kUsageCompactionInterval);
   return Status::Ok();
 }
 
@@ -259,12 +261,12 @@ Status Primary::reload_github_keys() {
   return Status::Ok();
 }
 
-// Expiry events and usage flushes, until stop().
+// Expiry events and usage flushes, until stop(). Nothing here may take long: a flush is due
+// every 2 s (usage compactions run on a thread of their own).
 void Primary::housekeep() {
   const auto started = std::chrono::steady_clock::now();
   auto next_last_use = started + kLastUseFlushInterval;
   auto next_usage = started + kUsageFlushInterval;
-  auto next_compaction = started + kUsageCompactionInterval;
   std::unique_lock lock(housekeeping_mutex_);
   while (!housekeeping_wake_.wait_for(lock, kExpiryInterval, [&] { return stopping_; })) {
     lock.unlock();
@@ -283,12 +285,6 @@ void Primary::housekeep() {
         spdlog::warn("usage flush: {}", s.ToString());
       }
       next_usage = now + kUsageFlushInterval;
-    }
-    if (now >= next_compaction) {
-      if (Status s = ledger_->usage().compact(); !s.ok()) {
-        spdlog::warn("usage retention: {}", s.ToString());
-      }
-      next_compaction = now + kUsageCompactionInterval;
     }
     lock.lock();
   }
@@ -331,6 +327,7 @@ void Primary::stop() {
   if (housekeeper_.joinable()) {
     housekeeper_.join();
   }
+  ledger_->usage().stop_compactions();  // cancels one under way
   if (webhooks_) {
     webhooks_->stop();  // lets attempts in flight finish; pending retries stay persisted
   }

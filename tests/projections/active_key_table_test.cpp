@@ -566,4 +566,105 @@ TEST_CASE("active key table: client addresses of a key's uses, one address or ma
   CHECK(got.empty());
 }
 
+TEST_CASE("active key table: a key's sources are its most frequent addresses, not the first seen",
+          "[active_key_table][usage]") {
+  // 20 addresses once each, then a new one 10 times in the same minute: the new one is kept
+  // (Space-Saving: it takes the place of a least-used address, with that count plus its own).
+  ActiveKeyTable table({"standard"});
+  for (int i = 0; i < 3; ++i) {
+    table.apply(created("agt_1", "key_" + std::to_string(i), digest_n(static_cast<std::uint64_t>(i))));
+  }
+  constexpr std::int64_t kMinute = 1'800'000'000 / 60 * 60;
+  const auto count = [&](int key, const std::string& source, int times = 1) {
+    for (int i = 0; i < times; ++i) {
+      CHECK(table.visit(
+          digest_n(static_cast<std::uint64_t>(key)), kMinute + 1,
+          [&](const KeyEntry&, TokenBucket&) { return ActiveKeyTable::Visited{.used = false, .counted = 0}; },
+          source));
+    }
+  };
+  const auto noise = [&](int key, const std::string& prefix, int addresses) {
+    for (int i = 0; i < addresses; ++i) {
+      count(key, prefix + std::to_string(i));
+    }
+  };
+  using Sources = std::vector<std::pair<std::string, std::uint32_t>>;
+  std::map<std::string, Sources> got;
+  const auto collect = [&](const InlineId& key_id, std::int64_t, const auto&, const auto& sources) {
+    got[key_id.str()] = sources;
+  };
+  const auto count_of = [](const Sources& sources, std::string_view address) -> std::uint32_t {
+    auto it = std::find_if(sources.begin(), sources.end(), [&](const auto& s) { return s.first == address; });
+    return it == sources.end() ? 0 : it->second;
+  };
+
+  // Within one drain (key_0); across two drains, kept until the fold: a full list and a new
+  // address (key_1), two full lists (key_2).
+  noise(0, "192.0.2.", 20);
+  count(0, "198.51.100.77", 10);
+  noise(1, "192.0.2.", 20);
+  noise(2, "192.0.2.", 20);
+  table.drain_counts(collect, /*keep=*/true);
+  REQUIRE(got["key_0"].size() == ActiveKeyTable::kMaxCountedSources);
+  CHECK(count_of(got["key_0"], "198.51.100.77") == 11);  // over by at most the smallest count (1)
+  CHECK(count_of(got["key_0"], "192.0.2.9") == 0);       // the one it replaced: least used, last by address
+
+  count(1, "198.51.100.77", 10);
+  noise(2, "203.0.113.", 19);
+  count(2, "198.51.100.77", 10);
+  table.drain_counts([](const InlineId&, std::int64_t, const auto&, const auto&) {}, /*keep=*/true);
+  got.clear();
+  table.fold_counts(collect);
+  for (const std::string key : {"key_1", "key_2"}) {
+    INFO(key);
+    REQUIRE(got[key].size() == ActiveKeyTable::kMaxCountedSources);
+    CHECK(count_of(got[key], "198.51.100.77") == 11);
+  }
+  // Every other address of key_2 was used once: listed, each is over by at most 1.
+  for (const auto& [address, n] : got["key_2"]) {
+    if (address != "198.51.100.77") {
+      CHECK(n == 2);
+    }
+  }
+}
+
+TEST_CASE("merging source lists keeps the most frequent addresses within the bound",
+          "[active_key_table][usage]") {
+  using Sources = std::vector<std::pair<std::string, std::uint64_t>>;
+  Sources full;
+  for (int i = 0; i < 20; ++i) {
+    full.emplace_back("10.0.0." + std::to_string(i), 5);
+  }
+  // Lists that are not full are exact: sums, nothing dropped.
+  Sources small = {{"10.0.0.1", 1}};
+  merge_sources(small, Sources{{"10.0.0.1", 2}, {"10.0.0.2", 3}}, 20);
+  CHECK(small == Sources{{"10.0.0.1", 3}, {"10.0.0.2", 3}});
+
+  // Two full lists: an address missing from one was used there at most its smallest count.
+  Sources other;
+  for (int i = 0; i < 19; ++i) {
+    other.emplace_back("10.0.1." + std::to_string(i), 1);
+  }
+  other.emplace_back("203.0.113.9", 30);
+  Sources merged = full;
+  merge_sources(merged, other, 20);
+  REQUIRE(merged.size() == 20);
+  const auto top = std::max_element(merged.begin(), merged.end(),
+                                    [](const auto& a, const auto& b) { return a.second < b.second; });
+  CHECK(*top == std::pair<std::string, std::uint64_t>{"203.0.113.9", 35});
+  // Merged either way round, the same addresses with the same counts.
+  Sources reversed = other;
+  merge_sources(reversed, full, 20);
+  std::sort(merged.begin(), merged.end());
+  std::sort(reversed.begin(), reversed.end());
+  CHECK(merged == reversed);
+
+  // One use into a full list: the address replaces the least used one.
+  Sources used = full;
+  used[7].second = 4;
+  add_source(used, "198.51.100.1", std::uint64_t{1}, 20);
+  CHECK(used.size() == 20);
+  CHECK(used[7] == std::pair<std::string, std::uint64_t>{"198.51.100.1", 5});
+}
+
 }  // namespace keyledger

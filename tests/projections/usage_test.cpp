@@ -339,5 +339,116 @@ TEST_CASE("a fold cut short by a failing disk, then a crash, neither loses nor d
   }
 }
 
+TEST_CASE("an address used more often than the kept ones is kept, through a flush and a fold",
+          "[projections][usage]") {
+  // 20 addresses once each, then a new one 10 times within one flush window: counted by the key
+  // table (GET /v1/auth) and by the recorder (another path), and as a replica's report merged
+  // into a full cell.
+  UsageFixture f;
+  ActiveKeyTable table({"standard"});
+  Digest digest{};
+  digest[8] = 3;
+  KeyEntry entry;
+  entry.key_id = InlineId("key_a");
+  table.put(digest, entry);
+  f.usage = std::make_unique<KeyUsage>(*f.store, f.clock, f.retention, &table);
+  UsageRecorder& r = f.usage->recorder();
+  for (int i = 0; i < 20; ++i) {
+    const std::string address = "192.0.2." + std::to_string(i);
+    REQUIRE(table.visit(
+        digest, kT0,
+        [](const KeyEntry&, TokenBucket&) { return ActiveKeyTable::Visited{.used = false, .counted = 0}; },
+        address));
+    r.record("key_b", UsageOutcome::kValid, kT0, address);
+    r.record("key_c", UsageOutcome::kValid, kT0, address);
+  }
+  for (int i = 0; i < 10; ++i) {
+    REQUIRE(table.visit(
+        digest, kT0,
+        [](const KeyEntry&, TokenBucket&) { return ActiveKeyTable::Visited{.used = false, .counted = 0}; },
+        "198.51.100.77"));
+    r.record("key_b", UsageOutcome::kValid, kT0, "198.51.100.77");
+  }
+  UsageCell reported{InlineId("key_c"), bucket_start(UsageGranularity::kMinute, kT0), {}};
+  reported.counts.by_outcome = {10, 0, 0, 0, 0};
+  reported.counts.sources = {{"198.51.100.77", 10}};
+  r.merge(reported);
+  REQUIRE(f.usage->flush().ok());  // the first flush folds
+
+  // The next minute, the same again, journalled and then folded into the same hour.
+  const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
+  const std::int64_t h0 = bucket_start(UsageGranularity::kHour, kT0);
+  for (const std::string key : {"key_a", "key_b", "key_c"}) {
+    INFO(key);
+    const auto minute = f.read({key}, UsageGranularity::kMinute, m0, m0 + 60);
+    REQUIRE(minute[0].counts.sources.size() == kMaxUsageSources);
+    CHECK(minute[0].counts.sources.front() == std::pair<std::string, std::uint64_t>{"198.51.100.77", 11});
+    CHECK(minute[0].counts.total() == 30);
+  }
+  f.clock.advance(1min);
+  for (int i = 0; i < 25; ++i) {
+    r.record("key_b", UsageOutcome::kValid, kT0 + 60, "203.0.113." + std::to_string(i));
+  }
+  r.record("key_b", UsageOutcome::kValid, kT0 + 60, "198.51.100.77");
+  REQUIRE(f.usage->flush().ok());
+  REQUIRE(f.usage->flush(KeyUsage::Fold::kNow).ok());
+  f.usage.reset();  // before the table it reads
+  f.reopen();
+  const auto hour = f.read({"key_b"}, UsageGranularity::kHour, h0, h0 + 3600);
+  REQUIRE(hour[0].counts.sources.size() == kMaxUsageSources);
+  CHECK(hour[0].counts.sources.front().first == "198.51.100.77");
+  // Summed over keys at query time too.
+  const auto summed = f.read({"key_a", "key_b", "key_c"}, UsageGranularity::kMinute, m0, m0 + 60);
+  CHECK(summed[0].counts.sources.front().first == "198.51.100.77");
+}
+
+TEST_CASE("summing two full source lists keeps an address a list may have let go", "[projections][usage]") {
+  // Each list of 20 at 2 uses may have dropped addresses used up to twice; one more address
+  // with 2 uses has up to 4 in all, more than any of the others can have.
+  UsageCounts a;
+  for (int i = 0; i < 20; ++i) {
+    a.sources.emplace_back("10.0.0." + std::to_string(i), 2);
+  }
+  UsageCounts b;
+  b.sources.emplace_back("203.0.113.9", 2);
+  a.add(b);
+  REQUIRE(a.sources.size() == kMaxUsageSources);
+  CHECK(a.sources.front() == std::pair<std::string, std::uint64_t>{"203.0.113.9", 4});
+  CHECK(from_proto(to_proto(a)) == a);
+}
+
+TEST_CASE("a flush's journal record is synced", "[projections][usage]") {
+  UsageFixture f;
+  f.usage->recorder().record("key_a", UsageOutcome::kValid, kT0);
+  f.fs->fail_syncs = true;  // a disk whose fsync fails: an unsynced write would not notice
+  CHECK_FALSE(f.usage->flush().ok());
+  f.fs->fail_syncs = false;
+}
+
+TEST_CASE("periodic compactions drop buckets past retention on a thread of their own",
+          "[projections][usage]") {
+  UsageFixture f(UsageRetention{.minutes = 2h, .hours = 48h});
+  const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
+  const std::int64_t h0 = bucket_start(UsageGranularity::kHour, kT0);
+  f.usage->recorder().record("key_a", UsageOutcome::kValid, kT0);
+  REQUIRE(f.usage->flush(KeyUsage::Fold::kNow).ok());
+
+  f.clock.advance(3h);
+  f.usage->start_compactions(10ms);
+  // Flushes go on meanwhile, and no one calls compact().
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (f.usage->compactions() < 2 && std::chrono::steady_clock::now() < deadline) {
+    f.usage->recorder().record("key_b", UsageOutcome::kValid, kT0 + 3 * 3600);
+    REQUIRE(f.usage->flush().ok());
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(f.usage->compactions() >= 2);
+  f.usage->stop_compactions();
+  f.usage->stop_compactions();  // idempotent
+  f.clock.set(at(kT0));  // back in time: what compaction dropped stays dropped
+  CHECK(f.read({"key_a"}, UsageGranularity::kMinute, m0, m0 + 60)[0].counts.total() == 0);
+  CHECK(f.read({"key_a"}, UsageGranularity::kHour, h0, h0 + 3600)[0].counts.total() == 1);
+}
+
 }  // namespace
 }  // namespace keyledger

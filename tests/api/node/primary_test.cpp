@@ -101,6 +101,12 @@ TEST_CASE("Primary::open refuses a configuration it cannot run, before touching 
   CHECK(Primary::open(config).status().IsInvalidArgument());
   config.webhooks = std::string(kWebhooksExternal);  // needs Kafka, and there is none
   CHECK(Primary::open(config).status().IsInvalidArgument());
+  config.webhooks = std::string(kWebhooksInProcess);
+  config.usage_minute_retention_hours = -5;  // --usage-minute-retention-hours -5
+  CHECK(Primary::open(config).status().IsInvalidArgument());
+  config.usage_minute_retention_hours = 48;
+  config.usage_hour_retention_days = 0;
+  CHECK(Primary::open(config).status().IsInvalidArgument());
   CHECK_FALSE(std::filesystem::exists(config.data_dir));
 }
 
