@@ -10,12 +10,6 @@
 namespace keyledger {
 namespace {
 
-rocksdb::WriteOptions write_options(bool sync) {
-  rocksdb::WriteOptions options;
-  options.sync = sync;
-  return options;
-}
-
 rocksdb::Slice slice(std::string_view text) { return {text.data(), text.size()}; }
 
 }  // namespace
@@ -50,11 +44,22 @@ std::unique_ptr<rocksdb::Iterator> ColumnFamily::full_scan() const {
 }
 
 Status ColumnFamily::put(std::string_view key, std::string_view value, bool sync) const {
-  return from_rocks(db_->Put(write_options(sync), cf_, slice(key), slice(value)), "write " + name());
+  const Status written =
+      from_rocks(db_->Put(rocksdb::WriteOptions(), cf_, slice(key), slice(value)), "write " + name());
+  return sync ? synced(written) : written;
 }
 
 Status ColumnFamily::erase(std::string_view key, bool sync) const {
-  return from_rocks(db_->Delete(write_options(sync), cf_, slice(key)), "delete from " + name());
+  const Status written =
+      from_rocks(db_->Delete(rocksdb::WriteOptions(), cf_, slice(key)), "delete from " + name());
+  return sync ? synced(written) : written;
+}
+
+Status ColumnFamily::synced(Status written) const {
+  if (!written.ok()) {
+    return written;
+  }
+  return store_->sync().Annotate("sync " + name());
 }
 
 void ColumnFamily::put(rocksdb::WriteBatch& batch, std::string_view key, std::string_view value) const {

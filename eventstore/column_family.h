@@ -20,6 +20,8 @@
 
 namespace keyledger {
 
+class EventStore;
+
 // How a read of a whole family or of the log goes (a start-up load, a rebuild): reading
 // ahead, and leaving the block cache to what is read again.
 rocksdb::ReadOptions full_scan_options();
@@ -39,7 +41,8 @@ class ColumnFamily {
   std::unique_ptr<rocksdb::Iterator> iterator() const;
   // An iterator with full_scan_options(), for reading the whole family once.
   std::unique_ptr<rocksdb::Iterator> full_scan() const;
-  // One write on its own, fsync'd first if `sync`.
+  // One write on its own, fsync'd first if `sync` (through EventStore::sync(): a failed fsync
+  // breaks the store as one of the log's own does).
   Status put(std::string_view key, std::string_view value, bool sync = false) const;
   Status erase(std::string_view key, bool sync = false) const;
   // Writes into `batch`, for EventStore::write.
@@ -64,8 +67,11 @@ class ColumnFamily {
 
  private:
   friend class EventStore;
-  ColumnFamily(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf) : db_(db), cf_(cf) {}
+  ColumnFamily(const EventStore* store, rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf)
+      : store_(store), db_(db), cf_(cf) {}
+  Status synced(Status written) const;  // `written`, then EventStore::sync() if it is Ok
 
+  const EventStore* store_ = nullptr;
   rocksdb::DB* db_ = nullptr;
   rocksdb::ColumnFamilyHandle* cf_ = nullptr;
 };

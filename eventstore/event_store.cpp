@@ -556,16 +556,20 @@ Result<ColumnFamily> EventStore::extra_column_family(std::string_view name) cons
     return Status::NotFound("column_family_not_found",
                             "column family " + std::string(name) + " is not open (extra_column_families)");
   }
-  return ColumnFamily(impl_->db.get(), it->second);
+  return ColumnFamily(this, impl_->db.get(), it->second);
 }
 
 Status EventStore::flush() { return impl_->flush_all(); }
 
 Status EventStore::write(rocksdb::WriteBatch& batch, bool sync) const {
   rocksdb::WriteOptions options;
-  options.sync = sync;
   options.disableWAL = impl_->options.bulk_load && !sync;
-  return from_rocks(impl_->db->Write(options, &batch), "write projections");
+  if (Status s = from_rocks(impl_->db->Write(options, &batch), "write projections"); !s.ok() || !sync) {
+    return s;
+  }
+  return impl_->sync_wal();
 }
+
+Status EventStore::sync() const { return impl_->sync_wal(); }
 
 }  // namespace keyledger

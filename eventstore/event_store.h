@@ -230,7 +230,13 @@ class EventStore {
   Status flush();
   // Commits a batch of ColumnFamily::put/erase writes atomically, fsync'd first if `sync`
   // (under bulk_load, a write without `sync` is not in the WAL: durable only after flush()).
+  // A failed fsync breaks the store as one of the log's own does (see sync()).
   Status write(rocksdb::WriteBatch& batch, bool sync = false) const;
+  // Makes everything written so far durable: one WAL fsync, the same as the log's own group
+  // commit (they share the WAL). After a failed one the store refuses appends until it is
+  // reopened: the kernel may have dropped what was not written back, and reports that once,
+  // so a later fsync that succeeds would prove nothing for appends written before it.
+  Status sync() const;
 
  private:
   struct Impl;

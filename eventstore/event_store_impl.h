@@ -132,9 +132,12 @@ struct EventStore::Impl {
   bool needs_resume = false;
   std::atomic<bool> writes_failing{false};
 
-  // WAL fsyncs done by the syncer, and the time they took (sync_stats()).
+  // WAL fsyncs done (sync_stats()), and the time they took.
   std::atomic<std::uint64_t> syncs{0};
   std::atomic<std::uint64_t> sync_ns{0};
+  // Held across each WAL fsync and the check of `broken` after it: a sync that succeeds after
+  // another one failed cannot be taken for proof of what was written before the failure.
+  std::mutex wal_sync_mutex;
 
   // Records met that do not decode (unreadable_events()), and the positions already logged.
   std::atomic<std::uint64_t> unreadable{0};
@@ -159,6 +162,8 @@ struct EventStore::Impl {
   Result<AppendResult> stage(PendingAppend& p, GroupBatch& g);  // validates p, adds it to g
   void write_group(GroupBatch& g, std::vector<std::optional<Result<AppendResult>>>& outcomes);
   void run_syncer();
+  // One WAL fsync (the syncer's and EventStore::sync()); a failure sets `broken`.
+  Status sync_wal();
   void announce(WrittenGroup& g);  // a durable group's events to the subscribers and the appends
   Result<std::uint64_t> current_version(const std::string& stream);
   Status check_event_ids(const std::vector<v1::Event>& events,

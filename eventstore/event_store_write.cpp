@@ -205,6 +205,31 @@ void EventStore::Impl::commit_group(std::vector<std::unique_ptr<PendingAppend>>&
   sync_wake.notify_one();
 }
 
+Status EventStore::Impl::sync_wal() {
+  std::lock_guard lock(wal_sync_mutex);
+  if (broken) {
+    // A later fsync that succeeds would not prove anything written before the failed one
+    // durable (the kernel reports a lost writeback only once).
+    return Status::IoError("a WAL sync failed; restart to recover");
+  }
+  const auto started = std::chrono::steady_clock::now();
+  const rocksdb::Status s = db->SyncWAL();
+  sync_ns.fetch_add(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                   std::chrono::steady_clock::now() - started)
+                                                   .count()),
+                    std::memory_order_relaxed);
+  syncs.fetch_add(1, std::memory_order_relaxed);
+  if (!s.ok()) {
+    // Not retried (PostgreSQL's fsyncgate): after a failed fsync the kernel may have dropped
+    // the dirty pages, so a later fsync that succeeds proves nothing. The store refuses every
+    // append from now on; a restart recovers what the WAL really holds.
+    spdlog::critical("event store: syncing the log failed: {}; no more writes until a restart", s.ToString());
+    broken = true;
+    return from_rocks(s, "sync WAL");
+  }
+  return Status::Ok();
+}
+
 void EventStore::Impl::run_syncer() {
   std::deque<WrittenGroup> groups;
   for (;;) {
@@ -217,29 +242,8 @@ void EventStore::Impl::run_syncer() {
       groups.swap(written);
     }
     const bool wrote = std::any_of(groups.begin(), groups.end(), [](const auto& g) { return g.wrote; });
-    Status synced = Status::Ok();
-    if (wrote && options.sync && broken) {
-      // Written before the writer saw the failed fsync: a later fsync that succeeds would
-      // not prove these durable (the kernel reports a lost writeback only once).
-      synced = Status::IoError("a WAL sync failed; restart to recover");
-    } else if (wrote && options.sync) {
-      const auto started = std::chrono::steady_clock::now();
-      const rocksdb::Status s = db->SyncWAL();
-      sync_ns.fetch_add(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                       std::chrono::steady_clock::now() - started)
-                                                       .count()),
-                        std::memory_order_relaxed);
-      syncs.fetch_add(1, std::memory_order_relaxed);
-      if (!s.ok()) {
-        // Not retried (PostgreSQL's fsyncgate): after a failed fsync the kernel may have
-        // dropped the dirty pages, so a later fsync that succeeds proves nothing. The store
-        // refuses every append from now on; a restart recovers what the WAL really holds.
-        spdlog::critical("event store: syncing the log failed: {}; no more writes until a restart",
-                         s.ToString());
-        broken = true;
-        synced = from_rocks(s, "sync WAL");
-      }
-    }
+    // Written before the writer saw a failed fsync, these are of unknown durability too.
+    const Status synced = wrote && options.sync ? sync_wal() : Status::Ok();
     for (auto& g : groups) {
       if (g.wrote && synced.ok()) {
         announce(g);

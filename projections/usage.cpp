@@ -673,6 +673,14 @@ Status KeyUsage::compact(std::atomic<bool>* canceled) const { return family_.com
 KeyUsage::~KeyUsage() { stop_compactions(); }
 
 void KeyUsage::start_compactions(std::chrono::milliseconds interval) {
+  if (compactor_.joinable()) {
+    return;  // running already
+  }
+  {
+    std::lock_guard lock(compactor_mutex_);
+    compactor_stopping_ = false;  // startable again after stop_compactions()
+  }
+  cancel_compaction_.store(false);
   compactor_ = std::thread([this, interval] {
     name_this_thread("kl-usage-compact");
     run_compactions(interval);

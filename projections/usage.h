@@ -202,7 +202,8 @@ class KeyUsage {
   // Runs compact() every `interval` on a thread of its own (kl-usage-compact) until
   // stop_compactions(), so that buckets past retention leave the disk within an interval
   // without anything else waiting for the compaction (the node's housekeeper flushes usage
-  // every 2 s and appends expiries every second). Call it once.
+  // every 2 s and appends expiries every second). A second call while it runs does nothing;
+  // a call after stop_compactions() starts it again.
   void start_compactions(std::chrono::milliseconds interval);
   // Cancels a compaction under way and joins the thread. Idempotent; the destructor calls it.
   void stop_compactions();

@@ -148,7 +148,15 @@ async function start() {
         return;
       }
     } catch (err) {
-      put(main, errorNotice(err, 'Could not reach keyledger'));
+      // Not a refusal of the credential (a restart, a rate limit, the network): try again, or
+      // leave with the credential forgotten.
+      put(
+        main,
+        errorNotice(err, 'Could not reach keyledger'),
+        h('p', {},
+          h('button', { type: 'button', onclick: () => start() }, 'Try again'), ' ',
+          h('button', { type: 'button', class: 'link-button', onclick: () => signOut() }, 'Sign out')),
+      );
       return;
     }
   }

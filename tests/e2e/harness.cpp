@@ -256,22 +256,17 @@ std::pair<int, std::string> run_binary(const std::vector<std::string>& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), log};
 }
 
-ValidatingProxy::ValidatingProxy(const std::string& prism, const std::string& document, std::uint16_t upstream,
-                                 const std::filesystem::path& log_file)
+ValidatingProxy::ValidatingProxy(const std::string& prism, const std::string& document,
+                                 std::uint16_t upstream, const std::filesystem::path& log_file)
     : ChildProcess(
           [&] {
             // A free port: bound and released here, taken by Prism a moment later.
             net::io_context ioc;
             tcp::acceptor probe(ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
             const std::uint16_t port = probe.local_endpoint().port();
-            return std::vector<std::string>{prism,
-                                            "proxy",
-                                            document,
-                                            "http://127.0.0.1:" + std::to_string(upstream),
-                                            "-h",
-                                            "127.0.0.1",
-                                            "-p",
-                                            std::to_string(port)};
+            return std::vector<std::string>{
+                prism, "proxy",     document, "http://127.0.0.1:" + std::to_string(upstream),
+                "-h",  "127.0.0.1", "-p",     std::to_string(port)};
           }(),
           log_file) {
   wait_until_ready(
@@ -310,9 +305,19 @@ void ValidatingProxy::check(const std::string& method, const std::string& target
     }
   }
   if (!broken.empty()) {
+    // The body as far as it can be shown: a secret shown once (a new key, token or webhook
+    // secret) stays out of the test's output.
+    Json body = Json::parse(result.body, nullptr, false);
+    if (body.is_object()) {
+      for (const char* secret : {"api_key", "token", "webhook_secret"}) {
+        if (body.contains(secret)) {
+          body[secret] = "(withheld)";
+        }
+      }
+    }
     throw std::runtime_error(method + " " + target + ": the answer (" + std::to_string(result.status) +
                              ") breaks api/openapi.yaml: " + broken.dump().substr(0, 1500) +
-                             "\nbody: " + result.body.substr(0, 500));
+                             "\nbody: " + (body.is_discarded() ? result.body : body.dump()).substr(0, 500));
   }
 }
 
@@ -326,7 +331,17 @@ std::uint16_t ServerProcess::request_port() const {
     if (document == nullptr || *document == '\0') {
       throw std::runtime_error("KEYLEDGER_E2E_PRISM is set without KEYLEDGER_E2E_OPENAPI");
     }
-    proxy_ = std::make_unique<ValidatingProxy>(prism, document, port_, data_dir_.string() + ".prism.log");
+    // The proxy's port is picked free and released just before Prism takes it: another
+    // process may take it in between, so a proxy that does not start is tried again.
+    for (int attempt = 1; !proxy_; ++attempt) {
+      try {
+        proxy_ = std::make_unique<ValidatingProxy>(prism, document, port_, data_dir_.string() + ".prism.log");
+      } catch (const std::exception&) {
+        if (attempt == 3) {
+          throw;
+        }
+      }
+    }
   }
   return proxy_->port();
 }

@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "support/faulty_file_system.h"
 #include "support/temp_dir.h"
 
 namespace keyledger {
@@ -580,6 +581,57 @@ TEST_CASE("append_async answers once durable, after the subscribers, or at once 
   auto all = store->read_all(1, 100);
   REQUIRE(all.ok());
   CHECK(all->size() == kAppends);
+}
+
+TEST_CASE("a failed fsync of a synced write beside the log stops the log's appends too",
+          "[eventstore][faults]") {
+  testing::TempDir dir;
+  auto fs = std::make_shared<testing::FaultyFileSystem>();
+  auto opened = EventStore::open(keyledger::EventStoreOptions{
+      .path = dir.path(), .extra_column_families = {"index"}, .file_system = fs});
+  REQUIRE(opened.ok());
+  std::unique_ptr<EventStore> store = std::move(opened).value();
+  REQUIRE(store->append("agent-1", kAnyVersion, {make_event("e1")}).ok());
+  auto index = store->extra_column_family("index");
+  REQUIRE(index.ok());
+
+  SECTION("a synced put") {
+    fs->fail_syncs = true;
+    CHECK_FALSE(index->put("k", "v", /*sync=*/true).ok());
+  }
+  SECTION("a synced batch") {
+    rocksdb::WriteBatch batch;
+    index->put(batch, "k", "v");
+    fs->fail_syncs = true;
+    CHECK_FALSE(store->write(batch, /*sync=*/true).ok());
+  }
+  SECTION("sync()") {
+    fs->fail_syncs = true;
+    CHECK_FALSE(store->sync().ok());
+  }
+  // They share the WAL with the log: what the log wrote before that fsync may be lost, and a
+  // later fsync that succeeds would not prove otherwise (the kernel reports it once).
+  fs->fail_syncs = false;
+  const auto appended = store->append("agent-1", kAnyVersion, {make_event("e2")});
+  REQUIRE_FALSE(appended.ok());
+  CHECK(appended.status().ToString().find("restart") != std::string::npos);
+  CHECK_FALSE(store->sync().ok());
+  CHECK_FALSE(index->put("k2", "v", /*sync=*/true).ok());
+}
+
+TEST_CASE("synced writes beside the log are counted with the log's fsyncs", "[eventstore]") {
+  testing::TempDir dir;
+  auto opened =
+      EventStore::open(keyledger::EventStoreOptions{.path = dir.path(), .extra_column_families = {"index"}});
+  REQUIRE(opened.ok());
+  std::unique_ptr<EventStore> store = std::move(opened).value();
+  auto index = store->extra_column_family("index");
+  REQUIRE(index.ok());
+  const auto before = store->sync_stats().syncs;
+  REQUIRE(index->put("k", "v", /*sync=*/true).ok());
+  REQUIRE(index->put("k", "w").ok());
+  REQUIRE(store->sync().ok());
+  CHECK(store->sync_stats().syncs == before + 2);
 }
 
 }  // namespace keyledger

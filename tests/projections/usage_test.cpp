@@ -417,12 +417,23 @@ TEST_CASE("summing two full source lists keeps an address a list may have let go
   CHECK(from_proto(to_proto(a)) == a);
 }
 
-TEST_CASE("a flush's journal record is synced", "[projections][usage]") {
+TEST_CASE("a flush's journal record is synced, and a failed sync stops the log's appends too",
+          "[projections][usage]") {
   UsageFixture f;
   f.usage->recorder().record("key_a", UsageOutcome::kValid, kT0);
   f.fs->fail_syncs = true;  // a disk whose fsync fails: an unsynced write would not notice
   CHECK_FALSE(f.usage->flush().ok());
   f.fs->fail_syncs = false;
+  // The log shares the WAL: what it wrote before that fsync may be lost, and a later fsync
+  // that succeeds would not prove otherwise (the kernel reports a lost writeback once).
+  v1::Event event;
+  event.set_event_id("e1");
+  event.set_type("key.created");
+  event.mutable_key_created()->set_key_id("key_a");
+  const auto appended = f.store->append("agent-1", kAnyVersion, {event});
+  REQUIRE_FALSE(appended.ok());
+  CHECK(appended.status().ToString().find("restart") != std::string::npos);
+  CHECK_FALSE(f.store->sync().ok());
 }
 
 TEST_CASE("periodic compactions drop buckets past retention on a thread of their own",
@@ -445,7 +456,7 @@ TEST_CASE("periodic compactions drop buckets past retention on a thread of their
   CHECK(f.usage->compactions() >= 2);
   f.usage->stop_compactions();
   f.usage->stop_compactions();  // idempotent
-  f.clock.set(at(kT0));  // back in time: what compaction dropped stays dropped
+  f.clock.set(at(kT0));         // back in time: what compaction dropped stays dropped
   CHECK(f.read({"key_a"}, UsageGranularity::kMinute, m0, m0 + 60)[0].counts.total() == 0);
   CHECK(f.read({"key_a"}, UsageGranularity::kHour, h0, h0 + 3600)[0].counts.total() == 1);
 }
