@@ -110,6 +110,26 @@ KeyCondition condition(const ActiveKeyTable& table, const Digest& d) {
   return e->condition;
 }
 
+// The start of a minute, for the usage tests.
+constexpr std::int64_t kMinute = 1'800'000'000 / 60 * 60;
+
+// key_0 … key_{n-1} of agt_1, at digest_n(0 … n-1).
+void add_keys(ActiveKeyTable& table, int n) {
+  for (int i = 0; i < n; ++i) {
+    table.apply(created("agt_1", "key_" + std::to_string(i), digest_n(static_cast<std::uint64_t>(i))));
+  }
+}
+
+// One verification of key_`key` at `at` (Unix seconds), counted as `outcome` from `source`.
+void count_use(ActiveKeyTable& table, int key, std::int64_t at, int outcome, std::string_view source) {
+  CHECK(table.visit(
+      digest_n(static_cast<std::uint64_t>(key)), at,
+      [&](const KeyEntry&, TokenBucket&) {
+        return ActiveKeyTable::Visited{.used = false, .counted = outcome};
+      },
+      source));
+}
+
 }  // namespace
 
 TEST_CASE("InlineId holds ids without allocation and truncates long ones", "[projections]") {
@@ -429,17 +449,9 @@ TEST_CASE("readers verify while the projection adds and revokes keys", "[project
 TEST_CASE("active key table: usage counted beside the slots, per minute, drained once",
           "[active_key_table][usage]") {
   ActiveKeyTable table({"standard"});
-  for (int i = 0; i < 3; ++i) {
-    table.apply(created("agt_1", "key_" + std::to_string(i), digest_n(static_cast<std::uint64_t>(i))));
-  }
-  constexpr std::int64_t kMinute = 1'800'000'000 / 60 * 60;
+  add_keys(table, 3);
   const auto count = [&](int key, int outcome, std::int64_t at, std::string_view source = {}) {
-    CHECK(table.visit(
-        digest_n(static_cast<std::uint64_t>(key)), at,
-        [&](const KeyEntry&, TokenBucket&) {
-          return ActiveKeyTable::Visited{.used = false, .counted = outcome};
-        },
-        source));
+    count_use(table, key, at, outcome, source);
   };
   count(0, 0, kMinute + 1, "192.0.2.1");
   count(0, 0, kMinute + 2, "192.0.2.1");
@@ -495,16 +507,8 @@ TEST_CASE("active key table: client addresses of a key's uses, one address or ma
   // A key used from one IPv4 address keeps it in its cell; anything else (a second address,
   // an IPv6 one, a use without one) turns it into a list. Either way the counts are the same.
   ActiveKeyTable table({"standard"});
-  for (int i = 0; i < 4; ++i) {
-    table.apply(created("agt_1", "key_" + std::to_string(i), digest_n(static_cast<std::uint64_t>(i))));
-  }
-  constexpr std::int64_t kMinute = 1'800'000'000 / 60 * 60;
-  const auto count = [&](int key, std::string_view source) {
-    CHECK(table.visit(
-        digest_n(static_cast<std::uint64_t>(key)), kMinute + 1,
-        [&](const KeyEntry&, TokenBucket&) { return ActiveKeyTable::Visited{.used = false, .counted = 0}; },
-        source));
-  };
+  add_keys(table, 4);
+  const auto count = [&](int key, std::string_view source) { count_use(table, key, kMinute + 1, 0, source); };
   using Sources = std::vector<std::pair<std::string, std::uint32_t>>;
   std::map<std::string, std::pair<std::uint32_t, Sources>> got;  // key -> VALID count, sources
   const auto collect = [&](const InlineId& key_id, std::int64_t, const auto& counts, const auto& sources) {
@@ -571,16 +575,10 @@ TEST_CASE("active key table: a key's sources are its most frequent addresses, no
   // 20 addresses once each, then a new one 10 times in the same minute: the new one is kept
   // (Space-Saving: it takes the place of a least-used address, with that count plus its own).
   ActiveKeyTable table({"standard"});
-  for (int i = 0; i < 3; ++i) {
-    table.apply(created("agt_1", "key_" + std::to_string(i), digest_n(static_cast<std::uint64_t>(i))));
-  }
-  constexpr std::int64_t kMinute = 1'800'000'000 / 60 * 60;
+  add_keys(table, 3);
   const auto count = [&](int key, const std::string& source, int times = 1) {
     for (int i = 0; i < times; ++i) {
-      CHECK(table.visit(
-          digest_n(static_cast<std::uint64_t>(key)), kMinute + 1,
-          [&](const KeyEntry&, TokenBucket&) { return ActiveKeyTable::Visited{.used = false, .counted = 0}; },
-          source));
+      count_use(table, key, kMinute + 1, 0, source);
     }
   };
   const auto noise = [&](int key, const std::string& prefix, int addresses) {

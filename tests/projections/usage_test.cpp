@@ -61,6 +61,35 @@ struct UsageFixture {
   std::unique_ptr<KeyUsage> usage;
 };
 
+// A UsageFixture whose KeyUsage also reads a key table holding key_a, counted the way
+// GET /v1/auth counts it.
+struct TableUsageFixture : UsageFixture {
+  TableUsageFixture() {
+    KeyEntry entry;
+    entry.key_id = InlineId("key_a");
+    table.put(digest, entry);
+    usage = std::make_unique<KeyUsage>(*store, clock, retention, &table);
+  }
+  ~TableUsageFixture() { usage.reset(); }  // before the table it reads
+
+  // One verification of key_a at kT0, counted as `outcome` from `source`.
+  void verify(int outcome, std::string_view source) {
+    REQUIRE(table.visit(
+        digest, kT0,
+        [&](const KeyEntry&, TokenBucket&) {
+          return ActiveKeyTable::Visited{.used = false, .counted = outcome};
+        },
+        source));
+  }
+
+  ActiveKeyTable table{{"standard"}};
+  Digest digest = [] {
+    Digest d{};
+    d[8] = 3;
+    return d;
+  }();
+};
+
 TEST_CASE("bucket starts round down to the minute and the hour", "[projections][usage]") {
   CHECK(bucket_start(UsageGranularity::kMinute, 120) == 120);
   CHECK(bucket_start(UsageGranularity::kMinute, 179) == 120);
@@ -194,32 +223,17 @@ TEST_CASE("answers include what is not flushed yet", "[projections][usage]") {
 
 TEST_CASE("a flush sums what the key table counted and what the recorder holds for the same minute",
           "[projections][usage]") {
-  UsageFixture f;
-  ActiveKeyTable table({"standard"});
-  Digest digest{};
-  digest[8] = 3;
-  KeyEntry entry;
-  entry.key_id = InlineId("key_a");
-  table.put(digest, entry);
-  f.usage = std::make_unique<KeyUsage>(*f.store, f.clock, f.retention, &table);
-  const auto verify = [&](int outcome, std::string_view source) {
-    REQUIRE(table.visit(
-        digest, kT0,
-        [&](const KeyEntry&, TokenBucket&) {
-          return ActiveKeyTable::Visited{.used = false, .counted = outcome};
-        },
-        source));
-  };
-  verify(0, "198.51.100.7");
-  verify(0, "198.51.100.7");
-  verify(2, "");
+  TableUsageFixture f;
+  f.verify(0, "198.51.100.7");
+  f.verify(0, "198.51.100.7");
+  f.verify(2, "");
   // A replica's report of the same key and minute: the same cell, written beside the table's.
   UsageCell reported{InlineId("key_a"), bucket_start(UsageGranularity::kMinute, kT0), {}};
   reported.counts.by_outcome = {5, 1, 0, 0, 0};
   reported.counts.sources = {{"203.0.113.9", 6}};
   f.usage->recorder().merge(reported);
   REQUIRE(f.usage->flush().ok());
-  CHECK(table.pending_counts() == 0);
+  CHECK(f.table.pending_counts() == 0);
   CHECK(f.usage->pending() == 0);
 
   const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
@@ -233,9 +247,9 @@ TEST_CASE("a flush sums what the key table counted and what the recorder holds f
 
   // The first flush folded; the next ones only journal, and the table keeps the sums until the
   // next fold: answers include them, and so does the journal read back after a kill.
-  verify(1, "198.51.100.7");
+  f.verify(1, "198.51.100.7");
   REQUIRE(f.usage->flush().ok());
-  verify(1, "");
+  f.verify(1, "");
   REQUIRE(f.usage->flush().ok());
   CHECK(f.read({"key_a"}, UsageGranularity::kMinute, m0, m0 + 60)[0].counts.by_outcome ==
         std::array<std::uint64_t, kUsageOutcomes>{7, 3, 1, 0, 0});
@@ -344,29 +358,16 @@ TEST_CASE("an address used more often than the kept ones is kept, through a flus
   // 20 addresses once each, then a new one 10 times within one flush window: counted by the key
   // table (GET /v1/auth) and by the recorder (another path), and as a replica's report merged
   // into a full cell.
-  UsageFixture f;
-  ActiveKeyTable table({"standard"});
-  Digest digest{};
-  digest[8] = 3;
-  KeyEntry entry;
-  entry.key_id = InlineId("key_a");
-  table.put(digest, entry);
-  f.usage = std::make_unique<KeyUsage>(*f.store, f.clock, f.retention, &table);
+  TableUsageFixture f;
   UsageRecorder& r = f.usage->recorder();
   for (int i = 0; i < 20; ++i) {
     const std::string address = "192.0.2." + std::to_string(i);
-    REQUIRE(table.visit(
-        digest, kT0,
-        [](const KeyEntry&, TokenBucket&) { return ActiveKeyTable::Visited{.used = false, .counted = 0}; },
-        address));
+    f.verify(0, address);
     r.record("key_b", UsageOutcome::kValid, kT0, address);
     r.record("key_c", UsageOutcome::kValid, kT0, address);
   }
   for (int i = 0; i < 10; ++i) {
-    REQUIRE(table.visit(
-        digest, kT0,
-        [](const KeyEntry&, TokenBucket&) { return ActiveKeyTable::Visited{.used = false, .counted = 0}; },
-        "198.51.100.77"));
+    f.verify(0, "198.51.100.77");
     r.record("key_b", UsageOutcome::kValid, kT0, "198.51.100.77");
   }
   UsageCell reported{InlineId("key_c"), bucket_start(UsageGranularity::kMinute, kT0), {}};
