@@ -253,8 +253,7 @@ void ActiveKeyTable::free_chunks() {
       chunk = nullptr;
     }
   }
-  live_.free();
-  kept_.free();
+  use_cells_.free();
 }
 
 void ActiveKeyTable::CountCells::free() {
@@ -279,6 +278,11 @@ ActiveKeyTable::UseCell& ActiveKeyTable::CountCells::cell(Ref ref) {
     }
   }
   return cells[ref & (kUseChunkCells - 1)];
+}
+
+const ActiveKeyTable::UseCell* ActiveKeyTable::CountCells::find(Ref ref) const {
+  const UseCell* cells = chunks[ref >> kUseChunkBits].load(std::memory_order_acquire);
+  return cells == nullptr ? nullptr : &cells[ref & (kUseChunkCells - 1)];
 }
 
 namespace {
@@ -315,11 +319,11 @@ std::string ipv4_text(std::uint32_t address) {
 
 }  // namespace
 
-ActiveKeyTable::SourceList ActiveKeyTable::sources_of(const CountLists& lists, const UseCell& cell) {
-  if ((cell.sources & kInlineSource) != 0) {
-    return {{ipv4_text(cell.spare), total_of(cell.counts)}};
+std::vector<std::pair<std::string, std::uint32_t>> ActiveKeyTable::CountedMinute::sources() const {
+  if (ipv4) {
+    return {{ipv4_text(*ipv4), total_of(counts)}};
   }
-  return cell.sources != 0 ? lists.sources[cell.sources - 1] : SourceList{};
+  return list;
 }
 
 void ActiveKeyTable::add_sources(CountLists& lists, UseCell& cell, std::uint32_t before, std::uint32_t added,
@@ -338,17 +342,25 @@ void ActiveKeyTable::add_sources(CountLists& lists, UseCell& cell, std::uint32_t
       }
     }
   }
+  const auto new_list = [&](SourceList list) {
+    if (lists.free_sources.empty()) {
+      lists.sources.push_back(std::move(list));
+      cell.sources = static_cast<std::uint32_t>(lists.sources.size());
+    } else {
+      cell.sources = lists.free_sources.back() + 1;
+      lists.free_sources.pop_back();
+      lists.sources[cell.sources - 1] = std::move(list);
+    }
+  };
   if ((cell.sources & kInlineSource) != 0) {
-    lists.sources.push_back({{ipv4_text(cell.spare), before}});
-    cell.sources = static_cast<std::uint32_t>(lists.sources.size());
+    new_list({{ipv4_text(cell.spare), before}});
     cell.spare = 0;
   }
   if (sources.empty()) {
     return;
   }
   if (cell.sources == 0) {
-    lists.sources.emplace_back();
-    cell.sources = static_cast<std::uint32_t>(lists.sources.size());
+    new_list({});
   }
   SourceList& list = lists.sources[cell.sources - 1];
   if (sources.size() == 1) {
@@ -358,21 +370,40 @@ void ActiveKeyTable::add_sources(CountLists& lists, UseCell& cell, std::uint32_t
   }
 }
 
+void ActiveKeyTable::release(CountLists& lists, UseCell& cell) {
+  if (cell.sources != 0 && (cell.sources & kInlineSource) == 0) {
+    lists.sources[cell.sources - 1] = {};
+    lists.free_sources.push_back(cell.sources - 1);
+  }
+  cell = UseCell{};
+}
+
 void ActiveKeyTable::count_use(Shard& shard, Ref ref, std::int64_t now_s, std::size_t outcome,
                                std::string_view source) {
-  UseCell& cell = live_.cell(ref);
-  const auto minute = static_cast<std::int32_t>(std::max<std::int64_t>(1, now_s / 60));
-  if (cell.minute != minute) {
-    if (cell.minute == 0) {
-      shard.live.counted.push_back(ref);
-    } else {
-      shard.live.spilled.push_back({ref, cell});  // the minute it leaves, drained with the rest
-    }
+  CountLists& lists = shard.counts;
+  UseCell& cell = use_cells_.cell(ref);
+  const auto minute = std::max(static_cast<std::uint32_t>(std::clamp<std::int64_t>(now_s / 60, 1, kChanged - 1)),
+                               taken_before_.load(std::memory_order_relaxed));
+  const std::uint32_t held = cell.minute & ~kChanged;
+  if (held == 0) {
+    lists.counted.push_back(ref);
+    cell.minute = minute;
+  } else if (minute > held) {
+    lists.set_aside.push_back({ref, cell});  // taken with the rest; its source list goes along
     cell = UseCell{};
     cell.minute = minute;
   }
+  // A clock set back counts into the later minute the cell holds: between two takes a key's
+  // minutes only grow, so each key and minute has one cell, whose journalled counts only grow.
+  if ((cell.minute & kChanged) == 0) {
+    cell.minute |= kChanged;
+    lists.changed.push_back(ref);
+    ++lists.changed_cells;
+  }
   const std::uint32_t before = total_of(cell.counts);
-  ++cell.counts[outcome];
+  if (cell.counts[outcome] != UINT32_MAX) {
+    ++cell.counts[outcome];
+  }
   if (source.empty() && cell.sources == 0) {
     return;
   }
@@ -383,130 +414,166 @@ void ActiveKeyTable::count_use(Shard& shard, Ref ref, std::int64_t now_s, std::s
       return;
     }
   }
-  add_sources(shard.live, cell, before, 1,
-              source.empty() ? SourceList{} : SourceList{{std::string(source), 1}});
+  add_sources(lists, cell, before, 1, source.empty() ? SourceList{} : SourceList{{std::string(source), 1}});
 }
 
-void ActiveKeyTable::keep_counts(Shard& shard, Ref ref, const UseCell& counts, const SourceList& sources) {
-  UseCell& cell = kept_.cell(ref);
-  if (cell.minute != counts.minute) {
-    if (cell.minute == 0) {
-      shard.kept.counted.push_back(ref);
-    } else {
-      shard.kept.spilled.push_back({ref, cell});
-    }
-    cell = UseCell{};
-    cell.minute = counts.minute;
-  }
-  const std::uint32_t before = total_of(cell.counts);
-  for (std::size_t i = 0; i < kCountedOutcomes; ++i) {
-    cell.counts[i] = static_cast<std::uint32_t>(
-        std::min<std::uint64_t>(std::uint64_t{cell.counts[i]} + counts.counts[i], UINT32_MAX));
-  }
-  if (sources.empty() && cell.sources == 0) {
-    return;
-  }
-  add_sources(shard.kept, cell, before, total_of(counts.counts), sources);
+void ActiveKeyTable::hand(const CountSink& sink, const Slot& slot, const CountLists& lists,
+                          const UseCell& cell) const {
+  static const SourceList kNone;
+  const bool inline_source = (cell.sources & kInlineSource) != 0;
+  sink(CountedMinute{
+      .key_id = slot.entry.key_id,
+      .minute_start = static_cast<std::int64_t>(cell.minute & ~kChanged) * 60,
+      .counts = cell.counts,
+      .ipv4 = inline_source ? std::optional<std::uint32_t>(cell.spare) : std::nullopt,
+      .list = cell.sources != 0 && !inline_source ? lists.sources[cell.sources - 1] : kNone,
+  });
 }
+
+namespace {
+// Cells handed to a sink per shard lock: a verification on the shard waits for at most this many.
+constexpr std::size_t kCountChunk = 256;
+}  // namespace
 
 std::size_t ActiveKeyTable::pending_counts() const {
   std::size_t n = 0;
   for (const Shard& shard : shards_) {
     std::lock_guard lock(shard.mutex);
-    n += shard.live.counted.size() + shard.live.spilled.size();
+    n += shard.counts.changed_cells;
   }
   return n;
 }
 
-void ActiveKeyTable::drain_counts(const CountSink& sink, bool keep) { drain(live_, sink, keep); }
-
-void ActiveKeyTable::fold_counts(const CountSink& sink) { drain(kept_, sink, /*keep=*/false); }
-
-void ActiveKeyTable::drain(CountCells& from, const CountSink& sink, bool keep) {
-  // Cells taken per shard lock: a verification on the shard waits for at most this many.
-  constexpr std::size_t kDrainChunk = 1024;
-  struct Taken {
-    Ref ref;
-    UseCell cell;
-    SourceList sources;
-  };
-  std::vector<Taken> taken;
-  const SourceList none;
-  std::shared_lock lock(index_mutex_);  // no clear() meanwhile
+void ActiveKeyTable::journal_counts(const CountSink& sink, bool all) {
+  std::shared_lock index_lock(index_mutex_);  // no clear() meanwhile
+  std::vector<Ref> refs;
   for (Shard& shard : shards_) {
-    CountLists& lists = &from == &kept_ ? shard.kept : shard.live;
-    for (;;) {
-      taken.clear();
-      {
-        std::lock_guard shard_lock(shard.mutex);
-        const auto take = [&](Ref ref, const UseCell& cell) {
-          Taken t{ref, cell, {}};
-          if ((cell.sources & kInlineSource) != 0) {
-            t.sources = sources_of(lists, cell);
-          } else if (cell.sources != 0) {
-            t.sources = std::move(lists.sources[cell.sources - 1]);
-          }
-          if (keep) {
-            keep_counts(shard, ref, cell, t.sources);
-          }
-          taken.push_back(std::move(t));
-        };
-        while (!lists.spilled.empty() && taken.size() < kDrainChunk) {
-          take(lists.spilled.back().ref, lists.spilled.back().cell);
-          lists.spilled.pop_back();
-        }
-        while (!lists.counted.empty() && taken.size() < kDrainChunk) {
-          UseCell& cell = from.cell(lists.counted.back());
-          take(lists.counted.back(), cell);
-          cell = UseCell{};
-          lists.counted.pop_back();
-        }
-        if (lists.empty()) {
-          lists.sources.clear();  // no cell refers to a list any more
-        }
+    CountLists& lists = shard.counts;
+    refs.clear();
+    {
+      std::lock_guard lock(shard.mutex);
+      if (all) {
+        refs = lists.counted;
+        lists.changed.clear();
+      } else {
+        refs.swap(lists.changed);
       }
-      if (taken.empty()) {
+    }
+    // In slot order: the cells and slots are read in address order, not at random.
+    std::sort(refs.begin(), refs.end());
+    const auto journal = [&](UseCell& cell, Ref ref) {
+      if ((cell.minute & kChanged) != 0) {
+        cell.minute &= ~kChanged;
+        --lists.changed_cells;
+      } else if (!all || cell.minute == 0) {
+        return;  // journalled already (a ref listed twice)
+      }
+      hand(sink, slot_at(ref), lists, cell);
+    };
+    // Set-aside cells are only ever appended while no take runs (one caller at a time).
+    for (std::size_t i = 0;;) {
+      std::lock_guard lock(shard.mutex);
+      for (const std::size_t end = std::min(lists.set_aside.size(), i + kCountChunk); i < end; ++i) {
+        journal(lists.set_aside[i].cell, lists.set_aside[i].ref);
+      }
+      if (i >= lists.set_aside.size()) {
         break;
       }
-      // Outside the shard lock: a slot's key id never changes once written.
-      for (const Taken& t : taken) {
-        sink(slot_at(t.ref).entry.key_id, static_cast<std::int64_t>(t.cell.minute) * 60, t.cell.counts,
-             t.cell.sources != 0 ? t.sources : none);
+    }
+    for (std::size_t i = 0; i < refs.size();) {
+      std::lock_guard lock(shard.mutex);
+      for (const std::size_t end = std::min(refs.size(), i + kCountChunk); i < end; ++i) {
+        journal(use_cells_.cell(refs[i]), refs[i]);
       }
     }
   }
 }
 
-void ActiveKeyTable::peek_kept(std::string_view key_id, const CountSink& sink) const {
-  struct Found {
-    UseCell cell;
-    SourceList sources;
-  };
-  std::vector<Found> found;
+void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
+  const std::uint32_t before_minute =
+      before / 60 >= std::int64_t{kChanged} ? kChanged : static_cast<std::uint32_t>(std::max<std::int64_t>(0, before / 60));
+  if (before != INT64_MAX && before_minute > taken_before_.load(std::memory_order_relaxed)) {
+    taken_before_.store(before_minute, std::memory_order_relaxed);
+  }
+  std::shared_lock index_lock(index_mutex_);  // no clear() meanwhile
+  std::vector<Ref> refs;
+  std::vector<CountLists::SetAside> set_aside;
+  for (Shard& shard : shards_) {
+    CountLists& lists = shard.counts;
+    refs.clear();
+    set_aside.clear();
+    {
+      std::lock_guard lock(shard.mutex);
+      refs.swap(lists.counted);
+      set_aside.swap(lists.set_aside);
+    }
+    std::sort(refs.begin(), refs.end());
+    // Hands the cell over and empties it, or keeps it (true), to be journalled again.
+    const auto take = [&](UseCell& cell, Ref ref) {
+      if ((cell.minute & ~kChanged) < before_minute) {
+        if ((cell.minute & kChanged) != 0) {
+          --lists.changed_cells;
+        }
+        hand(sink, slot_at(ref), lists, cell);
+        release(lists, cell);
+        return false;
+      }
+      if ((cell.minute & kChanged) == 0) {
+        cell.minute |= kChanged;
+        ++lists.changed_cells;
+        return true;
+      }
+      return true;
+    };
+    for (std::size_t i = 0; i < set_aside.size();) {
+      std::lock_guard lock(shard.mutex);
+      for (const std::size_t end = std::min(set_aside.size(), i + kCountChunk); i < end; ++i) {
+        if (take(set_aside[i].cell, set_aside[i].ref)) {
+          lists.set_aside.push_back(set_aside[i]);
+        }
+      }
+    }
+    for (std::size_t i = 0; i < refs.size();) {
+      std::lock_guard lock(shard.mutex);
+      for (const std::size_t end = std::min(refs.size(), i + kCountChunk); i < end; ++i) {
+        UseCell& cell = use_cells_.cell(refs[i]);
+        if (cell.minute == 0) {
+          continue;
+        }
+        const bool was_changed = (cell.minute & kChanged) != 0;
+        if (take(cell, refs[i])) {
+          lists.counted.push_back(refs[i]);
+          if (!was_changed) {
+            lists.changed.push_back(refs[i]);
+          }
+        }
+      }
+    }
+    std::lock_guard lock(shard.mutex);
+    if (lists.counted.empty() && lists.set_aside.empty()) {
+      lists.sources.clear();  // no cell refers to a list any more
+      lists.free_sources.clear();
+    }
+  }
+}
+
+void ActiveKeyTable::peek_counts(std::string_view key_id, const CountSink& sink) const {
   IndexReader lock(index_mutex_);
   const auto ref = ref_by_key(lock, key_id);
   if (!ref) {
     return;
   }
   const Slot& slot = slot_at(*ref);
-  {
-    const Shard& shard = shard_for(slot.digest);
-    std::lock_guard shard_lock(shard.mutex);
-    const auto add = [&](const UseCell& cell) { found.push_back({cell, sources_of(shard.kept, cell)}); };
-    // The spilled list is scanned whole: queries are rare, verifications never wait long.
-    for (const auto& spilled : shard.kept.spilled) {
-      if (spilled.ref == *ref) {
-        add(spilled.cell);
-      }
-    }
-    if (const UseCell* cells = kept_.chunks[*ref >> kUseChunkBits].load(std::memory_order_acquire)) {
-      if (const UseCell& cell = cells[*ref & (kUseChunkCells - 1)]; cell.minute != 0) {
-        add(cell);
-      }
+  const Shard& shard = shard_for(slot.digest);
+  std::lock_guard shard_lock(shard.mutex);
+  // The set-aside cells are scanned whole: queries are rare, verifications never wait long.
+  for (const auto& set_aside : shard.counts.set_aside) {
+    if (set_aside.ref == *ref) {
+      hand(sink, slot, shard.counts, set_aside.cell);
     }
   }
-  for (const Found& f : found) {
-    sink(slot.entry.key_id, static_cast<std::int64_t>(f.cell.minute) * 60, f.cell.counts, f.sources);
+  if (const UseCell* cell = use_cells_.find(*ref); cell != nullptr && cell->minute != 0) {
+    hand(sink, slot, shard.counts, *cell);
   }
 }
 
@@ -804,8 +871,7 @@ void ActiveKeyTable::clear() {
     shard.index.clear();
     shard.count = 0;
     shard.unflushed.clear();
-    shard.live = {};
-    shard.kept = {};
+    shard.counts = {};
   }
   free_chunks();
   slot_count_ = 0;

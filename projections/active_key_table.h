@@ -130,7 +130,7 @@ class ActiveKeyTable {
     }
     Slot& slot = slot_at(*ref);
     // The key's count cell is written after fn: fetch it while fn runs.
-    if (const UseCell* cells = live_.chunks[*ref >> kUseChunkBits].load(std::memory_order_relaxed)) {
+    if (const UseCell* cells = use_cells_.chunks[*ref >> kUseChunkBits].load(std::memory_order_relaxed)) {
       __builtin_prefetch(&cells[*ref & (kUseChunkCells - 1)], 1);
     }
     TokenBucket bucket{slot.bucket_updated_ns, slot.bucket_tokens};
@@ -151,20 +151,38 @@ class ActiveKeyTable {
     return true;
   }
 
-  // Usage counted by visit() since the last drain, one call of sink per key and minute:
-  // sink(key_id, minute start in Unix seconds, counts by outcome, sources). Verifications go on
-  // meanwhile (a shard's lock is held for a bounded chunk at a time). With `keep`, what sink
-  // gets is also added to a second cell per key and minute, kept until fold_counts() (KeyUsage
-  // journals each drain and folds the kept sums into its buckets once a minute).
-  using CountSink = std::function<void(const InlineId& key_id, std::int64_t minute_start,
-                                       const std::array<std::uint32_t, kCountedOutcomes>& counts,
-                                       const std::vector<std::pair<std::string, std::uint32_t>>& sources)>;
-  void drain_counts(const CountSink& sink, bool keep = false);
-  // Hands what drain_counts kept to sink, like drain_counts, and forgets it.
-  void fold_counts(const CountSink& sink);
-  // What drain_counts kept for `key_id`, one call of sink per minute, in no set order.
-  void peek_kept(std::string_view key_id, const CountSink& sink) const;
-  // Keys and minutes counted and not drained yet.
+  // One key's counts in one minute, as handed to a CountSink (valid during the call only).
+  struct CountedMinute {
+    const InlineId& key_id;
+    std::int64_t minute_start = 0;  // Unix seconds
+    const std::array<std::uint32_t, kCountedOutcomes>& counts;
+    // The client addresses: every use from one IPv4 address (network byte order), or a list
+    // (may be empty).
+    std::optional<std::uint32_t> ipv4;
+    const std::vector<std::pair<std::string, std::uint32_t>>& list;
+    // The addresses as one list either way.
+    std::vector<std::pair<std::string, std::uint32_t>> sources() const;
+  };
+  using CountSink = std::function<void(const CountedMinute&)>;
+
+  // Usage is counted by visit() into one cell per key (its current minute: what it holds
+  // since that minute began, or since the cell was last taken) and stays there until taken.
+  // A key used in a later minute sets its old minute's cell aside (taken with the others).
+  // The calls below run sink under the shard's lock, a bounded chunk of cells at a time, so
+  // verifications go on meanwhile: sinks only copy.
+
+  // Every cell that changed since the last call (with `all`: every cell), its whole count so
+  // far, not the change: KeyUsage journals these, the latest per key and minute being the one
+  // that counts.
+  void journal_counts(const CountSink& sink, bool all = false);
+  // Hands over and forgets the cells of minutes starting before `before` (Unix seconds; every
+  // cell by default). Cells it keeps count as changed for the next journal_counts(). Uses
+  // counted later at a time before `before` (a clock set back) count in `before`'s minute, so
+  // a key and minute taken never has a cell again. One caller at a time, with journal_counts.
+  void take_counts(const CountSink& sink, std::int64_t before = INT64_MAX);
+  // The cells of `key_id` not taken yet, one call of sink per minute, in no set order.
+  void peek_counts(std::string_view key_id, const CountSink& sink) const;
+  // Cells changed since the last journal_counts().
   std::size_t pending_counts() const;
 
   // Applies one event (KeyCreated, KeyRotated, KeyRevoked, KeyExpired, KeyCompromised,
@@ -262,45 +280,46 @@ class ActiveKeyTable {
   static constexpr std::size_t kShards = 8;
 
   // A key's usage counts in one minute, beside its slot (same Ref, same shard lock): 32 bytes
-  // a key and set of cells (CountCells: live, kept), in chunks of one huge page made when a key
-  // in them is first counted.
+  // a key, in chunks of one huge page made when a key in them is first counted.
   struct UseCell {
-    std::int32_t minute = 0;  // Unix minutes; 0: nothing counted since the last drain
+    std::uint32_t minute = 0;  // Unix minutes | kChanged; 0: nothing counted
     std::array<std::uint32_t, kCountedOutcomes> counts{};
     // 1 + index into the shard's source lists; kInlineSource: every use came from the IPv4
     // address in `spare`; 0: none.
     std::uint32_t sources = 0;
     std::uint32_t spare = 0;
   };
+  static constexpr std::uint32_t kChanged = 0x8000'0000U;  // in UseCell::minute: not journalled
   static constexpr std::uint32_t kInlineSource = 0x8000'0000U;
   static_assert(sizeof(UseCell) == 32, "a usage cell is half a cache line");
   static constexpr unsigned kUseChunkBits = 16;  // 65 536 cells of 32 bytes: one huge page
   static constexpr std::size_t kUseChunkCells = std::size_t{1} << kUseChunkBits;
   using SourceList = std::vector<std::pair<std::string, std::uint32_t>>;
 
-  // A shard's part of one set of count cells (CountCells): which cells hold counts, and what
-  // they point to.
+  // A shard's usage cells: which hold counts, which changed, and the lists they point to.
   struct CountLists {
-    std::vector<Ref> counted;  // slots whose cell holds counts
-    struct Spilled {
+    std::vector<Ref> counted;  // slots whose cell holds counts (minute != 0)
+    std::vector<Ref> changed;  // slots whose cell may have kChanged set (may repeat)
+    struct SetAside {
       Ref ref;
       UseCell cell;
     };
-    std::vector<Spilled> spilled;     // a minute a key left before its counts were drained
-    std::vector<SourceList> sources;  // UseCell::sources, until the next drain
-    bool empty() const { return counted.empty() && spilled.empty(); }
+    std::vector<SetAside> set_aside;  // a minute a key left before it was taken
+    std::vector<SourceList> sources;  // UseCell::sources
+    std::vector<std::uint32_t> free_sources;  // indexes into `sources` no cell uses
+    std::size_t changed_cells = 0;  // cells and set-aside cells with kChanged
   };
   // One cell per slot (same Ref), in chunks made when a key in them is first counted.
   struct CountCells {
     std::array<std::atomic<UseCell*>, kMaxChunks * kChunkSlots / kUseChunkCells> chunks{};
     UseCell& cell(Ref ref);  // allocates its chunk on first use
+    const UseCell* find(Ref ref) const;  // null while its chunk is not made
     void free();
   };
 
   struct Shard {
     mutable std::mutex mutex;
-    CountLists live;  // counted by visit(), not drained yet
-    CountLists kept;  // drained with keep, not folded yet
+    CountLists counts;  // usage counted by visit(), not taken yet
     std::vector<std::uint64_t, HugePageAllocator<std::uint64_t>>
         index;  // 0 empty, else tag << 32 | (ref + 1)
     std::size_t count = 0;
@@ -316,17 +335,14 @@ class ActiveKeyTable {
   const Shard& shard_for(const Digest& d) const { return shards_[shard_of(d)]; }
   Slot& slot_at(Ref ref) const { return chunks_[ref >> kChunkBits][ref & (kChunkSlots - 1)]; }
   void count_use(Shard& shard, Ref ref, std::int64_t now_s, std::size_t outcome, std::string_view source);
-  // A cell's sources, as a list.
-  static SourceList sources_of(const CountLists& lists, const UseCell& cell);
   // Records that of the `added` uses just counted into `cell` (which held `before`), `sources`
   // came from these addresses.
   static void add_sources(CountLists& lists, UseCell& cell, std::uint32_t before, std::uint32_t added,
                           const SourceList& sources);
-  // Takes every cell of `from` (and keeps it in kept_ when `keep`), a chunk at a time.
-  void drain(CountCells& from, const CountSink& sink, bool keep);
-  // Adds `counts` to the key's kept cell for its minute, under the shard's lock.
-  void keep_counts(Shard& shard, Ref ref, const UseCell& counts, const SourceList& sources);
-
+  // Empties `cell`, giving its source list back.
+  static void release(CountLists& lists, UseCell& cell);
+  // Calls sink with the key's counts in `cell`.
+  void hand(const CountSink& sink, const Slot& slot, const CountLists& lists, const UseCell& cell) const;
   // The helpers below run under index_mutex_ and take the caller's lock as proof: a call
   // without one does not compile, and debug builds check it locks index_mutex_.
   using IndexWriter = std::unique_lock<std::shared_mutex>;
@@ -352,8 +368,9 @@ class ActiveKeyTable {
 
   std::array<Shard, kShards> shards_;
   std::array<Slot*, kMaxChunks> chunks_{};  // written before a slot of theirs is indexed
-  CountCells live_;                         // Shard::live's cells
-  CountCells kept_;                         // Shard::kept's cells
+  CountCells use_cells_;                    // Shard::counts' cells
+  // Unix minute: a later use of a minute before this counts in this one (take_counts).
+  std::atomic<std::uint32_t> taken_before_{0};
 
   struct Agent {
     std::uint8_t tier = 0;

@@ -1,13 +1,20 @@
 #include "projections/usage.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/write_batch.h>
+#include <sodium.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstring>
+#include <optional>
+#include <unordered_map>
 
+#include "domain/ids.h"
 #include "domain/thread_name.h"
 
 namespace keyledger {
@@ -399,29 +406,185 @@ EventStoreOptions::FamilyTuning usage_family_tuning(const Clock& clock, UsageRet
 
 namespace {
 
-// An ActiveKeyTable::CountSink that hands sink(UsageCell) each key and minute.
-template <typename Sink>
-ActiveKeyTable::CountSink to_cells(Sink& sink) {
+UsageCell to_cell(const ActiveKeyTable::CountedMinute& counted) {
   static_assert(ActiveKeyTable::kCountedOutcomes == kUsageOutcomes);
-  return [&sink](const InlineId& key_id, std::int64_t minute_start,
-                 const std::array<std::uint32_t, ActiveKeyTable::kCountedOutcomes>& counts,
-                 const std::vector<std::pair<std::string, std::uint32_t>>& sources) {
-    UsageCell cell{key_id, minute_start, {}};
+  UsageCell cell{counted.key_id, counted.minute_start, {}};
+  for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
+    cell.counts.by_outcome[i] = counted.counts[i];
+  }
+  for (auto& [address, n] : counted.sources()) {
+    cell.counts.sources.emplace_back(std::move(address), n);
+  }
+  return cell;
+}
+
+// The table's journal records: a format byte and a base minute, then per key and minute its
+// counts so far, about 20 bytes for a key used from one IPv4 address (a million keys in use
+// journal about 20 MB a flush):
+//   u8 flags: bits 0-4 which outcomes were counted (UsageOutcome order), bits 5-6 the
+//     sources (kNoSources, kIpv4Source, kSourceList), bit 7 a well-formed key id packed;
+//   the key id: packed, its 12 bytes after "key_"; else varint length and the id;
+//   varint zigzag(minute - base minute) (Unix minutes); a varint per counted outcome;
+//   kIpv4Source: 4 bytes, the address in network order (every use); kSourceList: varint n,
+//   then n x (varint length, address, varint count).
+// Varints and zigzag as protobuf's wire format writes them.
+constexpr std::uint8_t kFormatV1 = 1;
+enum : std::uint8_t { kNoSources = 0, kIpv4Source = 1, kSourceList = 2 };
+constexpr std::uint8_t kPackedKeyId = 0x80;
+constexpr std::size_t kPackedIdBytes = 12;
+constexpr std::size_t kMaxEncodedText = 255;
+
+using google::protobuf::io::CodedInputStream;
+using google::protobuf::io::CodedOutputStream;
+using google::protobuf::internal::WireFormatLite;
+
+class JournalWriter {
+ public:
+  JournalWriter(std::string& out, std::int64_t base_minute) : out_(out), base_(base_minute) {
+    out_.push_back(static_cast<char>(kFormatV1));
+    varint(static_cast<std::uint32_t>(base_minute));
+  }
+
+  void add(const ActiveKeyTable::CountedMinute& counted) {
+    std::uint8_t flags = 0;
     for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
-      cell.counts.by_outcome[i] = counts[i];
+      flags |= counted.counts[i] != 0 ? static_cast<std::uint8_t>(1U << i) : 0;
     }
-    for (const auto& [address, n] : sources) {
-      cell.counts.sources.emplace_back(address, n);
+    const auto fits = [](const auto& source) { return source.first.size() <= kMaxEncodedText; };
+    const std::size_t listed = std::count_if(counted.list.begin(), counted.list.end(), fits);
+    flags |= static_cast<std::uint8_t>((counted.ipv4 ? kIpv4Source : listed > 0 ? kSourceList : kNoSources) << 5);
+    const std::string_view id = counted.key_id.view();
+    std::array<unsigned char, kPackedIdBytes> packed{};
+    const bool pack = is_well_formed_id(id, kKeyIdPrefix) &&
+                      sodium_hex2bin(packed.data(), packed.size(), id.data() + kKeyIdPrefix.size(),
+                                     id.size() - kKeyIdPrefix.size(), nullptr, nullptr, nullptr) == 0;
+    out_.push_back(static_cast<char>(flags | (pack ? kPackedKeyId : 0)));
+    if (pack) {
+      out_.append(reinterpret_cast<const char*>(packed.data()), packed.size());
+    } else {
+      text(id);
     }
-    sink(std::move(cell));
+    varint(WireFormatLite::ZigZagEncode32(static_cast<std::int32_t>(counted.minute_start / 60 - base_)));
+    for (const std::uint32_t n : counted.counts) {
+      if (n != 0) {
+        varint(n);
+      }
+    }
+    if (counted.ipv4) {
+      out_.append(reinterpret_cast<const char*>(&*counted.ipv4), 4);  // as stored: network order
+    } else if (listed > 0) {
+      varint(static_cast<std::uint32_t>(listed));
+      for (const auto& source : counted.list) {
+        if (fits(source)) {
+          text(source.first);
+          varint(source.second);
+        }
+      }
+    }
+  }
+
+ private:
+  void varint(std::uint32_t v) {
+    std::array<std::uint8_t, 5> bytes{};
+    const std::uint8_t* end = CodedOutputStream::WriteVarint32ToArray(v, bytes.data());
+    out_.append(reinterpret_cast<const char*>(bytes.data()), end - bytes.data());
+  }
+  void text(std::string_view s) {
+    varint(static_cast<std::uint32_t>(s.size()));
+    out_.append(s);
+  }
+
+  std::string& out_;
+  std::int64_t base_;
+};
+
+// Reads a JournalWriter record: calls fn(CountedMinute) for each entry; false if malformed.
+template <typename Fn>
+bool read_journal(std::string_view record, Fn fn) {
+  if (record.empty() || static_cast<std::uint8_t>(record.front()) != kFormatV1) {
+    return false;
+  }
+  CodedInputStream in(reinterpret_cast<const std::uint8_t*>(record.data()) + 1, static_cast<int>(record.size() - 1));
+  std::uint32_t base = 0;
+  if (!in.ReadVarint32(&base)) {
+    return false;
+  }
+  std::string text;
+  const auto read_text = [&] {
+    std::uint32_t size = 0;
+    return in.ReadVarint32(&size) && size <= kMaxEncodedText && in.ReadString(&text, static_cast<int>(size));
   };
+  std::vector<std::pair<std::string, std::uint32_t>> list;
+  while (!in.ExpectAtEnd()) {
+    std::uint8_t flags = 0;
+    if (!in.ReadRaw(&flags, 1)) {
+      return false;
+    }
+    InlineId key_id;
+    if ((flags & kPackedKeyId) != 0) {
+      std::array<unsigned char, kPackedIdBytes> packed{};
+      std::array<char, kPackedIdBytes * 2 + 1> hex{};
+      if (!in.ReadRaw(packed.data(), packed.size())) {
+        return false;
+      }
+      sodium_bin2hex(hex.data(), hex.size(), packed.data(), packed.size());
+      key_id = InlineId(std::string(kKeyIdPrefix) + hex.data());
+    } else {
+      if (!read_text() || text.size() > InlineId::kCapacity) {
+        return false;
+      }
+      key_id = InlineId(text);
+    }
+    std::uint32_t minute = 0;
+    if (!in.ReadVarint32(&minute)) {
+      return false;
+    }
+    const std::int64_t minute_start = (std::int64_t{base} + WireFormatLite::ZigZagDecode32(minute)) * 60;
+    std::array<std::uint32_t, ActiveKeyTable::kCountedOutcomes> counts{};
+    for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
+      if ((flags & (1U << i)) != 0 && !in.ReadVarint32(&counts[i])) {
+        return false;
+      }
+    }
+    std::optional<std::uint32_t> ipv4;
+    list.clear();
+    switch ((flags >> 5) & 3) {
+      case kNoSources:
+        break;
+      case kIpv4Source:
+        ipv4.emplace();
+        if (!in.ReadRaw(&*ipv4, 4)) {
+          return false;
+        }
+        break;
+      case kSourceList: {
+        std::uint32_t n = 0;
+        if (!in.ReadVarint32(&n) || n > 255) {
+          return false;
+        }
+        for (; n > 0; --n) {
+          std::uint32_t count = 0;
+          if (!read_text() || !in.ReadVarint32(&count)) {
+            return false;
+          }
+          list.emplace_back(text, count);
+        }
+        break;
+      }
+      default:
+        return false;
+    }
+    if (minute_start > 0 && storable(key_id.view())) {
+      fn(ActiveKeyTable::CountedMinute{key_id, minute_start, counts, ipv4, list});
+    }
+  }
+  return true;
 }
 
 }  // namespace
 
 void drain_counts(ActiveKeyTable& table, UsageRecorder& recorder) {
-  const auto merge = [&](UsageCell cell) { recorder.merge(cell); };
-  table.drain_counts(to_cells(merge));
+  table.take_counts([&](const ActiveKeyTable::CountedMinute& counted) { recorder.merge(to_cell(counted)); });
 }
 
 KeyUsage::KeyUsage(const EventStore& store, const Clock& clock, UsageRetention retention,
@@ -429,17 +592,32 @@ KeyUsage::KeyUsage(const EventStore& store, const Clock& clock, UsageRetention r
     : store_(store), table_(table), clock_(clock), retention_(retention) {
   auto family = store.extra_column_family(kUsageColumnFamily);
   open_status_ = family.status();
-  if (family.ok()) {
-    family_ = *family;
-    open_status_ = recover();
+  if (!family.ok()) {
+    return;
+  }
+  family_ = *family;
+  open_status_ = recover();
+  if (open_status_.ok() && journal_written_) {
+    // Folded before anything is counted: the table's records name each key and minute's
+    // counts so far, which a new process starts again from zero.
+    std::lock_guard lock(flush_mutex_);
+    open_status_ = fold();
   }
 }
 
 namespace {
 
 // The minute/hour buckets, the journal and a fold's progress (the file comment has the layout).
-std::string journal_key(std::uint64_t sequence) { return std::string("\0j", 2) + encode_be64(sequence); }
-const std::string kFoldProgressKey("\0f", 2);
+constexpr char kRecorderJournalTag = 'j';
+constexpr char kTableJournalTag = 'k';
+std::string journal_key(char tag, std::uint64_t sequence) {
+  return std::string{'\0', tag} + encode_be64(sequence);
+}
+// How far an unfinished fold got: BE64 journal end, BE64 minute before which the table's cells
+// were folded, BE64 minute and key id of the last cell folded. (Up to the version that wrote
+// only changes: '\0' 'f' -> BE64 end, BE64 minute, key id.)
+const std::string kFoldProgressKey("\0g", 2);
+const std::string kOldFoldProgressKey("\0f", 2);
 // A fold runs this long after its minute ends, so that minute's last flush is in it.
 constexpr std::int64_t kFoldDelaySeconds = 5;
 
@@ -450,88 +628,127 @@ bool cell_before(const UsageCell& a, const UsageCell& b) {
 }  // namespace
 
 Status KeyUsage::recover() {
-  // An unfinished fold: the cells up to `done` of the records below `end` are in the buckets.
+  // An unfinished fold: the cells up to `done` of the records below `end` are in the buckets,
+  // of the table's records only those of minutes before `table_before`.
   std::uint64_t end = 0;
+  std::int64_t table_before = INT64_MAX;
   UsageCell done;
-  auto progress = family_.get(kFoldProgressKey);
-  if (!progress.ok()) {
-    return progress.status();
-  }
-  if (progress->has_value()) {
-    const std::string& v = **progress;
-    if (v.size() < 16) {
+  for (const std::string* key : {&kOldFoldProgressKey, &kFoldProgressKey}) {
+    auto progress = family_.get(*key);
+    if (!progress.ok()) {
+      return progress.status();
+    }
+    if (!progress->has_value()) {
+      continue;
+    }
+    std::string_view v = **progress;
+    const std::size_t fixed = key == &kFoldProgressKey ? 24 : 16;
+    if (v.size() < fixed) {
       return Status::Corruption("unreadable usage fold progress");
     }
     end = decode_be64(v);
-    done.minute = static_cast<std::int64_t>(decode_be64(std::string_view(v).substr(8)));
-    done.key_id = InlineId(std::string_view(v).substr(16));
+    if (key == &kFoldProgressKey) {
+      table_before = static_cast<std::int64_t>(decode_be64(v.substr(8)));
+      v.remove_prefix(8);
+    }
+    done.minute = static_cast<std::int64_t>(decode_be64(v.substr(8)));
+    done.key_id = InlineId(v.substr(16));
   }
-  const std::string first = journal_key(0);
-  std::unique_ptr<rocksdb::Iterator> it = family_.iterator();
-  v1::UsageReport report;
-  for (it->Seek(first); it->Valid(); it->Next()) {
-    const std::string_view key = it->key().ToStringView();
-    if (key.size() != first.size() || !key.starts_with(std::string_view(first).substr(0, 2))) {
-      break;
-    }
-    const std::uint64_t sequence = decode_be64(key.substr(2));
-    if (!report.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-      return Status::Corruption("unreadable usage journal record " + std::to_string(sequence));
-    }
-    for (const v1::UsageCell& in : report.cells()) {
-      UsageCell cell{InlineId(in.key_id()), in.minute_start(), from_proto(in.counts())};
-      if (sequence < end && !cell_before(done, cell)) {
-        continue;  // folded already
+  const auto folded = [&](std::uint64_t sequence, const UsageCell& cell) {
+    return sequence < end && !cell_before(done, cell);
+  };
+  // The table's records: the latest per key and minute holds its counts so far.
+  std::unordered_map<std::string, UsageCell> latest;
+  for (const char tag : {kRecorderJournalTag, kTableJournalTag}) {
+    const std::string first = journal_key(tag, 0);
+    std::unique_ptr<rocksdb::Iterator> it = family_.iterator();
+    v1::UsageReport report;
+    for (it->Seek(first); it->Valid(); it->Next()) {
+      const std::string_view key = it->key().ToStringView();
+      if (key.size() != first.size() || !key.starts_with(std::string_view(first).substr(0, 2))) {
+        break;
       }
-      journalled_.merge(cell);
+      const std::uint64_t sequence = decode_be64(key.substr(2));
+      const std::string_view value = it->value().ToStringView();
+      bool ok = true;
+      if (tag == kRecorderJournalTag) {
+        ok = report.ParseFromArray(value.data(), static_cast<int>(value.size()));
+        for (const v1::UsageCell& in : report.cells()) {
+          UsageCell cell{InlineId(in.key_id()), in.minute_start(), from_proto(in.counts())};
+          if (!folded(sequence, cell)) {
+            journalled_.merge(cell);
+          }
+        }
+      } else {
+        ok = read_journal(value, [&](const ActiveKeyTable::CountedMinute& counted) {
+          UsageCell cell = to_cell(counted);
+          if (cell.minute >= table_before || !folded(sequence, cell)) {
+            latest[std::string(cell.key_id.view()) + '\0' + std::to_string(cell.minute)] = std::move(cell);
+          }
+        });
+      }
+      if (!ok) {
+        return Status::Corruption("unreadable usage journal record " + std::string(1, tag) + std::to_string(sequence));
+      }
+      journal_first_ = journal_written_ ? std::min(journal_first_, sequence) : sequence;
+      next_journal_ = std::max(next_journal_, sequence + 1);
+      journal_written_ = true;
     }
-    if (!journal_written_) {
-      journal_first_ = sequence;
+    if (Status s = from_rocks(it->status(), "read the usage journal"); !s.ok()) {
+      return s;
     }
-    next_journal_ = sequence + 1;
-    journal_written_ = true;
   }
-  return from_rocks(it->status(), "read the usage journal");
+  for (const auto& [_, cell] : latest) {
+    journalled_.merge(cell);
+  }
+  return Status::Ok();
+}
+
+bool KeyUsage::journal_table(rocksdb::WriteBatch& batch, std::uint64_t sequence) {
+  std::string record;
+  JournalWriter writer(record, bucket_start(UsageGranularity::kMinute, unix_seconds(clock_.now())) / 60);
+  const std::size_t empty = record.size();
+  table_->journal_counts([&](const ActiveKeyTable::CountedMinute& counted) { writer.add(counted); },
+                         rejournal_table_);
+  rejournal_table_ = false;
+  if (record.size() == empty) {
+    return false;
+  }
+  family_.put(batch, journal_key(kTableJournalTag, sequence), record);
+  return true;
 }
 
 Status KeyUsage::flush(Fold fold_when) {
   std::lock_guard lock(flush_mutex_);
-  // The journal record is built in an arena: one allocation for every cell's message.
-  google::protobuf::ArenaOptions arena_options;
-  arena_options.start_block_size = std::size_t{1} << 20;
-  arena_options.max_block_size = std::size_t{8} << 20;
-  google::protobuf::Arena arena(arena_options);
-  auto* report = google::protobuf::Arena::CreateMessage<v1::UsageReport>(&arena);
-  const auto add = [&](const UsageCell& cell) {
-    v1::UsageCell* out = report->add_cells();
-    out->set_key_id(cell.key_id.view().data(), cell.key_id.view().size());
-    out->set_minute_start(cell.minute);
-    to_proto(cell.counts, *out->mutable_counts());  // in the arena, like `out`
-  };
-  for (const UsageCell& cell : recorder_.take()) {
-    add(cell);
+  rocksdb::WriteBatch batch;
+  std::vector<UsageCell> from_recorder = recorder_.take();
+  if (!from_recorder.empty()) {
+    v1::UsageReport report;
+    for (const UsageCell& cell : from_recorder) {
+      v1::UsageCell* out = report.add_cells();
+      out->set_key_id(cell.key_id.view().data(), cell.key_id.view().size());
+      out->set_minute_start(cell.minute);
+      to_proto(cell.counts, *out->mutable_counts());
+    }
+    family_.put(batch, journal_key(kRecorderJournalTag, next_journal_), report.SerializeAsString());
   }
-  const int from_recorder = report->cells_size();
+  // The table's cells that changed since the last flush, each with its minute's counts so far
+  // (the table keeps them until the fold).
   if (table_ != nullptr) {
-    // Straight into the record, not through the recorder (a hash table built and emptied
-    // every flush); the table keeps their sums per key and minute until the fold.
-    table_->drain_counts(to_cells(add), /*keep=*/true);
+    journal_table(batch, next_journal_);
   }
-  if (report->cells_size() > 0) {
-    rocksdb::WriteBatch batch;
-    family_.put(batch, journal_key(next_journal_), report->SerializeAsString());
+  if (batch.Count() > 0) {
     // Synced: a crash of the machine loses at most what was counted since (one fsync per
     // flush, every 2 s on a node).
     const Status s = store_.write(batch, /*sync=*/true);
     // The recorder's cells into the journal's memory image, or back into the recorder for the
-    // next flush. The table's are kept in the table either way: folded at the next fold, they
-    // are lost only if the process dies first (as if not drained yet).
+    // next flush; the table's are journalled again whole by the next flush after a failure.
     UsageRecorder& into = s.ok() ? journalled_ : recorder_;
-    for (int i = 0; i < from_recorder; ++i) {
-      const v1::UsageCell& cell = report->cells(i);
-      into.merge({InlineId(cell.key_id()), cell.minute_start(), from_proto(cell.counts())});
+    for (const UsageCell& cell : from_recorder) {
+      into.merge(cell);
     }
     if (!s.ok()) {
+      rejournal_table_ = true;
       return s.Annotate("write the usage journal");
     }
     ++next_journal_;
@@ -542,29 +759,47 @@ Status KeyUsage::flush(Fold fold_when) {
     return Status::Ok();
   }
   next_fold_s_ = bucket_start(UsageGranularity::kMinute, now_s) + 60 + kFoldDelaySeconds;
-  return fold();
+  return fold(fold_when == Fold::kNow);
 }
 
 // Under flush_mutex_. Batches of kBatchCells: every batch but the last records how far the
-// fold got, the last drops the journal, so a crash in between neither loses nor doubles a cell
+// fold got, the last drops the journal (journalling again, under a new sequence, the table's
+// cells of the minute under way), so a crash in between neither loses nor doubles a cell
 // (recover() skips what the progress covers).
-Status KeyUsage::fold() {
+Status KeyUsage::fold(bool everything) {
   const std::uint64_t end = next_journal_;
   std::vector<UsageCell> cells = journalled_.take();
+  // Minutes under way stay in the table (their counts so far are journalled again below),
+  // unless everything is folded (at a stop).
+  const std::int64_t table_before =
+      everything ? INT64_MAX : bucket_start(UsageGranularity::kMinute, unix_seconds(clock_.now()));
   if (table_ != nullptr) {
-    // Including what the table kept from a flush whose journal record failed to write.
-    const auto push = [&](UsageCell cell) { cells.push_back(std::move(cell)); };
-    table_->fold_counts(to_cells(push));
+    table_->take_counts([&](const ActiveKeyTable::CountedMinute& counted) { cells.push_back(to_cell(counted)); },
+                        table_before);
   }
   if (cells.empty() && !journal_written_) {
     return Status::Ok();
   }
   // In key order: consecutive merges land next to each other in the memtable (a search path
-  // already in cache) instead of each at a random place in it.
+  // already in cache) instead of each at a random place in it. One cell per key and minute, so
+  // that the progress recorded between batches splits none.
   std::sort(cells.begin(), cells.end(), cell_before);
+  std::size_t unique = 0;
+  for (std::size_t i = 0; i < cells.size(); ++i) {
+    if (unique > 0 && !cell_before(cells[unique - 1], cells[i])) {
+      cells[unique - 1].counts.add(cells[i].counts);
+    } else {
+      if (unique != i) {
+        cells[unique] = std::move(cells[i]);
+      }
+      ++unique;
+    }
+  }
+  cells.resize(unique);
   rocksdb::WriteBatch batch;
   std::size_t written = 0;  // cells[0, written) are in the buckets
   std::string value;
+  bool rejournalled = false;
   for (std::size_t i = 0; i <= cells.size(); ++i) {
     const bool last = i == cells.size();
     if (!last) {
@@ -580,27 +815,38 @@ Status KeyUsage::fold() {
         continue;
       }
       family_.put(batch, kFoldProgressKey,
-                  encode_be64(end) + encode_be64(static_cast<std::uint64_t>(cell.minute)) +
-                      std::string(cell.key_id.view()));
+                  encode_be64(end) + encode_be64(static_cast<std::uint64_t>(table_before)) +
+                      encode_be64(static_cast<std::uint64_t>(cell.minute)) + std::string(cell.key_id.view()));
     } else {
+      if (table_ != nullptr) {
+        rejournalled = journal_table(batch, end);
+      }
       // One delete per record (a few dozen), not a range deletion: RocksDB shares a memtable
       // insert hint between a family's point and range deletions of the same prefix.
       for (std::uint64_t sequence = journal_first_; sequence < end; ++sequence) {
-        family_.erase(batch, journal_key(sequence));
+        family_.erase(batch, journal_key(kRecorderJournalTag, sequence));
+        family_.erase(batch, journal_key(kTableJournalTag, sequence));
       }
       family_.erase(batch, kFoldProgressKey);
+      family_.erase(batch, kOldFoldProgressKey);
     }
     if (Status s = store_.write(batch, /*sync=*/false); !s.ok()) {
       for (std::size_t j = written; j < cells.size(); ++j) {
         journalled_.merge(cells[j]);  // folded by the next fold
+      }
+      if (last) {
+        rejournal_table_ = true;
       }
       return s.Annotate("fold the usage journal into buckets");
     }
     batch.Clear();
     written = last ? cells.size() : i + 1;
   }
-  journal_written_ = false;
   journal_first_ = end;
+  journal_written_ = rejournalled;
+  if (rejournalled) {
+    next_journal_ = end + 1;
+  }
   return Status::Ok();
 }
 
@@ -626,9 +872,6 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
   };
 
   std::lock_guard lock(flush_mutex_);
-  if (table_ != nullptr) {
-    drain_counts(*table_, recorder_);  // what verification counted, into the recorder peeked below
-  }
   for (const std::string& key_id : key_ids) {
     const std::string prefix = prefix_of(key_id, granularity);
     std::unique_ptr<rocksdb::Iterator> it = family_.iterator();
@@ -654,10 +897,9 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
       }
     }
     if (table_ != nullptr) {
-      const auto kept = [&](const UsageCell& cell) {
-        add(bucket_start(granularity, cell.minute), cell.counts);
-      };
-      table_->peek_kept(key_id, to_cells(kept));
+      table_->peek_counts(key_id, [&](const ActiveKeyTable::CountedMinute& counted) {
+        add(bucket_start(granularity, counted.minute_start), to_cell(counted).counts);
+      });
     }
   }
   for (UsageBucket& bucket : out) {

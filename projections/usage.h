@@ -2,24 +2,30 @@
 // Key usage (api/openapi.yaml Usage): how often each key was presented, with which outcome and from
 // which client addresses, per minute and per hour.
 //
-// Every verification path records into a UsageRecorder (or the key table's cells): in memory,
-// one lock and one hash lookup per verification. Every few seconds KeyUsage flushes what was
-// counted since into the `usage` column family as one journal record (a v1::UsageReport: one
-// write, however many keys), and keeps it in memory too; about once a minute it folds what the
-// journal holds into the key's minute and hour buckets (merges, no read before a write, in key
-// order) and drops the journal in the same writes. So a key verified all minute long costs one
-// bucket write a minute, not one per flush. Queries answer from the buckets plus what is not
-// folded yet. Start-up reads the journal back. Usage is data, not events: never appended to the
-// log, left alone by a rebuild of the projections. Each flush's journal record is fsync'd (one
-// sync per flush), so neither a killed process nor a crash of the machine loses what was
-// flushed: they lose what was counted since the last flush. The folds' writes are not synced:
-// until a later sync covers them, the journal they drop is still on disk (the WAL recovers a
-// prefix), and recover() reads it back.
+// Every verification path counts into the active-key table's cells (ActiveKeyTable::visit:
+// one 32-byte cell per key, its counts so far in its current minute) or, for what reaches a
+// node from elsewhere (a replica's report), into a UsageRecorder. Every few seconds KeyUsage
+// flushes into the `usage` column family one journal record of each: the table's cells that
+// changed since the last flush, each with its minute's counts so far (a compact binary record,
+// about 20 bytes a key: the latest record of a key and minute supersedes the earlier ones), and
+// the recorder's counts since the last flush (a v1::UsageReport: these add up). About once a
+// minute a fold merges what the journal holds into the keys' minute and hour buckets (merges,
+// no read before a write, in key order), takes the minutes that are over out of the table and
+// drops the journal in the same writes, journalling again the table's minutes under way. So a
+// key verified all minute long costs one bucket write a minute, not one per flush. Queries
+// answer from the buckets plus what is not folded yet. Start-up reads the journal back and
+// folds it before anything is counted (a new process counts a minute again from zero). Usage
+// is data, not events: never appended to the log, left alone by a rebuild of the projections.
+// Each flush's journal record is fsync'd (one sync per flush), so neither a killed process nor
+// a crash of the machine loses what was flushed: they lose what was counted since the last
+// flush. The folds' writes are not synced: until a later sync covers them, the journal they
+// drop is still on disk (the WAL recovers a prefix), and recover() reads it back.
 //
 // The family's layout: key_id '\0' 'm'|'h' BE64(bucket start, Unix seconds) -> v1::UsageCounts;
-// '\0' 'j' BE64(sequence) -> v1::UsageReport (the journal); '\0' 'f' -> how far an unfinished
-// fold got (BE64 journal end, BE64 minute, key id): its journal records up to that cell are in
-// the buckets already.
+// '\0' 'j' BE64(sequence) -> v1::UsageReport and '\0' 'k' BE64(sequence) -> the table's cells
+// (the journal, one sequence per flush); '\0' 'g' -> how far an unfinished fold got (BE64
+// journal end, BE64 minute before which the table's cells were folded, BE64 minute, key id):
+// its journal records up to that cell are in the buckets already.
 // Buckets older than their granularity's retention are never answered and are dropped by a
 // compaction filter (usage_family_tuning) in RocksDB's background compactions, off every
 // request's path, and by the periodic full compactions of start_compactions(), on a thread of
@@ -168,7 +174,8 @@ class KeyUsage {
  public:
   // `store` must have the usage column family, opened with usage_family_tuning(), and
   // outlive this, like `table` (may be null), whose counts (ActiveKeyTable::visit) are
-  // flushed and answered with the recorder's.
+  // flushed and answered with the recorder's. Folds what the journal holds before it returns
+  // (open_status() says if that failed).
   KeyUsage(const EventStore& store, const Clock& clock, UsageRetention retention,
            ActiveKeyTable* table = nullptr);
 
@@ -180,10 +187,11 @@ class KeyUsage {
   std::size_t pending() const;
   const UsageRetention& retention() const { return retention_; }
 
-  // Writes what was counted since the last flush (the recorder's and the table's) as one
-  // journal record, fsync'd before it returns. When `fold` says so, or when the minute the
-  // last fold ran in is over, merges everything journalled into the minute and hour buckets
-  // and drops the journal (those writes unsynced: the file comment says why that is safe).
+  // Writes what was counted since the last flush (the recorder's and the table's) into the
+  // journal, fsync'd before it returns. When `fold` says kNow, or when the minute the last
+  // fold ran in is over, merges everything journalled into the minute and hour buckets and
+  // drops the journal (those writes unsynced: the file comment says why that is safe); kNow
+  // folds the table's minute under way too (at a clean stop).
   enum class Fold : std::uint8_t { kWhenDue, kNow };
   Status flush(Fold fold = Fold::kWhenDue);
 
@@ -223,13 +231,18 @@ class KeyUsage {
   UsageRetention retention_;
   // Reads the journal (and an unfinished fold's progress) back into journalled_.
   Status recover();
-  Status fold();
+  // Folds the journal into the buckets; with `everything`, the table's minute under way too.
+  Status fold(bool everything = false);
+  // Adds the table's changed cells (all after a failed write) to `batch` as the journal record
+  // `sequence`; false if there were none.
+  bool journal_table(rocksdb::WriteBatch& batch, std::uint64_t sequence);
 
   mutable UsageRecorder recorder_;   // queries move the table's counts into it first
   UsageRecorder journalled_;         // in the journal, not in the buckets yet
   std::uint64_t journal_first_ = 0;  // the journal's records: [journal_first_, next_journal_)
   std::uint64_t next_journal_ = 0;
   bool journal_written_ = false;  // some of them may exist
+  bool rejournal_table_ = false;  // a journal write failed: the next journals every table cell
   std::int64_t next_fold_s_ = 0;  // Unix seconds; 0: at the next flush
   // Held by flush() from drain to write, and by queries: a query sees each cell in the
   // recorder, the journal or the buckets, never in none and never in two.

@@ -446,7 +446,39 @@ TEST_CASE("readers verify while the projection adds and revokes keys", "[project
   CHECK(usage.at("key_0") == 1'800'000'001);
 }
 
-TEST_CASE("active key table: usage counted beside the slots, per minute, drained once",
+namespace {
+
+using Counts = std::array<std::uint32_t, ActiveKeyTable::kCountedOutcomes>;
+using CountedSources = std::vector<std::pair<std::string, std::uint32_t>>;
+struct Counted {
+  Counts counts;
+  CountedSources sources;
+  bool operator==(const Counted&) const = default;
+};
+using CountedCells = std::map<std::pair<std::string, std::int64_t>, Counted>;  // (key, minute start)
+
+// A sink gathering what a call hands over, each key and minute at most once.
+ActiveKeyTable::CountSink gather(CountedCells& into) {
+  return [&into](const ActiveKeyTable::CountedMinute& c) {
+    CHECK(into.emplace(std::pair{c.key_id.str(), c.minute_start}, Counted{c.counts, c.sources()}).second);
+  };
+}
+
+CountedCells journalled(ActiveKeyTable& table, bool all = false) {
+  CountedCells out;
+  table.journal_counts(gather(out), all);
+  return out;
+}
+
+CountedCells taken(ActiveKeyTable& table, std::int64_t before = INT64_MAX) {
+  CountedCells out;
+  table.take_counts(gather(out), before);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("active key table: usage counted beside the slots per key and minute, journalled when changed",
           "[active_key_table][usage]") {
   ActiveKeyTable table({"standard"});
   add_keys(table, 3);
@@ -456,7 +488,7 @@ TEST_CASE("active key table: usage counted beside the slots, per minute, drained
   count(0, 0, kMinute + 1, "192.0.2.1");
   count(0, 0, kMinute + 2, "192.0.2.1");
   count(0, 2, kMinute + 3, "192.0.2.2");
-  count(0, 0, kMinute + 61);  // the next minute: the first one is kept aside, not lost
+  count(0, 0, kMinute + 61);  // the next minute: the first one is set aside, not lost
   count(1, 4, kMinute + 5);
   CHECK_FALSE(table.visit(digest_n(99), kMinute, [](const KeyEntry&, TokenBucket&) {
     return ActiveKeyTable::Visited{.used = false, .counted = 0};
@@ -465,64 +497,67 @@ TEST_CASE("active key table: usage counted beside the slots, per minute, drained
   table.visit(digest_n(2), kMinute, [](const KeyEntry&, TokenBucket&) { return false; });
   CHECK(table.pending_counts() == 3);
 
-  struct Drained {
-    std::array<std::uint32_t, ActiveKeyTable::kCountedOutcomes> counts;
-    std::vector<std::pair<std::string, std::uint32_t>> sources;
-  };
-  std::map<std::pair<std::string, std::int64_t>, Drained> drained;
-  const auto drain = [&] {
-    drained.clear();
-    table.drain_counts(
-        [&](const InlineId& key_id, std::int64_t minute, const auto& counts, const auto& sources) {
-          CHECK(drained.emplace(std::pair{key_id.str(), minute}, Drained{counts, sources}).second);
-        });
-  };
-  drain();
-  REQUIRE(drained.size() == 3);
-  const Drained& first = drained.at({"key_0", kMinute});
-  CHECK(first.counts == std::array<std::uint32_t, 5>{2, 0, 1, 0, 0});
-  CHECK(first.sources ==
-        std::vector<std::pair<std::string, std::uint32_t>>{{"192.0.2.1", 2}, {"192.0.2.2", 1}});
-  CHECK(drained.at({"key_0", kMinute + 60}).counts == std::array<std::uint32_t, 5>{1, 0, 0, 0, 0});
-  CHECK(drained.at({"key_0", kMinute + 60}).sources.empty());
-  CHECK(drained.at({"key_1", kMinute}).counts == std::array<std::uint32_t, 5>{0, 0, 0, 0, 1});
+  CountedCells got = journalled(table);
+  REQUIRE(got.size() == 3);
+  CHECK(got.at({"key_0", kMinute}) ==
+        Counted{{2, 0, 1, 0, 0}, {{"192.0.2.1", 2}, {"192.0.2.2", 1}}});
+  CHECK(got.at({"key_0", kMinute + 60}) == Counted{{1, 0, 0, 0, 0}, {}});
+  CHECK(got.at({"key_1", kMinute}) == Counted{{0, 0, 0, 0, 1}, {}});
   CHECK(table.pending_counts() == 0);
-  drain();
-  CHECK(drained.empty());
+  CHECK(journalled(table).empty());
+  CHECK(journalled(table, /*all=*/true) == got);  // after a failed write: every cell again
 
-  // Counting goes on after a drain, and a clear() forgets what was not drained.
+  // A journal record holds a cell's counts so far, not the change since the last one.
+  count(0, 0, kMinute + 62);
+  CHECK(table.pending_counts() == 1);
+  got = journalled(table);
+  REQUIRE(got.size() == 1);
+  CHECK(got.at({"key_0", kMinute + 60}).counts == Counts{2, 0, 0, 0, 0});
+
+  // The fold takes the minutes that are over; the minute under way stays, to be journalled again.
+  got = taken(table, kMinute + 60);
+  CHECK(got.size() == 2);
+  CHECK(got.at({"key_0", kMinute}).counts == Counts{2, 0, 1, 0, 0});
+  CHECK(got.at({"key_1", kMinute}).counts == Counts{0, 0, 0, 0, 1});
+  CHECK(table.pending_counts() == 1);
+  got = journalled(table);
+  REQUIRE(got.size() == 1);
+  CHECK(got.at({"key_0", kMinute + 60}).counts == Counts{2, 0, 0, 0, 0});
+  // A clock set back after the take counts in the first minute not taken: a key and minute
+  // taken never has a second cell.
+  count(1, 0, kMinute + 7);
+  got = journalled(table);
+  REQUIRE(got.size() == 1);
+  CHECK(got.at({"key_1", kMinute + 60}).counts == Counts{1, 0, 0, 0, 0});
+  got = taken(table);
+  CHECK(got.size() == 2);
+  CHECK(taken(table).empty());
+  CHECK(table.pending_counts() == 0);
+
+  // Counting goes on after a take, and a clear() forgets what was not taken.
   count(2, 1, kMinute + 120, "198.51.100.1");
-  drain();
-  REQUIRE(drained.size() == 1);
-  CHECK(drained.at({"key_2", kMinute + 120}).sources.size() == 1);
+  got = taken(table);
+  REQUIRE(got.size() == 1);
+  CHECK(got.at({"key_2", kMinute + 120}).sources == CountedSources{{"198.51.100.1", 1}});
   count(2, 1, kMinute + 121);
   table.clear();
   CHECK(table.pending_counts() == 0);
-  drain();
-  CHECK(drained.empty());
+  CHECK(journalled(table, /*all=*/true).empty());
+  CHECK(taken(table).empty());
 }
 
-TEST_CASE("active key table: client addresses of a key's uses, one address or many, live and kept",
+TEST_CASE("active key table: client addresses of a key's uses, one address or many",
           "[active_key_table][usage]") {
   // A key used from one IPv4 address keeps it in its cell; anything else (a second address,
   // an IPv6 one, a use without one) turns it into a list. Either way the counts are the same.
   ActiveKeyTable table({"standard"});
   add_keys(table, 4);
   const auto count = [&](int key, std::string_view source) { count_use(table, key, kMinute + 1, 0, source); };
-  using Sources = std::vector<std::pair<std::string, std::uint32_t>>;
-  std::map<std::string, std::pair<std::uint32_t, Sources>> got;  // key -> VALID count, sources
-  const auto collect = [&](const InlineId& key_id, std::int64_t, const auto& counts, const auto& sources) {
-    auto& [n, list] = got[key_id.str()];
-    n += counts[0];
-    for (const auto& [address, c] : sources) {
-      auto it = std::find_if(list.begin(), list.end(), [&](const auto& s) { return s.first == address; });
-      if (it == list.end()) {
-        list.emplace_back(address, c);
-      } else {
-        it->second += c;
-      }
-    }
+  const auto valid_and_sources = [](const CountedCells& cells, const std::string& key) {
+    const Counted& c = cells.at({key, kMinute});
+    return std::pair{c.counts[0], c.sources};
   };
+  using Expected = std::pair<std::uint32_t, CountedSources>;
 
   for (int i = 0; i < 3; ++i) {
     count(0, "198.51.100.7");
@@ -537,37 +572,40 @@ TEST_CASE("active key table: client addresses of a key's uses, one address or ma
   count(2, "10.0.0.1");
   count(3, "2001:db8::1");
   count(3, "2001:db8::1");
-  table.drain_counts(collect, /*keep=*/true);
-  CHECK(got["key_0"] == std::pair<std::uint32_t, Sources>{3, {{"198.51.100.7", 3}}});
-  CHECK(got["key_1"] ==
-        std::pair<std::uint32_t, Sources>{5, {{"198.51.100.7", 2}, {"2001:db8::1", 1}, {"198.51.100.8", 1}}});
-  CHECK(got["key_2"] == std::pair<std::uint32_t, Sources>{3, {{"10.0.0.1", 2}}});
-  CHECK(got["key_3"] == std::pair<std::uint32_t, Sources>{2, {{"2001:db8::1", 2}}});
+  CountedCells got = journalled(table);
+  CHECK(valid_and_sources(got, "key_0") == Expected{3, {{"198.51.100.7", 3}}});
+  CHECK(valid_and_sources(got, "key_1") ==
+        Expected{5, {{"198.51.100.7", 2}, {"2001:db8::1", 1}, {"198.51.100.8", 1}}});
+  CHECK(valid_and_sources(got, "key_2") == Expected{3, {{"10.0.0.1", 2}}});
+  CHECK(valid_and_sources(got, "key_3") == Expected{2, {{"2001:db8::1", 2}}});
 
-  // Kept until the fold, summed across drains: the same address stays one, a new one joins.
+  // More uses in the same minute: the same address stays one, a new one joins.
   count(0, "198.51.100.7");
   count(1, "198.51.100.7");
   count(2, "10.0.0.2");
-  table.drain_counts([](const InlineId&, std::int64_t, const auto&, const auto&) {}, /*keep=*/true);
-  std::map<std::string, std::pair<std::uint32_t, Sources>> peeked;
-  for (const std::string key : {"key_0", "key_1", "key_2"}) {
-    got.clear();
-    table.peek_kept(key, collect);
-    peeked[key] = got[key];
+  got = journalled(table);
+  CHECK(got.size() == 3);
+  CountedCells peeked;
+  for (const std::string key : {"key_0", "key_1", "key_2", "key_3"}) {
+    table.peek_counts(key, gather(peeked));
   }
-  got.clear();
-  table.fold_counts(collect);
-  CHECK(got["key_0"] == std::pair<std::uint32_t, Sources>{4, {{"198.51.100.7", 4}}});
-  CHECK(got["key_1"] ==
-        std::pair<std::uint32_t, Sources>{6, {{"198.51.100.7", 3}, {"2001:db8::1", 1}, {"198.51.100.8", 1}}});
-  CHECK(got["key_2"] == std::pair<std::uint32_t, Sources>{4, {{"10.0.0.1", 2}, {"10.0.0.2", 1}}});
-  CHECK(got["key_3"] == std::pair<std::uint32_t, Sources>{2, {{"2001:db8::1", 2}}});
-  for (const auto& [key, seen] : peeked) {
-    CHECK(seen == got[key]);
-  }
-  got.clear();
-  table.fold_counts(collect);
-  CHECK(got.empty());
+  got = taken(table);
+  CHECK(valid_and_sources(got, "key_0") == Expected{4, {{"198.51.100.7", 4}}});
+  CHECK(valid_and_sources(got, "key_1") ==
+        Expected{6, {{"198.51.100.7", 3}, {"2001:db8::1", 1}, {"198.51.100.8", 1}}});
+  CHECK(valid_and_sources(got, "key_2") == Expected{4, {{"10.0.0.1", 2}, {"10.0.0.2", 1}}});
+  CHECK(valid_and_sources(got, "key_3") == Expected{2, {{"2001:db8::1", 2}}});
+  CHECK(peeked == got);
+  CHECK(taken(table).empty());
+  peeked.clear();
+  table.peek_counts("key_1", gather(peeked));
+  CHECK(peeked.empty());
+
+  // A taken list's place is used again by the next key that needs one.
+  count(3, "2001:db8::2");
+  count(3, "2001:db8::3");
+  got = taken(table);
+  CHECK(valid_and_sources(got, "key_3") == Expected{2, {{"2001:db8::2", 1}, {"2001:db8::3", 1}}});
 }
 
 TEST_CASE("active key table: a key's sources are its most frequent addresses, not the first seen",
@@ -586,40 +624,36 @@ TEST_CASE("active key table: a key's sources are its most frequent addresses, no
       count(key, prefix + std::to_string(i));
     }
   };
-  using Sources = std::vector<std::pair<std::string, std::uint32_t>>;
-  std::map<std::string, Sources> got;
-  const auto collect = [&](const InlineId& key_id, std::int64_t, const auto&, const auto& sources) {
-    got[key_id.str()] = sources;
+  const auto sources_of = [](const CountedCells& cells, const std::string& key) {
+    return cells.at({key, kMinute}).sources;
   };
-  const auto count_of = [](const Sources& sources, std::string_view address) -> std::uint32_t {
+  const auto count_of = [](const CountedSources& sources, std::string_view address) -> std::uint32_t {
     auto it = std::find_if(sources.begin(), sources.end(), [&](const auto& s) { return s.first == address; });
     return it == sources.end() ? 0 : it->second;
   };
 
-  // Within one drain (key_0); across two drains, kept until the fold: a full list and a new
-  // address (key_1), two full lists (key_2).
+  // Before a journal record (key_0); after one: a full list and a new address (key_1), a full
+  // list and 19 more addresses before the new one (key_2).
   noise(0, "192.0.2.", 20);
   count(0, "198.51.100.77", 10);
   noise(1, "192.0.2.", 20);
   noise(2, "192.0.2.", 20);
-  table.drain_counts(collect, /*keep=*/true);
-  REQUIRE(got["key_0"].size() == ActiveKeyTable::kMaxCountedSources);
-  CHECK(count_of(got["key_0"], "198.51.100.77") == 11);  // over by at most the smallest count (1)
-  CHECK(count_of(got["key_0"], "192.0.2.9") == 0);       // the one it replaced: least used, last by address
+  CountedCells got = journalled(table);
+  REQUIRE(sources_of(got, "key_0").size() == ActiveKeyTable::kMaxCountedSources);
+  CHECK(count_of(sources_of(got, "key_0"), "198.51.100.77") == 11);  // over by at most the smallest count (1)
+  CHECK(count_of(sources_of(got, "key_0"), "192.0.2.9") == 0);  // the one it replaced: least used, last by address
 
   count(1, "198.51.100.77", 10);
   noise(2, "203.0.113.", 19);
   count(2, "198.51.100.77", 10);
-  table.drain_counts([](const InlineId&, std::int64_t, const auto&, const auto&) {}, /*keep=*/true);
-  got.clear();
-  table.fold_counts(collect);
+  got = taken(table);
   for (const std::string key : {"key_1", "key_2"}) {
     INFO(key);
-    REQUIRE(got[key].size() == ActiveKeyTable::kMaxCountedSources);
-    CHECK(count_of(got[key], "198.51.100.77") == 11);
+    REQUIRE(sources_of(got, key).size() == ActiveKeyTable::kMaxCountedSources);
+    CHECK(count_of(sources_of(got, key), "198.51.100.77") == 11);
   }
   // Every other address of key_2 was used once: listed, each is over by at most 1.
-  for (const auto& [address, n] : got["key_2"]) {
+  for (const auto& [address, n] : sources_of(got, "key_2")) {
     if (address != "198.51.100.77") {
       CHECK(n == 2);
     }

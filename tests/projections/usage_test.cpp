@@ -2,9 +2,13 @@
 #include "projections/usage.h"
 
 #include <catch2/catch.hpp>
+#include <rocksdb/iterator.h>
+#include <rocksdb/write_batch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -463,4 +467,199 @@ TEST_CASE("periodic compactions drop buckets past retention on a thread of their
 }
 
 }  // namespace
+
+namespace {
+
+// A key table of `keys` keys (CountingTable::key_id) for a KeyUsage: what one process counted.
+struct CountingTable {
+  explicit CountingTable(int keys) {
+    for (int i = 0; i < keys; ++i) {
+      KeyEntry entry;
+      entry.key_id = InlineId(key_id(i));
+      table.put(digest(i), entry);
+    }
+  }
+  // Well-formed ids (24 hex digits, here decimal ones), in key order: key_000000000000000000000007.
+  static std::string key_id(int i) {
+    std::string id = std::to_string(i);
+    return "key_" + std::string(24 - std::min<std::size_t>(24, id.size()), '0') + id;
+  }
+  static Digest digest(int i) {
+    Digest d{};
+    std::memcpy(d.data(), &i, sizeof i);
+    d[8] = static_cast<std::uint8_t>(i);  // spread over the shards
+    return d;
+  }
+  // One verification of key i at `at`, counted as `outcome`.
+  void verify(int i, std::int64_t at, int outcome = 0, std::string_view source = {}) {
+    REQUIRE(table.visit(
+        digest(i), at,
+        [&](const KeyEntry&, TokenBucket&) { return ActiveKeyTable::Visited{.used = false, .counted = outcome}; },
+        source));
+  }
+
+  ActiveKeyTable table{{"standard"}};
+};
+
+std::vector<std::string> key_ids(int keys) {
+  std::vector<std::string> out;
+  for (int i = 0; i < keys; ++i) {
+    out.push_back(CountingTable::key_id(i));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the table's journal records hold counts so far: a kill, a restart and more uses in the same minute",
+          "[projections][usage]") {
+  UsageFixture f;
+  const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
+  auto first = std::make_unique<CountingTable>(1);
+  f.usage = std::make_unique<KeyUsage>(*f.store, f.clock, f.retention, &first->table);
+  REQUIRE(f.usage->flush().ok());  // the first flush folds (nothing yet)
+  first->verify(0, kT0, 0, "198.51.100.7");
+  REQUIRE(f.usage->flush().ok());
+  first->verify(0, kT0, 0, "198.51.100.7");
+  first->verify(0, kT0, 2, "198.51.100.7");
+  REQUIRE(f.usage->flush().ok());  // the cell again, whole: 3 uses, not 2 more
+  CHECK(f.read({CountingTable::key_id(0)}, UsageGranularity::kMinute, m0, m0 + 60)[0].counts.total() == 3);
+  first->verify(0, kT0);  // not flushed: lost with the process
+  CHECK(f.usage->pending() == 1);
+
+  // Killed: the new process starts counting the same minute from zero. Its journal records
+  // must not hide the first process's, whose were folded at the start.
+  f.usage.reset();
+  f.reopen();
+  CountingTable second(1);
+  f.usage = std::make_unique<KeyUsage>(*f.store, f.clock, f.retention, &second.table);
+  REQUIRE(f.usage->open_status().ok());
+  CHECK(f.read({CountingTable::key_id(0)}, UsageGranularity::kMinute, m0, m0 + 60)[0].counts.total() == 3);
+  second.verify(0, kT0, 0, "203.0.113.9");
+  second.verify(0, kT0, 0, "203.0.113.9");
+  REQUIRE(f.usage->flush().ok());
+  f.usage.reset();
+  f.reopen();
+  const auto minute = f.read({CountingTable::key_id(0)}, UsageGranularity::kMinute, m0, m0 + 60);
+  CHECK(minute[0].counts.by_outcome == std::array<std::uint64_t, kUsageOutcomes>{4, 0, 1, 0, 0});
+  CHECK(minute[0].counts.sources ==
+        std::vector<std::pair<std::string, std::uint64_t>>{{"198.51.100.7", 3}, {"203.0.113.9", 2}});
+}
+
+TEST_CASE("a fold of the table's counts cut short by a failing disk, then a kill, neither loses nor doubles one",
+          "[projections][usage]") {
+  // 20 000 keys used in the first minute, half of them again in the second: the fold after the
+  // first minute writes 20 000 cells in batches, keeps the second minute's in the table and
+  // journals them again. Cut after each number of appends, then killed.
+  constexpr int kKeys = 20000;
+  const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
+  const std::int64_t h0 = bucket_start(UsageGranularity::kHour, kT0);
+  const std::vector<std::string> keys = key_ids(kKeys);
+  const std::vector<std::string> halves(keys.begin(), keys.begin() + kKeys / 2);
+  for (long appends = 0; appends < 6; ++appends) {
+    CAPTURE(appends);
+    UsageFixture f;
+    f.clock.set(at(m0));
+    CountingTable counting(kKeys);
+    f.usage = std::make_unique<KeyUsage>(*f.store, f.clock, f.retention, &counting.table);
+    REQUIRE(f.usage->flush().ok());  // the first flush folds (nothing yet)
+    for (int i = 0; i < kKeys; ++i) {
+      counting.verify(i, m0 + 1);
+    }
+    REQUIRE(f.usage->flush().ok());
+    f.clock.set(at(m0 + 61));
+    for (int i = 0; i < kKeys / 2; ++i) {
+      counting.verify(i, m0 + 61, 1);
+    }
+    REQUIRE(f.usage->flush().ok());  // the fold is not due before m0 + 65
+    f.clock.set(at(m0 + 66));
+    f.fs->appends_left = appends;
+    const bool folded = f.usage->flush().ok();
+    f.fs->appends_left = -1;
+    if (folded) {
+      // Answers right after the fold: the second minute from the table.
+      CHECK(f.read(keys, UsageGranularity::kMinute, m0, m0 + 120)[1].counts.total() == kKeys / 2);
+    }
+    f.usage.reset();
+    f.reopen();
+    const auto minutes = f.read(keys, UsageGranularity::kMinute, m0, m0 + 120);
+    CHECK(minutes[0].counts.total() == kKeys);
+    CHECK(minutes[1].counts.by_outcome == std::array<std::uint64_t, kUsageOutcomes>{0, kKeys / 2, 0, 0, 0});
+    CHECK(f.read(keys, UsageGranularity::kHour, h0, h0 + 3600)[0].counts.total() == kKeys + kKeys / 2);
+    CHECK(f.read(halves, UsageGranularity::kMinute, m0 + 60, m0 + 120)[0].counts.total() == kKeys / 2);
+  }
+}
+
+TEST_CASE("after a failed journal write the next flush journals every cell of the table again",
+          "[projections][usage]") {
+  UsageFixture f;
+  const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
+  CountingTable counting(3);
+  f.usage = std::make_unique<KeyUsage>(*f.store, f.clock, f.retention, &counting.table);
+  REQUIRE(f.usage->flush().ok());
+  counting.verify(0, kT0);
+  counting.verify(1, kT0);
+  f.fs->fail_writes = true;
+  CHECK_FALSE(f.usage->flush().ok());
+  f.fs->fail_writes = false;
+  f.reopen();  // a store whose write failed stays failed: as a restart would
+  f.usage = std::make_unique<KeyUsage>(*f.store, f.clock, f.retention, &counting.table);
+  counting.verify(2, kT0);
+  REQUIRE(f.usage->flush().ok());  // keys 0 and 1 were not marked changed since: journalled all the same
+  f.usage.reset();
+  f.reopen();
+  CHECK(f.read(key_ids(3), UsageGranularity::kMinute, m0, m0 + 60)[0].counts.total() == 3);
+}
+
+TEST_CASE("an unreadable journal record of the table stops the start with Corruption", "[projections][usage]") {
+  UsageFixture f;
+  CountingTable counting(1);
+  f.usage = std::make_unique<KeyUsage>(*f.store, f.clock, f.retention, &counting.table);
+  REQUIRE(f.usage->flush().ok());
+  counting.verify(0, kT0, 0, "2001:db8::1");
+  REQUIRE(f.usage->flush().ok());
+  f.usage.reset();
+  auto family = f.store->extra_column_family(kUsageColumnFamily);
+  REQUIRE(family.ok());
+  std::string record;
+  std::unique_ptr<rocksdb::Iterator> it = family->iterator();
+  std::string key;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->key().ToStringView().starts_with(std::string_view("\0k", 2))) {
+      key = it->key().ToString();
+      record = it->value().ToString();
+    }
+  }
+  REQUIRE(!key.empty());
+  it.reset();
+  // A record cut anywhere in its entry is refused, as is a record of another format. (Its first
+  // 5 bytes, the format and the base minute's 4-byte varint, are a record of no entries.)
+  constexpr std::size_t kHeader = 5;
+  REQUIRE(record.size() == kHeader + 1 + 12 + 1 + 1 + 1 + 1 + 11 + 1);  // the id packed, one listed address
+  for (std::size_t cut = 1; cut <= record.size(); ++cut) {
+    if (cut == kHeader) {
+      continue;
+    }
+    CAPTURE(cut);
+    std::string bad = record.substr(0, cut);
+    if (cut == record.size()) {
+      bad[0] = 2;
+    }
+    rocksdb::WriteBatch batch;
+    family->put(batch, key, bad);
+    REQUIRE(f.store->write(batch).ok());
+    KeyUsage reopened(*f.store, f.clock, f.retention);
+    CHECK(reopened.open_status().code() == Status::Code::kCorruption);
+  }
+  rocksdb::WriteBatch batch;
+  family->put(batch, key, record);
+  REQUIRE(f.store->write(batch).ok());
+  KeyUsage reopened(*f.store, f.clock, f.retention);
+  REQUIRE(reopened.open_status().ok());
+  const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
+  auto minute = reopened.buckets({CountingTable::key_id(0)}, UsageGranularity::kMinute, m0, m0 + 60);
+  REQUIRE(minute.ok());
+  CHECK((*minute)[0].counts.sources == std::vector<std::pair<std::string, std::uint64_t>>{{"2001:db8::1", 1}});
+}
+
 }  // namespace keyledger
