@@ -470,7 +470,15 @@ void ActiveKeyTable::journal_counts(const CountSink& sink, bool all) {
       }
       hand(sink, slot_at(ref), lists, cell);
     };
-    // Set-aside cells are only ever appended while no take runs (one caller at a time).
+    for (std::size_t i = 0; i < refs.size();) {
+      std::lock_guard lock(shard.mutex);
+      for (const std::size_t end = std::min(refs.size(), i + kCountChunk); i < end; ++i) {
+        journal(use_cells_.cell(refs[i]), refs[i]);
+      }
+    }
+    // Then the set-aside cells, up to the last one set aside before this loop ends: a cell set
+    // aside while the loop above ran, before its slot's turn, is in this record too. (Cells
+    // are set aside at any time, only ever appended; takes run one at a time with this.)
     for (std::size_t i = 0;;) {
       std::lock_guard lock(shard.mutex);
       for (const std::size_t end = std::min(lists.set_aside.size(), i + kCountChunk); i < end; ++i) {
@@ -478,12 +486,6 @@ void ActiveKeyTable::journal_counts(const CountSink& sink, bool all) {
       }
       if (i >= lists.set_aside.size()) {
         break;
-      }
-    }
-    for (std::size_t i = 0; i < refs.size();) {
-      std::lock_guard lock(shard.mutex);
-      for (const std::size_t end = std::min(refs.size(), i + kCountChunk); i < end; ++i) {
-        journal(use_cells_.cell(refs[i]), refs[i]);
       }
     }
   }
@@ -505,7 +507,6 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
     {
       std::lock_guard lock(shard.mutex);
       refs.swap(lists.counted);
-      set_aside.swap(lists.set_aside);
     }
     std::sort(refs.begin(), refs.end());
     // Hands the cell over and empties it, or keeps it (true), to be journalled again.
@@ -525,14 +526,6 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
       }
       return true;
     };
-    for (std::size_t i = 0; i < set_aside.size();) {
-      std::lock_guard lock(shard.mutex);
-      for (const std::size_t end = std::min(set_aside.size(), i + kCountChunk); i < end; ++i) {
-        if (take(set_aside[i].cell, set_aside[i].ref)) {
-          lists.set_aside.push_back(set_aside[i]);
-        }
-      }
-    }
     for (std::size_t i = 0; i < refs.size();) {
       std::lock_guard lock(shard.mutex);
       for (const std::size_t end = std::min(refs.size(), i + kCountChunk); i < end; ++i) {
@@ -549,7 +542,25 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
         }
       }
     }
+    // Then the set-aside cells, taken after every slot's turn: a cell set aside while the loop
+    // above ran, before its slot's turn, is taken too; one set aside after it holds a minute
+    // the loop kept.
+    {
+      std::lock_guard lock(shard.mutex);
+      set_aside.swap(lists.set_aside);
+    }
+    for (std::size_t i = 0; i < set_aside.size();) {
+      std::lock_guard lock(shard.mutex);
+      for (const std::size_t end = std::min(set_aside.size(), i + kCountChunk); i < end; ++i) {
+        if (take(set_aside[i].cell, set_aside[i].ref)) {
+          lists.set_aside.push_back(set_aside[i]);
+        }
+      }
+    }
     std::lock_guard lock(shard.mutex);
+    // The changed list keeps only what may still be changed (a node that only takes, a
+    // replica, never journals: its list would otherwise only grow).
+    std::erase_if(lists.changed, [&](Ref ref) { return (use_cells_.cell(ref).minute & kChanged) == 0; });
     if (lists.counted.empty() && lists.set_aside.empty()) {
       lists.sources.clear();  // no cell refers to a list any more
       lists.free_sources.clear();

@@ -432,73 +432,14 @@ constexpr std::uint8_t kFormatV1 = 1;
 enum : std::uint8_t { kNoSources = 0, kIpv4Source = 1, kSourceList = 2 };
 constexpr std::uint8_t kPackedKeyId = 0x80;
 constexpr std::size_t kPackedIdBytes = 12;
-constexpr std::size_t kMaxEncodedText = 255;
+constexpr std::size_t kMaxEncodedText = 255;  // bytes of an id or address
+constexpr std::size_t kMaxEncodedList = 255;  // addresses in a list
 
 using google::protobuf::io::CodedInputStream;
 using google::protobuf::io::CodedOutputStream;
 using google::protobuf::internal::WireFormatLite;
 
-class JournalWriter {
- public:
-  JournalWriter(std::string& out, std::int64_t base_minute) : out_(out), base_(base_minute) {
-    out_.push_back(static_cast<char>(kFormatV1));
-    varint(static_cast<std::uint32_t>(base_minute));
-  }
-
-  void add(const ActiveKeyTable::CountedMinute& counted) {
-    std::uint8_t flags = 0;
-    for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
-      flags |= counted.counts[i] != 0 ? static_cast<std::uint8_t>(1U << i) : 0;
-    }
-    const auto fits = [](const auto& source) { return source.first.size() <= kMaxEncodedText; };
-    const std::size_t listed = std::count_if(counted.list.begin(), counted.list.end(), fits);
-    flags |= static_cast<std::uint8_t>((counted.ipv4 ? kIpv4Source : listed > 0 ? kSourceList : kNoSources) << 5);
-    const std::string_view id = counted.key_id.view();
-    std::array<unsigned char, kPackedIdBytes> packed{};
-    const bool pack = is_well_formed_id(id, kKeyIdPrefix) &&
-                      sodium_hex2bin(packed.data(), packed.size(), id.data() + kKeyIdPrefix.size(),
-                                     id.size() - kKeyIdPrefix.size(), nullptr, nullptr, nullptr) == 0;
-    out_.push_back(static_cast<char>(flags | (pack ? kPackedKeyId : 0)));
-    if (pack) {
-      out_.append(reinterpret_cast<const char*>(packed.data()), packed.size());
-    } else {
-      text(id);
-    }
-    varint(WireFormatLite::ZigZagEncode32(static_cast<std::int32_t>(counted.minute_start / 60 - base_)));
-    for (const std::uint32_t n : counted.counts) {
-      if (n != 0) {
-        varint(n);
-      }
-    }
-    if (counted.ipv4) {
-      out_.append(reinterpret_cast<const char*>(&*counted.ipv4), 4);  // as stored: network order
-    } else if (listed > 0) {
-      varint(static_cast<std::uint32_t>(listed));
-      for (const auto& source : counted.list) {
-        if (fits(source)) {
-          text(source.first);
-          varint(source.second);
-        }
-      }
-    }
-  }
-
- private:
-  void varint(std::uint32_t v) {
-    std::array<std::uint8_t, 5> bytes{};
-    const std::uint8_t* end = CodedOutputStream::WriteVarint32ToArray(v, bytes.data());
-    out_.append(reinterpret_cast<const char*>(bytes.data()), end - bytes.data());
-  }
-  void text(std::string_view s) {
-    varint(static_cast<std::uint32_t>(s.size()));
-    out_.append(s);
-  }
-
-  std::string& out_;
-  std::int64_t base_;
-};
-
-// Reads a JournalWriter record: calls fn(CountedMinute) for each entry; false if malformed.
+// Reads a UsageJournalWriter record: calls fn(CountedMinute) for each entry; false if malformed.
 template <typename Fn>
 bool read_journal(std::string_view record, Fn fn) {
   if (record.empty() || static_cast<std::uint8_t>(record.front()) != kFormatV1) {
@@ -539,7 +480,11 @@ bool read_journal(std::string_view record, Fn fn) {
     if (!in.ReadVarint32(&minute)) {
       return false;
     }
-    const std::int64_t minute_start = (std::int64_t{base} + WireFormatLite::ZigZagDecode32(minute)) * 60;
+    const std::int64_t unix_minute = std::int64_t{base} + WireFormatLite::ZigZagDecode32(minute);
+    if (unix_minute < 1 || unix_minute > INT32_MAX) {
+      return false;
+    }
+    const std::int64_t minute_start = unix_minute * 60;
     std::array<std::uint32_t, ActiveKeyTable::kCountedOutcomes> counts{};
     for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
       if ((flags & (1U << i)) != 0 && !in.ReadVarint32(&counts[i])) {
@@ -559,7 +504,7 @@ bool read_journal(std::string_view record, Fn fn) {
         break;
       case kSourceList: {
         std::uint32_t n = 0;
-        if (!in.ReadVarint32(&n) || n > 255) {
+        if (!in.ReadVarint32(&n) || n > kMaxEncodedList) {
           return false;
         }
         for (; n > 0; --n) {
@@ -574,7 +519,7 @@ bool read_journal(std::string_view record, Fn fn) {
       default:
         return false;
     }
-    if (minute_start > 0 && storable(key_id.view())) {
+    if (storable(key_id.view())) {
       fn(ActiveKeyTable::CountedMinute{key_id, minute_start, counts, ipv4, list});
     }
   }
@@ -582,6 +527,66 @@ bool read_journal(std::string_view record, Fn fn) {
 }
 
 }  // namespace
+
+UsageJournalWriter::UsageJournalWriter(std::string& out, std::int64_t base_minute) : out_(out), base_(base_minute) {
+  out_.push_back(static_cast<char>(kFormatV1));
+  varint(static_cast<std::uint32_t>(base_minute));
+}
+
+void UsageJournalWriter::add(const ActiveKeyTable::CountedMinute& counted) {
+  std::uint8_t flags = 0;
+  for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
+    flags |= counted.counts[i] != 0 ? static_cast<std::uint8_t>(1U << i) : 0;
+  }
+  const auto fits = [](const auto& source) { return source.first.size() <= kMaxEncodedText; };
+  const std::size_t listed =
+      std::min<std::size_t>(kMaxEncodedList, std::count_if(counted.list.begin(), counted.list.end(), fits));
+  flags |= static_cast<std::uint8_t>((counted.ipv4 ? kIpv4Source : listed > 0 ? kSourceList : kNoSources) << 5);
+  const std::string_view id = counted.key_id.view();
+  std::array<unsigned char, kPackedIdBytes> packed{};
+  const bool pack = is_well_formed_id(id, kKeyIdPrefix) &&
+                    sodium_hex2bin(packed.data(), packed.size(), id.data() + kKeyIdPrefix.size(),
+                                   id.size() - kKeyIdPrefix.size(), nullptr, nullptr, nullptr) == 0;
+  out_.push_back(static_cast<char>(flags | (pack ? kPackedKeyId : 0)));
+  if (pack) {
+    out_.append(reinterpret_cast<const char*>(packed.data()), packed.size());
+  } else {
+    text(id);
+  }
+  varint(WireFormatLite::ZigZagEncode32(static_cast<std::int32_t>(counted.minute_start / 60 - base_)));
+  for (const std::uint32_t n : counted.counts) {
+    if (n != 0) {
+      varint(n);
+    }
+  }
+  if (counted.ipv4) {
+    out_.append(reinterpret_cast<const char*>(&*counted.ipv4), 4);  // as stored: network order
+  } else if (listed > 0) {
+    varint(static_cast<std::uint32_t>(listed));
+    std::size_t written = 0;
+    for (const auto& source : counted.list) {
+      if (fits(source) && written++ < listed) {
+        text(source.first);
+        varint(source.second);
+      }
+    }
+  }
+}
+
+void UsageJournalWriter::varint(std::uint32_t v) {
+  std::array<std::uint8_t, 5> bytes{};
+  const std::uint8_t* end = CodedOutputStream::WriteVarint32ToArray(v, bytes.data());
+  out_.append(reinterpret_cast<const char*>(bytes.data()), end - bytes.data());
+}
+
+void UsageJournalWriter::text(std::string_view s) {
+  varint(static_cast<std::uint32_t>(s.size()));
+  out_.append(s);
+}
+
+bool read_usage_journal(std::string_view record, const ActiveKeyTable::CountSink& sink) {
+  return read_journal(record, sink);
+}
 
 void drain_counts(ActiveKeyTable& table, UsageRecorder& recorder) {
   table.take_counts([&](const ActiveKeyTable::CountedMinute& counted) { recorder.merge(to_cell(counted)); });
@@ -597,12 +602,6 @@ KeyUsage::KeyUsage(const EventStore& store, const Clock& clock, UsageRetention r
   }
   family_ = *family;
   open_status_ = recover();
-  if (open_status_.ok() && journal_written_) {
-    // Folded before anything is counted: the table's records name each key and minute's
-    // counts so far, which a new process starts again from zero.
-    std::lock_guard lock(flush_mutex_);
-    open_status_ = fold();
-  }
 }
 
 namespace {
@@ -701,12 +700,40 @@ Status KeyUsage::recover() {
   for (const auto& [_, cell] : latest) {
     journalled_.merge(cell);
   }
+  if (!journal_written_) {
+    return Status::Ok();
+  }
+  // What is not folded yet becomes one record of counts that add up, in place of the journal
+  // and the fold's progress (one synced batch: the old journal or the new one, never both).
+  // The table's records of this process then never meet the last one's, which named the
+  // same minutes' counts so far, and the next fold starts from no progress.
+  std::vector<UsageCell> unfolded = journalled_.take();
+  v1::UsageReport report;
+  for (const UsageCell& cell : unfolded) {
+    v1::UsageCell* out = report.add_cells();
+    out->set_key_id(cell.key_id.view().data(), cell.key_id.view().size());
+    out->set_minute_start(cell.minute);
+    to_proto(cell.counts, *out->mutable_counts());
+    journalled_.merge(cell);
+  }
+  rocksdb::WriteBatch batch;
+  family_.put(batch, journal_key(kRecorderJournalTag, next_journal_), report.SerializeAsString());
+  for (std::uint64_t sequence = journal_first_; sequence < next_journal_; ++sequence) {
+    family_.erase(batch, journal_key(kRecorderJournalTag, sequence));
+    family_.erase(batch, journal_key(kTableJournalTag, sequence));
+  }
+  family_.erase(batch, kFoldProgressKey);
+  family_.erase(batch, kOldFoldProgressKey);
+  if (Status s = store_.write(batch, /*sync=*/true); !s.ok()) {
+    return s.Annotate("rewrite the usage journal");
+  }
+  journal_first_ = next_journal_++;
   return Status::Ok();
 }
 
 bool KeyUsage::journal_table(rocksdb::WriteBatch& batch, std::uint64_t sequence) {
   std::string record;
-  JournalWriter writer(record, bucket_start(UsageGranularity::kMinute, unix_seconds(clock_.now())) / 60);
+  UsageJournalWriter writer(record, bucket_start(UsageGranularity::kMinute, unix_seconds(clock_.now())) / 60);
   const std::size_t empty = record.size();
   table_->journal_counts([&](const ActiveKeyTable::CountedMinute& counted) { writer.add(counted); },
                          rejournal_table_);

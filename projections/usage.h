@@ -13,8 +13,10 @@
 // no read before a write, in key order), takes the minutes that are over out of the table and
 // drops the journal in the same writes, journalling again the table's minutes under way. So a
 // key verified all minute long costs one bucket write a minute, not one per flush. Queries
-// answer from the buckets plus what is not folded yet. Start-up reads the journal back and
-// folds it before anything is counted (a new process counts a minute again from zero). Usage
+// answer from the buckets plus what is not folded yet. Start-up reads the journal back and,
+// in one synced write, replaces it (and an unfinished fold's progress) with one record of the
+// counts not folded yet, which add up: a new process counts a minute again from zero, so its
+// records of counts so far must not meet the last process's. Usage
 // is data, not events: never appended to the log, left alone by a rebuild of the projections.
 // Each flush's journal record is fsync'd (one sync per flush), so neither a killed process nor
 // a crash of the machine loses what was flushed: they lose what was counted since the last
@@ -157,6 +159,25 @@ class UsageRecorder {
   std::array<Shard, kShards> shards_;
 };
 
+// The table's journal records (usage.cpp has the format): UsageJournalWriter appends cells to
+// a record, read_usage_journal() hands them back.
+class UsageJournalWriter {
+ public:
+  // Starts a record in `out` whose cells' minutes lie within 2^31 minutes of `base_minute`
+  // (Unix minutes, 1 to 2^31 - 1, like theirs).
+  UsageJournalWriter(std::string& out, std::int64_t base_minute);
+  void add(const ActiveKeyTable::CountedMinute& cell);
+
+ private:
+  void varint(std::uint32_t v);
+  void text(std::string_view s);
+  std::string& out_;
+  std::int64_t base_;
+};
+// Calls sink for each cell of `record`, in order; false if the record is malformed (sink may
+// have been called for the cells before the fault).
+bool read_usage_journal(std::string_view record, const ActiveKeyTable::CountSink& sink);
+
 // Moves what `table` counted (ActiveKeyTable::visit) into `recorder`.
 void drain_counts(ActiveKeyTable& table, UsageRecorder& recorder);
 
@@ -174,8 +195,8 @@ class KeyUsage {
  public:
   // `store` must have the usage column family, opened with usage_family_tuning(), and
   // outlive this, like `table` (may be null), whose counts (ActiveKeyTable::visit) are
-  // flushed and answered with the recorder's. Folds what the journal holds before it returns
-  // (open_status() says if that failed).
+  // flushed and answered with the recorder's. Rewrites the journal read back (the file
+  // comment says why; open_status() says if that failed).
   KeyUsage(const EventStore& store, const Clock& clock, UsageRetention retention,
            ActiveKeyTable* table = nullptr);
 

@@ -580,13 +580,26 @@ TEST_CASE("a fold of the table's counts cut short by a failing disk, then a kill
       // Answers right after the fold: the second minute from the table.
       CHECK(f.read(keys, UsageGranularity::kMinute, m0, m0 + 120)[1].counts.total() == kKeys / 2);
     }
+    const auto check = [&] {
+      const auto minutes = f.read(keys, UsageGranularity::kMinute, m0, m0 + 120);
+      CHECK(minutes[0].counts.total() == kKeys);
+      CHECK(minutes[1].counts.by_outcome == std::array<std::uint64_t, kUsageOutcomes>{0, kKeys / 2, 0, 0, 0});
+      CHECK(f.read(keys, UsageGranularity::kHour, h0, h0 + 3600)[0].counts.total() == kKeys + kKeys / 2);
+      CHECK(f.read(halves, UsageGranularity::kMinute, m0 + 60, m0 + 120)[0].counts.total() == kKeys / 2);
+    };
     f.usage.reset();
     f.reopen();
-    const auto minutes = f.read(keys, UsageGranularity::kMinute, m0, m0 + 120);
-    CHECK(minutes[0].counts.total() == kKeys);
-    CHECK(minutes[1].counts.by_outcome == std::array<std::uint64_t, kUsageOutcomes>{0, kKeys / 2, 0, 0, 0});
-    CHECK(f.read(keys, UsageGranularity::kHour, h0, h0 + 3600)[0].counts.total() == kKeys + kKeys / 2);
-    CHECK(f.read(halves, UsageGranularity::kMinute, m0 + 60, m0 + 120)[0].counts.total() == kKeys / 2);
+    check();
+    // The restarted process's first fold (everything read back, still in the second minute),
+    // cut short too, then killed again.
+    f.fs->appends_left = appends;
+    (void)f.usage->flush();
+    f.fs->appends_left = -1;
+    f.reopen();
+    check();
+    REQUIRE(f.usage->flush(KeyUsage::Fold::kNow).ok());
+    f.reopen();
+    check();
   }
 }
 
