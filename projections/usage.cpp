@@ -620,6 +620,18 @@ const std::string kOldFoldProgressKey("\0f", 2);
 // A fold runs this long after its minute ends, so that minute's last flush is in it.
 constexpr std::int64_t kFoldDelaySeconds = 5;
 
+// The cells as a journal record of counts that add up.
+std::string report_of(const std::vector<UsageCell>& cells) {
+  v1::UsageReport report;
+  for (const UsageCell& cell : cells) {
+    v1::UsageCell* out = report.add_cells();
+    out->set_key_id(cell.key_id.view().data(), cell.key_id.view().size());
+    out->set_minute_start(cell.minute);
+    to_proto(cell.counts, *out->mutable_counts());
+  }
+  return report.SerializeAsString();
+}
+
 bool cell_before(const UsageCell& a, const UsageCell& b) {
   return a.key_id.view() != b.key_id.view() ? a.key_id.view() < b.key_id.view() : a.minute < b.minute;
 }
@@ -707,17 +719,12 @@ Status KeyUsage::recover() {
   // and the fold's progress (one synced batch: the old journal or the new one, never both).
   // The table's records of this process then never meet the last one's, which named the
   // same minutes' counts so far, and the next fold starts from no progress.
-  std::vector<UsageCell> unfolded = journalled_.take();
-  v1::UsageReport report;
+  const std::vector<UsageCell> unfolded = journalled_.take();
   for (const UsageCell& cell : unfolded) {
-    v1::UsageCell* out = report.add_cells();
-    out->set_key_id(cell.key_id.view().data(), cell.key_id.view().size());
-    out->set_minute_start(cell.minute);
-    to_proto(cell.counts, *out->mutable_counts());
     journalled_.merge(cell);
   }
   rocksdb::WriteBatch batch;
-  family_.put(batch, journal_key(kRecorderJournalTag, next_journal_), report.SerializeAsString());
+  family_.put(batch, journal_key(kRecorderJournalTag, next_journal_), report_of(unfolded));
   for (std::uint64_t sequence = journal_first_; sequence < next_journal_; ++sequence) {
     family_.erase(batch, journal_key(kRecorderJournalTag, sequence));
     family_.erase(batch, journal_key(kTableJournalTag, sequence));
@@ -750,14 +757,7 @@ Status KeyUsage::flush(Fold fold_when) {
   rocksdb::WriteBatch batch;
   std::vector<UsageCell> from_recorder = recorder_.take();
   if (!from_recorder.empty()) {
-    v1::UsageReport report;
-    for (const UsageCell& cell : from_recorder) {
-      v1::UsageCell* out = report.add_cells();
-      out->set_key_id(cell.key_id.view().data(), cell.key_id.view().size());
-      out->set_minute_start(cell.minute);
-      to_proto(cell.counts, *out->mutable_counts());
-    }
-    family_.put(batch, journal_key(kRecorderJournalTag, next_journal_), report.SerializeAsString());
+    family_.put(batch, journal_key(kRecorderJournalTag, next_journal_), report_of(from_recorder));
   }
   // The table's cells that changed since the last flush, each with its minute's counts so far
   // (the table keeps them until the fold).
