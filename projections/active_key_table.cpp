@@ -522,7 +522,6 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
       if ((cell.minute & kChanged) == 0) {
         cell.minute |= kChanged;
         ++lists.changed_cells;
-        return true;
       }
       return true;
     };

@@ -439,9 +439,66 @@ using google::protobuf::io::CodedInputStream;
 using google::protobuf::io::CodedOutputStream;
 using google::protobuf::internal::WireFormatLite;
 
-// Reads a UsageJournalWriter record: calls fn(CountedMinute) for each entry; false if malformed.
-template <typename Fn>
-bool read_journal(std::string_view record, Fn fn) {
+
+}  // namespace
+
+UsageJournalWriter::UsageJournalWriter(std::string& out, std::int64_t base_minute) : out_(out), base_(base_minute) {
+  out_.push_back(static_cast<char>(kFormatV1));
+  varint(static_cast<std::uint32_t>(base_minute));
+}
+
+void UsageJournalWriter::add(const ActiveKeyTable::CountedMinute& counted) {
+  std::uint8_t flags = 0;
+  for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
+    flags |= counted.counts[i] != 0 ? static_cast<std::uint8_t>(1U << i) : 0;
+  }
+  const auto fits = [](const auto& source) { return source.first.size() <= kMaxEncodedText; };
+  const std::size_t listed =
+      std::min<std::size_t>(kMaxEncodedList, std::count_if(counted.list.begin(), counted.list.end(), fits));
+  flags |= static_cast<std::uint8_t>((counted.ipv4 ? kIpv4Source : listed > 0 ? kSourceList : kNoSources) << 5);
+  const std::string_view id = counted.key_id.view();
+  std::array<unsigned char, kPackedIdBytes> packed{};
+  const bool pack = is_well_formed_id(id, kKeyIdPrefix) &&
+                    sodium_hex2bin(packed.data(), packed.size(), id.data() + kKeyIdPrefix.size(),
+                                   id.size() - kKeyIdPrefix.size(), nullptr, nullptr, nullptr) == 0;
+  out_.push_back(static_cast<char>(flags | (pack ? kPackedKeyId : 0)));
+  if (pack) {
+    out_.append(reinterpret_cast<const char*>(packed.data()), packed.size());
+  } else {
+    text(id);
+  }
+  varint(WireFormatLite::ZigZagEncode32(static_cast<std::int32_t>(counted.minute_start / 60 - base_)));
+  for (const std::uint32_t n : counted.counts) {
+    if (n != 0) {
+      varint(n);
+    }
+  }
+  if (counted.ipv4) {
+    out_.append(reinterpret_cast<const char*>(&*counted.ipv4), 4);  // as stored: network order
+  } else if (listed > 0) {
+    varint(static_cast<std::uint32_t>(listed));
+    std::size_t written = 0;
+    for (const auto& source : counted.list) {
+      if (fits(source) && written++ < listed) {
+        text(source.first);
+        varint(source.second);
+      }
+    }
+  }
+}
+
+void UsageJournalWriter::varint(std::uint32_t v) {
+  std::array<std::uint8_t, 5> bytes{};
+  const std::uint8_t* end = CodedOutputStream::WriteVarint32ToArray(v, bytes.data());
+  out_.append(reinterpret_cast<const char*>(bytes.data()), end - bytes.data());
+}
+
+void UsageJournalWriter::text(std::string_view s) {
+  varint(static_cast<std::uint32_t>(s.size()));
+  out_.append(s);
+}
+
+bool read_usage_journal(std::string_view record, const ActiveKeyTable::CountSink& sink) {
   if (record.empty() || static_cast<std::uint8_t>(record.front()) != kFormatV1) {
     return false;
   }
@@ -520,72 +577,10 @@ bool read_journal(std::string_view record, Fn fn) {
         return false;
     }
     if (storable(key_id.view())) {
-      fn(ActiveKeyTable::CountedMinute{key_id, minute_start, counts, ipv4, list});
+      sink(ActiveKeyTable::CountedMinute{key_id, minute_start, counts, ipv4, list});
     }
   }
   return true;
-}
-
-}  // namespace
-
-UsageJournalWriter::UsageJournalWriter(std::string& out, std::int64_t base_minute) : out_(out), base_(base_minute) {
-  out_.push_back(static_cast<char>(kFormatV1));
-  varint(static_cast<std::uint32_t>(base_minute));
-}
-
-void UsageJournalWriter::add(const ActiveKeyTable::CountedMinute& counted) {
-  std::uint8_t flags = 0;
-  for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
-    flags |= counted.counts[i] != 0 ? static_cast<std::uint8_t>(1U << i) : 0;
-  }
-  const auto fits = [](const auto& source) { return source.first.size() <= kMaxEncodedText; };
-  const std::size_t listed =
-      std::min<std::size_t>(kMaxEncodedList, std::count_if(counted.list.begin(), counted.list.end(), fits));
-  flags |= static_cast<std::uint8_t>((counted.ipv4 ? kIpv4Source : listed > 0 ? kSourceList : kNoSources) << 5);
-  const std::string_view id = counted.key_id.view();
-  std::array<unsigned char, kPackedIdBytes> packed{};
-  const bool pack = is_well_formed_id(id, kKeyIdPrefix) &&
-                    sodium_hex2bin(packed.data(), packed.size(), id.data() + kKeyIdPrefix.size(),
-                                   id.size() - kKeyIdPrefix.size(), nullptr, nullptr, nullptr) == 0;
-  out_.push_back(static_cast<char>(flags | (pack ? kPackedKeyId : 0)));
-  if (pack) {
-    out_.append(reinterpret_cast<const char*>(packed.data()), packed.size());
-  } else {
-    text(id);
-  }
-  varint(WireFormatLite::ZigZagEncode32(static_cast<std::int32_t>(counted.minute_start / 60 - base_)));
-  for (const std::uint32_t n : counted.counts) {
-    if (n != 0) {
-      varint(n);
-    }
-  }
-  if (counted.ipv4) {
-    out_.append(reinterpret_cast<const char*>(&*counted.ipv4), 4);  // as stored: network order
-  } else if (listed > 0) {
-    varint(static_cast<std::uint32_t>(listed));
-    std::size_t written = 0;
-    for (const auto& source : counted.list) {
-      if (fits(source) && written++ < listed) {
-        text(source.first);
-        varint(source.second);
-      }
-    }
-  }
-}
-
-void UsageJournalWriter::varint(std::uint32_t v) {
-  std::array<std::uint8_t, 5> bytes{};
-  const std::uint8_t* end = CodedOutputStream::WriteVarint32ToArray(v, bytes.data());
-  out_.append(reinterpret_cast<const char*>(bytes.data()), end - bytes.data());
-}
-
-void UsageJournalWriter::text(std::string_view s) {
-  varint(static_cast<std::uint32_t>(s.size()));
-  out_.append(s);
-}
-
-bool read_usage_journal(std::string_view record, const ActiveKeyTable::CountSink& sink) {
-  return read_journal(record, sink);
 }
 
 void drain_counts(ActiveKeyTable& table, UsageRecorder& recorder) {
@@ -691,7 +686,7 @@ Status KeyUsage::recover() {
           }
         }
       } else {
-        ok = read_journal(value, [&](const ActiveKeyTable::CountedMinute& counted) {
+        ok = read_usage_journal(value, [&](const ActiveKeyTable::CountedMinute& counted) {
           UsageCell cell = to_cell(counted);
           if (cell.minute >= table_before || !folded(sequence, cell)) {
             latest[std::string(cell.key_id.view()) + '\0' + std::to_string(cell.minute)] = std::move(cell);
@@ -725,17 +720,23 @@ Status KeyUsage::recover() {
   }
   rocksdb::WriteBatch batch;
   family_.put(batch, journal_key(kRecorderJournalTag, next_journal_), report_of(unfolded));
-  for (std::uint64_t sequence = journal_first_; sequence < next_journal_; ++sequence) {
-    family_.erase(batch, journal_key(kRecorderJournalTag, sequence));
-    family_.erase(batch, journal_key(kTableJournalTag, sequence));
-  }
-  family_.erase(batch, kFoldProgressKey);
-  family_.erase(batch, kOldFoldProgressKey);
+  drop_journal(batch, next_journal_);
   if (Status s = store_.write(batch, /*sync=*/true); !s.ok()) {
     return s.Annotate("rewrite the usage journal");
   }
   journal_first_ = next_journal_++;
   return Status::Ok();
+}
+
+void KeyUsage::drop_journal(rocksdb::WriteBatch& batch, std::uint64_t end) const {
+  // One delete per record (a few dozen), not a range deletion: RocksDB shares a memtable
+  // insert hint between a family's point and range deletions of the same prefix.
+  for (std::uint64_t sequence = journal_first_; sequence < end; ++sequence) {
+    family_.erase(batch, journal_key(kRecorderJournalTag, sequence));
+    family_.erase(batch, journal_key(kTableJournalTag, sequence));
+  }
+  family_.erase(batch, kFoldProgressKey);
+  family_.erase(batch, kOldFoldProgressKey);
 }
 
 bool KeyUsage::journal_table(rocksdb::WriteBatch& batch, std::uint64_t sequence) {
@@ -848,14 +849,7 @@ Status KeyUsage::fold(bool everything) {
       if (table_ != nullptr) {
         rejournalled = journal_table(batch, end);
       }
-      // One delete per record (a few dozen), not a range deletion: RocksDB shares a memtable
-      // insert hint between a family's point and range deletions of the same prefix.
-      for (std::uint64_t sequence = journal_first_; sequence < end; ++sequence) {
-        family_.erase(batch, journal_key(kRecorderJournalTag, sequence));
-        family_.erase(batch, journal_key(kTableJournalTag, sequence));
-      }
-      family_.erase(batch, kFoldProgressKey);
-      family_.erase(batch, kOldFoldProgressKey);
+      drop_journal(batch, end);
     }
     if (Status s = store_.write(batch, /*sync=*/false); !s.ok()) {
       for (std::size_t j = written; j < cells.size(); ++j) {

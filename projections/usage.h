@@ -257,6 +257,8 @@ class KeyUsage {
   // Adds the table's changed cells (all after a failed write) to `batch` as the journal record
   // `sequence`; false if there were none.
   bool journal_table(rocksdb::WriteBatch& batch, std::uint64_t sequence);
+  // Adds to `batch` the deletion of the journal records before `end` and of a fold's progress.
+  void drop_journal(rocksdb::WriteBatch& batch, std::uint64_t end) const;
 
   mutable UsageRecorder recorder_;   // queries move the table's counts into it first
   UsageRecorder journalled_;         // in the journal, not in the buckets yet
