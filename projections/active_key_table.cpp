@@ -269,8 +269,11 @@ ActiveKeyTable::UseCell& ActiveKeyTable::CountCells::cell(Ref ref) {
   UseCell* cells = chunk.load(std::memory_order_acquire);
   if (cells == nullptr) {
     // Zero-filled, which is every cell's empty state. Slots of several shards share a chunk:
-    // the first to get theirs in wins, the others give theirs back.
-    auto* fresh = static_cast<UseCell*>(allocate_huge_pages(kUseChunkCells * sizeof(UseCell)));
+    // the first to get theirs in wins, the others give theirs back. The first chunk is left to
+    // plain pages, resident as its cells are first used: a table of 10 000 keys does not pay
+    // 2 MiB (210 B a key) for its cells, one of a million keys misses the TLB on 6% of them.
+    auto* fresh = static_cast<UseCell*>(
+        allocate_huge_pages(kUseChunkCells * sizeof(UseCell), /*advise=*/(ref >> kUseChunkBits) != 0));
     if (chunk.compare_exchange_strong(cells, fresh, std::memory_order_acq_rel)) {
       cells = fresh;
     } else {
@@ -386,7 +389,6 @@ void ActiveKeyTable::count_use(Shard& shard, Ref ref, std::int64_t now_s, std::s
                                taken_before_.load(std::memory_order_relaxed));
   const std::uint32_t held = cell.minute & ~kChanged;
   if (held == 0) {
-    lists.counted.push_back(ref);
     cell.minute = minute;
   } else if (minute > held) {
     lists.set_aside.push_back({ref, cell});  // taken with the rest; its source list goes along
@@ -397,7 +399,6 @@ void ActiveKeyTable::count_use(Shard& shard, Ref ref, std::int64_t now_s, std::s
   // minutes only grow, so each key and minute has one cell, whose journalled counts only grow.
   if ((cell.minute & kChanged) == 0) {
     cell.minute |= kChanged;
-    lists.changed.push_back(ref);
     ++lists.changed_cells;
   }
   const std::uint32_t before = total_of(cell.counts);
@@ -431,7 +432,8 @@ void ActiveKeyTable::hand(const CountSink& sink, const Slot& slot, const CountLi
 }
 
 namespace {
-// Cells handed to a sink per shard lock: a verification on the shard waits for at most this many.
+// Cells (slots) per window of a scan, and set-aside cells per lock: a verification waits
+// for at most this many of its shard's cells.
 constexpr std::size_t kCountChunk = 256;
 }  // namespace
 
@@ -444,45 +446,65 @@ std::size_t ActiveKeyTable::pending_counts() const {
   return n;
 }
 
+template <typename Fn>
+void ActiveKeyTable::scan_cells([[maybe_unused]] const IndexReader& held, Fn fn) {
+  assert(held.mutex() == &index_mutex_ && held.owns_lock());
+  std::array<std::uint8_t, kCountChunk> shard_of_cell{};
+  for (Ref first = 0; first < slot_count_; first += kUseChunkCells) {
+    UseCell* cells = use_cells_.chunks[first >> kUseChunkBits].load(std::memory_order_acquire);
+    if (cells == nullptr) {
+      continue;  // no key in it was ever counted
+    }
+    const std::size_t in_chunk = std::min<std::size_t>(kUseChunkCells, slot_count_ - first);
+    for (std::size_t i = 0; i < in_chunk; i += kCountChunk) {
+      // A cell is its slot's shard's: each shard's lock is held in turn over the cells of
+      // the window that are its own (a slot's digest never changes, the index lock keeps the
+      // slots), so a verification waits for a few of its shard's cells, never for others'.
+      const std::size_t n = std::min(in_chunk - i, kCountChunk);
+      for (std::size_t j = 0; j < n; ++j) {
+        shard_of_cell[j] = static_cast<std::uint8_t>(shard_of(slot_at(static_cast<Ref>(first + i + j)).digest));
+      }
+      for (std::size_t s = 0; s < kShards; ++s) {
+        std::lock_guard lock(shards_[s].mutex);
+        for (std::size_t j = 0; j < n; ++j) {
+          if (shard_of_cell[j] == s && cells[i + j].minute != 0) {
+            fn(shards_[s].counts, static_cast<Ref>(first + i + j), cells[i + j]);
+          }
+        }
+      }
+    }
+  }
+}
+
 void ActiveKeyTable::journal_counts(const CountSink& sink, bool all) {
-  std::shared_lock index_lock(index_mutex_);  // no clear() meanwhile
-  std::vector<Ref> refs;
+  IndexReader index_lock(index_mutex_);  // no slot added, no clear() meanwhile
+  // Hands the cell over if it changed since it was last journalled (or, with `all`, anyway).
+  const auto journal = [&](CountLists& lists, UseCell& cell, Ref ref) {
+    if ((cell.minute & kChanged) != 0) {
+      cell.minute &= ~kChanged;
+      --lists.changed_cells;
+    } else if (!all) {
+      return;
+    }
+    hand(sink, slot_at(ref), lists, cell);
+  };
+  // The cells in slot order (the cells and the slots they name are read in address order),
+  // then each shard's set-aside cells, up to the last one set aside before the loop ends: a
+  // cell set aside while the scan ran, before its slot's turn, is in this record too. (Cells
+  // are set aside at any time, only ever appended; takes run one at a time with this.)
+  scan_cells(index_lock, [&](CountLists& lists, Ref ref, UseCell& cell) {
+    if (all || (cell.minute & kChanged) != 0) {
+      journal(lists, cell, ref);
+    }
+  });
   for (Shard& shard : shards_) {
     CountLists& lists = shard.counts;
-    refs.clear();
-    {
-      std::lock_guard lock(shard.mutex);
-      if (all) {
-        refs = lists.counted;
-        lists.changed.clear();
-      } else {
-        refs.swap(lists.changed);
-      }
-    }
-    // In slot order: the cells and slots are read in address order, not at random.
-    std::sort(refs.begin(), refs.end());
-    const auto journal = [&](UseCell& cell, Ref ref) {
-      if ((cell.minute & kChanged) != 0) {
-        cell.minute &= ~kChanged;
-        --lists.changed_cells;
-      } else if (!all || cell.minute == 0) {
-        return;  // journalled already (a ref listed twice)
-      }
-      hand(sink, slot_at(ref), lists, cell);
-    };
-    for (std::size_t i = 0; i < refs.size();) {
-      std::lock_guard lock(shard.mutex);
-      for (const std::size_t end = std::min(refs.size(), i + kCountChunk); i < end; ++i) {
-        journal(use_cells_.cell(refs[i]), refs[i]);
-      }
-    }
-    // Then the set-aside cells, up to the last one set aside before this loop ends: a cell set
-    // aside while the loop above ran, before its slot's turn, is in this record too. (Cells
-    // are set aside at any time, only ever appended; takes run one at a time with this.)
     for (std::size_t i = 0;;) {
       std::lock_guard lock(shard.mutex);
       for (const std::size_t end = std::min(lists.set_aside.size(), i + kCountChunk); i < end; ++i) {
-        journal(lists.set_aside[i].cell, lists.set_aside[i].ref);
+        if (lists.set_aside[i].cell.minute != 0) {
+          journal(lists, lists.set_aside[i].cell, lists.set_aside[i].ref);
+        }
       }
       if (i >= lists.set_aside.size()) {
         break;
@@ -497,53 +519,31 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
   if (before != INT64_MAX && before_minute > taken_before_.load(std::memory_order_relaxed)) {
     taken_before_.store(before_minute, std::memory_order_relaxed);
   }
-  std::shared_lock index_lock(index_mutex_);  // no clear() meanwhile
-  std::vector<Ref> refs;
+  IndexReader index_lock(index_mutex_);  // no slot added, no clear() meanwhile
+  // Hands the cell over and empties it, or keeps it (true), to be journalled again.
+  const auto take = [&](CountLists& lists, UseCell& cell, Ref ref) {
+    if ((cell.minute & ~kChanged) < before_minute) {
+      if ((cell.minute & kChanged) != 0) {
+        --lists.changed_cells;
+      }
+      hand(sink, slot_at(ref), lists, cell);
+      release(lists, cell);
+      return false;
+    }
+    if ((cell.minute & kChanged) == 0) {
+      cell.minute |= kChanged;
+      ++lists.changed_cells;
+    }
+    return true;
+  };
+  scan_cells(index_lock, [&](CountLists& lists, Ref ref, UseCell& cell) { take(lists, cell, ref); });
+  // Then the set-aside cells, taken after every slot's turn: a cell set aside while the scan
+  // ran, before its slot's turn, is taken too; one set aside after it holds a minute the scan
+  // kept.
   std::vector<CountLists::SetAside> set_aside;
   for (Shard& shard : shards_) {
     CountLists& lists = shard.counts;
-    refs.clear();
     set_aside.clear();
-    {
-      std::lock_guard lock(shard.mutex);
-      refs.swap(lists.counted);
-    }
-    std::sort(refs.begin(), refs.end());
-    // Hands the cell over and empties it, or keeps it (true), to be journalled again.
-    const auto take = [&](UseCell& cell, Ref ref) {
-      if ((cell.minute & ~kChanged) < before_minute) {
-        if ((cell.minute & kChanged) != 0) {
-          --lists.changed_cells;
-        }
-        hand(sink, slot_at(ref), lists, cell);
-        release(lists, cell);
-        return false;
-      }
-      if ((cell.minute & kChanged) == 0) {
-        cell.minute |= kChanged;
-        ++lists.changed_cells;
-      }
-      return true;
-    };
-    for (std::size_t i = 0; i < refs.size();) {
-      std::lock_guard lock(shard.mutex);
-      for (const std::size_t end = std::min(refs.size(), i + kCountChunk); i < end; ++i) {
-        UseCell& cell = use_cells_.cell(refs[i]);
-        if (cell.minute == 0) {
-          continue;
-        }
-        const bool was_changed = (cell.minute & kChanged) != 0;
-        if (take(cell, refs[i])) {
-          lists.counted.push_back(refs[i]);
-          if (!was_changed) {
-            lists.changed.push_back(refs[i]);
-          }
-        }
-      }
-    }
-    // Then the set-aside cells, taken after every slot's turn: a cell set aside while the loop
-    // above ran, before its slot's turn, is taken too; one set aside after it holds a minute
-    // the loop kept.
     {
       std::lock_guard lock(shard.mutex);
       set_aside.swap(lists.set_aside);
@@ -551,16 +551,13 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
     for (std::size_t i = 0; i < set_aside.size();) {
       std::lock_guard lock(shard.mutex);
       for (const std::size_t end = std::min(set_aside.size(), i + kCountChunk); i < end; ++i) {
-        if (take(set_aside[i].cell, set_aside[i].ref)) {
+        if (take(lists, set_aside[i].cell, set_aside[i].ref)) {
           lists.set_aside.push_back(set_aside[i]);
         }
       }
     }
     std::lock_guard lock(shard.mutex);
-    // The changed list keeps only what may still be changed (a node that only takes, a
-    // replica, never journals: its list would otherwise only grow).
-    std::erase_if(lists.changed, [&](Ref ref) { return (use_cells_.cell(ref).minute & kChanged) == 0; });
-    if (lists.counted.empty() && lists.set_aside.empty()) {
+    if (lists.free_sources.size() == lists.sources.size()) {
       lists.sources.clear();  // no cell refers to a list any more
       lists.free_sources.clear();
     }

@@ -168,8 +168,9 @@ class ActiveKeyTable {
   // Usage is counted by visit() into one cell per key (its current minute: what it holds
   // since that minute began, or since the cell was last taken) and stays there until taken.
   // A key used in a later minute sets its old minute's cell aside (taken with the others).
-  // The calls below run sink under the shard's lock, a bounded chunk of cells at a time, so
-  // verifications go on meanwhile: sinks only copy.
+  // The calls below scan the cells in slot order (no list of which cells hold counts: that
+  // would cost 8 more bytes a key) and run sink under the shards' locks, a bounded chunk of
+  // cells at a time, so verifications go on meanwhile: sinks only copy.
 
   // Every cell that changed since the last call (with `all`: every cell), its whole count so
   // far, not the change: KeyUsage journals these, the latest per key and minute being the one
@@ -296,10 +297,8 @@ class ActiveKeyTable {
   static constexpr std::size_t kUseChunkCells = std::size_t{1} << kUseChunkBits;
   using SourceList = std::vector<std::pair<std::string, std::uint32_t>>;
 
-  // A shard's usage cells: which hold counts, which changed, and the lists they point to.
+  // What a shard's usage cells point to, and how many of them changed.
   struct CountLists {
-    std::vector<Ref> counted;  // slots whose cell holds counts (minute != 0)
-    std::vector<Ref> changed;  // slots whose cell may have kChanged set (may repeat)
     struct SetAside {
       Ref ref;
       UseCell cell;
@@ -353,6 +352,10 @@ class ActiveKeyTable {
     const std::shared_mutex* mutex;
     bool owned;
   };
+  // Calls fn(lists, ref, cell) for every slot's cell that holds counts, kCountChunk slots at a
+  // time, under the lock of the cell's shard (whose lists are the cell's).
+  template <typename Fn>
+  void scan_cells(const IndexReader& held, Fn fn);
 
   // A new slot holding `entry`, indexed in its shard.
   Ref add_slot(const IndexWriter& held, const Digest& digest, const KeyEntry& entry);

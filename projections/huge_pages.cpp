@@ -15,7 +15,7 @@ std::size_t rounded(std::size_t bytes) {
 
 }  // namespace
 
-void* allocate_huge_pages(std::size_t bytes) {
+void* allocate_huge_pages(std::size_t bytes, bool advise) {
   const std::size_t size = rounded(bytes);
   // Map one huge page more than needed, then unmap the unaligned head and the tail.
   const std::size_t span = size + kHugePageBytes;
@@ -33,7 +33,9 @@ void* allocate_huge_pages(std::size_t bytes) {
     ::munmap(reinterpret_cast<void*>(aligned + size), end - (aligned + size));
   }
   void* p = reinterpret_cast<void*>(aligned);
-  ::madvise(p, size, MADV_HUGEPAGE);  // advice only: a failure changes nothing
+  if (advise) {
+    ::madvise(p, size, MADV_HUGEPAGE);  // advice only: a failure changes nothing
+  }
   return p;
 }
 

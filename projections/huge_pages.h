@@ -11,7 +11,8 @@ namespace keyledger {
 inline constexpr std::size_t kHugePageBytes = std::size_t{2} << 20;
 
 // `bytes` rounded up to whole huge pages, zero-filled, 2 MiB-aligned. Throws std::bad_alloc.
-void* allocate_huge_pages(std::size_t bytes);
+// Without `advise`, the block is left to plain pages, resident only where touched.
+void* allocate_huge_pages(std::size_t bytes, bool advise = true);
 // Frees what allocate_huge_pages(bytes) returned.
 void free_huge_pages(void* p, std::size_t bytes) noexcept;
 

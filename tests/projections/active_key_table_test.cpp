@@ -546,6 +546,78 @@ TEST_CASE("active key table: usage counted beside the slots per key and minute, 
   CHECK(taken(table).empty());
 }
 
+TEST_CASE("active key table: journals and takes while verifications count lose and double no use",
+          "[active_key_table][usage]") {
+  // More keys than one block of cells, so the scans cross blocks and windows of every shard.
+  constexpr int kKeys = 70'000;
+  constexpr int kThreads = 3;
+  constexpr int kUsesPerThread = 150'000;
+  ActiveKeyTable table({"standard"});
+  add_keys(table, kKeys);
+  std::vector<std::vector<std::uint32_t>> counted(kThreads, std::vector<std::uint32_t>(kKeys));
+  std::atomic<int> running{kThreads};
+  std::atomic<int> passes{0};  // of journal and take: the counting threads wait for them, so
+                               // that every run interleaves them
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::uint64_t x = 88172645463325252ULL + static_cast<std::uint64_t>(t);
+      for (int i = 0; i < kUsesPerThread; ++i) {
+        while (passes.load() < i / 10'000) {
+          std::this_thread::yield();
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const auto key = static_cast<int>(x % kKeys);
+        // Time runs over three minutes (keys set minutes aside); a third of the uses come from
+        // two addresses (source lists), the rest from one (kept in the cell).
+        const std::int64_t at = kMinute + std::int64_t{180} * i / kUsesPerThread;
+        const std::string_view source = x % 3 != 0 ? "192.0.2.1" : (x % 2 == 0 ? "192.0.2.2" : "192.0.2.3");
+        const bool visited = table.visit(
+            digest_n(static_cast<std::uint64_t>(key)), at,
+            [&](const KeyEntry&, TokenBucket&) {
+              return ActiveKeyTable::Visited{.used = false, .counted = static_cast<int>(x % 5)};
+            },
+            source);
+        counted[t][key] += visited ? 1 : 0;
+      }
+      running.fetch_sub(1);
+    });
+  }
+  std::vector<std::uint64_t> taken_per_key(kKeys);
+  const ActiveKeyTable::CountSink take_sink = [&](const ActiveKeyTable::CountedMinute& c) {
+    const auto key = std::stoul(std::string(c.key_id.view().substr(4)));
+    for (const std::uint32_t n : c.counts) {
+      taken_per_key[key] += n;
+    }
+  };
+  std::size_t journalled_cells = 0;
+  std::int64_t before = kMinute;
+  while (running.load() > 0) {
+    table.journal_counts([&](const ActiveKeyTable::CountedMinute&) { ++journalled_cells; });
+    table.take_counts(take_sink, before);
+    before += 20;  // every third pass takes a minute more
+    passes.fetch_add(1);
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  table.take_counts(take_sink);
+  CHECK(table.pending_counts() == 0);
+  CHECK(journalled_cells > 0);
+  CHECK(passes.load() >= kUsesPerThread / 10'000);
+  std::size_t wrong = 0;
+  for (int key = 0; key < kKeys; ++key) {
+    std::uint64_t expected = 0;
+    for (const auto& per_thread : counted) {
+      expected += per_thread[key];
+    }
+    wrong += taken_per_key[key] == expected ? 0 : 1;
+  }
+  CHECK(wrong == 0);
+}
+
 TEST_CASE("active key table: client addresses of a key's uses, one address or many",
           "[active_key_table][usage]") {
   // A key used from one IPv4 address keeps it in its cell; anything else (a second address,

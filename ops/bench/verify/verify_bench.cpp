@@ -361,7 +361,7 @@ int main(int argc, char** argv) {
   }
   report
       << "Counting usage (issue 16): verify/s with counts over verify/s without, and the bytes per key of\n"
-         "the count cells beside the table's slots (32 B a key, made per 65 536 keys: 2 MiB)\n";
+         "the count cells beside the table's slots (32 B a key, made per 65 536 keys: 2 MiB, the first on plain pages)\n";
   for (const auto& r : results) {
     std::snprintf(line, sizeof(line), "%10zu keys: counted %s/s, x%.3f of uncounted; %.0f B per key\n",
                   r.keys, fmt_rate(r.counted.per_second()).c_str(), r.counting(), r.counts_bytes_per_key);
