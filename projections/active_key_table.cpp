@@ -479,7 +479,7 @@ void ActiveKeyTable::scan_cells([[maybe_unused]] const IndexReader& held, Fn fn)
 void ActiveKeyTable::journal_counts(const CountSink& sink, bool all) {
   IndexReader index_lock(index_mutex_);  // no slot added, no clear() meanwhile
   // Hands the cell over if it changed since it was last journalled (or, with `all`, anyway).
-  const auto journal = [&](CountLists& lists, UseCell& cell, Ref ref) {
+  const auto journal = [&](CountLists& lists, Ref ref, UseCell& cell) {
     if ((cell.minute & kChanged) != 0) {
       cell.minute &= ~kChanged;
       --lists.changed_cells;
@@ -492,19 +492,13 @@ void ActiveKeyTable::journal_counts(const CountSink& sink, bool all) {
   // then each shard's set-aside cells, up to the last one set aside before the loop ends: a
   // cell set aside while the scan ran, before its slot's turn, is in this record too. (Cells
   // are set aside at any time, only ever appended; takes run one at a time with this.)
-  scan_cells(index_lock, [&](CountLists& lists, Ref ref, UseCell& cell) {
-    if (all || (cell.minute & kChanged) != 0) {
-      journal(lists, cell, ref);
-    }
-  });
+  scan_cells(index_lock, journal);
   for (Shard& shard : shards_) {
     CountLists& lists = shard.counts;
     for (std::size_t i = 0;;) {
       std::lock_guard lock(shard.mutex);
       for (const std::size_t end = std::min(lists.set_aside.size(), i + kCountChunk); i < end; ++i) {
-        if (lists.set_aside[i].cell.minute != 0) {
-          journal(lists, lists.set_aside[i].cell, lists.set_aside[i].ref);
-        }
+        journal(lists, lists.set_aside[i].ref, lists.set_aside[i].cell);
       }
       if (i >= lists.set_aside.size()) {
         break;
@@ -521,7 +515,7 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
   }
   IndexReader index_lock(index_mutex_);  // no slot added, no clear() meanwhile
   // Hands the cell over and empties it, or keeps it (true), to be journalled again.
-  const auto take = [&](CountLists& lists, UseCell& cell, Ref ref) {
+  const auto take = [&](CountLists& lists, Ref ref, UseCell& cell) {
     if ((cell.minute & ~kChanged) < before_minute) {
       if ((cell.minute & kChanged) != 0) {
         --lists.changed_cells;
@@ -536,7 +530,7 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
     }
     return true;
   };
-  scan_cells(index_lock, [&](CountLists& lists, Ref ref, UseCell& cell) { take(lists, cell, ref); });
+  scan_cells(index_lock, take);
   // Then the set-aside cells, taken after every slot's turn: a cell set aside while the scan
   // ran, before its slot's turn, is taken too; one set aside after it holds a minute the scan
   // kept.
@@ -551,7 +545,7 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
     for (std::size_t i = 0; i < set_aside.size();) {
       std::lock_guard lock(shard.mutex);
       for (const std::size_t end = std::min(set_aside.size(), i + kCountChunk); i < end; ++i) {
-        if (take(lists, set_aside[i].cell, set_aside[i].ref)) {
+        if (take(lists, set_aside[i].ref, set_aside[i].cell)) {
           lists.set_aside.push_back(set_aside[i]);
         }
       }

@@ -439,7 +439,6 @@ using google::protobuf::io::CodedInputStream;
 using google::protobuf::io::CodedOutputStream;
 using google::protobuf::internal::WireFormatLite;
 
-
 }  // namespace
 
 UsageJournalWriter::UsageJournalWriter(std::string& out, std::int64_t base_minute) : out_(out), base_(base_minute) {
