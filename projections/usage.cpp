@@ -74,7 +74,11 @@ class UsageMerge final : public rocksdb::AssociativeMergeOperator {
  public:
   bool Merge(const rocksdb::Slice&, const rocksdb::Slice* existing, const rocksdb::Slice& value,
              std::string* new_value, rocksdb::Logger*) const override {
-    UsageCounts sum = existing == nullptr ? UsageCounts{} : parse_counts(existing->ToStringView());
+    if (existing == nullptr) {  // a bucket's first operand (every minute bucket's only one) as it is
+      new_value->assign(value.data(), value.size());
+      return true;
+    }
+    UsageCounts sum = parse_counts(existing->ToStringView());
     sum.add(parse_counts(value.ToStringView()));
     return to_proto(sum).SerializeToString(new_value);
   }
@@ -83,7 +87,8 @@ class UsageMerge final : public rocksdb::AssociativeMergeOperator {
 
 class UsageRetentionFilter final : public rocksdb::CompactionFilter {
  public:
-  UsageRetentionFilter(std::int64_t now_s, UsageRetention retention) : now_s_(now_s), retention_(retention) {}
+  UsageRetentionFilter(std::int64_t now_s, UsageRetention retention)
+      : now_s_(now_s), minutes_needed_from_(retention.minutes_needed_from->load()), retention_(retention) {}
 
   bool Filter(int, const rocksdb::Slice& key, const rocksdb::Slice&, std::string*, bool*) const override {
     return expired(key.ToStringView());
@@ -106,10 +111,15 @@ class UsageRetentionFilter final : public rocksdb::CompactionFilter {
     const auto start = static_cast<std::int64_t>(decode_be64(k.substr(k.size() - 8)));
     const UsageGranularity granularity =
         tag == kMinuteTag ? UsageGranularity::kMinute : UsageGranularity::kHour;
+    if (granularity == UsageGranularity::kMinute &&
+        bucket_start(UsageGranularity::kHour, start) >= minutes_needed_from_) {
+      return false;  // its hour is not rolled up yet
+    }
     return !retained(granularity, start, now_s_, retention_);
   }
 
   std::int64_t now_s_;
+  std::int64_t minutes_needed_from_;
   UsageRetention retention_;
 };
 
@@ -613,6 +623,12 @@ const std::string kFoldProgressKey("\0g", 2);
 const std::string kOldFoldProgressKey("\0f", 2);
 // A fold runs this long after its minute ends, so that minute's last flush is in it.
 constexpr std::int64_t kFoldDelaySeconds = 5;
+// The rollup's progress (usage.h has the layout).
+const std::string kRollupKey("\0r", 2);
+// A rollup starts this long after its last hour ends: after the folds of that hour's last
+// minute, so that what they bring goes to the minute buckets it sums and not as merges to
+// hour buckets it has written.
+constexpr std::int64_t kRollDelaySeconds = 150;
 
 // The cells as a journal record of counts that add up.
 std::string report_of(const std::vector<UsageCell>& cells) {
@@ -633,6 +649,30 @@ bool cell_before(const UsageCell& a, const UsageCell& b) {
 }  // namespace
 
 Status KeyUsage::recover() {
+  auto rollup = family_.get(kRollupKey);
+  if (!rollup.ok()) {
+    return rollup.status();
+  }
+  if (rollup->has_value()) {
+    const std::string_view v = **rollup;
+    if (v.size() < 16) {
+      return Status::Corruption("unreadable usage rollup progress");
+    }
+    rolled_before_ = static_cast<std::int64_t>(decode_be64(v));
+    rolling_to_ = static_cast<std::int64_t>(decode_be64(v.substr(8)));
+    rolled_through_ = std::string(v.substr(16));
+  } else {
+    // A new family, or one whose hour buckets were merged minute by minute (the versions
+    // before the rollup): every hour before this one is in its buckets.
+    rolled_before_ = rolling_to_ = bucket_start(UsageGranularity::kHour, unix_seconds(clock_.now()));
+    rocksdb::WriteBatch batch;
+    put_rollup(batch, rolled_before_, rolling_to_, {});
+    if (Status s = store_.write(batch, /*sync=*/true); !s.ok()) {
+      return s.Annotate("start the usage rollup");
+    }
+  }
+  retention_.minutes_needed_from->store(rolled_before_);
+
   // An unfinished fold: the cells up to `done` of the records below `end` are in the buckets,
   // of the table's records only those of minutes before `table_before`.
   std::uint64_t end = 0;
@@ -727,6 +767,99 @@ Status KeyUsage::recover() {
   return Status::Ok();
 }
 
+void KeyUsage::put_rollup(rocksdb::WriteBatch& batch, std::int64_t before, std::int64_t to,
+                          std::string_view through) const {
+  family_.put(batch, kRollupKey,
+              encode_be64(static_cast<std::uint64_t>(before)) + encode_be64(static_cast<std::uint64_t>(to)) +
+                  std::string(through));
+}
+
+bool KeyUsage::rolled(std::string_view key_id, std::int64_t hour) const {
+  return hour < rolled_before_ || (hour < rolling_to_ && !rolled_through_.empty() && key_id <= rolled_through_);
+}
+
+std::int64_t KeyUsage::rolled_before() const {
+  std::lock_guard lock(flush_mutex_);
+  return rolled_before_;
+}
+
+// Under flush_mutex_, like the folds: no minute bucket of a key changes while the slice sums
+// them, and a fold that comes between two slices merges into the hour buckets of the keys
+// rolled up already (rolled()) and only into the minute buckets of the others.
+Status KeyUsage::roll(std::int64_t now_s) {
+  const std::int64_t hour_now = bucket_start(UsageGranularity::kHour, now_s);
+  std::int64_t to = rolling_to_;
+  std::string through = rolled_through_;
+  if (to == rolled_before_) {
+    if (hour_now <= rolled_before_ || now_s < hour_now + kRollDelaySeconds) {
+      return Status::Ok();
+    }
+    to = hour_now;
+    through.clear();
+  }
+  rocksdb::WriteBatch batch;
+  std::string key_id;
+  std::string value;
+  std::unique_ptr<rocksdb::Iterator> it = family_.iterator();
+  // Key ids never start with '\0' (storable()), the journal's records all do.
+  it->Seek(through.empty() ? std::string(1, '\1') : through + '\1');
+  for (std::size_t keys = 0; keys < kRollSliceKeys && it->Valid(); ++keys) {
+    std::string_view k = it->key().ToStringView();
+    if (k.size() <= kSuffixBytes || k[k.size() - kSuffixBytes] != '\0') {
+      it->Next();  // not a bucket
+      continue;
+    }
+    key_id.assign(k.substr(0, k.size() - kSuffixBytes));
+    const std::string prefix = prefix_of(key_id, UsageGranularity::kMinute);
+    UsageCounts sum;
+    std::int64_t sum_hour = 0;
+    const auto put_sum = [&] {
+      if (sum.total() > 0) {
+        to_proto(sum).SerializeToString(&value);
+        family_.put(batch, bucket_key(key_id, UsageGranularity::kHour, sum_hour), value);
+      }
+      sum = {};
+    };
+    for (it->Seek(bucket_key(key_id, UsageGranularity::kMinute, rolled_before_)); it->Valid(); it->Next()) {
+      k = it->key().ToStringView();
+      if (!k.starts_with(prefix) || k.size() != prefix.size() + 8) {
+        break;
+      }
+      const auto start = static_cast<std::int64_t>(decode_be64(k.substr(prefix.size())));
+      if (start >= to) {
+        break;
+      }
+      if (const std::int64_t hour = bucket_start(UsageGranularity::kHour, start); hour != sum_hour) {
+        put_sum();
+        sum_hour = hour;
+      }
+      sum.add(parse_counts(it->value().ToStringView()));
+    }
+    put_sum();
+    through = key_id;
+    it->Seek(key_id + '\1');  // the next key's first bucket
+  }
+  if (Status s = from_rocks(it->status(), "read minute buckets to roll up"); !s.ok()) {
+    return s;
+  }
+  const bool done = !it->Valid();
+  const std::int64_t before = done ? to : rolled_before_;
+  if (done) {
+    through.clear();
+  }
+  put_rollup(batch, before, to, through);
+  // The end of a rollup is synced before the retention filter may drop the minutes it summed:
+  // a crash never takes back a rollup whose minutes are gone.
+  if (Status s = store_.write(batch, /*sync=*/done); !s.ok()) {
+    return s.Annotate("roll usage up into hour buckets");  // this slice again at the next flush
+  }
+  rolled_before_ = before;
+  rolling_to_ = to;
+  rolled_through_ = std::move(through);
+  retention_.minutes_needed_from->store(rolled_before_);
+  return Status::Ok();
+}
+
 void KeyUsage::drop_journal(rocksdb::WriteBatch& batch, std::uint64_t end) const {
   // One delete per record (a few dozen), not a range deletion: RocksDB shares a memtable
   // insert hint between a family's point and range deletions of the same prefix.
@@ -782,11 +915,13 @@ Status KeyUsage::flush(Fold fold_when) {
     journal_written_ = true;
   }
   const std::int64_t now_s = unix_seconds(clock_.now());
-  if (fold_when == Fold::kWhenDue && now_s < next_fold_s_) {
-    return Status::Ok();
+  if (fold_when == Fold::kNow || now_s >= next_fold_s_) {
+    next_fold_s_ = bucket_start(UsageGranularity::kMinute, now_s) + 60 + kFoldDelaySeconds;
+    if (Status s = fold(fold_when == Fold::kNow); !s.ok()) {
+      return s;
+    }
   }
-  next_fold_s_ = bucket_start(UsageGranularity::kMinute, now_s) + 60 + kFoldDelaySeconds;
-  return fold(fold_when == Fold::kNow);
+  return roll(now_s);
 }
 
 // Under flush_mutex_. Batches of kBatchCells: every batch but the last records how far the
@@ -832,11 +967,12 @@ Status KeyUsage::fold(bool everything) {
     if (!last) {
       const UsageCell& cell = cells[i];
       to_proto(cell.counts).SerializeToString(&value);
-      // The hour's key sorts before the minute's ('h' < 'm'): written in key order.
-      family_.merge(batch,
-                    bucket_key(cell.key_id.view(), UsageGranularity::kHour,
-                               bucket_start(UsageGranularity::kHour, cell.minute)),
-                    value);
+      // An hour rolled up already takes a late count too. Its key sorts before the minute's
+      // ('h' < 'm'): written in key order.
+      if (const std::int64_t hour = bucket_start(UsageGranularity::kHour, cell.minute);
+          rolled(cell.key_id.view(), hour)) {
+        family_.merge(batch, bucket_key(cell.key_id.view(), UsageGranularity::kHour, hour), value);
+      }
       family_.merge(batch, bucket_key(cell.key_id.view(), UsageGranularity::kMinute, cell.minute), value);
       if (i + 1 - written < kBatchCells || i + 1 == cells.size()) {
         continue;
@@ -891,11 +1027,11 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
     }
   };
 
-  std::lock_guard lock(flush_mutex_);
-  for (const std::string& key_id : key_ids) {
-    const std::string prefix = prefix_of(key_id, granularity);
-    std::unique_ptr<rocksdb::Iterator> it = family_.iterator();
-    for (it->Seek(bucket_key(key_id, granularity, since)); it->Valid(); it->Next()) {
+  std::unique_ptr<rocksdb::Iterator> it;
+  // Calls fn(start, counts) for the stored buckets of `key_id` in [from, until).
+  const auto scan = [&](const std::string& key_id, UsageGranularity stored, std::int64_t from, const auto& fn) {
+    const std::string prefix = prefix_of(key_id, stored);
+    for (it->Seek(bucket_key(key_id, stored, from)); it->Valid(); it->Next()) {
       const std::string_view key = it->key().ToStringView();
       if (!key.starts_with(prefix) || key.size() != prefix.size() + 8) {
         break;
@@ -904,10 +1040,34 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
       if (start >= until) {
         break;
       }
-      add(start, parse_counts(it->value().ToStringView()));
+      fn(start, parse_counts(it->value().ToStringView()));
     }
-    if (!it->status().ok()) {
-      return from_rocks(it->status(), "read key usage buckets");
+    return from_rocks(it->status(), "read key usage buckets");
+  };
+
+  std::lock_guard lock(flush_mutex_);
+  it = family_.iterator();  // the buckets as the rollup's state, fixed from here on, has them
+  for (const std::string& key_id : key_ids) {
+    Status s;
+    if (granularity == UsageGranularity::kMinute) {
+      s = scan(key_id, granularity, since, add);
+    } else {
+      // Hours rolled up from their buckets, the others from their minutes.
+      const std::int64_t unrolled = rolled(key_id, rolled_before_) ? rolling_to_ : rolled_before_;
+      s = scan(key_id, granularity, since, [&](std::int64_t start, const UsageCounts& counts) {
+        if (start < unrolled) {
+          add(start, counts);
+        }
+      });
+      if (s.ok() && until > unrolled) {
+        s = scan(key_id, UsageGranularity::kMinute, std::max(since, unrolled),
+                 [&](std::int64_t start, const UsageCounts& counts) {
+                   add(bucket_start(UsageGranularity::kHour, start), counts);
+                 });
+      }
+    }
+    if (!s.ok()) {
+      return s;
     }
     const std::int64_t now_minute = bucket_start(UsageGranularity::kMinute, now_s);
     for (const UsageRecorder* unfolded : std::array<const UsageRecorder*, 2>{&recorder_, &journalled_}) {

@@ -9,11 +9,17 @@
 // changed since the last flush, each with its minute's counts so far (a compact binary record,
 // about 20 bytes a key: the latest record of a key and minute supersedes the earlier ones), and
 // the recorder's counts since the last flush (a v1::UsageReport: these add up). About once a
-// minute a fold merges what the journal holds into the keys' minute and hour buckets (merges,
-// no read before a write, in key order), takes the minutes that are over out of the table and
-// drops the journal in the same writes, journalling again the table's minutes under way. So a
-// key verified all minute long costs one bucket write a minute, not one per flush. Queries
-// answer from the buckets plus what is not folded yet. Start-up reads the journal back and,
+// minute a fold merges what the journal holds into the keys' minute buckets (merges, no read
+// before a write, in key order), takes the minutes that are over out of the table and drops
+// the journal in the same writes, journalling again the table's minutes under way. So a key
+// verified all minute long costs one bucket write a minute, not one per flush. Hour buckets
+// are rolled up: a few minutes after an hour ends, the flushes walk the family key by key
+// (kRollSliceKeys keys a flush), sum each key's minute buckets of the hours not rolled up yet
+// and put its hour buckets, one write per key and hour instead of sixty merges that RocksDB
+// would merge again in its compactions. A count folded after its key's hour was rolled up (a
+// replica's late report) merges into the hour bucket as well. Queries answer from the buckets
+// plus what is not folded yet, an hour not rolled up from its minute buckets (which the
+// retention filter keeps until it is). Start-up reads the journal back and,
 // in one synced write, replaces it (and an unfinished fold's progress) with one record of the
 // counts not folded yet, which add up: a new process counts a minute again from zero, so its
 // records of counts so far must not meet the last process's. Usage
@@ -27,7 +33,9 @@
 // '\0' 'j' BE64(sequence) -> v1::UsageReport and '\0' 'k' BE64(sequence) -> the table's cells
 // (the journal, one sequence per flush); '\0' 'g' -> how far an unfinished fold got (BE64
 // journal end, BE64 minute before which the table's cells were folded, BE64 minute, key id):
-// its journal records up to that cell are in the buckets already.
+// its journal records up to that cell are in the buckets already; '\0' 'r' -> the rollup's
+// progress (BE64 first hour not rolled up for every key, BE64 end of the hours being rolled
+// up, the last key id rolled up; the two hours equal when no rollup runs).
 // Buckets older than their granularity's retention are never answered and are dropped by a
 // compaction filter (usage_family_tuning) in RocksDB's background compactions, off every
 // request's path, and by the periodic full compactions of start_compactions(), on a thread of
@@ -38,6 +46,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -89,6 +98,12 @@ struct UsageRetention {
   std::chrono::seconds of(UsageGranularity granularity) const {
     return granularity == UsageGranularity::kMinute ? minutes : hours;
   }
+  // The start of the first hour not rolled up for every key yet (KeyUsage sets it): the
+  // retention filter keeps the minute buckets of that hour and later whatever their age, as
+  // they are the only record of those hours. Copies share it, so the one UsageRetention given
+  // to usage_family_tuning() and to KeyUsage ties the filter to the rollup. 0 until KeyUsage
+  // has read it back: every minute bucket is kept.
+  std::shared_ptr<std::atomic<std::int64_t>> minutes_needed_from = std::make_shared<std::atomic<std::int64_t>>(0);
 };
 
 // One key's usage in one minute.
@@ -210,9 +225,10 @@ class KeyUsage {
 
   // Writes what was counted since the last flush (the recorder's and the table's) into the
   // journal, fsync'd before it returns. When `fold` says kNow, or when the minute the last
-  // fold ran in is over, merges everything journalled into the minute and hour buckets and
-  // drops the journal (those writes unsynced: the file comment says why that is safe); kNow
-  // folds the table's minute under way too (at a clean stop).
+  // fold ran in is over, merges everything journalled into the buckets and drops the journal
+  // (those writes unsynced: the file comment says why that is safe); kNow folds the table's
+  // minute under way too (at a clean stop). Then rolls up a slice of keys when a rollup is
+  // due or under way.
   enum class Fold : std::uint8_t { kWhenDue, kNow };
   Status flush(Fold fold = Fold::kWhenDue);
 
@@ -222,6 +238,12 @@ class KeyUsage {
   Result<std::vector<UsageBucket>> buckets(const std::vector<std::string>& key_ids,
                                            UsageGranularity granularity, std::int64_t since,
                                            std::int64_t until) const;
+
+  // Keys a flush rolls up at most, one write each: a rollup of a million keys runs over about
+  // 250 flushes (8 minutes at a flush every 2 s), none holding the flush for long.
+  static constexpr std::size_t kRollSliceKeys = 4096;
+  // The start of the first hour not rolled up for every key yet.
+  std::int64_t rolled_before() const;
 
   // Drops the buckets past retention now, instead of at RocksDB's next compaction: compacts
   // the whole family and waits (minutes, for a large one). Ends early, not Ok, once `canceled`
@@ -259,6 +281,20 @@ class KeyUsage {
   bool journal_table(rocksdb::WriteBatch& batch, std::uint64_t sequence);
   // Adds to `batch` the deletion of the journal records before `end` and of a fold's progress.
   void drop_journal(rocksdb::WriteBatch& batch, std::uint64_t end) const;
+
+  // The hour rollup (the file comment): hours before rolled_before_ are rolled up for every
+  // key, those in [rolled_before_, rolling_to_) for the keys up to rolled_through_ too (none
+  // when empty). Under flush_mutex_.
+  std::int64_t rolled_before_ = 0;
+  std::int64_t rolling_to_ = 0;
+  std::string rolled_through_;
+  // True once `hour` of `key_id` is in its hour bucket: later counts merge into it too.
+  bool rolled(std::string_view key_id, std::int64_t hour) const;
+  // Rolls up one slice of keys (kRollSliceKeys), starting a rollup of the hours over when none
+  // runs and the last of them is folded.
+  Status roll(std::int64_t now_s);
+  // Adds to `batch` the rollup's progress record (the file comment has its fields).
+  void put_rollup(rocksdb::WriteBatch& batch, std::int64_t before, std::int64_t to, std::string_view through) const;
 
   mutable UsageRecorder recorder_;   // queries move the table's counts into it first
   UsageRecorder journalled_;         // in the journal, not in the buckets yet

@@ -275,6 +275,13 @@ TEST_CASE("buckets past retention are not answered and compaction drops them", "
   f.clock.advance(3h);  // minute buckets are gone, hour buckets are kept
   CHECK(f.read({"key_a"}, UsageGranularity::kMinute, m0, m0 + 60)[0].counts.total() == 0);
   CHECK(f.read({"key_a"}, UsageGranularity::kHour, h0, h0 + 3600)[0].counts.total() == 1);
+  // The minutes of an hour not rolled up yet are its only record: compaction keeps them.
+  REQUIRE(f.usage->compact().ok());
+  f.clock.set(at(kT0));
+  CHECK(f.read({"key_a"}, UsageGranularity::kMinute, m0, m0 + 60)[0].counts.total() == 1);
+  f.clock.advance(3h);
+  REQUIRE(f.usage->flush().ok());  // rolls the hours over up (one key: one slice)
+  CHECK(f.usage->rolled_before() == h0 + 3 * 3600);
   REQUIRE(f.usage->compact().ok());
   f.clock.set(at(kT0));  // back in time: what compaction dropped stays dropped
   CHECK(f.read({"key_a"}, UsageGranularity::kMinute, m0, m0 + 60)[0].counts.total() == 0);
@@ -304,6 +311,117 @@ std::vector<std::string> record_keys(UsageRecorder& recorder, int n) {
     recorder.record(keys.back(), UsageOutcome::kValid, kT0);
   }
   return keys;
+}
+
+// The sum of `keys`' counts in the hour starting at `hour`.
+std::uint64_t hour_total(UsageFixture& f, const std::vector<std::string>& keys, std::int64_t hour) {
+  return f.read(keys, UsageGranularity::kHour, hour, hour + 3600)[0].counts.total();
+}
+
+TEST_CASE("hours are rolled up from their minutes a slice of keys at a time, and late counts land once",
+          "[projections][usage]") {
+  UsageFixture f(UsageRetention{.minutes = 2h, .hours = 48h});
+  const std::int64_t m0 = bucket_start(UsageGranularity::kMinute, kT0);
+  const std::int64_t h0 = bucket_start(UsageGranularity::kHour, kT0);
+  const std::vector<std::string> keys = record_keys(f.usage->recorder(), KeyUsage::kRollSliceKeys + 1000);
+  REQUIRE(f.usage->flush(KeyUsage::Fold::kNow).ok());  // minute buckets; the hour from them
+  CHECK(f.usage->rolled_before() == h0);
+  CHECK(hour_total(f, {keys.front()}, h0) == 1);
+  CHECK(hour_total(f, keys, h0) == keys.size());
+
+  f.clock.set(at(h0 + 3600 + 60));  // the hour is over, its last fold maybe not yet: no rollup
+  REQUIRE(f.usage->flush().ok());
+  f.clock.set(at(h0 + 3600 + 200));
+  REQUIRE(f.usage->flush().ok());  // the first slice of keys
+  CHECK(f.usage->rolled_before() == h0);
+  CHECK(hour_total(f, keys, h0) == keys.size());
+  f.reopen();  // the rollup goes on where it was
+
+  // Late counts of h0 (a replica's report, say): for a key rolled up, one after it that is
+  // not, and keys never seen before on either side of where the rollup is.
+  const std::vector<std::string> late = {keys.front(), keys.back(), "key_00000a", "key_late"};
+  for (const std::string& key : late) {
+    f.usage->recorder().record(key, UsageOutcome::kRevoked, kT0);
+  }
+  f.clock.advance(2min);
+  REQUIRE(f.usage->flush().ok());  // folds them, then the second slice ends the rollup
+  CHECK(f.usage->rolled_before() == h0 + 3600);
+  for (const std::string& key : late) {
+    CAPTURE(key);
+    CHECK(f.read({key}, UsageGranularity::kHour, h0, h0 + 3600)[0].counts.by_outcome[2] == 1);
+  }
+  CHECK(hour_total(f, {keys.front()}, h0) == 2);
+  CHECK(hour_total(f, {keys.back()}, h0) == 2);
+  CHECK(hour_total(f, keys, h0) == keys.size() + 2);
+  CHECK(hour_total(f, {keys[100]}, h0 + 3600) == 0);
+
+  // Past their retention, the minutes go and the hours hold what they had.
+  f.clock.set(at(h0 + 3 * 3600 + 200));
+  REQUIRE(f.usage->compact().ok());
+  f.clock.set(at(h0 + 3600 + 300));  // back in time: what compaction dropped stays dropped
+  CHECK(f.read({keys.front()}, UsageGranularity::kMinute, m0, m0 + 60)[0].counts.total() == 0);
+  f.reopen();
+  CHECK(f.usage->rolled_before() == h0 + 3600);
+  CHECK(hour_total(f, keys, h0) == keys.size() + 2);
+  CHECK(hour_total(f, {"key_00000a"}, h0) == 1);
+}
+
+TEST_CASE("a rollup cut short by a failing disk, then a crash, neither loses nor doubles a count",
+          "[projections][usage]") {
+  const std::size_t n = 2 * KeyUsage::kRollSliceKeys + 10;  // three slices
+  for (long appends = 0; appends < 5; ++appends) {
+    CAPTURE(appends);
+    UsageFixture f;
+    const std::int64_t h0 = bucket_start(UsageGranularity::kHour, kT0);
+    const std::vector<std::string> keys = record_keys(f.usage->recorder(), static_cast<int>(n));
+    REQUIRE(f.usage->flush(KeyUsage::Fold::kNow).ok());
+    f.clock.set(at(h0 + 3600 + 200));
+    f.fs->appends_left = appends;
+    for (int i = 0; i < 3; ++i) {
+      (void)f.usage->flush();  // the slices, failing from somewhere on (or not at all)
+    }
+    f.fs->appends_left = -1;
+    f.reopen();
+    CHECK(hour_total(f, keys, h0) == n);
+    for (int i = 0; i < 3 && f.usage->rolled_before() == h0; ++i) {
+      REQUIRE(f.usage->flush().ok());
+    }
+    CHECK(f.usage->rolled_before() == h0 + 3600);
+    CHECK(hour_total(f, keys, h0) == n);
+    CHECK(hour_total(f, {keys[KeyUsage::kRollSliceKeys]}, h0) == 1);
+  }
+}
+
+TEST_CASE("hour buckets merged minute by minute (before the rollup) are answered once", "[projections][usage]") {
+  UsageFixture f;
+  const std::int64_t h0 = bucket_start(UsageGranularity::kHour, kT0);
+  // What an older version left: every minute merged into its minute and its hour bucket, up
+  // to the minute under way, and no rollup's progress.
+  auto family = f.store->extra_column_family(kUsageColumnFamily);
+  REQUIRE(family.ok());
+  UsageCounts one;
+  one.by_outcome[0] = 1;
+  const std::string value = to_proto(one).SerializeAsString();
+  rocksdb::WriteBatch batch;
+  for (const std::int64_t minute : {h0 - 120, h0 - 60, h0, h0 + 60}) {
+    family->merge(batch, std::string("key_a\0m", 7) + encode_be64(static_cast<std::uint64_t>(minute)), value);
+    family->merge(batch,
+                  std::string("key_a\0h", 7) +
+                      encode_be64(static_cast<std::uint64_t>(bucket_start(UsageGranularity::kHour, minute))),
+                  value);
+  }
+  family->erase(batch, std::string("\0r", 2));
+  REQUIRE(f.store->write(batch, true).ok());
+  f.reopen();
+  CHECK(f.usage->rolled_before() == h0);
+  CHECK(hour_total(f, {"key_a"}, h0 - 3600) == 2);
+  CHECK(hour_total(f, {"key_a"}, h0) == 2);
+  f.usage->recorder().record("key_a", UsageOutcome::kValid, kT0);
+  f.clock.set(at(h0 + 3600 + 200));
+  REQUIRE(f.usage->flush().ok());  // the fold, and the rollup of h0 puts its hour over the old one
+  CHECK(f.usage->rolled_before() == h0 + 3600);
+  CHECK(hour_total(f, {"key_a"}, h0 - 3600) == 2);
+  CHECK(hour_total(f, {"key_a"}, h0) == 3);
 }
 
 TEST_CASE(
