@@ -312,6 +312,8 @@ std::optional<std::uint32_t> ipv4_of(std::string_view address) {
   return parsed.s_addr;
 }
 
+}  // namespace
+
 std::string ipv4_text(std::uint32_t address) {
   in_addr a{};
   a.s_addr = address;
@@ -319,8 +321,6 @@ std::string ipv4_text(std::uint32_t address) {
   ::inet_ntop(AF_INET, &a, text.data(), text.size());
   return text.data();
 }
-
-}  // namespace
 
 std::vector<std::pair<std::string, std::uint32_t>> ActiveKeyTable::CountedMinute::sources() const {
   if (ipv4) {

@@ -64,6 +64,9 @@ template <typename Count>
 void add_source(std::vector<std::pair<std::string, Count>>& into, std::string_view address, Count count,
                 std::size_t bound);
 
+// An IPv4 address (network byte order, as inet_pton gives it) as dotted-quad text.
+std::string ipv4_text(std::uint32_t address);
+
 enum class KeyCondition : std::uint8_t { kActive, kRevoked, kExpired, kCompromised };
 
 struct KeyEntry {

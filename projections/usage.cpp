@@ -43,6 +43,14 @@ std::string bucket_key(std::string_view key_id, UsageGranularity granularity, st
          encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, start)));
 }
 
+// bucket_key into `out`, reusing its memory.
+void bucket_key(std::string& out, std::string_view key_id, UsageGranularity granularity, std::int64_t start) {
+  out.assign(key_id);
+  out.push_back('\0');
+  out.push_back(tag_of(granularity));
+  out.append(encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, start))));
+}
+
 // True while a bucket is within its granularity's retention at `now_s`: the same rule for
 // answers and for the compaction filter.
 bool retained(UsageGranularity granularity, std::int64_t start, std::int64_t now_s,
@@ -629,6 +637,8 @@ const std::string kRollupKey("\0r", 2);
 // minute, so that what they bring goes to the minute buckets it sums and not as merges to
 // hour buckets it has written.
 constexpr std::int64_t kRollDelaySeconds = 150;
+// Buckets a rollup steps over to reach the next key before it seeks instead.
+constexpr std::size_t kRollMaxSteps = 128;
 
 // The cells as a journal record of counts that add up.
 std::string report_of(const std::vector<UsageCell>& cells) {
@@ -645,6 +655,127 @@ std::string report_of(const std::vector<UsageCell>& cells) {
 bool cell_before(const UsageCell& a, const UsageCell& b) {
   return a.key_id.view() != b.key_id.view() ? a.key_id.view() < b.key_id.view() : a.minute < b.minute;
 }
+
+std::uint32_t saturated(std::uint64_t n) { return static_cast<std::uint32_t>(std::min<std::uint64_t>(n, UINT32_MAX)); }
+
+// One key and minute to fold: a cache line, with no allocation unless its client addresses
+// are a list (most keys are used from one IPv4 address), so that a fold of a million keys
+// sorts and writes 64 MB of these instead of a million UsageCells and their vectors.
+struct FoldCell {
+  InlineId key_id;
+  std::int32_t minute = 0;  // Unix minutes
+  std::array<std::uint32_t, kUsageOutcomes> counts{};
+  std::uint32_t ipv4 = 0;     // network order, when sources is kIpv4
+  std::uint32_t sources = 0;  // none (0), kIpv4 (every use from ipv4), or 1 + index of a list
+  static constexpr std::uint32_t kIpv4 = UINT32_MAX;
+};
+static_assert(sizeof(FoldCell) == 64, "a fold cell is one cache line");
+
+class FoldCells {
+ public:
+  void add(const ActiveKeyTable::CountedMinute& counted) {
+    FoldCell cell{counted.key_id, static_cast<std::int32_t>(counted.minute_start / 60), counted.counts};
+    if (counted.ipv4) {
+      cell.ipv4 = *counted.ipv4;
+      cell.sources = FoldCell::kIpv4;
+    } else if (!counted.list.empty()) {
+      cell.sources = add_list(Sources(counted.list.begin(), counted.list.end()));
+    }
+    cells_.push_back(cell);
+  }
+  void add(const UsageCell& in) {
+    FoldCell cell{in.key_id, static_cast<std::int32_t>(in.minute / 60)};
+    for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
+      cell.counts[i] = saturated(in.counts.by_outcome[i]);
+    }
+    if (!in.counts.sources.empty()) {
+      cell.sources = add_list(in.counts.sources);
+    }
+    cells_.push_back(cell);
+  }
+
+  // Sorts the cells by key and minute and sums those of the same key and minute.
+  void sort_and_sum() {
+    std::sort(cells_.begin(), cells_.end(), [](const FoldCell& a, const FoldCell& b) {
+      return a.key_id.view() != b.key_id.view() ? a.key_id.view() < b.key_id.view() : a.minute < b.minute;
+    });
+    std::size_t unique = 0;
+    for (std::size_t i = 0; i < cells_.size(); ++i) {
+      if (unique > 0 && cells_[unique - 1].minute == cells_[i].minute &&
+          cells_[unique - 1].key_id == cells_[i].key_id) {
+        sum_into(cells_[unique - 1], cells_[i]);
+      } else {
+        cells_[unique++] = cells_[i];
+      }
+    }
+    cells_.resize(unique);
+  }
+
+  const std::vector<FoldCell>& cells() const { return cells_; }
+
+  // The cell's counts, its addresses bounded and sorted.
+  UsageCounts counts_of(const FoldCell& cell) const {
+    UsageCounts counts;
+    for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
+      counts.by_outcome[i] = cell.counts[i];
+    }
+    if (cell.sources == FoldCell::kIpv4) {
+      counts.sources.emplace_back(ipv4_text(cell.ipv4), counts.total());
+    } else if (cell.sources != 0) {
+      UsageCounts listed;
+      listed.sources = lists_[cell.sources - 1];
+      counts.add(listed);
+    }
+    return counts;
+  }
+  UsageCell usage_cell(const FoldCell& cell) const {
+    return UsageCell{cell.key_id, std::int64_t{cell.minute} * 60, counts_of(cell)};
+  }
+  // The cell as a bucket's value, into `proto` (cleared first: reused, it allocates nothing
+  // for a cell of one address).
+  void to_proto(const FoldCell& cell, v1::UsageCounts& proto) const {
+    proto.Clear();
+    if (cell.sources != 0 && cell.sources != FoldCell::kIpv4) {
+      keyledger::to_proto(counts_of(cell), proto);
+      return;
+    }
+    std::uint64_t total = 0;
+    for (const std::uint32_t n : cell.counts) {
+      total += n;
+    }
+    proto.set_valid(cell.counts[static_cast<std::size_t>(UsageOutcome::kValid)]);
+    proto.set_rate_limited(cell.counts[static_cast<std::size_t>(UsageOutcome::kRateLimited)]);
+    proto.set_revoked(cell.counts[static_cast<std::size_t>(UsageOutcome::kRevoked)]);
+    proto.set_expired(cell.counts[static_cast<std::size_t>(UsageOutcome::kExpired)]);
+    proto.set_compromised(cell.counts[static_cast<std::size_t>(UsageOutcome::kCompromised)]);
+    if (cell.sources == FoldCell::kIpv4) {
+      v1::UsageSource* source = proto.add_sources();
+      source->set_address(ipv4_text(cell.ipv4));
+      source->set_count(total);
+    }
+  }
+
+ private:
+  using Sources = std::vector<std::pair<std::string, std::uint64_t>>;
+  std::uint32_t add_list(Sources list) {
+    lists_.push_back(std::move(list));
+    return static_cast<std::uint32_t>(lists_.size());
+  }
+  void sum_into(FoldCell& into, const FoldCell& from) {
+    if (into.sources != 0 || from.sources != 0) {  // the addresses as a list
+      UsageCounts sum = counts_of(into);
+      sum.add(counts_of(from));
+      into.ipv4 = 0;
+      into.sources = sum.sources.empty() ? 0 : add_list(std::move(sum.sources));
+    }
+    for (std::size_t i = 0; i < kUsageOutcomes; ++i) {
+      into.counts[i] = saturated(std::uint64_t{into.counts[i]} + from.counts[i]);
+    }
+  }
+
+  std::vector<FoldCell> cells_;
+  std::vector<Sources> lists_;
+};
 
 }  // namespace
 
@@ -837,7 +968,19 @@ Status KeyUsage::roll(std::int64_t now_s) {
     }
     put_sum();
     through = key_id;
-    it->Seek(key_id + '\1');  // the next key's first bucket
+    // On to the next key's first bucket: past this key's minutes from `to` on (those of the
+    // hour under way, a few dozen), steps cost less than a seek, which reads every level.
+    const auto same_key = [&] {
+      k = it->key().ToStringView();
+      return k.size() == key_id.size() + kSuffixBytes && k.starts_with(key_id);
+    };
+    for (std::size_t steps = 0; it->Valid() && same_key(); ++steps) {
+      if (steps == kRollMaxSteps) {
+        it->Seek(key_id + '\1');
+        break;
+      }
+      it->Next();
+    }
   }
   if (Status s = from_rocks(it->status(), "read minute buckets to roll up"); !s.ok()) {
     return s;
@@ -930,56 +1073,53 @@ Status KeyUsage::flush(Fold fold_when) {
 // (recover() skips what the progress covers).
 Status KeyUsage::fold(bool everything) {
   const std::uint64_t end = next_journal_;
-  std::vector<UsageCell> cells = journalled_.take();
+  FoldCells fold;
+  for (const UsageCell& cell : journalled_.take()) {
+    fold.add(cell);
+  }
   // Minutes under way stay in the table (their counts so far are journalled again below),
   // unless everything is folded (at a stop).
   const std::int64_t table_before =
       everything ? INT64_MAX : bucket_start(UsageGranularity::kMinute, unix_seconds(clock_.now()));
   if (table_ != nullptr) {
-    table_->take_counts([&](const ActiveKeyTable::CountedMinute& counted) { cells.push_back(to_cell(counted)); },
-                        table_before);
+    table_->take_counts([&](const ActiveKeyTable::CountedMinute& counted) { fold.add(counted); }, table_before);
   }
-  if (cells.empty() && !journal_written_) {
+  if (fold.cells().empty() && !journal_written_) {
     return Status::Ok();
   }
   // In key order: consecutive merges land next to each other in the memtable (a search path
   // already in cache) instead of each at a random place in it. One cell per key and minute, so
   // that the progress recorded between batches splits none.
-  std::sort(cells.begin(), cells.end(), cell_before);
-  std::size_t unique = 0;
-  for (std::size_t i = 0; i < cells.size(); ++i) {
-    if (unique > 0 && !cell_before(cells[unique - 1], cells[i])) {
-      cells[unique - 1].counts.add(cells[i].counts);
-    } else {
-      if (unique != i) {
-        cells[unique] = std::move(cells[i]);
-      }
-      ++unique;
-    }
-  }
-  cells.resize(unique);
+  fold.sort_and_sum();
+  const std::vector<FoldCell>& cells = fold.cells();
   rocksdb::WriteBatch batch;
   std::size_t written = 0;  // cells[0, written) are in the buckets
+  v1::UsageCounts proto;    // reused: its source entries keep their memory
+  std::string key;
   std::string value;
   bool rejournalled = false;
   for (std::size_t i = 0; i <= cells.size(); ++i) {
     const bool last = i == cells.size();
     if (!last) {
-      const UsageCell& cell = cells[i];
-      to_proto(cell.counts).SerializeToString(&value);
+      const FoldCell& cell = cells[i];
+      const std::string_view key_id = cell.key_id.view();
+      const std::int64_t minute = std::int64_t{cell.minute} * 60;
+      fold.to_proto(cell, proto);
+      proto.SerializeToString(&value);
       // An hour rolled up already takes a late count too. Its key sorts before the minute's
       // ('h' < 'm'): written in key order.
-      if (const std::int64_t hour = bucket_start(UsageGranularity::kHour, cell.minute);
-          rolled(cell.key_id.view(), hour)) {
-        family_.merge(batch, bucket_key(cell.key_id.view(), UsageGranularity::kHour, hour), value);
+      if (const std::int64_t hour = bucket_start(UsageGranularity::kHour, minute); rolled(key_id, hour)) {
+        bucket_key(key, key_id, UsageGranularity::kHour, hour);
+        family_.merge(batch, key, value);
       }
-      family_.merge(batch, bucket_key(cell.key_id.view(), UsageGranularity::kMinute, cell.minute), value);
+      bucket_key(key, key_id, UsageGranularity::kMinute, minute);
+      family_.merge(batch, key, value);
       if (i + 1 - written < kBatchCells || i + 1 == cells.size()) {
         continue;
       }
       family_.put(batch, kFoldProgressKey,
                   encode_be64(end) + encode_be64(static_cast<std::uint64_t>(table_before)) +
-                      encode_be64(static_cast<std::uint64_t>(cell.minute)) + std::string(cell.key_id.view()));
+                      encode_be64(static_cast<std::uint64_t>(minute)) + std::string(key_id));
     } else {
       if (table_ != nullptr) {
         rejournalled = journal_table(batch, end);
@@ -988,7 +1128,7 @@ Status KeyUsage::fold(bool everything) {
     }
     if (Status s = store_.write(batch, /*sync=*/false); !s.ok()) {
       for (std::size_t j = written; j < cells.size(); ++j) {
-        journalled_.merge(cells[j]);  // folded by the next fold
+        journalled_.merge(fold.usage_cell(cells[j]));  // folded by the next fold
       }
       if (last) {
         rejournal_table_ = true;

@@ -9,14 +9,19 @@
 //             tracking and rate-limit buckets, SystemClock), a tier too generous ever to limit;
 //   counted:  the same with key usage counted (a UsageRecorder, as a primary and a replica
 //             run it), to show what counting costs verification (issue 16: within 5%).
+// Then what a node's housekeeper spends on those counts (KeyUsage over a RocksDB store in a
+// temporary directory, a manual clock): journalling every key's cell, folding a minute of
+// every key into the buckets, and rolling an hour of them up into hour buckets.
 // The ratio verifier/floor is what the format check, table lookup, expiry check, rate-limit
 // bucket and usage record cost on top of the hash (target: >= 0.5). Comparing the two table
 // sizes shows whether the lookup stays flat as the table outgrows the CPU caches.
 //
-//   bench_verify [--keys 10000,1000000] [--seconds S] [--out FILE]
+//   bench_verify [--keys 10000,1000000] [--seconds S] [--usage-minutes M] [--out FILE]
 
 #include <sodium.h>
 #include <unistd.h>
+
+#include <stdlib.h>
 
 #include <algorithm>
 #include <array>
@@ -25,6 +30,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -40,6 +46,7 @@
 #include "api/verifier.h"
 #include "domain/clock.h"
 #include "domain/key_material.h"
+#include "eventstore/event_store.h"
 #include "projections/active_key_table.h"
 #include "projections/usage.h"
 
@@ -53,6 +60,7 @@ volatile std::uint8_t g_sink = 0;
 struct BenchOptions {
   std::vector<std::size_t> key_counts = {10'000, 1'000'000};
   double seconds = 2.0;  // measured time per loop and table size
+  int usage_minutes = 10;  // minutes of every key's use folded before a rollup; 0: none
   std::string out_file;
 };
 
@@ -65,6 +73,7 @@ void usage_and_exit(int code) {
   std::cerr << "usage: bench_verify [--keys 10000,1000000] [--seconds S] [--out FILE]\n"
                "  --keys L      comma-separated table sizes (default 10000,1000000)\n"
                "  --seconds S   measured time per loop and size (default 2)\n"
+               "  --usage-minutes M  minutes of use journalled, folded and rolled up (default 10; 0: skip)\n"
                "  --out FILE    also write the report to FILE\n";
   std::exit(code);
 }
@@ -114,6 +123,13 @@ BenchOptions parse_args(int argc, char** argv) {
       options.seconds = std::strtod(text.c_str(), &end);
       if (end == text.c_str() || *end != '\0' || !(options.seconds > 0) || options.seconds > 600) {
         die("--seconds must be a number in (0, 600]");
+      }
+    } else if (arg == "--usage-minutes") {
+      const std::string text = value();
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), options.usage_minutes);
+      if (ec != std::errc() || end != text.data() + text.size() || options.usage_minutes < 0 ||
+          options.usage_minutes > 60) {
+        die("--usage-minutes must be a whole number in [0, 60]");
       }
     } else if (arg == "--out") {
       options.out_file = value();
@@ -213,6 +229,16 @@ void run_interleaved(const std::vector<std::uint32_t>& order, double seconds, st
   }
 }
 
+// What the housekeeper spends on usage (KeyUsage::flush) with every key used every minute.
+struct Housekeeping {
+  int minutes = 0;
+  double journal_ms = 0;     // a flush journalling every key's cell (the median flush)
+  double fold_ms = 0;        // a flush folding every key's minute into the buckets (median)
+  double rollup_ms = 0;      // one rollup of those minutes into hour buckets, every slice
+  double slice_ms = 0;       // its longest slice (one flush)
+  std::size_t slices = 0;
+};
+
 struct SizeResult {
   std::size_t keys = 0;
   LoopResult floor;                 // keyed BLAKE2b alone
@@ -223,13 +249,90 @@ struct SizeResult {
   double counts_bytes_per_key = 0;  // the recorder's cells, one per key used in its minute
   double table_bytes_per_key = 0;
   double usage_bytes_per_key = 0;  // rate-limit bucket and usage record, once a key is used
+  Housekeeping housekeeping;
   double ratio() const { return floor.per_second() > 0 ? verifier.per_second() / floor.per_second() : 0; }
   double counting() const {
     return verifier.per_second() > 0 ? counted.per_second() / verifier.per_second() : 0;
   }
 };
 
-SizeResult bench_size(std::size_t n, double seconds, const Pepper& pepper) {
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+double ms_since(Steady::time_point start) {
+  return std::chrono::duration<double, std::milli>(Steady::now() - start).count();
+}
+
+// `minutes` minutes of one verification of every key a minute, each minute journalled and
+// folded by KeyUsage as a primary's housekeeper runs it, then the rollup of that hour.
+Housekeeping bench_housekeeping(ActiveKeyTable& table, const KeyHasher& hasher, const KeySet& keys,
+                                const std::vector<api::RateLimitTier>& tiers, int minutes) {
+  Housekeeping result;
+  result.minutes = minutes;
+  std::string dir_template = (std::filesystem::temp_directory_path() / "bench_verify_usage_XXXXXX").string();
+  if (::mkdtemp(dir_template.data()) == nullptr) {
+    die("cannot make a temporary directory");
+  }
+  const std::filesystem::path dir(dir_template);
+  {
+    // An hour after the table's counts so far (real time), so that the first fold takes them.
+    const std::int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+    const std::int64_t t0 = (now_s / 3600 + 1) * 3600;
+    ManualClock clock{TimePoint(std::chrono::seconds(t0))};
+    const UsageRetention retention;
+    EventStoreOptions options{.path = dir / "store", .extra_column_families = {std::string(kUsageColumnFamily)}};
+    options.tuning.emplace(kUsageColumnFamily, usage_family_tuning(clock, retention));
+    auto store = EventStore::open(options);
+    if (!store.ok()) {
+      die("cannot open a store: " + store.status().ToString());
+    }
+    KeyUsage usage(**store, clock, retention, &table);
+    const auto flush = [&](KeyUsage::Fold fold) {
+      if (Status s = usage.flush(fold); !s.ok()) {
+        die("usage flush: " + s.ToString());
+      }
+    };
+    flush(KeyUsage::Fold::kNow);
+    const api::Verifier counting(table, hasher, tiers, clock, /*count_usage=*/true);
+    std::vector<double> journals;
+    std::vector<double> folds;
+    for (int m = 0; m < minutes; ++m) {
+      clock.set(TimePoint(std::chrono::seconds(t0 + m * 60 + 1)));
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        (void)counting.verify(keys[i], 1);
+      }
+      clock.set(TimePoint(std::chrono::seconds(t0 + m * 60 + 30)));
+      auto start = Steady::now();
+      flush(KeyUsage::Fold::kWhenDue);  // journals every key's cell
+      journals.push_back(ms_since(start));
+      clock.set(TimePoint(std::chrono::seconds(t0 + m * 60 + 65)));
+      start = Steady::now();
+      flush(KeyUsage::Fold::kWhenDue);  // the minute is over: the fold (nothing changed to journal)
+      folds.push_back(ms_since(start));
+    }
+    result.journal_ms = median(journals);
+    result.fold_ms = median(folds);
+    clock.set(TimePoint(std::chrono::seconds(t0 + 3600 + 200)));
+    while (usage.rolled_before() <= t0) {
+      const auto start = Steady::now();
+      flush(KeyUsage::Fold::kWhenDue);
+      const double ms = ms_since(start);
+      result.rollup_ms += ms;
+      result.slice_ms = std::max(result.slice_ms, ms);
+      if (++result.slices > keys.size()) {
+        die("the rollup does not end");
+      }
+    }
+  }
+  std::filesystem::remove_all(dir);
+  return result;
+}
+
+SizeResult bench_size(std::size_t n, double seconds, int usage_minutes, const Pepper& pepper) {
   SizeResult result;
   result.keys = n;
   const KeySet keys(n);
@@ -318,6 +421,9 @@ SizeResult bench_size(std::size_t n, double seconds, const Pepper& pepper) {
   result.take = take.result;
   result.verifier = verify.result;
   result.counted = counted.result;
+  if (usage_minutes > 0) {
+    result.housekeeping = bench_housekeeping(table, hasher, keys, tiers, usage_minutes);
+  }
   return result;
 }
 
@@ -341,7 +447,7 @@ int main(int argc, char** argv) {
   std::vector<SizeResult> results;
   for (const std::size_t n : options.key_counts) {
     std::cerr << "bench_verify: " << n << " keys ...\n";
-    results.push_back(bench_size(n, options.seconds, pepper));
+    results.push_back(bench_size(n, options.seconds, options.usage_minutes, pepper));
   }
 
   std::ostringstream report;
@@ -366,6 +472,22 @@ int main(int argc, char** argv) {
     std::snprintf(line, sizeof(line), "%10zu keys: counted %s/s, x%.3f of uncounted; %.0f B per key\n",
                   r.keys, fmt_rate(r.counted.per_second()).c_str(), r.counting(), r.counts_bytes_per_key);
     report << line;
+  }
+  if (options.usage_minutes > 0) {
+    report << "Usage housekeeping (KeyUsage::flush on a RocksDB store, every key verified once a minute for "
+           << options.usage_minutes << " minutes):\n"
+              "journal: a flush of every key's cell; fold: a minute of every key into its bucket; rollup: those\n"
+              "minutes into hour buckets, all slices (ns per key and minute; longest slice = one flush)\n";
+    for (const auto& r : results) {
+      const Housekeeping& h = r.housekeeping;
+      const double keys = static_cast<double>(r.keys);
+      std::snprintf(line, sizeof(line),
+                    "%10zu keys: journal %.1f ms (%.0f ns a key), fold %.1f ms (%.0f ns a key), rollup %.1f ms "
+                    "(%.0f ns a key-minute, %zu slices, longest %.1f ms)\n",
+                    r.keys, h.journal_ms, h.journal_ms * 1e6 / keys, h.fold_ms, h.fold_ms * 1e6 / keys, h.rollup_ms,
+                    h.rollup_ms * 1e6 / (keys * h.minutes), h.slices, h.slice_ms);
+      report << line;
+    }
   }
   if (results.size() >= 2) {
     const auto& a = results.front();
