@@ -109,7 +109,8 @@ class UsageRetentionFilter final : public rocksdb::CompactionFilter {
 
  private:
   bool expired(std::string_view k) const {
-    if (k.size() < kSuffixBytes || k[k.size() - kSuffixBytes] != '\0') {
+    // The journal and the progress records start with '\0', key ids never do (storable()).
+    if (k.size() < kSuffixBytes || k.front() == '\0' || k[k.size() - kSuffixBytes] != '\0') {
       return false;
     }
     const char tag = k[k.size() - kSuffixBytes + 1];

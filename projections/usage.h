@@ -240,8 +240,9 @@ class KeyUsage {
                                            std::int64_t until) const;
 
   // Keys a flush rolls up at most, one write each: a rollup of a million keys runs over about
-  // 250 flushes (8 minutes at a flush every 2 s), none holding the flush for long.
-  static constexpr std::size_t kRollSliceKeys = 4096;
+  // 980 flushes (33 minutes at a flush every 2 s), its work spread thin and none holding the
+  // flush (or a query) for long.
+  static constexpr std::size_t kRollSliceKeys = 1024;
   // The start of the first hour not rolled up for every key yet.
   std::int64_t rolled_before() const;
 
