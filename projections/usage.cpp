@@ -232,7 +232,9 @@ namespace {
 
 // An empty id marks a free cell, and ids starting with '\0' would sort among the journal's
 // records (the file comment of usage.h has the family's layout).
-bool storable(std::string_view key_id) { return !key_id.empty() && key_id.front() != '\0'; }
+// Nor may an id hold one anywhere: the rollup walks the family from one key id to the next
+// by seeking past `id '\1'`, which would skip an `id '\0' …` of another key.
+bool storable(std::string_view key_id) { return !key_id.empty() && key_id.find('\0') == std::string_view::npos; }
 
 std::size_t cell_hash(std::size_t key_hash, std::int32_t minute) {
   return key_hash ^ (static_cast<std::size_t>(static_cast<std::uint32_t>(minute)) * 0x9E3779B97F4A7C15ULL);
@@ -1157,19 +1159,21 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
     return out;
   }
   const auto count = static_cast<std::size_t>((until - since + step - 1) / step);
+  // The buckets are whole: the last ends here, past `until` unless it is aligned.
+  const std::int64_t end = since + static_cast<std::int64_t>(count) * step;
   out.resize(count);
   for (std::size_t i = 0; i < count; ++i) {
     out[i].start = since + static_cast<std::int64_t>(i) * step;
   }
   const std::int64_t now_s = unix_seconds(clock_.now());
   const auto add = [&](std::int64_t start, const UsageCounts& counts) {
-    if (start >= since && start < until) {
+    if (start >= since && start < end) {
       out[static_cast<std::size_t>((start - since) / step)].counts.add(counts);
     }
   };
 
   std::unique_ptr<rocksdb::Iterator> it;
-  // Calls fn(start, counts) for the stored buckets of `key_id` in [from, until).
+  // Calls fn(start, counts) for the stored buckets of `key_id` in [from, end).
   const auto scan = [&](const std::string& key_id, UsageGranularity stored, std::int64_t from, const auto& fn) {
     const std::string prefix = prefix_of(key_id, stored);
     for (it->Seek(bucket_key(key_id, stored, from)); it->Valid(); it->Next()) {
@@ -1178,7 +1182,7 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
         break;
       }
       const auto start = static_cast<std::int64_t>(decode_be64(key.substr(prefix.size())));
-      if (start >= until) {
+      if (start >= end) {
         break;
       }
       fn(start, parse_counts(it->value().ToStringView()));
@@ -1200,7 +1204,7 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
           add(start, counts);
         }
       });
-      if (s.ok() && until > unrolled) {
+      if (s.ok() && end > unrolled) {
         s = scan(key_id, UsageGranularity::kMinute, std::max(since, unrolled),
                  [&](std::int64_t start, const UsageCounts& counts) {
                    add(bucket_start(UsageGranularity::kHour, start), counts);
@@ -1213,7 +1217,7 @@ Result<std::vector<UsageBucket>> KeyUsage::buckets(const std::vector<std::string
     const std::int64_t now_minute = bucket_start(UsageGranularity::kMinute, now_s);
     for (const UsageRecorder* unfolded : std::array<const UsageRecorder*, 2>{&recorder_, &journalled_}) {
       for (const UsageCell& cell : unfolded->peek(key_id, std::max(since, now_minute - kPeekBackSeconds),
-                                                  std::min(until - 1, now_minute + 60))) {
+                                                  std::min(end - 1, now_minute + 60))) {
         add(bucket_start(granularity, cell.minute), cell.counts);
       }
     }

@@ -233,7 +233,8 @@ class KeyUsage {
   Status flush(Fold fold = Fold::kWhenDue);
 
   // Every bucket whose start lies in [since, until) (Unix seconds, since aligned down to the
-  // bucket), oldest first, summed over `key_ids`: stored counts plus the unflushed ones, zero
+  // bucket), oldest first, each whole (the last one too when `until` falls inside it), summed
+  // over `key_ids`: stored counts plus the unflushed ones, zero
   // where there were none, and zero for buckets past retention.
   Result<std::vector<UsageBucket>> buckets(const std::vector<std::string>& key_ids,
                                            UsageGranularity granularity, std::int64_t since,

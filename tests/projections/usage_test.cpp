@@ -366,6 +366,24 @@ TEST_CASE("hours are rolled up from their minutes a slice of keys at a time, and
   CHECK(hour_total(f, {"key_00000a"}, h0) == 1);
 }
 
+TEST_CASE("an hour is answered whole when the range ends inside it, rolled up or not", "[projections][usage]") {
+  UsageFixture f;
+  const std::int64_t h0 = bucket_start(UsageGranularity::kHour, kT0);
+  f.usage->recorder().record("key_a", UsageOutcome::kValid, h0 + 600);
+  f.usage->recorder().record("key_a", UsageOutcome::kValid, h0 + 2400);
+  REQUIRE(f.usage->flush(KeyUsage::Fold::kNow).ok());
+  const auto half = [&] { return f.read({"key_a"}, UsageGranularity::kHour, h0, h0 + 1800); };
+  REQUIRE(half().size() == 1);
+  CHECK(half()[0].counts.total() == 2);  // from its minutes
+  f.clock.set(at(h0 + 3600 + 200));
+  REQUIRE(f.usage->flush().ok());
+  REQUIRE(f.usage->rolled_before() == h0 + 3600);
+  CHECK(half()[0].counts.total() == 2);  // from its hour bucket
+  // Minute buckets end at `until` as ever.
+  CHECK(f.read({"key_a"}, UsageGranularity::kMinute, h0, h0 + 1800)[10].counts.total() == 1);
+  CHECK(f.read({"key_a"}, UsageGranularity::kMinute, h0, h0 + 1800).size() == 30);
+}
+
 TEST_CASE("a rollup cut short by a failing disk, then a crash, neither loses nor doubles a count",
           "[projections][usage]") {
   const std::size_t n = 2 * KeyUsage::kRollSliceKeys + 10;  // three slices
