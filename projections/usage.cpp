@@ -38,17 +38,18 @@ std::string prefix_of(std::string_view key_id, UsageGranularity granularity) {
   return prefix;
 }
 
-std::string bucket_key(std::string_view key_id, UsageGranularity granularity, std::int64_t start) {
-  return prefix_of(key_id, granularity) +
-         encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, start)));
-}
-
 // bucket_key into `out`, reusing its memory.
 void bucket_key(std::string& out, std::string_view key_id, UsageGranularity granularity, std::int64_t start) {
   out.assign(key_id);
   out.push_back('\0');
   out.push_back(tag_of(granularity));
   out.append(encode_be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, start))));
+}
+
+std::string bucket_key(std::string_view key_id, UsageGranularity granularity, std::int64_t start) {
+  std::string key;
+  bucket_key(key, key_id, granularity, start);
+  return key;
 }
 
 // True while a bucket is within its granularity's retention at `now_s`: the same rule for
@@ -182,12 +183,18 @@ std::uint64_t UsageCounts::total() const {
   return sum;
 }
 
+// The five counts of an outcome array (64-bit in UsageCounts, 32-bit in a fold's cells).
+template <class Counts>
+void set_outcomes(const Counts& by_outcome, v1::UsageCounts& proto) {
+  proto.set_valid(by_outcome[static_cast<std::size_t>(UsageOutcome::kValid)]);
+  proto.set_rate_limited(by_outcome[static_cast<std::size_t>(UsageOutcome::kRateLimited)]);
+  proto.set_revoked(by_outcome[static_cast<std::size_t>(UsageOutcome::kRevoked)]);
+  proto.set_expired(by_outcome[static_cast<std::size_t>(UsageOutcome::kExpired)]);
+  proto.set_compromised(by_outcome[static_cast<std::size_t>(UsageOutcome::kCompromised)]);
+}
+
 void to_proto(const UsageCounts& counts, v1::UsageCounts& proto) {
-  proto.set_valid(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kValid)]);
-  proto.set_rate_limited(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRateLimited)]);
-  proto.set_revoked(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kRevoked)]);
-  proto.set_expired(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kExpired)]);
-  proto.set_compromised(counts.by_outcome[static_cast<std::size_t>(UsageOutcome::kCompromised)]);
+  set_outcomes(counts.by_outcome, proto);
   for (const auto& [address, count] : counts.sources) {
     v1::UsageSource* source = proto.add_sources();
     source->set_address(address);
@@ -655,7 +662,9 @@ std::string report_of(const std::vector<UsageCell>& cells) {
   return report.SerializeAsString();
 }
 
-bool cell_before(const UsageCell& a, const UsageCell& b) {
+// Key id, then minute: the order of the cells in a fold and in its progress record.
+template <class Cell>
+bool cell_before(const Cell& a, const Cell& b) {
   return a.key_id.view() != b.key_id.view() ? a.key_id.view() < b.key_id.view() : a.minute < b.minute;
 }
 
@@ -699,9 +708,7 @@ class FoldCells {
 
   // Sorts the cells by key and minute and sums those of the same key and minute.
   void sort_and_sum() {
-    std::sort(cells_.begin(), cells_.end(), [](const FoldCell& a, const FoldCell& b) {
-      return a.key_id.view() != b.key_id.view() ? a.key_id.view() < b.key_id.view() : a.minute < b.minute;
-    });
+    std::sort(cells_.begin(), cells_.end(), cell_before<FoldCell>);
     std::size_t unique = 0;
     for (std::size_t i = 0; i < cells_.size(); ++i) {
       if (unique > 0 && cells_[unique - 1].minute == cells_[i].minute &&
@@ -746,11 +753,7 @@ class FoldCells {
     for (const std::uint32_t n : cell.counts) {
       total += n;
     }
-    proto.set_valid(cell.counts[static_cast<std::size_t>(UsageOutcome::kValid)]);
-    proto.set_rate_limited(cell.counts[static_cast<std::size_t>(UsageOutcome::kRateLimited)]);
-    proto.set_revoked(cell.counts[static_cast<std::size_t>(UsageOutcome::kRevoked)]);
-    proto.set_expired(cell.counts[static_cast<std::size_t>(UsageOutcome::kExpired)]);
-    proto.set_compromised(cell.counts[static_cast<std::size_t>(UsageOutcome::kCompromised)]);
+    set_outcomes(cell.counts, proto);
     if (cell.sources == FoldCell::kIpv4) {
       v1::UsageSource* source = proto.add_sources();
       source->set_address(ipv4_text(cell.ipv4));
