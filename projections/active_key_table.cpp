@@ -400,6 +400,7 @@ void ActiveKeyTable::count_use(Shard& shard, Ref ref, std::int64_t now_s, std::s
   if ((cell.minute & kChanged) == 0) {
     cell.minute |= kChanged;
     ++lists.changed_cells;
+    lists.changed.push_back(ref);
   }
   const std::uint32_t before = total_of(cell.counts);
   if (cell.counts[outcome] != UINT32_MAX) {
@@ -488,13 +489,32 @@ void ActiveKeyTable::journal_counts(const CountSink& sink, bool all) {
     }
     hand(sink, slot_at(ref), lists, cell);
   };
-  // The cells in slot order (the cells and the slots they name are read in address order),
-  // then each shard's set-aside cells, up to the last one set aside before the loop ends: a
-  // cell set aside while the scan ran, before its slot's turn, is in this record too. (Cells
-  // are set aside at any time, only ever appended; takes run one at a time with this.)
-  scan_cells(index_lock, journal);
+  // Every cell in slot order (the cells and the slots they name are read in address order),
+  // or, shard by shard, the cells it listed as changed, sorted into that order. Then each
+  // shard's set-aside cells, up to the last one set aside before the loop ends: a cell set
+  // aside while its shard's cells were read, before its own turn, is in this record too.
+  // (Cells are set aside at any time, only ever appended; takes run one at a time with this.)
+  if (all) {
+    scan_cells(index_lock, journal);
+  }
+  std::vector<Ref> changed;
   for (Shard& shard : shards_) {
     CountLists& lists = shard.counts;
+    if (!all) {
+      {
+        // The emptied list takes the other's memory: the two trade places each flush.
+        std::lock_guard lock(shard.mutex);
+        changed.swap(lists.changed);
+      }
+      std::sort(changed.begin(), changed.end());
+      for (std::size_t i = 0; i < changed.size();) {
+        std::lock_guard lock(shard.mutex);
+        for (const std::size_t end = std::min(changed.size(), i + kCountChunk); i < end; ++i) {
+          journal(lists, changed[i], use_cells_.cell(changed[i]));  // a counted cell's chunk exists
+        }
+      }
+      changed.clear();
+    }
     for (std::size_t i = 0;;) {
       std::lock_guard lock(shard.mutex);
       for (const std::size_t end = std::min(lists.set_aside.size(), i + kCountChunk); i < end; ++i) {
@@ -514,8 +534,9 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
     taken_before_.store(before_minute, std::memory_order_relaxed);
   }
   IndexReader index_lock(index_mutex_);  // no slot added, no clear() meanwhile
-  // Hands the cell over and empties it, or keeps it (true), to be journalled again.
-  const auto take = [&](CountLists& lists, Ref ref, UseCell& cell) {
+  // Hands the cell over and empties it, or keeps it (true), to be journalled again: listed
+  // as changed if it is a slot's cell (`set_aside` false).
+  const auto take = [&](CountLists& lists, Ref ref, UseCell& cell, bool set_aside) {
     if ((cell.minute & ~kChanged) < before_minute) {
       if ((cell.minute & kChanged) != 0) {
         --lists.changed_cells;
@@ -527,10 +548,13 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
     if ((cell.minute & kChanged) == 0) {
       cell.minute |= kChanged;
       ++lists.changed_cells;
+      if (!set_aside) {
+        lists.changed.push_back(ref);
+      }
     }
     return true;
   };
-  scan_cells(index_lock, take);
+  scan_cells(index_lock, [&](CountLists& lists, Ref ref, UseCell& cell) { take(lists, ref, cell, false); });
   // Then the set-aside cells, taken after every slot's turn: a cell set aside while the scan
   // ran, before its slot's turn, is taken too; one set aside after it holds a minute the scan
   // kept.
@@ -545,7 +569,7 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
     for (std::size_t i = 0; i < set_aside.size();) {
       std::lock_guard lock(shard.mutex);
       for (const std::size_t end = std::min(set_aside.size(), i + kCountChunk); i < end; ++i) {
-        if (take(lists, set_aside[i].ref, set_aside[i].cell)) {
+        if (take(lists, set_aside[i].ref, set_aside[i].cell, true)) {
           lists.set_aside.push_back(set_aside[i]);
         }
       }

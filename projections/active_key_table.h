@@ -171,9 +171,10 @@ class ActiveKeyTable {
   // Usage is counted by visit() into one cell per key (its current minute: what it holds
   // since that minute began, or since the cell was last taken) and stays there until taken.
   // A key used in a later minute sets its old minute's cell aside (taken with the others).
-  // The calls below scan the cells in slot order (no list of which cells hold counts: that
-  // would cost 8 more bytes a key) and run sink under the shards' locks, a bounded chunk of
-  // cells at a time, so verifications go on meanwhile: sinks only copy.
+  // The calls below run sink under the shards' locks, a bounded chunk of cells at a time, so
+  // verifications go on meanwhile: sinks only copy. journal_counts() reads the cells each
+  // shard listed as changed; take_counts() and journal_counts(all) scan every cell in slot
+  // order (no list of which cells hold counts: that would cost 4 more bytes a key).
 
   // Every cell that changed since the last call (with `all`: every cell), its whole count so
   // far, not the change: KeyUsage journals these, the latest per key and minute being the one
@@ -310,6 +311,10 @@ class ActiveKeyTable {
     std::vector<SourceList> sources;  // UseCell::sources
     std::vector<std::uint32_t> free_sources;  // indexes into `sources` no cell uses
     std::size_t changed_cells = 0;  // cells and set-aside cells with kChanged
+    // The cells (not set aside) that took kChanged since the last journal_counts(), so that
+    // it reads those instead of every cell: 4 bytes a key used in a flush interval, not a
+    // key. A cell may be listed twice, or have lost kChanged to a take since.
+    std::vector<Ref> changed;
   };
   // One cell per slot (same Ref), in chunks made when a key in them is first counted.
   struct CountCells {

@@ -592,20 +592,37 @@ TEST_CASE("active key table: journals and takes while verifications count lose a
       taken_per_key[key] += n;
     }
   };
-  std::size_t journalled_cells = 0;
+  // What the journal says of each key and minute since the last take: the latest record of
+  // it counts.
+  std::map<std::pair<std::string, std::int64_t>, Counts> journal;
+  const ActiveKeyTable::CountSink journal_sink = [&](const ActiveKeyTable::CountedMinute& c) {
+    journal[{c.key_id.str(), c.minute_start}] = c.counts;
+  };
   std::int64_t before = kMinute;
   while (running.load() > 0) {
-    table.journal_counts([&](const ActiveKeyTable::CountedMinute&) { ++journalled_cells; });
+    table.journal_counts(journal_sink);
     table.take_counts(take_sink, before);
+    journal.clear();  // as a fold deletes the journal: what the take kept is journalled again
     before += 20;  // every third pass takes a minute more
     passes.fetch_add(1);
   }
   for (auto& t : threads) {
     t.join();
   }
+  // The journal missed no change: after one more pass it holds every cell not taken as it is.
+  table.journal_counts(journal_sink);
+  const CountedCells held = journalled(table, /*all=*/true);
+  CHECK_FALSE(held.empty());
+  std::size_t stale = 0;
+  for (const auto& [key_minute, cell] : held) {
+    const auto it = journal.find(key_minute);
+    stale += it != journal.end() && it->second == cell.counts ? 0 : 1;
+  }
+  CHECK(stale == 0);
+  CHECK(journalled(table).empty());
   table.take_counts(take_sink);
   CHECK(table.pending_counts() == 0);
-  CHECK(journalled_cells > 0);
+  CHECK_FALSE(journal.empty());
   CHECK(passes.load() >= kUsesPerThread / 10'000);
   std::size_t wrong = 0;
   for (int key = 0; key < kKeys; ++key) {
