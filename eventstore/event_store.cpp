@@ -266,6 +266,9 @@ std::vector<rocksdb::ColumnFamilyDescriptor> column_families_for(const EventStor
       if (tuned->second.write_buffer_bytes != 0) {
         family.write_buffer_size = tuned->second.write_buffer_bytes;
       }
+      if (!tuned->second.compress) {
+        family.compression = rocksdb::kNoCompression;
+      }
       if (!tuned->second.point_lookups) {
         family.table_factory.reset(rocksdb::NewBlockBasedTableFactory(scan_table_options));
       }

@@ -82,6 +82,10 @@ struct EventStoreOptions {
     // The memtable's size, when not RocksDB's default (64 MiB): a family written in large
     // short-lived records (the usage journal) holds less memory with a smaller one.
     std::size_t write_buffer_bytes = 0;
+    // False for a family whose records Snappy would only slow down: compact binary records,
+    // most of them deleted within a minute (the usage journal). Its flushes and compactions
+    // then write blocks as they are.
+    bool compress = true;
   };
   std::map<std::string, FamilyTuning, std::less<>> tuning = {};
 };

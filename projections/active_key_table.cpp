@@ -436,6 +436,8 @@ namespace {
 // Cells (slots) per window of a scan, and set-aside cells per lock: a verification waits
 // for at most this many of its shard's cells.
 constexpr std::size_t kCountChunk = 256;
+// How far ahead of the cell being journalled its successors' cells and key ids are fetched.
+constexpr std::size_t kJournalAhead = 8;
 }  // namespace
 
 std::size_t ActiveKeyTable::pending_counts() const {
@@ -510,6 +512,13 @@ void ActiveKeyTable::journal_counts(const CountSink& sink, bool all) {
       for (std::size_t i = 0; i < changed.size();) {
         std::lock_guard lock(shard.mutex);
         for (const std::size_t end = std::min(changed.size(), i + kCountChunk); i < end; ++i) {
+          // A fifth of a million cells is listed every 2 s at 100 000 verifications/s: fetch
+          // the cells and key ids a few places ahead, rather than wait for each in turn.
+          if (i + kJournalAhead < changed.size()) {
+            const Ref ahead = changed[i + kJournalAhead];
+            __builtin_prefetch(&use_cells_.cell(ahead));
+            __builtin_prefetch(&slot_at(ahead).entry.key_id);
+          }
           journal(lists, changed[i], use_cells_.cell(changed[i]));  // a counted cell's chunk exists
         }
       }

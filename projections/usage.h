@@ -55,6 +55,8 @@
 #include <utility>
 #include <vector>
 
+#include <rocksdb/write_batch.h>
+
 #include "domain/clock.h"
 #include "eventstore/event_store.h"
 #include "keyledger/v1/usage.pb.h"
@@ -305,6 +307,10 @@ class KeyUsage {
   bool journal_written_ = false;  // some of them may exist
   bool rejournal_table_ = false;  // a journal write failed: the next journals every table cell
   std::int64_t next_fold_s_ = 0;  // Unix seconds; 0: at the next flush
+  // A flush's journal record and batch, kept with their memory (megabytes at a million keys
+  // in use) so that each flush does not map and fault fresh pages. Under flush_mutex_.
+  std::string journal_record_;
+  rocksdb::WriteBatch flush_batch_;
   // Held by flush() from drain to write, and by queries: a query sees each cell in the
   // recorder, the journal or the buckets, never in none and never in two.
   mutable std::mutex flush_mutex_;
