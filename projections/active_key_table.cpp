@@ -440,6 +440,22 @@ constexpr std::size_t kCountChunk = 256;
 constexpr std::size_t kJournalAhead = 8;
 }  // namespace
 
+void ActiveKeyTable::forget_listed_changes() {
+  for (Shard& shard : shards_) {
+    std::lock_guard lock(shard.mutex);
+    shard.counts.changed.clear();
+  }
+}
+
+std::size_t ActiveKeyTable::listed_changes() const {
+  std::size_t n = 0;
+  for (const Shard& shard : shards_) {
+    std::lock_guard lock(shard.mutex);
+    n += shard.counts.changed.size();
+  }
+  return n;
+}
+
 std::size_t ActiveKeyTable::pending_counts() const {
   std::size_t n = 0;
   for (const Shard& shard : shards_) {
@@ -497,6 +513,9 @@ void ActiveKeyTable::journal_counts(const CountSink& sink, bool all) {
   // aside while its shard's cells were read, before its own turn, is in this record too.
   // (Cells are set aside at any time, only ever appended; takes run one at a time with this.)
   if (all) {
+    // The scan hands every changed cell: the lists start afresh before it (a cell changed
+    // behind the scan is listed again by its use).
+    forget_listed_changes();
     scan_cells(index_lock, journal);
   }
   std::vector<Ref> changed;
@@ -504,7 +523,7 @@ void ActiveKeyTable::journal_counts(const CountSink& sink, bool all) {
     CountLists& lists = shard.counts;
     if (!all) {
       {
-        // The emptied list takes the other's memory: the two trade places each flush.
+        // The shard goes on with the (emptied) buffer the shard before it listed into.
         std::lock_guard lock(shard.mutex);
         changed.swap(lists.changed);
       }
@@ -544,7 +563,11 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
   }
   IndexReader index_lock(index_mutex_);  // no slot added, no clear() meanwhile
   // Hands the cell over and empties it, or keeps it (true), to be journalled again: listed
-  // as changed if it is a slot's cell (`set_aside` false).
+  // as changed if it is a slot's cell (`set_aside` false). The lists start afresh before the
+  // scan, which lists every cell it keeps (a cell changed behind the scan is listed by its
+  // use), so that they hold no more than the cells kept and the uses since, also where no
+  // journal empties them (a replica only takes).
+  forget_listed_changes();
   const auto take = [&](CountLists& lists, Ref ref, UseCell& cell, bool set_aside) {
     if ((cell.minute & ~kChanged) < before_minute) {
       if ((cell.minute & kChanged) != 0) {
@@ -557,9 +580,9 @@ void ActiveKeyTable::take_counts(const CountSink& sink, std::int64_t before) {
     if ((cell.minute & kChanged) == 0) {
       cell.minute |= kChanged;
       ++lists.changed_cells;
-      if (!set_aside) {
-        lists.changed.push_back(ref);
-      }
+    }
+    if (!set_aside) {
+      lists.changed.push_back(ref);
     }
     return true;
   };

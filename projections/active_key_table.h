@@ -189,6 +189,9 @@ class ActiveKeyTable {
   void peek_counts(std::string_view key_id, const CountSink& sink) const;
   // Cells changed since the last journal_counts().
   std::size_t pending_counts() const;
+  // Entries of the shards' lists of changed cells (a cell may be listed twice): no more than
+  // the cells a take kept and the uses since (tests).
+  std::size_t listed_changes() const;
 
   // Applies one event (KeyCreated, KeyRotated, KeyRevoked, KeyExpired, KeyCompromised,
   // AgentRegistered, RateLimitTierChanged); others are ignored. Idempotent, also for events
@@ -364,6 +367,7 @@ class ActiveKeyTable {
   // time, under the lock of the cell's shard (whose lists are the cell's).
   template <typename Fn>
   void scan_cells(const IndexReader& held, Fn fn);
+  void forget_listed_changes();  // empties every shard's list of changed cells
 
   // A new slot holding `entry`, indexed in its shard.
   Ref add_slot(const IndexWriter& held, const Digest& digest, const KeyEntry& entry);

@@ -430,8 +430,9 @@ EventStoreOptions::FamilyTuning usage_family_tuning(const Clock& clock, UsageRet
           // fold: small memtables hand it to disk (and compaction drops it) instead of holding
           // up to 128 MB of it in memory.
           .write_buffer_bytes = std::size_t{16} << 20,
-          // Snappy took a fifth of the family's flushes (perf, GET /v1/auth at a million keys)
-          // for records of varints and packed ids, most deleted at the next fold.
+          // Snappy took a fifth of the family's flushes (perf, GET /v1/auth at a million keys),
+          // for journal records of varints and packed ids that the next fold deletes and
+          // buckets of a few varints each; the buckets kept for their retention take more disk.
           .compress = false};
 }
 
